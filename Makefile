@@ -1,0 +1,34 @@
+# leadflow: `make run` (pipeline on the bundled samples) and `make test` (the whole suite).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+
+.PHONY: install run test lint pg clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/leadflow run --config leadflow.yaml
+
+pg:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; \
+	  echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install pg lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .prefect leadflow.db leadflow.db-wal leadflow.db-shm .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,93 @@
+"""Shared fixtures: a Prefect test API once per session, and throwaway SQLite/PostgreSQL warehouses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "sources"
+PG_ADMIN_URL = os.environ.get(
+    "LEADFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="leadflow-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.pop("LEADFLOW_WAREHOUSE_URL", None)
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """One ephemeral Prefect API for the whole session, heartbeats off (they cost ~1 s a flow)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'warehouse.db'}"
+
+
+@contextmanager
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    name = f"leadflow_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with pg_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each test that takes this runs on the embedded SQLite and on the real PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'warehouse.db'}"
+    else:
+        with pg_database() as url:
+            yield url
+
+
+@pytest.fixture
+def sample_config(tmp_path: Path) -> Path:
+    """A copy of the bundled samples and a config pointing at them (the warehouse URL comes later)."""
+    src = tmp_path / "sources"
+    shutil.copytree(EXAMPLES, src)
+    cfg = tmp_path / "leadflow.yaml"
+    cfg.write_text(
+        (ROOT / "leadflow.yaml").read_text(encoding="utf-8").replace("examples/sources", "sources"),
+        encoding="utf-8",
+    )
+    return cfg
+
+
+def write_config(path: Path, warehouse_url: str, body: str) -> Path:
+    path.write_text(f"warehouse:\n  url: {warehouse_url}\n{body}", encoding="utf-8")
+    return path

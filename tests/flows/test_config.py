@@ -1,0 +1,71 @@
+"""A broken config gives one clear line naming the key or path, exit status 2, and writes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+from flows.settings import load_settings
+
+CASES = [
+    (
+        "unknown_key",
+        "warehouse:\n  url: sqlite:///{db}\n  colour: blue\n",
+        "warehouse.colour: unknown key",
+    ),
+    ("wrong_type", "default_region: 12\n", "default_region"),
+    ("bad_region", "default_region: Turkey\n", "default_region"),
+    (
+        "missing_file",
+        "sources:\n  - name: s\n    kind: spreadsheet\n    path: nope.csv\n",
+        "sources[0].path: file not found: nope.csv",
+    ),
+    ("unknown_kind", "sources:\n  - name: s\n    kind: fax\n    path: x\n", "sources[0]"),
+    ("missing_path", "sources:\n  - name: s\n    kind: email\n", "sources[0].path: Field required"),
+    ("not_yaml", "warehouse: [unclosed\n", "is not valid YAML"),
+    (
+        "dupe_names",
+        "sources:\n  - {name: a, kind: email, path: m.mbox}\n"
+        "  - {name: a, kind: email, path: m.mbox}\n",
+        "unique",
+    ),
+]
+
+
+@pytest.mark.parametrize("name,body,expected", CASES, ids=[c[0] for c in CASES])
+def test_broken_config_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, body: str, expected: str
+) -> None:
+    (tmp_path / "m.mbox").write_text("")
+    db = tmp_path / "w.db"
+    cfg = tmp_path / "leadflow.yaml"
+    cfg.write_text(body.replace("{db}", str(db)))
+    assert main(["run", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert expected in err
+    assert not db.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["leadflow.yaml", "m.mbox"]
+
+
+def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--config", str(tmp_path / "none.yaml")]) == 2
+    assert "config: file not found" in capsys.readouterr().err
+
+
+def test_env_overrides_warehouse_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "leadflow.yaml"
+    cfg.write_text("warehouse:\n  url: sqlite:///a.db\n")
+    assert load_settings(cfg).warehouse.url == "sqlite:///a.db"
+    monkeypatch.setenv("LEADFLOW_WAREHOUSE_URL", "sqlite:///b.db")
+    assert load_settings(cfg).warehouse.url == "sqlite:///b.db"
+
+
+def test_relative_paths_resolve_against_the_config(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.csv").write_text("name,email\n")
+    cfg = tmp_path / "leadflow.yaml"
+    cfg.write_text("sources:\n  - {name: x, kind: spreadsheet, path: data/x.csv}\n")
+    assert load_settings(cfg).sources[0].path == str(tmp_path / "data" / "x.csv")

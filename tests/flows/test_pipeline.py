@@ -1,0 +1,111 @@
+"""The whole pipeline on the bundled samples, on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from flows.cli import main
+from warehouse import db
+from warehouse.schema import DATA_TABLES, metadata
+
+
+def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every data table's rows, sorted, so two warehouses can be compared for equality."""
+    engine = db.make_engine(url)
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with engine.connect() as conn:
+        for name in DATA_TABLES:
+            rows = conn.execute(select(metadata.tables[name])).all()
+            out[name] = sorted(tuple(map(repr, r)) for r in rows)
+    engine.dispose()
+    return out
+
+
+def count(url: str, sql: str) -> int:
+    engine = db.make_engine(url)
+    with engine.connect() as conn:
+        n = conn.execute(text(sql)).scalar_one()
+    engine.dispose()
+    return int(n)
+
+
+def _use(cfg: Path, url: str) -> None:
+    cfg.write_text(cfg.read_text().replace("sqlite:///leadflow.db", url))
+
+
+def test_pipeline_runs_twice_with_identical_tables(
+    prefect_api: None, sample_config: Path, warehouse_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _use(sample_config, warehouse_url)
+    assert main(["run", "--config", str(sample_config)]) == 0
+    out = capsys.readouterr().out
+    assert "Funnel" in out and "TOTAL" in out
+    first = snapshot(warehouse_url)
+
+    contacts = count(warehouse_url, "select count(*) from contacts")
+    leads = count(warehouse_url, "select count(*) from leads")
+    opps = count(warehouse_url, "select count(*) from opportunities")
+    assert 0 < opps < leads < contacts, (opps, leads, contacts)
+    # Cross-source duplicates merged: İsmail Işık reached us by the fair sheet and the web form.
+    assert (
+        count(
+            warehouse_url,
+            "select contact_count from leads where email = 'ismail.isik@isiktekstil.com.tr'",
+        )
+        == 2
+    )
+    # Junk is kept with a reason, not dropped.
+    assert count(warehouse_url, "select count(*) from rejects where code = 'no_identity'") >= 3
+    assert count(warehouse_url, "select count(*) from rejects where code = 'ragged_row'") == 1
+    # Every opportunity's lead exists and points back at it.
+    assert (
+        count(
+            warehouse_url,
+            "select count(*) from opportunities o join leads l "
+            "on l.lead_id = o.lead_id and l.opportunity_id = o.opportunity_id",
+        )
+        == opps
+    )
+
+    assert main(["run", "--config", str(sample_config)]) == 0
+    assert snapshot(warehouse_url) == first
+    assert (
+        count(warehouse_url, "select count(*) from pipeline_runs where status = 'succeeded'") == 2
+    )
+
+
+def test_rebuilding_from_scratch_gives_the_same_ids(
+    prefect_api: None, sample_config: Path, tmp_path: Path
+) -> None:
+    a, b = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    _use(sample_config, a)
+    assert main(["run", "--config", str(sample_config)]) == 0
+    sample_config.write_text(sample_config.read_text().replace(a, b))
+    assert main(["run", "--config", str(sample_config)]) == 0
+    ids = "select lead_id from leads order by 1"
+    ea, eb = db.make_engine(a), db.make_engine(b)
+    with ea.connect() as ca, eb.connect() as cb:
+        assert ca.execute(text(ids)).all() == cb.execute(text(ids)).all()
+        opp = "select opportunity_id, stage, amount, close_date from opportunities order by 1"
+        assert ca.execute(text(opp)).all() == cb.execute(text(opp)).all()
+
+
+def test_new_file_rows_join_existing_leads(
+    prefect_api: None, sample_config: Path, sqlite_url: str
+) -> None:
+    _use(sample_config, sqlite_url)
+    assert main(["run", "--config", str(sample_config)]) == 0
+    before = count(sqlite_url, "select count(*) from leads")
+    lead = count(sqlite_url, "select count(*) from leads where email = 'john@acme-corp.com'")
+    assert lead == 1
+    csv = sample_config.parent / "sources" / "fair_istanbul_2026.csv"
+    csv.write_text(csv.read_text() + "J. Smith;JOHN@acme-corp.com;;;;;USA;;;;Evet\n")
+    assert main(["run", "--config", str(sample_config)]) == 0
+    assert count(sqlite_url, "select count(*) from leads") == before
+    assert (
+        count(sqlite_url, "select contact_count from leads where email = 'john@acme-corp.com'") == 4
+    )

@@ -1,0 +1,515 @@
+"""Normalize raw records into contacts: names, emails, phones, companies, countries, consent."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import lru_cache
+from typing import Any
+
+import phonenumbers
+import pycountry
+from email_validator import EmailNotValidError, validate_email
+
+from transforms.fields import flatten_submission, map_fields
+from transforms.records import Contact, RawRow, Reject
+
+ROLE_LOCALPARTS = frozenset(
+    "info sales admin contact hello support office noreply no-reply marketing team mail "
+    "bilgi iletisim satis destek muhasebe kontakt vertrieb service billing webmaster hr".split()
+)
+FREE_DOMAINS = frozenset(
+    "gmail.com googlemail.com hotmail.com hotmail.com.tr outlook.com live.com msn.com yahoo.com "
+    "yahoo.de yandex.com yandex.com.tr mail.ru gmx.de gmx.net web.de t-online.de icloud.com "
+    "me.com aol.com protonmail.com proton.me mynet.com freenet.de".split()
+)
+DISPOSABLE_DOMAINS = frozenset(
+    "mailinator.com guerrillamail.com 10minutemail.com tempmail.com temp-mail.org "
+    "yopmail.com trashmail.com sharklasers.com throwawaymail.com getnada.com".split()
+)
+LEGAL_SUFFIXES = (
+    "a.ş.",
+    "a.s.",
+    "aş",
+    "ltd. şti.",
+    "ltd.şti.",
+    "ltd şti",
+    "ltd",
+    "şti.",
+    "şti",
+    "gmbh",
+    "gmbh & co. kg",
+    "kg",
+    "ag",
+    "inc.",
+    "inc",
+    "llc",
+    "l.l.c.",
+    "corp.",
+    "corp",
+    "co.",
+    "s.a.",
+    "sa",
+    "s.r.l.",
+    "srl",
+    "s.l.",
+    "plc",
+    "limited",
+    "sanayi ve ticaret",
+    "san. ve tic.",
+    "san. tic.",
+    "tic.",
+)
+_TR_LETTERS = set("İıŞşĞğ")
+_COUNTRY_NAMES = {
+    "turkiye": "TR",
+    "turkey": "TR",
+    "turkei": "TR",
+    "turquie": "TR",
+    "turquia": "TR",
+    "tr": "TR",
+    "almanya": "DE",
+    "germany": "DE",
+    "deutschland": "DE",
+    "allemagne": "DE",
+    "alemania": "DE",
+    "avusturya": "AT",
+    "osterreich": "AT",
+    "austria": "AT",
+    "isvicre": "CH",
+    "schweiz": "CH",
+    "switzerland": "CH",
+    "ingiltere": "GB",
+    "uk": "GB",
+    "united kingdom": "GB",
+    "england": "GB",
+    "usa": "US",
+    "abd": "US",
+    "united states": "US",
+    "fransa": "FR",
+    "frankreich": "FR",
+    "hollanda": "NL",
+    "niederlande": "NL",
+    "italya": "IT",
+    "italien": "IT",
+    "ispanya": "ES",
+    "spanien": "ES",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizeOptions:
+    default_region: str = "TR"
+    internal_domains: frozenset[str] = frozenset()
+    columns: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # source → map
+
+
+def fold(text: str) -> str:
+    """ASCII-folded lower-case key, for matching only (ı→i, ß→ss, accents dropped)."""
+    text = text.replace("ı", "i").replace("İ", "I").replace("ß", "ss")
+    text = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in text if not unicodedata.combining(c)).casefold()
+
+
+def _clean(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = " ".join(str(value).replace("\x00", "").split())
+    return text or None
+
+
+def _cap_word(word: str, turkish: bool) -> str:
+    def low(s: str) -> str:
+        return s.replace("I", "ı").replace("İ", "i").lower() if turkish else s.lower()
+
+    def up(s: str) -> str:
+        return s.replace("i", "İ").replace("ı", "I").upper() if turkish else s.upper()
+
+    parts = re.split(r"([-'’])", word)
+    out = []
+    for p in parts:
+        if p in {"-", "'", "’"} or not p:
+            out.append(p)
+            continue
+        lowered = low(p)
+        if lowered.startswith("mc") and len(lowered) > 2:
+            out.append("Mc" + up(lowered[2]) + lowered[3:])
+        else:
+            out.append(up(lowered[0]) + lowered[1:])
+    return "".join(out)
+
+
+_PARTICLES = {"von", "van", "der", "den", "de", "da", "di", "du", "la", "le", "zu", "ten", "ter"}
+_TITLES = {
+    "dr",
+    "prof",
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "herr",
+    "frau",
+    "bay",
+    "bayan",
+    "sn",
+    "sayin",
+    "dipl",
+    "ing",
+    "mag",
+    "av",
+    "op",
+}
+_SUFFIXES = {"jr", "sr", "ii", "iii", "iv", "phd", "md"}
+
+
+@lru_cache(maxsize=65536)
+def split_name(raw: str, country: str | None = None) -> tuple[str | None, str | None, str | None]:
+    """(first, last, full) from one name string, with casing that respects the language."""
+    text = _clean(raw)
+    if not text:
+        return None, None, None
+    if "," in text:
+        last, _, first = text.partition(",")
+        text = f"{first.strip()} {last.strip()}".strip()
+    turkish = country == "TR" or any(c in _TR_LETTERS for c in text)
+    tokens = [t for t in text.split() if t.strip(".").casefold() not in _TITLES]
+    while tokens and tokens[-1].strip(".").casefold() in _SUFFIXES:
+        tokens.pop()
+    if not tokens:
+        return None, None, None
+    if not any(c.isalpha() for c in "".join(tokens)):
+        return None, None, None
+    cased = [
+        t.casefold() if t.casefold() in _PARTICLES and i else _cap_word(t, turkish)
+        for i, t in enumerate(tokens)
+    ]
+    if len(cased) == 1:
+        return cased[0], None, cased[0]
+    split_at = len(cased) - 1
+    while split_at > 1 and cased[split_at - 1] in _PARTICLES:
+        split_at -= 1
+    first, last = " ".join(cased[:split_at]), " ".join(cased[split_at:])
+    return first, last, f"{first} {last}"
+
+
+def name_key(first: str | None, last: str | None) -> str | None:
+    if not first and not last:
+        return None
+    return " ".join(fold(p) for p in (first, last) if p)
+
+
+@lru_cache(maxsize=65536)
+def normalize_email(raw: str) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """(email, matching key, issues). The key folds Gmail dots and +tags, googlemail → gmail."""
+    text = raw.strip().strip("<>\"' ").replace(" ", "")
+    if text.lower().startswith("mailto:"):
+        text = text[7:]
+    text = text.split("?")[0].strip("<>")
+    if not text:
+        return None, None, ()
+    try:
+        info = validate_email(text, check_deliverability=False)
+    except EmailNotValidError:
+        return None, None, ("email_invalid",)
+    local, domain = info.local_part, info.ascii_domain.lower()
+    email = f"{local.lower()}@{info.domain.lower()}"
+    key_local = local.lower()
+    if domain in {"gmail.com", "googlemail.com"}:
+        domain = "gmail.com"
+        key_local = key_local.split("+")[0].replace(".", "")
+    else:
+        key_local = key_local.split("+")[0]
+    return email, f"{key_local}@{domain}", ()
+
+
+def email_flags(email_key: str | None) -> tuple[bool, bool, bool]:
+    if not email_key:
+        return False, False, False
+    local, _, domain = email_key.partition("@")
+    return local in ROLE_LOCALPARTS, domain in FREE_DOMAINS, domain in DISPOSABLE_DOMAINS
+
+
+@lru_cache(maxsize=65536)
+def normalize_phone(raw: str, region: str) -> tuple[str | None, tuple[str, ...]]:
+    """E.164 for a valid number, else None with an issue; the raw text is kept by the caller."""
+    text = _clean(raw)
+    if not text:
+        return None, ()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        num = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None, ("phone_unparseable",)
+    if not phonenumbers.is_valid_number(num):
+        return None, ("phone_invalid",)
+    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164), ()
+
+
+@lru_cache(maxsize=4096)
+def normalize_country(raw: str) -> str | None:
+    key = fold(raw).strip(" .")
+    if key in _COUNTRY_NAMES:
+        return _COUNTRY_NAMES[key]
+    if len(key) == 2 and pycountry.countries.get(alpha_2=key.upper()):
+        return key.upper()
+    try:
+        return str(pycountry.countries.lookup(raw.strip()).alpha_2)
+    except LookupError:
+        return None
+
+
+@lru_cache(maxsize=16384)
+def company_key(raw: str) -> str | None:
+    text = raw.casefold().replace("ı", "i")
+    changed = True
+    while changed:
+        changed = False
+        for suffix in LEGAL_SUFFIXES:
+            if text.endswith(" " + suffix) or text.endswith("," + suffix):
+                text = text[: -len(suffix) - 1].rstrip(" ,")
+                changed = True
+    key = re.sub(r"[^a-z0-9]+", " ", fold(text)).strip()
+    return key or None
+
+
+def _domain_of(website: str | None) -> str | None:
+    if not website:
+        return None
+    host = re.sub(r"^[a-z]+://", "", website.strip().lower()).split("/")[0].split(":")[0]
+    host = host.removeprefix("www.")
+    return host if "." in host else None
+
+
+_AMOUNT = re.compile(r"(\d[\d.,]*)\s*(k|bin|tausend|m|mio|milyon)?", re.I)
+_CURRENCIES = {
+    "€": "EUR",
+    "eur": "EUR",
+    "euro": "EUR",
+    "$": "USD",
+    "usd": "USD",
+    "₺": "TRY",
+    "tl": "TRY",
+    "try": "TRY",
+    "£": "GBP",
+    "gbp": "GBP",
+}
+
+
+def parse_budget(raw: Any) -> tuple[float | None, str | None]:
+    if isinstance(raw, int | float):
+        return float(raw), None
+    text = _clean(raw)
+    if not text:
+        return None, None
+    low = text.casefold()
+    currency = next((c for s, c in _CURRENCIES.items() if s in low), None)
+    m = _AMOUNT.search(text)
+    if not m:
+        return None, currency
+    digits = m.group(1).rstrip(".,")
+    if re.fullmatch(r"\d{1,3}([.,]\d{3})+", digits):
+        digits = re.sub(r"[.,]", "", digits)
+    else:
+        digits = digits.replace(",", ".")
+    try:
+        amount = float(digits)
+    except ValueError:
+        return None, currency
+    mult = (m.group(2) or "").casefold()
+    if mult in {"k", "bin", "tausend"}:
+        amount *= 1_000
+    elif mult in {"m", "mio", "milyon"}:
+        amount *= 1_000_000
+    return amount, currency
+
+
+def parse_timeline(raw: Any) -> int | None:
+    """Months until the intended purchase, from '3 months', '2 ay', 'sofort', 'this quarter'."""
+    text = _clean(raw)
+    if not text:
+        return None
+    low = fold(text)
+    if any(w in low for w in ("immediate", "asap", "now", "hemen", "sofort", "acil")):
+        return 0
+    m = re.search(
+        r"(\d+)\s*(-\s*\d+\s*)?(month|ay|monat|mois|mes|week|hafta|woche|year|yil|jahr)", low
+    )
+    if m:
+        n = int(m.group(1))
+        unit = m.group(3)
+        if unit in {"week", "hafta", "woche"}:
+            return max(0, n // 4)
+        if unit in {"year", "yil", "jahr"}:
+            return n * 12
+        return n
+    if "quarter" in low or "ceyrek" in low or "quartal" in low:
+        return 3
+    if "next year" in low or "gelecek yil" in low or "nachstes jahr" in low:
+        return 12
+    return None
+
+
+def parse_consent(raw: Any) -> bool | None:
+    if isinstance(raw, bool):
+        return raw
+    text = _clean(raw)
+    if not text:
+        return None
+    low = fold(text)
+    if low in {"yes", "y", "true", "1", "evet", "ja", "oui", "si", "x", "on", "accepted", "kabul"}:
+        return True
+    if low in {"no", "n", "false", "0", "hayir", "nein", "non", "off"}:
+        return False
+    return None
+
+
+def parse_date(raw: Any) -> date | None:
+    if isinstance(raw, datetime):
+        return raw.date()
+    if isinstance(raw, date):
+        return raw
+    text = _clean(raw)
+    if not text:
+        return None
+    for fmt in ("%Y-%m-%d", "%d.%m.%Y", "%d/%m/%Y", "%Y/%m/%d", "%d-%m-%Y", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return datetime.strptime(text[:19], fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+_SIG_PHONE = re.compile(
+    r"(?:tel|phone|telefon|gsm|mobile|cep|mobil)\s*[.:]?\s*([+()\d][\d ()./-]{6,})", re.I
+)
+_FORM_LINE = re.compile(
+    r"^\s*([A-Za-zÇĞİÖŞÜçğıöşüÄäß][\wÇĞİÖŞÜçğıöşüÄäß -]{1,40}?)\s*:\s*(.+?)\s*$", re.M
+)
+
+
+def _email_fields(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The sender of a mail: a 'Name: … / E-mail: …' notification body wins over From/Reply-To."""
+    body = str(payload.get("body") or "")
+    form = map_fields({k: v for k, v in _FORM_LINE.findall(body)})
+    if form.get("email"):
+        return form
+    senders = list(payload.get("reply_to") or []) + list(payload.get("from") or [])
+    out: dict[str, Any] = {}
+    if senders:
+        out["full_name"] = senders[0].get("name")
+        out["email"] = senders[0].get("email")
+    m = _SIG_PHONE.search(body)
+    if m:
+        out["phone"] = m.group(1)
+    out["message"] = body[:4000] or payload.get("subject")
+    out.update({k: v for k, v in form.items() if k not in out or not out[k]})
+    return out
+
+
+def extract_fields(row: RawRow, columns: Mapping[str, str] | None = None) -> dict[str, Any]:
+    if row.source_kind == "email":
+        return _email_fields(row.payload)
+    if row.source_kind == "webform":
+        return map_fields(flatten_submission(row.payload), columns)
+    return map_fields(row.payload, columns)
+
+
+def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
+    """One raw record → a contact, or a reject saying why it identifies nobody."""
+    f = extract_fields(row, opts.columns.get(row.source))
+    issues: list[str] = []
+    country = normalize_country(str(f["country"])) if f.get("country") else None
+    if f.get("country") and not country:
+        issues.append("country_unknown")
+
+    if f.get("first_name") or f.get("last_name"):
+        joined = " ".join(str(f[k]) for k in ("first_name", "last_name") if f.get(k))
+        first, last, full = split_name(joined, country)
+    else:
+        first, last, full = split_name(str(f.get("full_name") or ""), country)
+
+    email = ekey = None
+    if f.get("email"):
+        email, ekey, eissues = normalize_email(str(f["email"]))
+        issues += eissues
+    is_role, is_free, is_disposable = email_flags(ekey)
+    if ekey and ekey.partition("@")[2] in opts.internal_domains:
+        return _reject(row, "internal_sender", f"sender {email} is one of our own domains")
+
+    phone = None
+    phone_raw = _clean(f.get("phone"))
+    if phone_raw:
+        phone, pissues = normalize_phone(phone_raw, country or opts.default_region)
+        issues += pissues
+
+    company = _clean(f.get("company"))
+    domain = _domain_of(_clean(f.get("website")))
+    if not domain and ekey and not (is_free or is_disposable):
+        domain = ekey.partition("@")[2]
+    postal = _clean(f.get("postal_code"))
+    has_person_email = bool(ekey) and not is_role
+    has_address = bool(full and last and postal)
+    if not (has_person_email or phone or has_address or (ekey and full)):
+        reason = "no email, phone or name with postal address identifies a person"
+        if issues:
+            reason += f" ({', '.join(issues)})"
+        return _reject(row, "no_identity", reason)
+
+    budget_amount, budget_currency = parse_budget(f.get("budget"))
+    return Contact(
+        contact_id=row.raw_id.replace("raw_", "con_", 1),
+        raw_id=row.raw_id,
+        source=row.source,
+        source_kind=row.source_kind,
+        received_at=row.received_at,
+        first_name=first,
+        last_name=last,
+        full_name=full,
+        name_key=name_key(first, last),
+        email=email,
+        email_key=ekey,
+        email_is_role=is_role,
+        email_is_free=is_free,
+        email_is_disposable=is_disposable,
+        phone=phone,
+        phone_raw=phone_raw,
+        company=company,
+        company_key=company_key(company) if company else None,
+        company_domain=domain,
+        job_title=_clean(f.get("job_title")),
+        street=_clean(f.get("street")),
+        city=_clean(f.get("city")),
+        postal_code=postal,
+        region=_clean(f.get("region")),
+        country=country,
+        birth_date=parse_date(f.get("birth_date")),
+        interest=_clean(f.get("interest")),
+        message=_clean(f.get("message")),
+        budget_amount=budget_amount,
+        budget_currency=budget_currency,
+        timeline_months=parse_timeline(f.get("timeline")),
+        consent=parse_consent(f.get("consent")),
+        issues=tuple(sorted(set(issues))),
+    )
+
+
+def _reject(row: RawRow, code: str, message: str) -> Reject:
+    raw = json.dumps(row.payload, ensure_ascii=False, sort_keys=True, default=str)
+    return Reject(row.source, row.source_record_id, "normalize", code, message, raw, row.raw_id)
+
+
+def normalize_batch(
+    rows: Sequence[RawRow], opts: NormalizeOptions
+) -> tuple[list[Contact], list[Reject]]:
+    """Contacts and rejects for a batch, in the order of the input rows."""
+    contacts: list[Contact] = []
+    rejects: list[Reject] = []
+    for row in rows:
+        out = normalize_contact(row, opts)
+        (contacts if isinstance(out, Contact) else rejects).append(out)  # type: ignore[arg-type]
+    return contacts, rejects

@@ -1,0 +1,222 @@
+"""The warehouse tables: one SQLAlchemy Core MetaData, the single source of truth for their shape."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = String(40)
+TS = DateTime(timezone=True)
+
+raw_contacts = Table(
+    "raw_contacts",
+    metadata,
+    Column("raw_id", ID, primary_key=True),
+    Column("source", String(64), nullable=False),
+    Column("source_kind", String(16), nullable=False),
+    Column("source_record_id", Text, nullable=False),
+    Column("received_at", TS, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("run_id", ID, nullable=False),
+    UniqueConstraint("source", "source_record_id"),
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("contact_id", ID, primary_key=True),
+    Column("raw_id", ID, nullable=False, unique=True),
+    Column("source", String(64), nullable=False),
+    Column("source_kind", String(16), nullable=False),
+    Column("received_at", TS, nullable=False),
+    Column("first_name", Text),
+    Column("last_name", Text),
+    Column("full_name", Text),
+    Column("name_key", Text),
+    Column("email", Text),
+    Column("email_key", Text, index=True),
+    Column("email_is_role", Boolean, nullable=False, default=False),
+    Column("email_is_free", Boolean, nullable=False, default=False),
+    Column("email_is_disposable", Boolean, nullable=False, default=False),
+    Column("phone", String(20), index=True),
+    Column("phone_raw", Text),
+    Column("company", Text),
+    Column("company_key", Text),
+    Column("company_domain", Text),
+    Column("job_title", Text),
+    Column("street", Text),
+    Column("city", Text),
+    Column("postal_code", String(20)),
+    Column("region", Text),
+    Column("country", String(2)),
+    Column("birth_date", Date),
+    Column("interest", Text),
+    Column("message", Text),
+    Column("budget_amount", Numeric(18, 2)),
+    Column("budget_currency", String(3)),
+    Column("timeline_months", Integer),
+    Column("consent", Boolean),
+    Column("issues", JSON, nullable=False),
+)
+
+leads = Table(
+    "leads",
+    metadata,
+    Column("lead_id", ID, primary_key=True),
+    Column("first_name", Text),
+    Column("last_name", Text),
+    Column("full_name", Text),
+    Column("email", Text),
+    Column("phone", String(20)),
+    Column("company", Text),
+    Column("company_key", Text),
+    Column("company_domain", Text),
+    Column("job_title", Text),
+    Column("city", Text),
+    Column("postal_code", String(20)),
+    Column("country", String(2)),
+    Column("lead_source", String(64), nullable=False),
+    Column("first_seen_at", TS, nullable=False),
+    Column("last_seen_at", TS, nullable=False),
+    Column("contact_count", Integer, nullable=False),
+    Column("source_count", Integer, nullable=False),
+    Column("survivorship", JSON, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("score", Integer, nullable=False),
+    Column("grade", String(1), nullable=False),
+    Column("reasons", JSON, nullable=False),
+    Column("rules_version", String(32), nullable=False),
+    Column("converted_at", TS),
+    Column("account_id", ID),
+    Column("opportunity_id", ID),
+)
+
+lead_links = Table(
+    "lead_links",
+    metadata,
+    Column("contact_id", ID, primary_key=True),
+    Column("lead_id", ID, nullable=False, index=True),
+    Column("rule", String(64), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("evidence", JSON, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account_id", ID, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("domain", Text),
+    Column("company_key", Text),
+    Column("country", String(2)),
+)
+
+opportunities = Table(
+    "opportunities",
+    metadata,
+    Column("opportunity_id", ID, primary_key=True),
+    Column("lead_id", ID, nullable=False, unique=True),
+    Column("account_id", ID, nullable=False, index=True),
+    Column("name", Text, nullable=False),
+    Column("primary_contact_id", ID, nullable=False),
+    Column("lead_source", String(64), nullable=False),
+    Column("stage", String(40), nullable=False),
+    Column("probability", Integer, nullable=False),
+    Column("amount", Numeric(18, 2)),
+    Column("currency", String(3)),
+    Column("close_date", Date, nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+lead_merges = Table(
+    "lead_merges",
+    metadata,
+    Column("merged_lead_id", ID, primary_key=True),
+    Column("into_lead_id", ID, nullable=False, index=True),
+    Column("run_id", ID, nullable=False),
+)
+
+rejects = Table(
+    "rejects",
+    metadata,
+    Column("reject_id", ID, primary_key=True),
+    Column("raw_id", ID, index=True),
+    Column("source", String(64), nullable=False),
+    Column("source_record_id", Text, nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("run_id", ID, nullable=False),
+)
+
+source_cursors = Table(
+    "source_cursors",
+    metadata,
+    Column("source", String(64), primary_key=True),
+    Column("cursor", JSON, nullable=False),
+    Column("run_id", ID, nullable=False),
+)
+
+pipeline_runs = Table(
+    "pipeline_runs",
+    metadata,
+    Column("run_id", ID, primary_key=True),
+    Column("flow", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("finished_at", TS),
+    Column("params", JSON, nullable=False),
+    Column("stats", JSON, nullable=False),
+    Column("error", Text),
+)
+
+dq_results = Table(
+    "dq_results",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", ID, nullable=False, index=True),
+    Column("suite", String(64), nullable=False),
+    Column("expectation", String(128), nullable=False),
+    Column("column_name", String(64)),
+    Column("severity", String(16), nullable=False),
+    Column("success", Boolean, nullable=False),
+    Column("unexpected_count", Integer, nullable=False),
+    Column("sample_ids", JSON, nullable=False),
+)
+
+# Tables whose content is a function of the sources alone: re-running a run must leave them equal.
+DATA_TABLES = (
+    "raw_contacts",
+    "contacts",
+    "leads",
+    "lead_links",
+    "lead_merges",
+    "accounts",
+    "opportunities",
+    "rejects",
+    "source_cursors",
+)
