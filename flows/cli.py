@@ -1,4 +1,4 @@
-"""The `leadflow` command line: run, backfill, status and database upgrades."""
+"""The `leadflow` command line: run, backfill, status, the quarantine and database upgrades."""
 
 from __future__ import annotations
 
@@ -37,7 +37,17 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--config", default=argparse.SUPPRESS)
     dbp = sub.add_parser("db", help="warehouse schema")
     dbp.add_argument("--config", default=argparse.SUPPRESS)
-    dbp.add_argument("action", choices=["upgrade"])
+    dbp.add_argument("action", choices=["upgrade", "grant-bi-reader"])
+    dbp.add_argument(
+        "--role", default="bi_reader", help="grant-bi-reader: the role to create (PostgreSQL)"
+    )
+    rj = sub.add_parser("rejects", help="the quarantine: list or replay rejected records")
+    rj.add_argument("--config", default=argparse.SUPPRESS)
+    rj.add_argument("action", choices=["list", "replay"])
+    rj.add_argument("--reason", default=None, help="only records rejected with this code")
+    rj.add_argument(
+        "--all", action="store_true", dest="include_replayed", help="list: also replayed ones"
+    )
     return p
 
 
@@ -102,14 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         _status(settings)
         return 0
     if args.command == "db":
-        from warehouse import db
-
-        engine = db.make_engine(settings.warehouse.url)
-        db.upgrade(engine)
-        engine.dispose()
-        print("warehouse schema is at", ", ".join(sorted(db.head_revisions())))
-        return 0
+        return _db(settings, args.action, args.role)
     _quiet_prefect_defaults()
+    if args.command == "rejects":
+        return _rejects(settings, args)
     from flows.pipeline import pipeline
     from flows.stages import QualityGateError
 
@@ -136,7 +142,73 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run {result['run_id']} succeeded")
     for name, s in result["sources"].items():
         print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in sorted(s.items())))
+    _print_quality(result.get("process", {}))
     print_funnel(settings)
+    return 0
+
+
+def _print_quality(stats: dict[str, Any]) -> None:
+    if stats.get("data_docs"):
+        print(
+            f"data quality: {stats.get('dq_checks', 0)} checks, "
+            f"{stats.get('dq_warnings', 0)} warnings; Data Docs: {stats['data_docs']}"
+        )
+
+
+def _db(settings: Settings, action: str, role: str) -> int:
+    from warehouse import access, db
+
+    engine = db.make_engine(settings.warehouse.url)
+    try:
+        db.upgrade(engine)
+        if action == "upgrade":
+            print("warehouse schema is at", ", ".join(sorted(db.head_revisions())))
+            return 0
+        try:
+            with engine.begin() as conn:
+                views = access.grant_bi_reader(conn, role)
+        except ValueError as exc:
+            print(f"leadflow: db grant-bi-reader: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"role {role} may select: {', '.join(views) or '(no mart_* views yet)'}")
+        return 0
+    finally:
+        engine.dispose()
+
+
+def _rejects(settings: Settings, args: argparse.Namespace) -> int:
+    from warehouse import db, store
+
+    if args.action == "replay":
+        from flows.pipeline import replay
+        from flows.stages import QualityGateError
+
+        try:
+            result = replay(config=args.config, reason=args.reason)
+        except QualityGateError as exc:
+            print(f"leadflow: replay failed, nothing published: {exc}", file=sys.stderr)
+            return 1
+        p = result["process"]
+        print(
+            f"replay {result['run_id']}: {p.get('replay_candidates', 0)} quarantined records "
+            f"re-processed, {p.get('rejects_released', 0)} landed and left the quarantine, "
+            f"{p.get('replay_not_replayable', 0)} extraction rejects need a backfill of their source"
+        )
+        _print_quality(p)
+        return 0
+    engine = db.make_engine(settings.warehouse.url)
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        rows = store.quarantine(conn, args.reason, args.include_replayed)
+    engine.dispose()
+    if not rows:
+        print("quarantine is empty" if not args.reason else f"no rejects with reason {args.reason}")
+        return 0
+    for r in rows:
+        r["message"] = str(r["message"])[:80]
+    cols = ["status", "code", "stage", "source", "source_record_id", "run_id", "message"]
+    print(_table(rows, cols))
+    print(f"{len(rows)} record(s)")
     return 0
 
 

@@ -7,6 +7,8 @@ from datetime import date
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from sqlalchemy import Engine
 
 from flows import stages
 from flows.settings import Settings, load_settings
@@ -25,12 +27,42 @@ def extract_source(
 
 
 @task
-def process(settings: Settings, run_id: str) -> dict[str, Any]:
+def process(
+    settings: Settings, run_id: str, replay: bool = False, reason: str | None = None
+) -> dict[str, Any]:
+    """Pending records (or, with `replay`, quarantined ones) through the gate into the live tables.
+
+    The run's checks become a markdown artifact whether the gate passed or not.
+    """
     engine = db.make_engine(settings.warehouse.url)
+    docs: str | None = None
     try:
-        return stages.process_pending(engine, settings, run_id)
+        if replay:
+            stats = stages.replay_rejects(engine, settings, run_id, reason)
+        else:
+            stats = stages.process_pending(engine, settings, run_id)
+        docs = stats.get("data_docs")
+        return stats
+    except stages.QualityGateError as exc:
+        docs = str(exc.docs) if exc.docs else None
+        raise
     finally:
+        _quality_artifact(engine, run_id, docs)
         engine.dispose()
+
+
+def _quality_artifact(engine: Engine, run_id: str, docs: str | None) -> None:
+    logger = get_run_logger()
+    try:
+        create_markdown_artifact(
+            key=f"data-quality-{run_id}".lower().replace("_", "-"),
+            markdown=stages.quality_markdown(engine, run_id, docs),
+            description=f"Data-quality checks of run {run_id}",
+        )
+    except Exception:  # a report that cannot be written must not hide the run's own outcome
+        logger.exception("could not publish the data-quality artifact of run %s", run_id)
+    if docs:
+        logger.info("Data Docs for run %s: %s", run_id, docs)
 
 
 @flow(name="leadflow-pipeline", log_prints=False)
@@ -79,3 +111,27 @@ def pipeline(
     engine.dispose()
     logger.info("run %s finished: %s", run_id, stats.get("process", {}))
     return {"run_id": run_id, **stats}
+
+
+@flow(name="leadflow-replay", log_prints=False)
+def replay(
+    config: str | None = None, reason: str | None = None, run_id: str | None = None
+) -> dict[str, Any]:
+    """Re-process quarantined records (all, or those rejected for `reason`) after a fix."""
+    settings = load_settings(config)
+    run_id = run_id or f"run_{uuid.uuid4().hex[:20]}"
+    engine = db.make_engine(settings.warehouse.url)
+    db.upgrade(engine)
+    with engine.begin() as conn:
+        store.start_run(conn, run_id, "replay", {"reason": reason})
+    try:
+        stats = process(settings, run_id, replay=True, reason=reason)
+    except Exception as exc:
+        with engine.begin() as conn:
+            store.finish_run(conn, run_id, "failed", {}, error=f"{type(exc).__name__}: {exc}")
+        engine.dispose()
+        raise
+    with engine.begin() as conn:
+        store.finish_run(conn, run_id, "succeeded", {"process": stats})
+    engine.dispose()
+    return {"run_id": run_id, "process": stats}

@@ -26,6 +26,14 @@ class WarehouseSettings(_Strict):
     url: str = DEFAULT_WAREHOUSE_URL
 
 
+class QualitySettings(_Strict):
+    """Thresholds of the data-quality gate and where each run's Data Docs site is written."""
+
+    docs_dir: str = "leadflow_docs"
+    volume_max_change: Annotated[float, Field(gt=0)] = 0.5
+    freshness_hours: Annotated[float, Field(gt=0)] = 24 * 7
+
+
 class _SourceBase(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     enabled: bool = True
@@ -53,6 +61,7 @@ Source = Annotated[SpreadsheetSource | EmailSource | WebformSource, Field(discri
 
 class Settings(_Strict):
     warehouse: WarehouseSettings = WarehouseSettings()
+    quality: QualitySettings = QualitySettings()
     default_region: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "TR"
     internal_domains: list[str] = Field(default_factory=list)
     rules: str | None = None

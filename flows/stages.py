@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 from sqlalchemy import Connection, Engine
 
@@ -21,14 +21,21 @@ from connectors.webform import iter_webform_export
 from flows.settings import Settings, Source, SpreadsheetSource
 from transforms.normalize import NormalizeOptions, normalize_batch
 from transforms.qualify import Rules, parse_rules, qualify_leads
+from transforms.records import RawRow
 from transforms.resolve import resolve_contacts
-from warehouse import store
-from warehouse.quality import QualityReport, check_frames
+from warehouse import quality, store
+from warehouse.quality import CheckResult, QualityGate, Thresholds
 from warehouse.schema import dq_results
+
+logger = logging.getLogger(__name__)
 
 
 class QualityGateError(RuntimeError):
     """A critical data-quality failure: nothing of the run was published."""
+
+    def __init__(self, message: str, docs: Path | None = None) -> None:
+        super().__init__(message)
+        self.docs = docs
 
 
 def iter_source(source: Source, cursor: dict[str, Any] | None) -> Iterator[RawBatch]:
@@ -102,15 +109,6 @@ def normalize_options(settings: Settings) -> NormalizeOptions:
     )
 
 
-def _frames(ps: store.PublishSet) -> dict[str, pd.DataFrame]:
-    leads = pd.DataFrame(ps.lead_rows(), columns=["lead_id", "status", "score", "email", "phone"])
-    opps = pd.DataFrame(
-        [store._row(o) for o in ps.opportunities],
-        columns=["opportunity_id", "lead_id", "stage", "probability", "amount", "close_date"],
-    )
-    return {"leads": leads, "opportunities": opps}
-
-
 def process_chunk(
     conn: Connection, rows: list[Any], opts: NormalizeOptions, rules: Rules
 ) -> tuple[store.PublishSet, dict[str, float]]:
@@ -153,19 +151,66 @@ def process_pending(engine: Engine, settings: Settings, run_id: str) -> dict[str
 
     A critical data-quality failure rolls the whole transaction back and raises QualityGateError.
     """
+    return _gated_publish(engine, settings, run_id, store.iter_pending_raw)
+
+
+def replay_rejects(
+    engine: Engine, settings: Settings, run_id: str, reason: str | None = None
+) -> dict[str, Any]:
+    """Re-process quarantined records (after a fix) through the same gate and publish.
+
+    Records that land as contacts leave the quarantine in the same transaction; the others stay.
+    Extraction rejects never became raw records: a backfill of their source brings them back.
+    """
+    with engine.connect() as conn:
+        raw_ids, not_replayable = store.quarantined_raw_ids(conn, reason)
+    stats = _gated_publish(engine, settings, run_id, lambda conn: store.iter_raw(conn, raw_ids))
+    stats["replay_candidates"] = len(raw_ids)
+    stats["replay_not_replayable"] = not_replayable
+    return stats
+
+
+RowSource = Callable[[Connection], Iterable[list[RawRow]]]
+
+
+def _gated_publish(
+    engine: Engine, settings: Settings, run_id: str, rows_of: RowSource
+) -> dict[str, Any]:
     opts, rules = normalize_options(settings), load_rules(settings)
     stats: dict[str, Any] = defaultdict(int)
     timings: dict[str, float] = defaultdict(float)
-    reports: list[QualityReport] = []
+    q = settings.quality
+    gate = QualityGate(run_id, Thresholds(q.volume_max_change, q.freshness_hours))
+    failure: QualityGateError | None = None
     try:
-        _process_all(engine, opts, rules, run_id, stats, timings, reports)
+        _process_all(engine, opts, rules, run_id, rows_of, gate, stats, timings)
+    except QualityGateError as exc:
+        failure = exc
     finally:
+        t0 = time.perf_counter()
+        docs = _build_docs(gate, Path(q.docs_dir) / run_id)
         with engine.begin() as conn:
-            record_quality(conn, run_id, reports)
-    stats["dq_checks"] = sum(len(r.results) for r in reports)
-    stats["dq_warnings"] = sum(1 for r in reports for x in r.results if not x.success)
+            record_quality(conn, run_id, gate.results)
+        timings["docs"] = time.perf_counter() - t0
+    if failure is not None:
+        where = f" (Data Docs: {docs})" if docs else ""
+        raise QualityGateError(f"{failure}{where}", docs) from None
+    checks = [r for r in gate.results if r.expectation != "row_count"]
+    stats["dq_checks"] = len(checks)
+    stats["dq_warnings"] = sum(1 for x in checks if not x.success)
+    stats["data_docs"] = str(docs) if docs else None
     stats["timings"] = {k: round(v, 3) for k, v in timings.items()}
     return dict(stats)
+
+
+def _build_docs(gate: QualityGate, folder: Path) -> Path | None:
+    try:
+        return gate.build_docs(folder)
+    except (
+        Exception
+    ):  # the docs are a report: failing to write them must not hide the run's outcome
+        logger.exception("could not build the Data Docs site in %s", folder)
+        return None
 
 
 def _process_all(
@@ -173,19 +218,22 @@ def _process_all(
     opts: NormalizeOptions,
     rules: Rules,
     run_id: str,
+    rows_of: RowSource,
+    gate: QualityGate,
     stats: dict[str, Any],
     timings: dict[str, float],
-    reports: list[QualityReport],
 ) -> None:
+    """stage → validate → merge per chunk, then validate the merged state; one transaction."""
+    now = datetime.now(UTC)
     with engine.begin() as conn:
-        for rows in store.iter_pending_raw(conn):
+        baseline = quality.previous_counts(conn)
+        for rows in rows_of(conn):
             ps, t = process_chunk(conn, rows, opts, rules)
             for k, v in t.items():
                 timings[k] += v
             t0 = time.perf_counter()
-            report = check_frames(_frames(ps))
+            report = gate.check(quality.staged_frames(ps, rows), quality.STAGED)
             timings["validate"] += time.perf_counter() - t0
-            reports.append(report)
             if not report.passed:
                 raise QualityGateError(report.summary())
             t0 = time.perf_counter()
@@ -197,22 +245,24 @@ def _process_all(
             stats["leads_touched"] += len(ps.leads)
             stats["lead_merges"] += len(ps.merges)
             stats["opportunities_new"] += len(ps.opportunities)
+        stats["rejects_released"] += store.release_landed_rejects(conn, run_id, now)
+        t0 = time.perf_counter()
+        frames, counts = quality.published_frames(conn, now, baseline, gate.thresholds)
+        report = gate.check(frames, quality.PUBLISHED)
+        gate.record_counts(counts)
+        timings["validate"] += time.perf_counter() - t0
+        if not report.passed:
+            raise QualityGateError(report.summary())
 
 
-def record_quality(conn: Connection, run_id: str, reports: list[QualityReport]) -> None:
-    rows = [
-        {
-            "run_id": run_id,
-            "suite": r.suite,
-            "expectation": r.expectation,
-            "column_name": r.column,
-            "severity": r.severity,
-            "success": r.success,
-            "unexpected_count": r.unexpected_count,
-            "sample_ids": r.sample_ids,
-        }
-        for rep in reports
-        for r in rep.results
-    ]
+def record_quality(conn: Connection, run_id: str, results: Sequence[CheckResult]) -> None:
+    rows = quality.dq_rows(run_id, results)
     if rows:
         conn.execute(dq_results.insert(), rows)
+
+
+def quality_markdown(engine: Engine, run_id: str, docs: str | None) -> str:
+    """The run's dq_results as a markdown table (what the flow publishes as an artifact)."""
+    with engine.connect() as conn:
+        results = quality.results_of(conn, run_id)
+    return quality.markdown(run_id, results, Path(docs) if docs else None)

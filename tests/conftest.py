@@ -81,10 +81,12 @@ def sample_config(tmp_path: Path) -> Path:
     src = tmp_path / "sources"
     shutil.copytree(EXAMPLES, src)
     cfg = tmp_path / "leadflow.yaml"
-    cfg.write_text(
-        (ROOT / "leadflow.yaml").read_text(encoding="utf-8").replace("examples/sources", "sources"),
-        encoding="utf-8",
+    text = (
+        (ROOT / "leadflow.yaml").read_text(encoding="utf-8").replace("examples/sources", "sources")
     )
+    # Each run's Data Docs site goes under the test's own folder, not the working directory.
+    text += f"quality:\n  docs_dir: {tmp_path / 'leadflow_docs'}\n"
+    cfg.write_text(text, encoding="utf-8")
     return cfg
 
 

@@ -26,63 +26,97 @@ def _dedupe(table: Table, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]
 def _pg_copy_merge(
     conn: Connection, table: Table, rows: list[dict[str, Any]], update: bool
 ) -> None:
-    cols = [
-        c.name for c in table.columns if not (c.autoincrement is True and c.name not in rows[0])
-    ]
+    """COPY every row into a temporary copy of the table, then merge it in one statement.
+
+    Identifiers come from the MetaData (a fixed whitelist) and are quoted by psycopg; values only
+    travel through COPY. Unchanged rows are not rewritten, so a re-run writes (almost) nothing.
+    """
+    from psycopg import sql
+
+    present = set(rows[0])
+    cols = [c.name for c in table.columns if c.name in present]
+    missing = [c for c in cols if any(c not in r for r in rows)]
+    if missing:
+        raise ValueError(f"{table.name}: rows disagree on their columns ({', '.join(missing)})")
     json_cols = {c.name for c in table.columns if isinstance(c.type, JSON)}
     pk = [c.name for c in table.primary_key.columns]
-    tmp = f"tmp_{table.name}"
+    target = sql.Identifier(table.name)
+    tmp = sql.Identifier(f"stage_{table.name}")
+    col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
     dbapi = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
-    col_list = ", ".join(f'"{c}"' for c in cols)
     with dbapi.cursor() as cur:
+        # ON COMMIT DROP: the staging table lives exactly as long as the publishing transaction.
         cur.execute(
-            f'CREATE TEMP TABLE IF NOT EXISTS "{tmp}" (LIKE "{table.name}" INCLUDING DEFAULTS) '
-            "ON COMMIT DROP"
+            sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP"
+            ).format(tmp, target)
         )
-        cur.execute(f'TRUNCATE "{tmp}"')
-        with cur.copy(f'COPY "{tmp}" ({col_list}) FROM STDIN') as copy:
+        cur.execute(sql.SQL("TRUNCATE {}").format(tmp))
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(tmp, col_list)) as copy:
             for r in rows:
                 copy.write_row(
                     [json.dumps(r[c], default=str) if c in json_cols else r[c] for c in cols]
                 )
-        conflict = ", ".join(f'"{k}"' for k in pk)
         non_pk = [c for c in cols if c not in pk]
         if update and non_pk:
-            sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in non_pk)
-            action = f"DO UPDATE SET {sets}"
+
+            def side(alias: str, c: str) -> sql.Composable:
+                ref = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c))
+                # json has no equality operator; its text form is what was written.
+                return sql.SQL("{}::text").format(ref) if c in json_cols else ref
+
+            action: sql.Composable = sql.SQL(
+                "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})"
+            ).format(
+                sql.SQL(", ").join(
+                    sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
+                    for c in non_pk
+                ),
+                sql.SQL(", ").join(side(table.name, c) for c in non_pk),
+                sql.SQL(", ").join(side("excluded", c) for c in non_pk),
+            )
         else:
-            action = "DO NOTHING"
+            action = sql.SQL("DO NOTHING")
         cur.execute(
-            f'INSERT INTO "{table.name}" ({col_list}) SELECT {col_list} FROM "{tmp}" '  # noqa: S608
-            f"ON CONFLICT ({conflict}) {action}"
+            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
+                target,
+                col_list,
+                col_list,
+                tmp,
+                sql.SQL(", ").join(map(sql.Identifier, pk)),
+                action,
+            )
         )
 
 
 def upsert(
     conn: Connection, table: Table, rows: Sequence[dict[str, Any]], update: bool = True
 ) -> None:
-    """Insert rows, updating (or, with update=False, keeping) the row already under each key."""
+    """Insert rows, updating (or, with update=False, keeping) the row already under each key.
+
+    PostgreSQL: one COPY and one merge statement per call. SQLite: executemany in chunks that
+    stay under its bound-parameter limit.
+    """
     if not rows:
         return
     unique = _dedupe(table, rows)
     dialect = conn.dialect.name
+    if dialect == "postgresql":
+        _pg_copy_merge(conn, table, unique, update)
+        return
+    if dialect != "sqlite":
+        raise NotImplementedError(f"no bulk path for the {dialect} dialect")
+    stmt = sqlite_insert(table)
+    pk = [c.name for c in table.primary_key.columns]
+    non_pk = [c.name for c in table.columns if c.name not in pk and c.name in unique[0]]
+    if update and non_pk:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=pk, set_={c: stmt.excluded[c] for c in non_pk}
+        )
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=pk)
     for start in range(0, len(unique), CHUNK):
-        chunk = unique[start : start + CHUNK]
-        if dialect == "postgresql":
-            _pg_copy_merge(conn, table, chunk, update)
-            continue
-        if dialect != "sqlite":
-            raise NotImplementedError(f"no bulk path for the {dialect} dialect")
-        stmt = sqlite_insert(table)
-        pk = [c.name for c in table.primary_key.columns]
-        non_pk = [c.name for c in table.columns if c.name not in pk and c.name in chunk[0]]
-        if update and non_pk:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=pk, set_={c: stmt.excluded[c] for c in non_pk}
-            )
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=pk)
-        conn.execute(stmt, chunk)
+        conn.execute(stmt, unique[start : start + CHUNK])
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:

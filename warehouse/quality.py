@@ -1,61 +1,271 @@
-"""Data-quality gate: Great Expectations suites over what is about to be published."""
+"""Data-quality gate: Great Expectations suites over what a run is about to publish.
+
+Two scopes, both checked before the run's transaction commits:
+
+- **staged** — the rows one chunk is about to merge (frames built from its `PublishSet` and the raw
+  rows it came from): nulls, uniqueness inside the batch, formats, value sets, ranges. A duplicate
+  key must be caught here, because the merge itself would silently keep only one of the rows.
+- **published** — the live tables as they stand inside the transaction, after every chunk merged:
+  referential checks, one open opportunity per lead, volume against the previous run, freshness per
+  source. The frames are read through the transaction's own connection, so they show exactly the
+  state a reader will see after the commit.
+
+GX 1.x runs on pandas frames here: its SQL data sources open their own connections and could not
+see the uncommitted state. Great Expectations is imported lazily (~2.4 s).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+from sqlalchemy import Connection, and_, func, select
 
 from transforms.qualify import STAGE_PROBABILITY, STATUSES
+from warehouse import schema as t
+from warehouse.store import PublishSet, utc
+
+if TYPE_CHECKING:
+    from great_expectations.data_context import AbstractDataContext
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+COUNTRY = r"^[A-Z]{2}$"
+CLOSED_STAGES = ("Closed Won", "Closed Lost")
+STAGED, PUBLISHED = "staged", "published"
+CRITICAL, WARNING = "critical", "warning"
+VOLUME_TABLES = ("raw_contacts", "contacts", "leads", "lead_links", "opportunities", "accounts")
 
-# (table, expectation type, kwargs, severity). Critical failures block the publish.
-SUITES: list[tuple[str, str, dict[str, Any], str]] = [
-    ("leads", "ExpectColumnValuesToNotBeNull", {"column": "lead_id"}, "critical"),
-    ("leads", "ExpectColumnValuesToBeUnique", {"column": "lead_id"}, "critical"),
-    (
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation of a suite: the GX class name, its arguments, and what a failure means."""
+
+    suite: str
+    scope: str
+    expectation: str
+    kwargs: Mapping[str, Any]
+    severity: str
+    description: str
+
+    @property
+    def column(self) -> str | None:
+        return self.kwargs.get("column") or self.kwargs.get("column_list", [None])[0]
+
+
+def _c(suite: str, kind: str, severity: str, description: str, **kwargs: Any) -> Check:
+    return Check(suite, STAGED, kind, kwargs, severity, description)
+
+
+def _p(suite: str, kind: str, severity: str, description: str, **kwargs: Any) -> Check:
+    return Check(suite, PUBLISHED, kind, kwargs, severity, description)
+
+
+def _not_null(suite: str, *columns: str) -> list[Check]:
+    return [
+        _c(suite, "ExpectColumnValuesToNotBeNull", CRITICAL, f"{c} is set", column=c)
+        for c in columns
+    ]
+
+
+def _unique(suite: str, column: str) -> Check:
+    return _c(suite, "ExpectColumnValuesToBeUnique", CRITICAL, f"{column} is unique", column=column)
+
+
+def _formats(suite: str) -> list[Check]:
+    """Email and phone formats, and the country code: normalize's promises about a person."""
+    return [
+        _c(suite, "ExpectColumnValuesToMatchRegex", WARNING, f"{c} {what}", column=c, regex=rx)
+        for c, what, rx in (
+            ("email", "looks like an address", EMAIL),
+            ("country", "is ISO 3166 alpha-2", COUNTRY),
+        )
+    ] + [
+        _c(
+            suite,
+            "ExpectColumnValuesToMatchRegex",
+            CRITICAL,
+            "phone is E.164",
+            column="phone",
+            regex=E164,
+        )
+    ]
+
+
+SUITES: tuple[Check, ...] = (
+    # raw_contacts: the chunk of landed records being processed
+    *_not_null("raw_contacts", "raw_id", "source", "source_record_id", "received_at"),
+    _unique("raw_contacts", "raw_id"),
+    _c(
+        "raw_contacts",
+        "ExpectCompoundColumnsToBeUnique",
+        CRITICAL,
+        "one raw record per (source, source record id)",
+        column_list=["source", "source_record_id"],
+    ),
+    # contacts
+    *_not_null("contacts", "contact_id", "raw_id", "source", "received_at"),
+    _unique("contacts", "contact_id"),
+    _unique("contacts", "raw_id"),
+    *_formats("contacts"),
+    # leads
+    *_not_null("leads", "lead_id", "lead_source", "status", "first_seen_at"),
+    _unique("leads", "lead_id"),
+    _c(
         "leads",
         "ExpectColumnValuesToBeInSet",
-        {"column": "status", "value_set": list(STATUSES)},
-        "critical",
+        CRITICAL,
+        "status is a known lead status",
+        column="status",
+        value_set=list(STATUSES),
     ),
-    (
+    _c(
         "leads",
         "ExpectColumnValuesToBeBetween",
-        {"column": "score", "min_value": 0, "max_value": 100},
-        "critical",
+        CRITICAL,
+        "score is 0–100",
+        column="score",
+        min_value=0,
+        max_value=100,
     ),
-    ("leads", "ExpectColumnValuesToMatchRegex", {"column": "email", "regex": EMAIL}, "warning"),
-    ("leads", "ExpectColumnValuesToMatchRegex", {"column": "phone", "regex": E164}, "critical"),
-    ("opportunities", "ExpectColumnValuesToNotBeNull", {"column": "opportunity_id"}, "critical"),
-    ("opportunities", "ExpectColumnValuesToBeUnique", {"column": "opportunity_id"}, "critical"),
-    ("opportunities", "ExpectColumnValuesToBeUnique", {"column": "lead_id"}, "critical"),
-    (
+    _c(
+        "leads",
+        "ExpectColumnValuesToBeBetween",
+        CRITICAL,
+        "a lead has at least one contact",
+        column="contact_count",
+        min_value=1,
+    ),
+    *_formats("leads"),
+    # lead_links
+    *_not_null("lead_links", "contact_id", "lead_id", "rule"),
+    _unique("lead_links", "contact_id"),
+    _c(
+        "lead_links",
+        "ExpectColumnValuesToBeBetween",
+        CRITICAL,
+        "link score is 0–1",
+        column="score",
+        min_value=0,
+        max_value=1,
+    ),
+    # opportunities
+    *_not_null("opportunities", "opportunity_id", "lead_id", "account_id", "close_date"),
+    _unique("opportunities", "opportunity_id"),
+    _unique("opportunities", "lead_id"),
+    _c(
         "opportunities",
         "ExpectColumnValuesToBeInSet",
-        {"column": "stage", "value_set": list(STAGE_PROBABILITY)},
-        "critical",
+        CRITICAL,
+        "stage is a known stage",
+        column="stage",
+        value_set=list(STAGE_PROBABILITY),
     ),
-    (
+    _c(
+        "opportunities",
+        "ExpectColumnValuesToBeInSet",
+        CRITICAL,
+        "probability is a whole percentage 0–100",
+        column="probability",
+        value_set=list(range(101)),
+    ),
+    _c(
         "opportunities",
         "ExpectColumnValuesToBeBetween",
-        {"column": "probability", "min_value": 0, "max_value": 100},
-        "critical",
+        WARNING,
+        "amount is not negative",
+        column="amount",
+        min_value=0,
     ),
-    (
+    # accounts
+    *_not_null("accounts", "account_id", "name", "kind"),
+    _unique("accounts", "account_id"),
+    _c(
+        "accounts",
+        "ExpectColumnValuesToBeInSet",
+        CRITICAL,
+        "kind is business or person",
+        column="kind",
+        value_set=["business", "person"],
+    ),
+    _c(
+        "accounts",
+        "ExpectColumnValuesToMatchRegex",
+        WARNING,
+        "country is ISO 3166 alpha-2",
+        column="country",
+        regex=COUNTRY,
+    ),
+    # the state after the merge, read inside the publishing transaction
+    _p(
+        "lead_links",
+        "ExpectColumnValuesToBeInSet",
+        CRITICAL,
+        "every link's lead exists",
+        column="lead_exists",
+        value_set=[True],
+    ),
+    _p(
         "opportunities",
-        "ExpectColumnValuesToBeBetween",
-        {"column": "amount", "min_value": 0},
-        "warning",
+        "ExpectColumnValuesToBeInSet",
+        CRITICAL,
+        "every opportunity's lead exists",
+        column="lead_exists",
+        value_set=[True],
     ),
-    ("opportunities", "ExpectColumnValuesToNotBeNull", {"column": "close_date"}, "critical"),
-]
-ID_COLUMNS = {"leads": "lead_id", "opportunities": "opportunity_id"}
+    _p(
+        "opportunities",
+        "ExpectColumnValuesToBeUnique",
+        CRITICAL,
+        "at most one open opportunity per lead",
+        column="open_lead_id",
+    ),
+    _p(
+        "leads",
+        "ExpectColumnValuesToBeInSet",
+        CRITICAL,
+        "a converted lead's opportunity exists",
+        column="opportunity_exists",
+        value_set=[True],
+    ),
+    _p(
+        "volume",
+        "ExpectColumnValuesToBeBetween",
+        WARNING,
+        "row count moved less than the threshold since the previous run",
+        column="change",
+        min_value=None,
+        max_value=None,
+    ),
+    _p(
+        "freshness",
+        "ExpectColumnValuesToBeBetween",
+        WARNING,
+        "each source delivered within the freshness window",
+        column="age_hours",
+        min_value=None,
+        max_value=None,
+    ),
+)
+
+# The column whose values name a failing row in dq_results.sample_ids.
+ID_COLUMNS = {
+    "raw_contacts": "raw_id",
+    "contacts": "contact_id",
+    "leads": "lead_id",
+    "lead_links": "contact_id",
+    "opportunities": "opportunity_id",
+    "accounts": "account_id",
+    "volume": "table",
+    "freshness": "source",
+}
+SAMPLE_SIZE = 10
 
 
 @dataclass(frozen=True)
@@ -67,6 +277,9 @@ class CheckResult:
     success: bool
     unexpected_count: int
     sample_ids: list[str] = field(default_factory=list)
+    scope: str = STAGED
+    description: str = ""
+    observed_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +288,11 @@ class QualityReport:
 
     @property
     def critical_failures(self) -> list[CheckResult]:
-        return [r for r in self.results if r.severity == "critical" and not r.success]
+        return [r for r in self.results if r.severity == CRITICAL and not r.success]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        return [r for r in self.results if r.severity != CRITICAL and not r.success]
 
     @property
     def passed(self) -> bool:
@@ -85,59 +302,363 @@ class QualityReport:
         bad = self.critical_failures
         if not bad:
             return f"{len(self.results)} checks, no critical failure"
-        parts = [f"{r.suite}.{r.column}: {r.expectation} ({r.unexpected_count} rows)" for r in bad]
+        parts = [
+            f"{r.suite}.{r.column}: {r.description or r.expectation} — {r.unexpected_count} "
+            f"row(s), e.g. {', '.join(r.sample_ids[:3]) or '-'}"
+            for r in bad
+        ]
         return "critical data-quality failures: " + "; ".join(parts)
 
 
-def check_frames(frames: Mapping[str, pd.DataFrame]) -> QualityReport:
-    """Run every suite whose table is among `frames`; one result per expectation."""
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+@dataclass(frozen=True)
+class Thresholds:
+    volume_max_change: float = 0.5
+    freshness_hours: float = 24 * 7
 
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = ctx.data_sources.add_pandas("leadflow")
-    results: list[CheckResult] = []
-    for table, frame in frames.items():
-        specs = [s for s in SUITES if s[0] == table]
-        if not specs:
-            continue
-        id_col = ID_COLUMNS.get(table)
-        batch = (
-            source.add_dataframe_asset(table)
-            .add_batch_definition_whole_dataframe("all")
-            .get_batch(batch_parameters={"dataframe": frame.reset_index(drop=True)})
+
+# ---- frames ------------------------------------------------------------------------------
+
+
+def _frame(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    df = pd.DataFrame(list(rows), columns=list(columns))
+    for col in df.columns:
+        # Decimals and mixed objects confuse GX's numeric checks; NaN stands for "not set".
+        if col in {"amount", "score", "probability", "contact_count"}:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    return df
+
+
+def _columns(suite: str, scope: str) -> list[str]:
+    cols = {c.column for c in SUITES if c.suite == suite and c.scope == scope and c.column}
+    for c in SUITES:
+        if c.suite == suite and c.scope == scope:
+            cols.update(c.kwargs.get("column_list", []))
+    return sorted({ID_COLUMNS[suite], *cols})
+
+
+def staged_frames(ps: PublishSet, raw_rows: Sequence[Any]) -> dict[str, pd.DataFrame]:
+    """The rows one chunk is about to merge, one frame per table suite."""
+    from warehouse.store import _row
+
+    raw = [
+        {
+            "raw_id": r.raw_id,
+            "source": r.source,
+            "source_record_id": r.source_record_id,
+            "received_at": r.received_at,
+        }
+        for r in raw_rows
+    ]
+    tables: dict[str, list[dict[str, Any]]] = {
+        "raw_contacts": raw,
+        "contacts": [_row(c) for c in ps.contacts],
+        "leads": ps.lead_rows(),
+        "lead_links": [_row(lk) for lk in ps.links],
+        "opportunities": [_row(o) for o in ps.opportunities],
+        "accounts": [_row(a) for a in ps.accounts],
+    }
+    return {name: _frame(rows, _columns(name, STAGED)) for name, rows in tables.items()}
+
+
+def published_frames(
+    conn: Connection,
+    now: datetime,
+    previous_counts: Mapping[str, int],
+    thresholds: Thresholds,
+) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    """The merged state as the transaction sees it, reduced to the columns the checks need.
+
+    Returns the frames and the row counts per table (recorded, so the next run can compare).
+    """
+    ld, lk, o, raw = t.leads, t.lead_links, t.opportunities, t.raw_contacts
+    links = pd.DataFrame(
+        conn.execute(
+            select(lk.c.contact_id, ld.c.lead_id.is_not(None).label("lead_exists")).outerjoin(
+                ld, ld.c.lead_id == lk.c.lead_id
+            )
+        ).all(),
+        columns=["contact_id", "lead_exists"],
+    )
+    opps = pd.DataFrame(
+        conn.execute(
+            select(o.c.opportunity_id, o.c.lead_id, o.c.stage, ld.c.lead_id.is_not(None)).outerjoin(
+                ld, ld.c.lead_id == o.c.lead_id
+            )
+        ).all(),
+        columns=["opportunity_id", "lead_id", "stage", "lead_exists"],
+    )
+    opps["open_lead_id"] = opps["lead_id"].where(~opps["stage"].isin(CLOSED_STAGES))
+    converted = pd.DataFrame(
+        conn.execute(
+            select(ld.c.lead_id, o.c.opportunity_id.is_not(None))
+            .outerjoin(o, o.c.opportunity_id == ld.c.opportunity_id)
+            .where(ld.c.opportunity_id.is_not(None))
+        ).all(),
+        columns=["lead_id", "opportunity_exists"],
+    )
+    counts = {
+        name: int(
+            conn.execute(select(func.count()).select_from(t.metadata.tables[name])).scalar_one()
         )
-        for _, kind, kwargs, severity in specs:
-            if kwargs.get("column") not in frame.columns:
-                results.append(CheckResult(table, kind, kwargs.get("column"), severity, False, 0))
+        for name in VOLUME_TABLES
+    }
+    volume = pd.DataFrame(
+        [
+            {
+                "table": name,
+                "rows": n,
+                "change": (n - previous_counts[name]) / previous_counts[name]
+                if previous_counts.get(name)
+                else math.nan,  # nothing to compare with: GX skips missing values
+            }
+            for name, n in counts.items()
+        ],
+        columns=["table", "rows", "change"],
+    )
+    latest = conn.execute(
+        select(raw.c.source, func.max(raw.c.received_at)).group_by(raw.c.source)
+    ).all()
+    freshness = pd.DataFrame(
+        [{"source": s, "age_hours": (now - utc(ts)).total_seconds() / 3600.0} for s, ts in latest],
+        columns=["source", "age_hours"],
+    )
+    for df in (links, opps, converted):
+        for col in ("lead_exists", "opportunity_exists"):
+            if col in df.columns:
+                df[col] = df[col].astype(bool)
+    return {
+        "lead_links": links,
+        "opportunities": opps,
+        "leads": converted,
+        "volume": volume,
+        "freshness": freshness,
+    }, counts
+
+
+def _bounded(check: Check, thresholds: Thresholds) -> dict[str, Any]:
+    """Fill the bounds that come from settings into the checks that use them."""
+    kwargs = dict(check.kwargs)
+    if check.suite == "volume":
+        kwargs.update(
+            min_value=-thresholds.volume_max_change, max_value=thresholds.volume_max_change
+        )
+    elif check.suite == "freshness":
+        kwargs.update(min_value=0, max_value=thresholds.freshness_hours)
+    return kwargs
+
+
+def previous_counts(conn: Connection) -> dict[str, int]:
+    """Row counts recorded by the latest run whose publish went through."""
+    d, r = t.dq_results, t.pipeline_runs
+    last = conn.execute(
+        select(d.c.run_id)
+        .join(r, r.c.run_id == d.c.run_id)
+        .where(and_(d.c.expectation == "row_count", r.c.status == "succeeded"))
+        .order_by(r.c.started_at.desc())
+        .limit(1)
+    ).scalar()
+    if last is None:
+        return {}
+    rows = conn.execute(
+        select(d.c.column_name, d.c.observed_value).where(
+            and_(d.c.run_id == last, d.c.expectation == "row_count")
+        )
+    )
+    return {name: int(v) for name, v in rows if name and v is not None}
+
+
+# ---- running the suites ------------------------------------------------------------------
+
+
+class QualityGate:
+    """One run's Great Expectations context: validates frames, keeps every result, builds Data Docs."""
+
+    def __init__(self, run_id: str, thresholds: Thresholds | None = None) -> None:
+        self.run_id = run_id
+        self.thresholds = thresholds or Thresholds()
+        self.results: list[CheckResult] = []
+        self._ctx: AbstractDataContext | None = None
+        self._source: Any = None
+        self._runs = 0
+
+    def _context(self) -> AbstractDataContext:
+        if self._ctx is None:
+            import great_expectations as gx
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            logging.getLogger("great_expectations").setLevel(logging.ERROR)
+            self._ctx = gx.get_context(mode="ephemeral")
+            self._ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+            self._source = self._ctx.data_sources.add_pandas("leadflow")
+        return self._ctx
+
+    def check(self, frames: Mapping[str, pd.DataFrame], scope: str) -> QualityReport:
+        """Run every suite of `scope` whose frame is given; results are kept for dq_results and docs."""
+        import great_expectations as gx
+        import great_expectations.expectations as gxe
+        from great_expectations.core.run_identifier import RunIdentifier
+
+        ctx = self._context()
+        source = self._source
+        out: list[CheckResult] = []
+        for name, frame in frames.items():
+            checks = [c for c in SUITES if c.suite == name and c.scope == scope]
+            if not checks:
                 continue
-            expectation = getattr(gxe, kind)(**kwargs)
-            res = batch.validate(
-                expectation,
-                result_format={"result_format": "COMPLETE"},
+            self._runs += 1
+            key = f"{scope}.{name}.{self._runs}"
+            suite = ctx.suites.add(
+                gx.ExpectationSuite(name=f"{scope}.{name}"[:60] + f".{self._runs}")
             )
-            r = res.result or {}
-            idx = list(
-                r.get("partial_unexpected_index_list") or r.get("unexpected_index_list") or []
-            )
-            samples: list[str] = []
-            if id_col and id_col in frame.columns:
-                for i in idx[:10]:
-                    pos = i if isinstance(i, int) else None
-                    if pos is not None and pos < len(frame):
-                        samples.append(str(frame[id_col].iloc[pos]))
-            results.append(
-                CheckResult(
-                    suite=table,
-                    expectation=kind,
-                    column=kwargs.get("column"),
-                    severity=severity,
-                    success=bool(res.success),
-                    unexpected_count=int(r.get("unexpected_count") or 0),
-                    sample_ids=samples,
+            for c in checks:
+                suite.add_expectation(
+                    getattr(gxe, c.expectation)(
+                        **_bounded(c, self.thresholds),
+                        description=c.description,
+                        meta={"severity": c.severity},
+                    )
                 )
+            batch_def = source.add_dataframe_asset(key).add_batch_definition_whole_dataframe(key)
+            vd = ctx.validation_definitions.add(
+                gx.ValidationDefinition(name=key, data=batch_def, suite=suite)
             )
-    return QualityReport(results)
+            id_col = ID_COLUMNS[name]
+            res = vd.run(
+                batch_parameters={"dataframe": frame.reset_index(drop=True)},
+                result_format={
+                    "result_format": "COMPLETE",
+                    "unexpected_index_column_names": [id_col],
+                },
+                run_id=RunIdentifier(run_name=self.run_id),
+            )
+            by_description = {c.description: c for c in checks}
+            for r in res.results:
+                c = by_description[getattr(r.expectation_config, "description", "") or ""]
+                result = r.result or {}
+                out.append(
+                    CheckResult(
+                        suite=name,
+                        expectation=c.expectation,
+                        column=c.column,
+                        severity=c.severity,
+                        success=bool(r.success),
+                        unexpected_count=int(result.get("unexpected_count") or 0),
+                        sample_ids=_samples(result, id_col),
+                        scope=scope,
+                        description=c.description,
+                    )
+                )
+        self.results += out
+        return QualityReport(out)
+
+    def record_counts(self, counts: Mapping[str, int]) -> None:
+        """Row counts go to dq_results beside the checks: the next run's volume baseline."""
+        self.results += [
+            CheckResult(
+                suite="volume",
+                expectation="row_count",
+                column=name,
+                severity=WARNING,
+                success=True,
+                unexpected_count=0,
+                scope=PUBLISHED,
+                description=f"rows in {name}",
+                observed_value=float(n),
+            )
+            for name, n in counts.items()
+        ]
+
+    def build_docs(self, folder: Path) -> Path | None:
+        """Write the run's Data Docs site to `folder`; returns its index page (None: nothing checked)."""
+        if self._ctx is None:
+            return None
+        folder = folder.resolve()
+        self._ctx.add_data_docs_site(
+            site_name="leadflow",
+            site_config={
+                "class_name": "SiteBuilder",
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(folder),
+                },
+            },
+        )
+        self._ctx.build_data_docs(site_names=["leadflow"])
+        return folder / "index.html"
+
+
+def _samples(result: Mapping[str, Any], id_col: str) -> list[str]:
+    seen: list[str] = []
+    for item in result.get("unexpected_index_list") or []:
+        value = item.get(id_col) if isinstance(item, Mapping) else item
+        text = str(value)
+        if text not in seen:
+            seen.append(text)
+        if len(seen) >= SAMPLE_SIZE:
+            break
+    return seen
+
+
+def dq_rows(run_id: str, results: Sequence[CheckResult]) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_id": run_id,
+            "suite": r.suite,
+            "expectation": r.expectation,
+            "column_name": r.column,
+            "severity": r.severity,
+            "success": r.success,
+            "unexpected_count": r.unexpected_count,
+            "sample_ids": r.sample_ids,
+            "scope": r.scope,
+            "observed_value": r.observed_value,
+        }
+        for r in results
+    ]
+
+
+def results_of(conn: Connection, run_id: str) -> list[CheckResult]:
+    """A run's recorded results, as written by `dq_rows`."""
+    d = t.dq_results
+    rows = conn.execute(select(d).where(d.c.run_id == run_id).order_by(d.c.id))
+    by_key = {(c.suite, c.scope, c.expectation, c.column): c.description for c in SUITES}
+    return [
+        CheckResult(
+            suite=r.suite,
+            expectation=r.expectation,
+            column=r.column_name,
+            severity=r.severity,
+            success=bool(r.success),
+            unexpected_count=r.unexpected_count,
+            sample_ids=list(r.sample_ids or []),
+            scope=r.scope or STAGED,
+            description=by_key.get((r.suite, r.scope, r.expectation, r.column_name), ""),
+            observed_value=r.observed_value,
+        )
+        for r in rows
+    ]
+
+
+def markdown(run_id: str, results: Sequence[CheckResult], docs: Path | None) -> str:
+    """A markdown table of a run's checks, failures first, for the Prefect UI."""
+    checks = [r for r in results if r.expectation != "row_count"]
+    failed = [r for r in checks if not r.success]
+    lines = [
+        f"# Data quality — run `{run_id}`",
+        "",
+        f"{len(checks)} checks, {sum(r.severity == CRITICAL for r in failed)} critical failures, "
+        f"{sum(r.severity != CRITICAL for r in failed)} warnings.",
+        "",
+        "| result | severity | scope | suite | column | check | unexpected | sample ids |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(checks, key=lambda r: (r.success, r.severity != CRITICAL, r.suite)):
+        lines.append(
+            f"| {'pass' if r.success else 'FAIL'} | {r.severity} | {r.scope} | {r.suite} | "
+            f"{r.column or ''} | {r.description or r.expectation} | {r.unexpected_count} | "
+            f"{', '.join(r.sample_ids[:3])} |"
+        )
+    if docs is not None:
+        lines += ["", f"Data Docs: `{docs}`"]
+    return "\n".join(lines)

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Float,
+    Index,
     Integer,
     MetaData,
     Numeric,
@@ -171,6 +172,11 @@ rejects = Table(
     Column("message", Text, nullable=False),
     Column("raw", Text, nullable=False),
     Column("run_id", ID, nullable=False),
+    # 'open' while quarantined; 'replayed' once a replay landed the record as a contact.
+    Column("status", String(16), nullable=False, server_default="open"),
+    Column("replayed_at", TS),
+    Column("replay_run_id", ID),
+    Index("ix_rejects_status_code", "status", "code"),
 )
 
 source_cursors = Table(
@@ -206,6 +212,8 @@ dq_results = Table(
     Column("success", Boolean, nullable=False),
     Column("unexpected_count", Integer, nullable=False),
     Column("sample_ids", JSON, nullable=False),
+    Column("scope", String(16)),  # 'staged' (the run's own rows) or 'published' (the new state)
+    Column("observed_value", Float),  # e.g. the row count a volume check saw
 )
 
 # Tables whose content is a function of the sources alone: re-running a run must leave them equal.

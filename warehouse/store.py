@@ -108,6 +108,30 @@ def iter_pending_raw(conn: Connection, batch_size: int = 50_000) -> Iterator[lis
     done_reject = exists().where(
         and_(t.rejects.c.raw_id == r.c.raw_id, t.rejects.c.stage == "normalize")
     )
+    yield from _iter_raw_where(conn, not_(or_(done_contact, done_reject)), batch_size)
+
+
+def iter_raw(
+    conn: Connection, raw_ids: Sequence[str], batch_size: int = 50_000
+) -> Iterator[list[RawRow]]:
+    """The named raw records that have not become a contact yet (a replay's input)."""
+    r = t.raw_contacts
+    done_contact = exists().where(t.contacts.c.raw_id == r.c.raw_id)
+    batch: list[RawRow] = []
+    for chunk in in_chunks(sorted(set(raw_ids))):
+        for rows in _iter_raw_where(conn, and_(r.c.raw_id.in_(chunk), not_(done_contact))):
+            batch += rows
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _iter_raw_where(
+    conn: Connection, where: Any, batch_size: int = 50_000
+) -> Iterator[list[RawRow]]:
+    r = t.raw_contacts
     q = (
         select(
             r.c.raw_id,
@@ -117,7 +141,7 @@ def iter_pending_raw(conn: Connection, batch_size: int = 50_000) -> Iterator[lis
             r.c.received_at,
             r.c.payload,
         )
-        .where(not_(or_(done_contact, done_reject)))
+        .where(where)
         .order_by(r.c.received_at, r.c.raw_id)
     )
     batch: list[RawRow] = []
@@ -137,6 +161,47 @@ def iter_pending_raw(conn: Connection, batch_size: int = 50_000) -> Iterator[lis
             batch = []
     if batch:
         yield batch
+
+
+# ---- quarantine ----------------------------------------------------------------------------
+
+QUARANTINED, REPLAYED = "open", "replayed"
+
+
+def quarantine(
+    conn: Connection, reason: str | None = None, include_replayed: bool = False
+) -> list[dict[str, Any]]:
+    """Rejected records, oldest run first; by default only those still in quarantine."""
+    j = t.rejects
+    q = select(j).order_by(j.c.run_id, j.c.source, j.c.source_record_id)
+    if reason:
+        q = q.where(j.c.code == reason)
+    if not include_replayed:
+        q = q.where(j.c.status == QUARANTINED)
+    return [dict(row._mapping) for row in conn.execute(q)]
+
+
+def quarantined_raw_ids(conn: Connection, reason: str | None = None) -> tuple[list[str], int]:
+    """Raw ids of quarantined records a replay can re-process, and how many it cannot."""
+    j = t.rejects
+    q = select(j.c.raw_id).where(j.c.status == QUARANTINED)
+    if reason:
+        q = q.where(j.c.code == reason)
+    ids = list(conn.execute(q).scalars())
+    replayable = sorted({i for i in ids if i is not None})
+    return replayable, sum(1 for i in ids if i is None)
+
+
+def release_landed_rejects(conn: Connection, run_id: str, now: datetime) -> int:
+    """Quarantined records whose raw record is now a contact leave the quarantine."""
+    j = t.rejects
+    landed = exists().where(t.contacts.c.raw_id == j.c.raw_id)
+    res = conn.execute(
+        j.update()
+        .where(and_(j.c.status == QUARANTINED, j.c.raw_id.is_not(None), landed))
+        .values(status=REPLAYED, replayed_at=now, replay_run_id=run_id)
+    )
+    return int(res.rowcount or 0)
 
 
 _CONTACT_FIELDS = [f.name for f in dataclasses.fields(Contact)]

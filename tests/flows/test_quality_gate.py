@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,35 @@ from sqlalchemy import text
 from flows import stages
 from flows.cli import main
 from tests.flows.test_pipeline import _use, snapshot
-from warehouse import db
+from transforms.records import Link
+from warehouse import db, store
+
+
+def _bad_batch(ps: store.PublishSet) -> store.PublishSet:
+    """A probability of 1.5, a lead id twice, and a link to a lead that does not exist."""
+    opp = dataclasses.replace(ps.opportunities[0], probability=1.5)  # type: ignore[arg-type]
+    twin = dataclasses.replace(ps.leads[0], full_name="Somebody Else")
+    first = ps.links[0]
+    orphan = Link(first.contact_id, "lead_does_not_exist", first.rule, first.score, {})
+    return dataclasses.replace(
+        ps,
+        opportunities=[opp, *ps.opportunities[1:]],
+        leads=[*ps.leads, twin],
+        links=[orphan, *ps.links[1:]],
+    )
+
+
+def _artifact_markdown(run_id: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    key = f"data-quality-{run_id}".lower().replace("_", "-")
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    assert found, f"no artifact {key}"
+    return str(found[0].data)
 
 
 def test_bad_batch_fails_and_publishes_nothing(
@@ -28,31 +57,51 @@ def test_bad_batch_fails_and_publishes_nothing(
     # First a good run with part of the data, so there is a published state to protect.
     csv.write_text(original.splitlines()[0] + "\n")
     assert main(["run", "--config", str(sample_config)]) == 0
+    out = capsys.readouterr().out
+    docs = re.search(r"Data Docs: (\S+)", out)
+    assert docs and Path(docs[1]).is_file() and "leadflow_docs" in docs[1]
     before = snapshot(warehouse_url)
-    real = stages.qualify_leads
+    real = stages.process_chunk
 
-    def corrupt(*args: Any, **kwargs: Any) -> Any:
-        res = real(*args, **kwargs)
-        bad = [dataclasses.replace(o, probability=150) for o in res.opportunities]
-        return dataclasses.replace(res, opportunities=bad)
+    def bad_chunk(*args: Any) -> tuple[store.PublishSet, dict[str, float]]:
+        ps, timings = real(*args)
+        return _bad_batch(ps), timings
 
-    monkeypatch.setattr(stages, "qualify_leads", corrupt)
+    monkeypatch.setattr(stages, "process_chunk", bad_chunk)
     csv.write_text(original)
     assert main(["run", "--config", str(sample_config)]) == 1
     err = capsys.readouterr().err
-    assert "nothing published" in err and "probability" in err
+    assert "nothing published" in err
+    assert "opportunities.probability" in err and "leads.lead_id" in err
+    failed_docs = re.search(r"Data Docs: (\S+?)\)", err)
+    assert failed_docs and Path(failed_docs[1]).is_file()
     after = snapshot(warehouse_url)
     # The raw landing is committed (it is the source of truth to retry from); nothing derived moved.
-    for table in ("contacts", "leads", "lead_links", "opportunities", "accounts"):
+    for table in ("contacts", "leads", "lead_links", "opportunities", "accounts", "lead_merges"):
         assert after[table] == before[table], table
     engine = db.make_engine(warehouse_url)
     with engine.connect() as conn:
-        failed = conn.execute(text("select error from pipeline_runs where status='failed'")).all()
-        dq = conn.execute(text("select count(*) from dq_results where not success")).scalar_one()
-    engine.dispose()
-    assert len(failed) == 1 and "probability" in failed[0][0]
-    assert dq >= 1
+        failed = conn.execute(
+            text("select run_id, error from pipeline_runs where status='failed'")
+        ).all()
+        critical = conn.execute(
+            text(
+                "select suite || '.' || column_name from dq_results "
+                "where run_id = :r and severity = 'critical' and not success"
+            ),
+            {"r": failed[0].run_id},
+        ).all()
+    assert len(failed) == 1 and "probability" in failed[0].error
+    assert {"opportunities.probability", "leads.lead_id"} <= {c for (c,) in critical}
+    table = _artifact_markdown(failed[0].run_id)
+    assert "| FAIL | critical | staged | opportunities | probability |" in table
+
     # Once the cause is gone the pending records are published on the next run.
-    monkeypatch.setattr(stages, "qualify_leads", real)
+    monkeypatch.setattr(stages, "process_chunk", real)
     assert main(["run", "--config", str(sample_config)]) == 0
     assert snapshot(warehouse_url)["leads"] != before["leads"]
+    with engine.connect() as conn:
+        runs = conn.execute(text("select run_id from pipeline_runs")).scalars().all()
+        checked = set(conn.execute(text("select distinct run_id from dq_results")).scalars())
+    engine.dispose()
+    assert len(runs) == 3 and set(runs) <= checked, "dq_results rows for every run"

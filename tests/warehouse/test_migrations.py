@@ -1,0 +1,61 @@
+"""A warehouse made by the first release upgrades cleanly, data and all, to today's schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, select, text
+
+from warehouse import db
+from warehouse.schema import dq_results, metadata, rejects
+
+
+def test_upgrade_from_the_first_migration_keeps_the_data(warehouse_url: str) -> None:
+    engine = db.make_engine(warehouse_url)
+    db.upgrade(engine, "0001")
+    assert db.current_revisions(engine) == {"0001"}
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "insert into rejects (reject_id, raw_id, source, source_record_id, stage, code, "
+                "message, raw, run_id) values ('rej_1', 'raw_1', 'fair', '7', 'normalize', "
+                "'no_identity', 'nobody', '{}', 'run_old')"
+            )
+        )
+        conn.execute(
+            text(
+                "insert into dq_results (run_id, suite, expectation, column_name, severity, "
+                "success, unexpected_count, sample_ids) values ('run_old', 'leads', "
+                "'ExpectColumnValuesToBeUnique', 'lead_id', 'critical', :ok, 0, '[]')"
+            ),
+            {"ok": True},
+        )
+        conn.execute(
+            text(
+                "insert into pipeline_runs (run_id, flow, status, started_at, params, stats) "
+                "values ('run_old', 'pipeline', 'succeeded', :at, '{}', '{}')"
+            ),
+            {"at": datetime(2026, 1, 1, tzinfo=UTC)},
+        )
+
+    db.upgrade(engine)
+    assert db.current_revisions(engine) == db.head_revisions()
+    with engine.connect() as conn:
+        old_reject = conn.execute(select(rejects)).one()
+        old_check = conn.execute(select(dq_results)).one()
+        # The live schema is exactly the one the MetaData describes.
+        diffs = compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": True}), metadata
+        )
+    assert old_reject.status == "open" and old_reject.replayed_at is None
+    assert old_check.suite == "leads" and old_check.success
+    assert old_check.scope is None and old_check.observed_value is None
+    assert diffs == [], diffs
+    columns = {c["name"] for c in inspect(engine).get_columns("rejects")}
+    assert {"status", "replayed_at", "replay_run_id"} <= columns
+    # Upgrading again is a no-op.
+    db.upgrade(engine)
+    assert db.current_revisions(engine) == db.head_revisions()
+    engine.dispose()
