@@ -33,11 +33,10 @@ def _pg_copy_merge(
     """
     from psycopg import sql
 
-    present = set(rows[0])
-    cols = [c.name for c in table.columns if c.name in present]
-    missing = [c for c in cols if any(c not in r for r in rows)]
-    if missing:
-        raise ValueError(f"{table.name}: rows disagree on their columns ({', '.join(missing)})")
+    keys = rows[0].keys()
+    if any(r.keys() != keys for r in rows):
+        raise ValueError(f"{table.name}: rows of one upsert must all have the same columns")
+    cols = [c.name for c in table.columns if c.name in keys]
     json_cols = {c.name for c in table.columns if isinstance(c.type, JSON)}
     pk = [c.name for c in table.primary_key.columns]
     target = sql.Identifier(table.name)

@@ -1,0 +1,64 @@
+"""The bulk upsert on both dialects: inserts, updates, keeps, and leaves unchanged rows alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from warehouse import db
+from warehouse.load import upsert
+from warehouse.schema import lead_links
+
+
+def _links(n: int, rule: str = "email", evidence: Any = None) -> list[dict[str, Any]]:
+    return [
+        {
+            "contact_id": f"con_{i}",
+            "lead_id": f"lead_{i % 3}",
+            "rule": rule,
+            "score": 1.0,
+            "evidence": evidence if evidence is not None else {"fields": ["email"], "i": i},
+        }
+        for i in range(n)
+    ]
+
+
+def test_upsert_inserts_updates_and_keeps(warehouse_url: str) -> None:
+    engine = db.make_engine(warehouse_url)
+    db.upgrade(engine)
+    pg = engine.dialect.name == "postgresql"
+    version = text("select contact_id, xmin::text from lead_links order by 1")
+    with engine.begin() as conn:
+        upsert(conn, lead_links, _links(5))
+    with engine.begin() as conn:
+        before = conn.execute(version).all() if pg else []
+        upsert(conn, lead_links, _links(5))  # the same rows again
+    with engine.begin() as conn:
+        if pg:  # an unchanged row is not rewritten: same row version
+            assert conn.execute(version).all() == before
+        changed = _links(6)
+        changed[1]["evidence"] = {"fields": ["phone"]}  # a JSON value changes
+        changed[2]["rule"] = "phone"
+        upsert(conn, lead_links, changed)
+        upsert(conn, lead_links, [{**changed[3], "rule": "kept"}], update=False)
+    with engine.connect() as conn:
+        rows = {r.contact_id: r for r in conn.execute(select(lead_links))}
+    engine.dispose()
+    assert len(rows) == 6
+    assert rows["con_1"].evidence == {"fields": ["phone"]}
+    assert rows["con_2"].rule == "phone"
+    assert rows["con_3"].rule == "email", "update=False keeps the row already there"
+    assert rows["con_0"].evidence == {"fields": ["email"], "i": 0}
+
+
+def test_rows_of_one_upsert_share_their_columns(warehouse_url: str) -> None:
+    engine = db.make_engine(warehouse_url)
+    db.upgrade(engine)
+    rows = _links(2)
+    del rows[1]["evidence"]
+    with engine.begin() as conn, pytest.raises(Exception) as err:
+        upsert(conn, lead_links, rows)
+    engine.dispose()
+    assert "evidence" in str(err.value) or "same columns" in str(err.value)
