@@ -75,6 +75,10 @@ def test_bad_batch_fails_and_publishes_nothing(
     assert "opportunities.probability" in err and "leads.lead_id" in err
     failed_docs = re.search(r"Data Docs: (\S+?)\)", err)
     assert failed_docs and Path(failed_docs[1]).is_file()
+    # The site shows the failed validation of the staged opportunities, with the failing column.
+    pages = list(Path(failed_docs[1]).parent.glob("validations/staged/opportunities/**/*.html"))
+    assert pages and "probability" in pages[0].read_text(encoding="utf-8")
+    assert "Failed" in Path(failed_docs[1]).read_text(encoding="utf-8")
     after = snapshot(warehouse_url)
     # The raw landing is committed (it is the source of truth to retry from); nothing derived moved.
     for table in ("contacts", "leads", "lead_links", "opportunities", "accounts", "lead_merges"):
