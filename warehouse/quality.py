@@ -486,7 +486,9 @@ class QualityGate:
             import great_expectations as gx
             from great_expectations.data_context.types.base import ProgressBarsConfig
 
-            logging.getLogger("great_expectations").setLevel(logging.ERROR)
+            # GX sets INFO on some of its own loggers; its chatter is not the run's news.
+            for name in ("great_expectations", "great_expectations.data_context.types.base"):
+                logging.getLogger(name).setLevel(logging.ERROR)
             self._ctx = gx.get_context(mode="ephemeral")
             self._ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
             self._source = self._ctx.data_sources.add_pandas("leadflow")
