@@ -19,6 +19,7 @@ from connectors.email import iter_email_files
 from connectors.spreadsheet import iter_spreadsheet
 from connectors.webform import iter_webform_export
 from flows.settings import Settings, Source, SpreadsheetSource
+from transforms.match import MatchSettings
 from transforms.normalize import NormalizeOptions, normalize_batch
 from transforms.qualify import Rules, parse_rules, qualify_leads
 from transforms.resolve import resolve_contacts
@@ -111,16 +112,30 @@ def _frames(ps: store.PublishSet) -> dict[str, pd.DataFrame]:
     return {"leads": leads, "opportunities": opps}
 
 
+def match_settings(settings: Settings) -> MatchSettings:
+    r = settings.resolution
+    return MatchSettings(
+        link_weight=r.link_weight,
+        review_weight=r.review_weight,
+        max_block_size=r.max_block_size,
+        prior_log2=r.prior_log2,
+    )
+
+
 def process_chunk(
-    conn: Connection, rows: list[Any], opts: NormalizeOptions, rules: Rules
+    conn: Connection,
+    rows: list[Any],
+    opts: NormalizeOptions,
+    rules: Rules,
+    matching: MatchSettings | None = None,
 ) -> tuple[store.PublishSet, dict[str, float]]:
     """normalize → resolve → qualify for one chunk of pending raw rows, reading context from conn."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     contacts, rejects = normalize_batch(rows, opts)
     t1 = time.perf_counter()
-    existing = store.lead_context(conn, contacts)
-    resolution = resolve_contacts(contacts, existing)
+    existing, decisions = store.lead_context(conn, contacts)
+    resolution = resolve_contacts(contacts, existing, decisions, matching)
     t2 = time.perf_counter()
     members: dict[str, list[Any]] = defaultdict(list)
     lead_of = {lk.contact_id: lk.lead_id for lk in resolution.links}
@@ -144,6 +159,8 @@ def process_chunk(
         accounts=result.accounts,
         opportunities=result.opportunities,
         conversions=conversions,
+        reviews=resolution.reviews,
+        decisions=decisions,
     )
     return ps, timings
 
@@ -154,11 +171,12 @@ def process_pending(engine: Engine, settings: Settings, run_id: str) -> dict[str
     A critical data-quality failure rolls the whole transaction back and raises QualityGateError.
     """
     opts, rules = normalize_options(settings), load_rules(settings)
+    matching = match_settings(settings)
     stats: dict[str, Any] = defaultdict(int)
     timings: dict[str, float] = defaultdict(float)
     reports: list[QualityReport] = []
     try:
-        _process_all(engine, opts, rules, run_id, stats, timings, reports)
+        _process_all(engine, opts, rules, matching, run_id, stats, timings, reports)
     finally:
         with engine.begin() as conn:
             record_quality(conn, run_id, reports)
@@ -172,6 +190,7 @@ def _process_all(
     engine: Engine,
     opts: NormalizeOptions,
     rules: Rules,
+    matching: MatchSettings,
     run_id: str,
     stats: dict[str, Any],
     timings: dict[str, float],
@@ -179,7 +198,7 @@ def _process_all(
 ) -> None:
     with engine.begin() as conn:
         for rows in store.iter_pending_raw(conn):
-            ps, t = process_chunk(conn, rows, opts, rules)
+            ps, t = process_chunk(conn, rows, opts, rules, matching)
             for k, v in t.items():
                 timings[k] += v
             t0 = time.perf_counter()
@@ -196,6 +215,7 @@ def _process_all(
             stats["rejects"] += len(ps.rejects)
             stats["leads_touched"] += len(ps.leads)
             stats["lead_merges"] += len(ps.merges)
+            stats["review_pairs"] += len(ps.reviews)
             stats["opportunities_new"] += len(ps.opportunities)
 
 
