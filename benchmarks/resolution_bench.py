@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from resolution_data import generate  # noqa: E402
 
-from transforms.match import block_keys, features  # noqa: E402
+from transforms.match import block_keys, compare, features  # noqa: E402
+from transforms.records import Contact  # noqa: E402
 from transforms.resolve import Resolution, resolve_contacts  # noqa: E402
 
 
@@ -53,6 +54,35 @@ def scores(predicted: Sequence[str], truth: Sequence[int]) -> dict[str, float]:
     }
 
 
+SHARED = {
+    "email_same",
+    "local_same",
+    "phone_same",
+    "postal_same",
+    "street_same",
+    "street_close",
+    "company_same",
+    "company_close",
+    "birth_same",
+}
+
+
+def name_only_pairs(contacts: Sequence[Contact], truth: Sequence[int]) -> int:
+    """True duplicate pairs that share nothing but (a spelling of) the name: no resolver that
+    refuses to link on a name alone can find them, so they bound the reachable recall."""
+    by_entity: dict[int, list[Contact]] = defaultdict(list)
+    for c, t in zip(contacts, truth, strict=True):
+        by_entity[t].append(c)
+    n = 0
+    for members in by_entity.values():
+        feats = [features(c) for c in members]
+        for j in range(1, len(feats)):
+            for i in range(j):
+                _, levels, _ = compare(feats[i], feats[j])
+                n += not (SHARED & set(levels.values()))
+    return n
+
+
 def _lead_of(res: Resolution) -> dict[str, str]:
     return {lk.contact_id: lk.lead_id for lk in res.links}
 
@@ -69,7 +99,11 @@ def run_quality(n: int, dup: float, seed: int) -> dict[str, object]:
     lead_of = _lead_of(res)
     out: dict[str, object] = {"mode": "quality", "n": n, "dup_rate": dup, "seed": seed}
     out.update(scores([lead_of[c.contact_id] for c in contacts], labels))
+    name_only = name_only_pairs(contacts, labels)
+    tt = int(out["true_pairs"])  # type: ignore[call-overload]
     out.update(
+        name_only_true_pairs=name_only,
+        recall_ceiling_without_name_only_links=round((tt - name_only) / tt, 5),
         resolve_s=round(elapsed, 2),
         review_pairs=len(res.reviews),
         rules=dict(Counter(lk.rule for lk in res.links)),

@@ -209,30 +209,30 @@ def _sighting(rnd: random.Random, p: Person, first_sighting: bool) -> dict[str, 
     if noisy and rnd.random() < 0.15:
         name = name.upper() if rnd.random() < 0.5 else name.lower()
     row: dict[str, str | None] = {"name": name}
-    paper = noisy and rnd.random() < 0.15  # a sign-up sheet: name and address only
-    if not paper and rnd.random() < 0.75:
-        email = p.emails[0] if len(p.emails) == 1 or rnd.random() < 0.6 else p.emails[1]
+    paper = noisy and rnd.random() < 0.1  # a sign-up sheet: name and address only
+    if not paper and rnd.random() < 0.85:
+        email = p.emails[0] if len(p.emails) == 1 or rnd.random() < 0.7 else p.emails[1]
         local, _, dom = email.partition("@")
         if noisy and dom == "gmail.com" and rnd.random() < 0.3:
             local = local.replace(".", "") + "+fair"
         if noisy and rnd.random() < 0.1:
             local = local.upper()
         row["email"] = ("mailto:" if noisy and rnd.random() < 0.05 else "") + f"{local}@{dom}"
-    if not paper and p.phone and rnd.random() < 0.6:
+    if not paper and p.phone and rnd.random() < 0.7:
         ph = p.phone
         if noisy and rnd.random() < 0.5:
             cc = PHONE_PREFIX[p.country][0]
             rest = ph[len(cc) :]
             ph = f"0{rest[:3]} {rest[3:6]} {rest[6:]}" if p.country != "GB" else f"0{rest}"
         row["phone"] = ph
-    if paper or rnd.random() < 0.45:
+    if paper or rnd.random() < 0.6:
         street = p.street or ""
         if noisy and rnd.random() < 0.3:
             street = (
                 street.replace("straße", "str.").replace("Caddesi", "Cad.").replace("Street", "St")
             )
         row.update(street=street, postal=p.postal, city=p.city)
-    if not paper and p.company and rnd.random() < 0.6:
+    if not paper and p.company and rnd.random() < 0.7:
         comp = p.company
         if noisy and rnd.random() < 0.4:
             comp = comp.rsplit(" ", 1)[0] if rnd.random() < 0.5 else comp.upper()

@@ -141,7 +141,7 @@ def sound_key(text: str) -> str:
 _NICK = _canonical_nicknames()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Features:
     """What the comparisons look at, computed once per contact."""
 
@@ -168,7 +168,8 @@ def features(c: Contact) -> Features:
         first=first,
         last=last,
         email_key=ekey,
-        email_local=local if len(local) >= 6 else "",
+        # A bare "first.last" local part says no more than the name; one with digits does.
+        email_local=local if len(local) >= 6 and any(ch.isdigit() for ch in local) else "",
         email_domain=domain,
         phone=c.phone or "",
         postal=_postal(c.postal_code),
@@ -296,6 +297,15 @@ def _name_level(a: str, b: str, close: float, part: str) -> tuple[str, float]:
     return (f"{part}_close" if sim >= close else f"{part}_diff"), sim
 
 
+def _street_level(a: str, b: str) -> str:
+    if a == b:
+        return "street_same"
+    if re.findall(r"\d+", a) != re.findall(r"\d+", b):
+        return "street_diff"  # another house number is another household
+    r = token_sort_ratio(a, b)
+    return "street_same" if r >= 90 else "street_close" if r >= 75 else "street_diff"
+
+
 def compare(a: Features, b: Features, close: float = 0.88) -> tuple[float, dict[str, str], bool]:
     """(weight, level per compared field, strong name evidence) for one pair."""
     levels: dict[str, str] = {}
@@ -327,10 +337,7 @@ def compare(a: Features, b: Features, close: float = 0.88) -> tuple[float, dict[
     if a.postal and b.postal:
         levels["postal"] = "postal_same" if a.postal == b.postal else "postal_diff"
     if a.street and b.street:
-        r = token_sort_ratio(a.street, b.street)
-        levels["street"] = (
-            "street_same" if r >= 90 else "street_close" if r >= 75 else "street_diff"
-        )
+        levels["street"] = _street_level(a.street, b.street)
     elif a.city and b.city:
         levels["city"] = "city_same" if a.city == b.city else "city_diff"
     if a.company and b.company:

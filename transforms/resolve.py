@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from transforms.match import Features, MatchSettings, block_keys, compare, features, probability
@@ -80,8 +81,8 @@ def names_compatible(a: Contact, b: Contact) -> bool:
     return bool(fa.first and fa.first == fb.last and fa.last == fb.first)
 
 
-def _order(c: Contact) -> tuple[str, str]:
-    return (c.received_at.isoformat(), c.contact_id)
+def _order(c: Contact) -> tuple[datetime, str]:
+    return (c.received_at, c.contact_id)
 
 
 class _Clusters:
@@ -323,16 +324,16 @@ def _pick(members: Sequence[Contact], fields: tuple[str, ...], policy: str) -> C
 
 def golden_record(lead_id: str, members: Sequence[Contact]) -> Lead:
     """Survivorship per field group, remembering which contact supplied each golden value."""
-    ordered = sorted(members, key=_order)
+    ordered = sorted(members, key=_order) if len(members) > 1 else members
     values: dict[str, Any] = dict.fromkeys(GOLDEN_FIELDS)
     supplied: dict[str, str] = {}
     for fields, policy in SURVIVORSHIP:
-        c = _pick(ordered, fields, policy)
+        c = _pick(ordered, fields, policy) if len(ordered) > 1 else ordered[0]
         if c is None:
             continue
         for f in fields:
-            values[f] = getattr(c, f)
-            if values[f]:
+            v = values[f] = getattr(c, f)
+            if v:
                 supplied[f] = c.contact_id
     first = ordered[0]
     return Lead(
