@@ -139,6 +139,7 @@ def sound_key(text: str) -> str:
 
 
 _NICK = _canonical_nicknames()
+_DIGIT = re.compile(r"\d")
 
 
 @dataclass(slots=True)
@@ -169,7 +170,7 @@ def features(c: Contact) -> Features:
         last=last,
         email_key=ekey,
         # A bare "first.last" local part says no more than the name; one with digits does.
-        email_local=local if len(local) >= 6 and any(ch.isdigit() for ch in local) else "",
+        email_local=local if len(local) >= 6 and _DIGIT.search(local) else "",
         email_domain=domain,
         phone=c.phone or "",
         postal=_postal(c.postal_code),
@@ -310,15 +311,16 @@ def compare(a: Features, b: Features, close: float = 0.88) -> tuple[float, dict[
     """(weight, level per compared field, strong name evidence) for one pair."""
     levels: dict[str, str] = {}
     strong = False
+    swapped = False
     if a.first and a.last and b.first and b.last:
         fl, fs = _name_level(a.first, b.first, close, "first")
         ll, ls = _name_level(a.last, b.last, close, "last")
-        # Swapped order ("Işık İsmail"): compare crosswise and keep the better reading.
-        xf, xfs = _name_level(a.first, b.last, close, "first")
-        xl, xls = _name_level(a.last, b.first, close, "last")
-        if xfs + xls > fs + ls + 0.1:
-            fl, fs, ll, ls = xf, xfs, xl, xls
-            levels["name_order"] = "swapped"
+        if fs + ls < 2.0:
+            # Swapped order ("Işık İsmail"): compare crosswise and keep the better reading.
+            xf, xfs = _name_level(a.first, b.last, close, "first")
+            xl, xls = _name_level(a.last, b.first, close, "last")
+            if xfs + xls > fs + ls + 0.1:
+                fl, fs, ll, ls, swapped = xf, xfs, xl, xls, True
         levels["first"], levels["last"] = fl, ll
         strong = min(fs, ls) >= 0.93
     elif a.last and b.last:
@@ -348,7 +350,10 @@ def compare(a: Features, b: Features, close: float = 0.88) -> tuple[float, dict[
             levels["company"] = "company_close" if r >= 0.92 else "company_diff"
     if a.birth and b.birth:
         levels["birth"] = "birth_same" if a.birth == b.birth else "birth_diff"
-    return sum(W[v] for k, v in levels.items() if k != "name_order"), levels, strong
+    weight = sum(map(W.__getitem__, levels.values()))
+    if swapped:
+        levels["name_order"] = "swapped"
+    return weight, levels, strong
 
 
 def probability(weight: float, prior_log2: float) -> float:

@@ -7,7 +7,7 @@ name evidence keep clusters apart), then survivorship per field.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -90,9 +90,8 @@ class _Clusters:
 
     def __init__(self, n: int, emails: Sequence[str], bans: dict[int, set[int]]) -> None:
         self.parent = list(range(n))
-        self.emails: dict[int, frozenset[str]] = {
-            i: frozenset((e,)) for i, e in enumerate(emails) if e
-        }
+        self.email_of = emails
+        self.emails: dict[int, frozenset[str]] = {}  # person emails of merged clusters
         self.bans = bans  # contact index → contact indices it must never share a cluster with
         self.banned: dict[int, set[int]] = {i: set(v) for i, v in bans.items()}
 
@@ -105,11 +104,17 @@ class _Clusters:
             p[x], x = root, p[x]
         return root
 
+    def _emails(self, root: int) -> frozenset[str] | None:
+        got = self.emails.get(root)
+        if got is None and self.email_of[root]:
+            return frozenset((self.email_of[root],))
+        return got
+
     def union(self, a: int, b: int, strong_name: bool) -> bool:
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return True
-        ea, eb = self.emails.get(ra), self.emails.get(rb)
+        ea, eb = self._emails(ra), self._emails(rb)
         if ea and eb and not (ea & eb) and not strong_name:
             return False
         for r1, r2 in ((ra, rb), (rb, ra)):
@@ -307,7 +312,10 @@ def _pick(members: Sequence[Contact], fields: tuple[str, ...], policy: str) -> C
     if not having:
         return None
     if policy == "most_frequent":
-        counts = Counter(getattr(c, fields[0]) for c in having)
+        counts: dict[Any, int] = {}
+        for c in having:
+            v = getattr(c, fields[0])
+            counts[v] = counts.get(v, 0) + 1
         return max(having, key=lambda c: (counts[getattr(c, fields[0])], _order(c)))
     if policy == "source_priority":
         return min(
