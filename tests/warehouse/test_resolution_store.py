@@ -85,3 +85,16 @@ def test_incremental_resolution_in_the_warehouse(warehouse_url: str) -> None:
     run(engine, [raw(6, name="Ayse KAYA", email="AYSE@firma.com.tr")])
     assert lead_of(engine)[raw(6).raw_id] == first[ayse.raw_id]
     engine.dispose()
+
+
+def test_resolution_thresholds_come_from_settings() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from flows.stages import match_settings
+
+    cfg = Settings.model_validate({"resolution": {"link_weight": 25, "review_weight": 12}})
+    m = match_settings(cfg)
+    assert (m.link_weight, m.review_weight, m.max_block_size) == (25, 12, 60)
+    with pytest.raises(ValidationError, match="link_weight"):
+        Settings.model_validate({"resolution": {"link_weight": 5, "review_weight": 8}})
