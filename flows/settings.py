@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 DEFAULT_CONFIG = "leadflow.yaml"
 DEFAULT_WAREHOUSE_URL = "sqlite:///leadflow.db"
@@ -32,6 +39,23 @@ class QualitySettings(_Strict):
     docs_dir: str = "leadflow_docs"
     volume_max_change: Annotated[float, Field(gt=0)] = 0.5
     freshness_hours: Annotated[float, Field(gt=0)] = 24 * 7
+
+
+class ResolutionSettings(_Strict):
+    """Entity resolution thresholds, on the summed Fellegi–Sunter log2 weight of a pair."""
+
+    link_weight: float = 20.0
+    review_weight: float = 10.0
+    max_block_size: Annotated[int, Field(ge=2)] = 60
+    prior_log2: float = -10.0
+
+    @field_validator("review_weight")
+    @classmethod
+    def _below_link(cls, value: float, info: ValidationInfo) -> float:
+        link = info.data.get("link_weight")
+        if link is not None and value > link:
+            raise ValueError("must not be above link_weight")
+        return value
 
 
 class _SourceBase(_Strict):
@@ -65,6 +89,7 @@ class Settings(_Strict):
     default_region: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "TR"
     internal_domains: list[str] = Field(default_factory=list)
     rules: str | None = None
+    resolution: ResolutionSettings = ResolutionSettings()
     sources: list[Source] = Field(default_factory=list)
 
     @field_validator("sources")

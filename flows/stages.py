@@ -19,6 +19,7 @@ from connectors.email import iter_email_files
 from connectors.spreadsheet import iter_spreadsheet
 from connectors.webform import iter_webform_export
 from flows.settings import Settings, Source, SpreadsheetSource
+from transforms.match import MatchSettings
 from transforms.normalize import NormalizeOptions, normalize_batch
 from transforms.qualify import Rules, parse_rules, qualify_leads
 from transforms.records import RawRow
@@ -109,16 +110,30 @@ def normalize_options(settings: Settings) -> NormalizeOptions:
     )
 
 
+def match_settings(settings: Settings) -> MatchSettings:
+    r = settings.resolution
+    return MatchSettings(
+        link_weight=r.link_weight,
+        review_weight=r.review_weight,
+        max_block_size=r.max_block_size,
+        prior_log2=r.prior_log2,
+    )
+
+
 def process_chunk(
-    conn: Connection, rows: list[Any], opts: NormalizeOptions, rules: Rules
+    conn: Connection,
+    rows: list[Any],
+    opts: NormalizeOptions,
+    rules: Rules,
+    matching: MatchSettings | None = None,
 ) -> tuple[store.PublishSet, dict[str, float]]:
     """normalize → resolve → qualify for one chunk of pending raw rows, reading context from conn."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     contacts, rejects = normalize_batch(rows, opts)
     t1 = time.perf_counter()
-    existing = store.lead_context(conn, contacts)
-    resolution = resolve_contacts(contacts, existing)
+    existing, decisions = store.lead_context(conn, contacts)
+    resolution = resolve_contacts(contacts, existing, decisions, matching)
     t2 = time.perf_counter()
     members: dict[str, list[Any]] = defaultdict(list)
     lead_of = {lk.contact_id: lk.lead_id for lk in resolution.links}
@@ -142,6 +157,8 @@ def process_chunk(
         accounts=result.accounts,
         opportunities=result.opportunities,
         conversions=conversions,
+        reviews=resolution.reviews,
+        decisions=decisions,
     )
     return ps, timings
 
@@ -177,13 +194,14 @@ def _gated_publish(
     engine: Engine, settings: Settings, run_id: str, rows_of: RowSource
 ) -> dict[str, Any]:
     opts, rules = normalize_options(settings), load_rules(settings)
+    matching = match_settings(settings)
     stats: dict[str, Any] = defaultdict(int)
     timings: dict[str, float] = defaultdict(float)
     q = settings.quality
     gate = QualityGate(run_id, Thresholds(q.volume_max_change, q.freshness_hours))
     failure: QualityGateError | None = None
     try:
-        _process_all(engine, opts, rules, run_id, rows_of, gate, stats, timings)
+        _process_all(engine, opts, rules, matching, run_id, rows_of, gate, stats, timings)
     except QualityGateError as exc:
         failure = exc
     finally:
@@ -217,6 +235,7 @@ def _process_all(
     engine: Engine,
     opts: NormalizeOptions,
     rules: Rules,
+    matching: MatchSettings,
     run_id: str,
     rows_of: RowSource,
     gate: QualityGate,
@@ -228,7 +247,7 @@ def _process_all(
     with engine.begin() as conn:
         baseline = quality.previous_counts(conn)
         for rows in rows_of(conn):
-            ps, t = process_chunk(conn, rows, opts, rules)
+            ps, t = process_chunk(conn, rows, opts, rules, matching)
             for k, v in t.items():
                 timings[k] += v
             t0 = time.perf_counter()
@@ -244,6 +263,7 @@ def _process_all(
             stats["rejects"] += len(ps.rejects)
             stats["leads_touched"] += len(ps.leads)
             stats["lead_merges"] += len(ps.merges)
+            stats["review_pairs"] += len(ps.reviews)
             stats["opportunities_new"] += len(ps.opportunities)
         stats["rejects_released"] += store.release_landed_rejects(conn, run_id, now)
         t0 = time.perf_counter()

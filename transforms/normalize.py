@@ -7,7 +7,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -59,7 +59,31 @@ LEGAL_SUFFIXES = (
     "s.l.",
     "plc",
     "limited",
+    "s.p.a.",
+    "spa",
+    "b.v.",
+    "bv",
+    "n.v.",
+    "nv",
+    "sp. z o.o.",
+    "s.a.s.",
+    "sas",
+    "sarl",
+    "s.à r.l.",
+    "ug",
+    "e.k.",
+    "e.v.",
+    "oy",
+    "ab",
+    "as",
+    "a/s",
+    "pty ltd",
+    "pty",
+    "company",
+    "holding",
     "sanayi ve ticaret",
+    "san. ve tic. ltd. şti.",
+    "san. ve tic. a.ş.",
     "san. ve tic.",
     "san. tic.",
     "tic.",
@@ -98,6 +122,82 @@ _COUNTRY_NAMES = {
     "italien": "IT",
     "ispanya": "ES",
     "spanien": "ES",
+    "spain": "ES",
+    "espana": "ES",
+    "france": "FR",
+    "francia": "FR",
+    "netherlands": "NL",
+    "the netherlands": "NL",
+    "holland": "NL",
+    "nederland": "NL",
+    "italy": "IT",
+    "italia": "IT",
+    "schweiz suisse": "CH",
+    "suisse": "CH",
+    "svizzera": "CH",
+    "great britain": "GB",
+    "grossbritannien": "GB",
+    "vereinigtes konigreich": "GB",
+    "birlesik krallik": "GB",
+    "u.s.a": "US",
+    "united states of america": "US",
+    "vereinigte staaten": "US",
+    "amerika": "US",
+    "russia": "RU",
+    "rusya": "RU",
+    "russland": "RU",
+    "rossiya": "RU",
+    "yunanistan": "GR",
+    "griechenland": "GR",
+    "greece": "GR",
+    "bulgaristan": "BG",
+    "bulgarien": "BG",
+    "polonya": "PL",
+    "polen": "PL",
+    "belcika": "BE",
+    "belgien": "BE",
+    "belgique": "BE",
+    "danimarka": "DK",
+    "danemark": "DK",
+    "isvec": "SE",
+    "schweden": "SE",
+    "norvec": "NO",
+    "norwegen": "NO",
+    "azerbaycan": "AZ",
+    "aserbaidschan": "AZ",
+    "kibris": "CY",
+    "zypern": "CY",
+    "birlesik arap emirlikleri": "AE",
+    "bae": "AE",
+    "uae": "AE",
+    "suudi arabistan": "SA",
+    "mısır": "EG",
+    "misir": "EG",
+    "agypten": "EG",
+    "iran": "IR",
+    "irak": "IQ",
+    "cin": "CN",
+    "china": "CN",
+    "japonya": "JP",
+    "japan": "JP",
+    "kanada": "CA",
+    "tschechien": "CZ",
+    "cekya": "CZ",
+    "macaristan": "HU",
+    "ungarn": "HU",
+    "romanya": "RO",
+    "rumanien": "RO",
+    "ukrayna": "UA",
+    "portekiz": "PT",
+    "irlanda": "IE",
+    "irland": "IE",
+    "luksemburg": "LU",
+    "luxemburg": "LU",
+    "turkiye cumhuriyeti": "TR",
+    "turk": "TR",
+    "deutsch": "DE",
+    "brd": "DE",
+    "federal republic of germany": "DE",
 }
 
 
@@ -166,6 +266,12 @@ _TITLES = {
 _SUFFIXES = {"jr", "sr", "ii", "iii", "iv", "phd", "md"}
 
 
+def _is_upper(token: str) -> bool:
+    letters = [c for c in token if c.isalpha()]
+    # ß has no capital in common use: "WEIß" is an upper-case word.
+    return len(letters) > 1 and all(c.isupper() or c == "ß" for c in letters)
+
+
 @lru_cache(maxsize=65536)
 def split_name(raw: str, country: str | None = None) -> tuple[str | None, str | None, str | None]:
     """(first, last, full) from one name string, with casing that respects the language."""
@@ -176,13 +282,16 @@ def split_name(raw: str, country: str | None = None) -> tuple[str | None, str | 
         last, _, first = text.partition(",")
         text = f"{first.strip()} {last.strip()}".strip()
     turkish = country == "TR" or any(c in _TR_LETTERS for c in text)
-    tokens = [t for t in text.split() if t.strip(".").casefold() not in _TITLES]
-    while tokens and tokens[-1].strip(".").casefold() in _SUFFIXES:
+    tokens = [t for t in text.split() if fold(t.strip(".")) not in _TITLES]
+    while tokens and fold(tokens[-1].strip(".")) in _SUFFIXES:
         tokens.pop()
     if not tokens:
         return None, None, None
     if not any(c.isalpha() for c in "".join(tokens)):
         return None, None, None
+    if len(tokens) > 1 and _is_upper(tokens[0]) and not any(_is_upper(t) for t in tokens[1:]):
+        # Registers and badges write "YILMAZ Mehmet": the capitalised word is the surname.
+        tokens = tokens[1:] + tokens[:1]
     cased = [
         t.casefold() if t.casefold() in _PARTICLES and i else _cap_word(t, turkish)
         for i, t in enumerate(tokens)
@@ -233,21 +342,50 @@ def email_flags(email_key: str | None) -> tuple[bool, bool, bool]:
     return local in ROLE_LOCALPARTS, domain in FREE_DOMAINS, domain in DISPOSABLE_DOMAINS
 
 
+_EXTENSION = re.compile(r"\s*(?:ext\.?|extension|x|dahili|durchwahl|dw\.?|#)\s*(\d{1,6})\s*$", re.I)
+_MOBILE_TYPES = frozenset({phonenumbers.PhoneNumberType.MOBILE})
+_FIXED_TYPES = frozenset({phonenumbers.PhoneNumberType.FIXED_LINE})
+
+
+@dataclass(frozen=True, slots=True)
+class Phone:
+    """A parsed phone number: E.164 (None if invalid), extension, mobile or not, issues."""
+
+    e164: str | None
+    extension: str | None
+    is_mobile: bool | None
+    issues: tuple[str, ...]
+
+
 @lru_cache(maxsize=65536)
-def normalize_phone(raw: str, region: str) -> tuple[str | None, tuple[str, ...]]:
-    """E.164 for a valid number, else None with an issue; the raw text is kept by the caller."""
+def parse_phone(raw: str, region: str) -> Phone:
+    """E.164 for a valid number in the contact's region, its extension and whether it is mobile."""
     text = _clean(raw)
     if not text:
-        return None, ()
+        return Phone(None, None, None, ())
+    ext = None
+    m = _EXTENSION.search(text)
+    if m:
+        ext, text = m.group(1), text[: m.start()]
     if text.startswith("00"):
         text = "+" + text[2:]
     try:
         num = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
-        return None, ("phone_unparseable",)
+        return Phone(None, ext, None, ("phone_unparseable",))
+    ext = ext or num.extension or None
     if not phonenumbers.is_valid_number(num):
-        return None, ("phone_invalid",)
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164), ()
+        return Phone(None, ext, None, ("phone_invalid",))
+    kind = phonenumbers.number_type(num)
+    mobile = True if kind in _MOBILE_TYPES else False if kind in _FIXED_TYPES else None
+    e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    return Phone(e164, ext, mobile, ())
+
+
+def normalize_phone(raw: str, region: str) -> tuple[str | None, tuple[str, ...]]:
+    """E.164 for a valid number, else None with an issue; the raw text is kept by the caller."""
+    p = parse_phone(raw, region)
+    return p.e164, p.issues
 
 
 @lru_cache(maxsize=4096)
@@ -368,20 +506,143 @@ def parse_consent(raw: Any) -> bool | None:
     return None
 
 
+_MONTHS = {
+    **dict.fromkeys(("jan", "january", "januar", "ocak", "janvier", "enero"), 1),
+    **dict.fromkeys(("feb", "february", "februar", "subat", "fevrier", "febrero"), 2),
+    **dict.fromkeys(("mar", "march", "marz", "mart", "mars", "marzo"), 3),
+    **dict.fromkeys(("apr", "april", "nisan", "avril", "abril"), 4),
+    **dict.fromkeys(("may", "mai", "mayis", "mayo"), 5),
+    **dict.fromkeys(("jun", "june", "juni", "haziran", "juin", "junio"), 6),
+    **dict.fromkeys(("jul", "july", "juli", "temmuz", "juillet", "julio"), 7),
+    **dict.fromkeys(("aug", "august", "agustos", "aout", "agosto"), 8),
+    **dict.fromkeys(("sep", "sept", "september", "eylul", "septembre", "septiembre"), 9),
+    **dict.fromkeys(("oct", "october", "okt", "oktober", "ekim", "octobre", "octubre"), 10),
+    **dict.fromkeys(("nov", "november", "kasim", "novembre", "noviembre"), 11),
+    **dict.fromkeys(("dec", "december", "dez", "dezember", "aralik", "decembre", "diciembre"), 12),
+}
+_NUMERIC_DATE = re.compile(r"^(\d{1,4})[./-](\d{1,2})[./-](\d{1,4})$")
+_WORD_DATE = re.compile(
+    r"^(\d{1,2})\.?\s+([a-z]+)\.?,?\s+(\d{4})$|^([a-z]+)\.?\s+(\d{1,2}),?\s+(\d{4})$"
+)
+
+
+@lru_cache(maxsize=16384)
+def _parse_date_text(text: str) -> date | None:
+    """'2024-03-05', '05.03.2024', '5/3/2024' (day first), '5 Mart 2024', 'March 5, 2024'."""
+    t = fold(text).strip()
+    m = _NUMERIC_DATE.match(t)
+    try:
+        if m:
+            a, b, c = (int(x) for x in m.groups())
+            if len(m.group(1)) == 4:
+                return date(a, b, c)
+            year = c if c >= 100 else (2000 + c if c < 50 else 1900 + c)
+            # Day first, as everywhere the sources come from, unless that cannot be a date.
+            return date(year, b, a) if b <= 12 else date(year, a, b)
+        m = _WORD_DATE.match(t)
+        if m:
+            d, mon, y = (m.group(1), m.group(2), m.group(3)) if m.group(1) else m.group(5, 4, 6)
+            month = _MONTHS.get(mon[:3] if mon[:3] in _MONTHS and mon not in _MONTHS else mon)
+            return date(int(y), month, int(d)) if month else None
+    except ValueError:
+        return None
+    dt = parse_datetime(text)
+    return dt.date() if dt else None
+
+
 def parse_date(raw: Any) -> date | None:
     if isinstance(raw, datetime):
         return raw.date()
     if isinstance(raw, date):
         return raw
     text = _clean(raw)
+    return _parse_date_text(text) if text else None
+
+
+_TZ_NAMES = {
+    "utc": "+00:00",
+    "gmt": "+00:00",
+    "z": "+00:00",
+    "trt": "+03:00",
+    "cet": "+01:00",
+    "cest": "+02:00",
+    "est": "-05:00",
+    "edt": "-04:00",
+    "pst": "-08:00",
+    "pdt": "-07:00",
+}
+
+
+def parse_datetime(raw: Any, default_offset: str = "+00:00") -> datetime | None:
+    """A timestamp in ISO, RFC 2822 or 'dd.mm.yyyy HH:MM' form, with its zone, as UTC.
+
+    A timestamp without a zone is read in `default_offset` (the source's local offset).
+    """
+    if isinstance(raw, datetime):
+        return (raw if raw.tzinfo else raw.replace(tzinfo=UTC)).astimezone(UTC)
+    text = _clean(raw)
     if not text:
         return None
-    for fmt in ("%Y-%m-%d", "%d.%m.%Y", "%d/%m/%Y", "%Y/%m/%d", "%d-%m-%Y", "%Y-%m-%dT%H:%M:%S"):
+    from email.utils import parsedate_to_datetime
+
+    parts = text.rsplit(" ", 1)
+    if len(parts) == 2 and parts[1].casefold() in _TZ_NAMES:
+        text, default_offset = parts[0], _TZ_NAMES[parts[1].casefold()]
+    iso = text.replace(" ", "T", 1) if re.match(r"^\d{4}-\d{2}-\d{2} \d", text) else text
+    candidates: list[datetime] = []
+    try:
+        candidates.append(datetime.fromisoformat(iso.replace("Z", "+00:00")))
+    except ValueError:
+        pass
+    if not candidates:
         try:
-            return datetime.strptime(text[:19], fmt).date()
-        except ValueError:
-            continue
-    return None
+            candidates.append(parsedate_to_datetime(text))
+        except (TypeError, ValueError, IndexError):
+            pass
+    if not candidates:
+        for fmt in ("%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d/%m/%Y %H:%M", "%d.%m.%Y"):
+            try:
+                candidates.append(datetime.strptime(text, fmt))
+                break
+            except ValueError:
+                continue
+    if not candidates:
+        return None
+    dt = candidates[0]
+    if dt.tzinfo is None:
+        dt = datetime.fromisoformat(dt.isoformat() + default_offset)
+    return dt.astimezone(UTC)
+
+
+_POSTAL_FORMATS = {
+    "TR": re.compile(r"^\d{5}$"),
+    "DE": re.compile(r"^\d{5}$"),
+    "AT": re.compile(r"^\d{4}$"),
+    "CH": re.compile(r"^\d{4}$"),
+    "FR": re.compile(r"^\d{5}$"),
+    "IT": re.compile(r"^\d{5}$"),
+    "ES": re.compile(r"^\d{5}$"),
+    "NL": re.compile(r"^\d{4} ?[A-Z]{2}$"),
+    "US": re.compile(r"^\d{5}(-\d{4})?$"),
+    "GB": re.compile(r"^[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}$"),
+}
+
+
+@lru_cache(maxsize=65536)
+def normalize_postal_code(
+    raw: str | None, country: str | None
+) -> tuple[str | None, tuple[str, ...]]:
+    """Upper-case, no country prefix ('D-10115'); an issue when it does not fit the country."""
+    if not raw:
+        return None, ()
+    text = " ".join(raw.upper().split())
+    if country and text.startswith(country + "-"):
+        text = text[3:]
+    text = re.sub(r"^[A-Z]-(?=\d)", "", text)
+    pattern = _POSTAL_FORMATS.get(country or "")
+    if pattern and not pattern.match(text):
+        return text, ("postal_code_invalid",)
+    return text, ()
 
 
 _SIG_PHONE = re.compile(
@@ -419,6 +680,9 @@ def extract_fields(row: RawRow, columns: Mapping[str, str] | None = None) -> dic
     return map_fields(row.payload, columns)
 
 
+_NO_PHONE = Phone(None, None, None, ())
+
+
 def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
     """One raw record → a contact, or a reject saying why it identifies nobody."""
     f = extract_fields(row, opts.columns.get(row.source))
@@ -438,14 +702,14 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
         email, ekey, eissues = normalize_email(str(f["email"]))
         issues += eissues
     is_role, is_free, is_disposable = email_flags(ekey)
+    if is_disposable:
+        issues.append("email_disposable")
     if ekey and ekey.partition("@")[2] in opts.internal_domains:
         return _reject(row, "internal_sender", f"sender {email} is one of our own domains")
 
-    phone = None
     phone_raw = _clean(f.get("phone"))
-    if phone_raw:
-        phone, pissues = normalize_phone(phone_raw, country or opts.default_region)
-        issues += pissues
+    phone = parse_phone(phone_raw, country or opts.default_region) if phone_raw else _NO_PHONE
+    issues += phone.issues
 
     company = _clean(f.get("company"))
     domain = _domain_of(_clean(f.get("website")))
@@ -454,12 +718,17 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
     postal = _clean(f.get("postal_code"))
     has_person_email = bool(ekey) and not is_role
     has_address = bool(full and last and postal)
-    if not (has_person_email or phone or has_address or (ekey and full)):
+    if not (has_person_email or phone.e164 or has_address or (ekey and full)):
         reason = "no email, phone or name with postal address identifies a person"
         if issues:
             reason += f" ({', '.join(issues)})"
         return _reject(row, "no_identity", reason)
 
+    birth = parse_date(f.get("birth_date"))
+    if f.get("birth_date") and birth is None:
+        issues.append("birth_date_unparseable")
+    postal, pissue = normalize_postal_code(postal, country)
+    issues += pissue
     budget_amount, budget_currency = parse_budget(f.get("budget"))
     return Contact(
         contact_id=row.raw_id.replace("raw_", "con_", 1),
@@ -476,8 +745,10 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
         email_is_role=is_role,
         email_is_free=is_free,
         email_is_disposable=is_disposable,
-        phone=phone,
+        phone=phone.e164,
         phone_raw=phone_raw,
+        phone_ext=phone.extension,
+        phone_is_mobile=phone.is_mobile,
         company=company,
         company_key=company_key(company) if company else None,
         company_domain=domain,
@@ -487,7 +758,7 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
         postal_code=postal,
         region=_clean(f.get("region")),
         country=country,
-        birth_date=parse_date(f.get("birth_date")),
+        birth_date=birth,
         interest=_clean(f.get("interest")),
         message=_clean(f.get("message")),
         budget_amount=budget_amount,

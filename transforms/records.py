@@ -84,6 +84,8 @@ class Contact:
     timeline_months: int | None = None
     consent: bool | None = None
     issues: tuple[str, ...] = ()
+    phone_ext: str | None = None
+    phone_is_mobile: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,86 +1,348 @@
-"""Entity resolution: link contacts to leads (one per real person) and build each lead's golden record."""
+"""Entity resolution: link contacts to leads (one per real person) and build each lead's golden record.
+
+A cascade: exact keys (email key; phone with a compatible name), then Fellegi–Sunter scores on
+blocked pairs, then constrained clustering (a cannot-link or two person emails without strong
+name evidence keep clusters apart), then survivorship per field.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
-from transforms.normalize import fold
+from transforms.match import Features, MatchSettings, block_keys, compare, features, probability
 from transforms.records import Contact, Lead, Link, stable_id
 
-GOLDEN_FIELDS = (
-    "first_name",
-    "last_name",
-    "full_name",
-    "email",
-    "phone",
-    "company",
-    "company_key",
-    "company_domain",
-    "job_title",
-    "city",
-    "postal_code",
-    "country",
-)
+MUST_LINK, CANNOT_LINK = "must_link", "cannot_link"
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewPair:
+    """A grey-zone pair that a person should decide; decisions come back as ReviewDecision."""
+
+    contact_a: str
+    contact_b: str
+    score: float
+    evidence: dict[str, Any]
+
+    @property
+    def review_id(self) -> str:
+        return review_id(self.contact_a, self.contact_b)
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewDecision:
+    contact_a: str
+    contact_b: str
+    decision: str  # MUST_LINK or CANNOT_LINK
+
+
+def review_id(a: str, b: str) -> str:
+    lo, hi = sorted((a, b))
+    return stable_id("rev", lo, hi)
 
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
-    """Links for every contact whose lead is new or changed, golden records, and merges (old→new)."""
+    """Links for every contact whose lead is new or changed, golden records, merges (old→new),
+    and grey-zone pairs for review."""
 
     links: list[Link]
     leads: list[Lead]
     merges: list[tuple[str, str]] = field(default_factory=list)
+    reviews: list[ReviewPair] = field(default_factory=list)
 
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        self.parent.setdefault(x, x)
-        root = x
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[x] != root:
-            self.parent[x], x = root, self.parent[x]
-        return root
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            lo, hi = sorted((ra, rb))
-            self.parent[hi] = lo
+# Per field: how the golden value is chosen. Fields in one group come from the same contact.
+SURVIVORSHIP: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("first_name", "last_name", "full_name"), "most_frequent"),
+    (("email",), "most_recent"),
+    (("phone",), "most_frequent"),
+    (("company", "company_key", "company_domain"), "source_priority"),
+    (("job_title",), "most_recent"),
+    (("city", "postal_code", "country"), "source_priority"),
+)
+GOLDEN_FIELDS = tuple(f for group, _ in SURVIVORSHIP for f in group)
+# Typed-in forms and sheets beat a mail signature or a From header for company and address.
+SOURCE_PRIORITY = {"webform": 0, "spreadsheet": 1, "email": 2}
 
 
 def names_compatible(a: Contact, b: Contact) -> bool:
     """A shared phone links two contacts only if their names do not contradict each other."""
-    if not a.name_key or not b.name_key:
+    if not a.name_key or not b.name_key or a.name_key == b.name_key:
         return True
-    if a.name_key == b.name_key:
-        return True
-    la, lb = fold(a.last_name or ""), fold(b.last_name or "")
-    fa, fb = fold(a.first_name or ""), fold(b.first_name or "")
-    return bool(la and la == lb and fa[:1] == fb[:1]) or bool(fa and fa == fb and not (la and lb))
+    fa, fb = features(a), features(b)
+    if fa.last and fa.last == fb.last:
+        return fa.first[:1] == fb.first[:1] or not (fa.first and fb.first)
+    # Swapped order: "Işık İsmail" against "İsmail Işık".
+    return bool(fa.first and fa.first == fb.last and fa.last == fb.first)
 
 
-def _order(c: Contact) -> tuple[str, str]:
-    return (c.received_at.isoformat(), c.contact_id)
+def _order(c: Contact) -> tuple[datetime, str]:
+    return (c.received_at, c.contact_id)
+
+
+class _Clusters:
+    """Union-find over contact indices that refuses unions breaking a constraint."""
+
+    def __init__(self, n: int, emails: Sequence[str], bans: dict[int, set[int]]) -> None:
+        self.parent = list(range(n))
+        self.email_of = emails
+        self.emails: dict[int, frozenset[str]] = {}  # person emails of merged clusters
+        self.bans = bans  # contact index → contact indices it must never share a cluster with
+        self.banned: dict[int, set[int]] = {i: set(v) for i, v in bans.items()}
+
+    def find(self, x: int) -> int:
+        p = self.parent
+        root = x
+        while p[root] != root:
+            root = p[root]
+        while p[x] != root:
+            p[x], x = root, p[x]
+        return root
+
+    def _emails(self, root: int) -> frozenset[str] | None:
+        got = self.emails.get(root)
+        if got is None and self.email_of[root]:
+            return frozenset((self.email_of[root],))
+        return got
+
+    def union(self, a: int, b: int, strong_name: bool) -> bool:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return True
+        ea, eb = self._emails(ra), self._emails(rb)
+        if ea and eb and not (ea & eb) and not strong_name:
+            return False
+        for r1, r2 in ((ra, rb), (rb, ra)):
+            if any(self.find(x) == r2 for x in self.banned.get(r1, ())):
+                return False
+        lo, hi = (ra, rb) if ra < rb else (rb, ra)
+        self.parent[hi] = lo
+        if ea or eb:
+            self.emails[lo] = (ea or frozenset()) | (eb or frozenset())
+        if hi in self.banned:
+            self.banned.setdefault(lo, set()).update(self.banned.pop(hi))
+        return True
+
+
+def resolve_contacts(
+    new: Sequence[Contact],
+    existing: Sequence[tuple[Contact, str]],
+    decisions: Sequence[ReviewDecision] = (),
+    settings: MatchSettings | None = None,
+) -> Resolution:
+    """Match new contacts with each other and with the existing leads' contacts.
+
+    `existing` holds every contact of every lead that could be affected, with its lead id.
+    An existing lead keeps its id; when new evidence joins two leads, the older lead survives.
+    Review decisions are honoured: must-link pairs are joined, cannot-link pairs never are.
+    """
+    cfg = settings or MatchSettings()
+    old = sorted(existing, key=lambda x: _order(x[0]))
+    seen = {c.contact_id for c, _ in old}
+    fresh = sorted((c for c in new if c.contact_id not in seen), key=_order)
+    contacts = [c for c, _ in old] + fresh
+    n_old = len(old)
+    index = {c.contact_id: i for i, c in enumerate(contacts)}
+    feats = [features(c) for c in contacts]
+    bans: dict[int, set[int]] = defaultdict(set)
+    musts: list[tuple[int, int]] = []
+    for d in decisions:
+        ia, ib = index.get(d.contact_a), index.get(d.contact_b)
+        if ia is None or ib is None:
+            continue
+        if d.decision == CANNOT_LINK:
+            bans[ia].add(ib)
+            bans[ib].add(ia)
+        elif d.decision == MUST_LINK:
+            musts.append((ia, ib))
+    cl = _Clusters(len(contacts), [f.email_key for f in feats], bans)
+    reason: dict[int, tuple[str, float, int, dict[str, Any]]] = {}
+
+    def join(
+        i: int, j: int, rule: str, weight: float, levels: dict[str, Any], strong: bool
+    ) -> bool:
+        if not cl.union(i, j, strong):
+            return False
+        for x, y in ((i, j), (j, i)):
+            if x >= n_old and x not in reason:
+                reason[x] = (rule, weight, y, levels)
+        return True
+
+    # Existing leads stay whole: their contacts were linked by earlier runs.
+    first_of_lead: dict[str, int] = {}
+    for i, (_, lead_id) in enumerate(old):
+        j = first_of_lead.setdefault(lead_id, i)
+        if j != i:
+            cl.union(j, i, True)
+    for i, j in musts:
+        cl.union(i, j, True)
+        for x, y in ((i, j), (j, i)):
+            if x >= n_old:
+                reason.setdefault(x, (MUST_LINK, 1.0, y, {"decision": MUST_LINK}))
+
+    candidates = _scored_pairs(feats, n_old, cfg)
+    # Exact keys first, then the strongest probabilistic evidence: a weak pair can never
+    # chain two clusters that a stronger pair's constraint has already kept apart.
+    reviews: list[tuple[int, int, float, dict[str, Any]]] = []
+    for weight, i, j, rule, levels, strong in candidates:
+        if rule == "phone_and_name" and not names_compatible(contacts[i], contacts[j]):
+            continue
+        if rule != "probabilistic" or weight >= cfg.link_weight:
+            if join(i, j, rule, weight, levels, strong or rule == "email_key"):
+                continue
+        if weight >= cfg.review_weight and cl.find(i) != cl.find(j):
+            reviews.append((i, j, weight, levels))
+
+    return _build(contacts, n_old, old, cl, reason, reviews, cfg)
+
+
+def _scored_pairs(
+    feats: Sequence[Features], n_old: int, cfg: MatchSettings
+) -> list[tuple[float, int, int, str, dict[str, Any], bool]]:
+    """Every blocked pair with at least one new contact, scored, strongest first."""
+    blocks: dict[str, list[int]] = defaultdict(list)
+    for i, f in enumerate(feats):
+        for key in block_keys(f):
+            blocks[key].append(i)
+    done: set[int] = set()
+    n = len(feats)
+    out: list[tuple[float, int, int, str, dict[str, Any], bool]] = []
+    for key, members in blocks.items():
+        if len(members) < 2 or members[-1] < n_old:
+            continue
+        exact = key[:2] in ("e:", "p:")
+        if not exact and len(members) > cfg.max_block_size:
+            continue  # too common a key to say anything; other blocks carry these pairs
+        rule = "email_key" if key[:2] == "e:" else "phone_and_name" if exact else "probabilistic"
+        pairs: Iterable[tuple[int, int]]
+        if exact:
+            # A shared key links each contact to the first one seen with it: a star, not a clique.
+            pairs = ((members[0], j) for j in members[1:] if j >= n_old or members[0] >= n_old)
+        else:
+            pairs = (
+                (members[a], members[b])
+                for b in range(1, len(members))
+                if members[b] >= n_old
+                for a in range(b)
+            )
+        for i, j in pairs:
+            code = i * n + j
+            if code in done:
+                continue
+            done.add(code)
+            weight, levels, strong = compare(feats[i], feats[j])
+            if exact:
+                weight = max(weight, cfg.link_weight)
+            elif weight < cfg.review_weight:
+                continue
+            out.append((weight, i, j, rule, levels, strong))
+    rank = {"email_key": 0, "phone_and_name": 1, "probabilistic": 2}
+    out.sort(key=lambda p: (rank[p[3]], -p[0], p[1], p[2]))
+    return out
+
+
+def _build(
+    contacts: Sequence[Contact],
+    n_old: int,
+    old: Sequence[tuple[Contact, str]],
+    cl: _Clusters,
+    reason: dict[int, tuple[str, float, int, dict[str, Any]]],
+    reviews: Sequence[tuple[int, int, float, dict[str, Any]]],
+    cfg: MatchSettings,
+) -> Resolution:
+    clusters: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(contacts)):
+        clusters[cl.find(i)].append(i)
+    links: list[Link] = []
+    leads: list[Lead] = []
+    merges: list[tuple[str, str]] = []
+    for members in clusters.values():
+        has_new = members[-1] >= n_old
+        old_leads: dict[str, int] = {}
+        for i in members:
+            if i < n_old:
+                old_leads.setdefault(old[i][1], i)  # members are in time order: first sighting
+        if not has_new and len(old_leads) < 2:
+            continue
+        if old_leads:
+            survivor = min(old_leads, key=lambda lid: (old_leads[lid], lid))
+        else:
+            survivor = stable_id("lead", contacts[members[0]].contact_id)
+        merges += [(lid, survivor) for lid in old_leads if lid != survivor]
+        for i in members:
+            c = contacts[i]
+            if i >= n_old:
+                rule, weight, other, levels = reason.get(i, ("new_lead", 0.0, i, {}))
+                evidence = {
+                    "matched_contact_id": contacts[other].contact_id,
+                    "weight": round(weight, 2),
+                    "fields": levels,
+                }
+                score = (
+                    1.0 if rule in ("new_lead", MUST_LINK) else probability(weight, cfg.prior_log2)
+                )
+                links.append(Link(c.contact_id, survivor, rule, round(score, 6), evidence))
+            elif old[i][1] != survivor:
+                links.append(Link(c.contact_id, survivor, "merge", 1.0, {"merged_from": old[i][1]}))
+        leads.append(golden_record(survivor, [contacts[i] for i in members]))
+    review_pairs = [
+        ReviewPair(
+            min(contacts[i].contact_id, contacts[j].contact_id),
+            max(contacts[i].contact_id, contacts[j].contact_id),
+            score=round(w, 2),
+            evidence={"fields": levels, "probability": round(probability(w, cfg.prior_log2), 6)},
+        )
+        for i, j, w, levels in reviews
+        if cl.find(i) != cl.find(j)
+    ]
+    links.sort(key=lambda lk: lk.contact_id)
+    leads.sort(key=lambda ld: ld.lead_id)
+    review_pairs.sort(key=lambda r: (r.contact_a, r.contact_b))
+    return Resolution(links=links, leads=leads, merges=sorted(merges), reviews=review_pairs)
+
+
+def _pick(members: Sequence[Contact], fields: tuple[str, ...], policy: str) -> Contact | None:
+    """The contact whose values survive for a group of fields under the group's policy."""
+    having = [c for c in members if getattr(c, fields[0])]
+    if not having:
+        return None
+    if policy == "most_frequent":
+        counts: dict[Any, int] = {}
+        for c in having:
+            v = getattr(c, fields[0])
+            counts[v] = counts.get(v, 0) + 1
+        return max(having, key=lambda c: (counts[getattr(c, fields[0])], _order(c)))
+    if policy == "source_priority":
+        return min(
+            having,
+            key=lambda c: (
+                SOURCE_PRIORITY.get(c.source_kind, 9),
+                -c.received_at.timestamp(),
+                c.contact_id,
+            ),
+        )
+    persons = [c for c in having if not c.email_is_role] if fields == ("email",) else having
+    return max(persons or having, key=_order)
 
 
 def golden_record(lead_id: str, members: Sequence[Contact]) -> Lead:
-    """Survivorship: per field the most recent non-empty value, remembering which contact gave it."""
-    ordered = sorted(members, key=_order)
-    values: dict[str, str | None] = {}
+    """Survivorship per field group, remembering which contact supplied each golden value."""
+    ordered = sorted(members, key=_order) if len(members) > 1 else members
+    values: dict[str, Any] = dict.fromkeys(GOLDEN_FIELDS)
     supplied: dict[str, str] = {}
-    for f in GOLDEN_FIELDS:
-        values[f] = None
-        for c in reversed(ordered):
-            v = getattr(c, f)
+    for fields, policy in SURVIVORSHIP:
+        c = _pick(ordered, fields, policy) if len(ordered) > 1 else ordered[0]
+        if c is None:
+            continue
+        for f in fields:
+            v = values[f] = getattr(c, f)
             if v:
-                values[f], supplied[f] = v, c.contact_id
-                break
+                supplied[f] = c.contact_id
     first = ordered[0]
     return Lead(
         lead_id=lead_id,
@@ -92,86 +354,3 @@ def golden_record(lead_id: str, members: Sequence[Contact]) -> Lead:
         source_count=len({c.source for c in ordered}),
         survivorship=supplied,
     )
-
-
-def resolve_contacts(new: Sequence[Contact], existing: Sequence[tuple[Contact, str]]) -> Resolution:
-    """Match new contacts with each other and with existing leads' contacts by exact keys.
-
-    `existing` holds every contact of every lead that could be affected, with its lead id.
-    An existing lead keeps its id; when new evidence joins two leads, the older lead survives.
-    """
-    uf = _UnionFind()
-    lead_of: dict[str, str] = {}
-    by_id: dict[str, Contact] = {}
-    for c, lead_id in existing:
-        by_id[c.contact_id] = c
-        lead_of[c.contact_id] = lead_id
-        uf.union(c.contact_id, "lead:" + lead_id)
-    reason: dict[str, tuple[str, str]] = {}  # contact → (rule, matched contact)
-    by_email: dict[str, str] = {}
-    by_phone: dict[str, list[str]] = defaultdict(list)
-    for c in sorted(by_id.values(), key=_order):
-        if c.email_key and not c.email_is_role:
-            by_email.setdefault(c.email_key, c.contact_id)
-        if c.phone:
-            by_phone[c.phone].append(c.contact_id)
-    for c in sorted(new, key=_order):
-        by_id[c.contact_id] = c
-        uf.find(c.contact_id)
-        if c.email_key and not c.email_is_role:
-            other = by_email.setdefault(c.email_key, c.contact_id)
-            if other != c.contact_id:
-                uf.union(c.contact_id, other)
-                reason.setdefault(c.contact_id, ("email_key", other))
-        if c.phone:
-            for other in by_phone[c.phone]:
-                if names_compatible(c, by_id[other]):
-                    uf.union(c.contact_id, other)
-                    reason.setdefault(c.contact_id, ("phone_and_name", other))
-                    break
-            by_phone[c.phone].append(c.contact_id)
-
-    clusters: dict[str, list[Contact]] = defaultdict(list)
-    for cid, c in by_id.items():
-        clusters[uf.find(cid)].append(c)
-
-    links: list[Link] = []
-    leads: list[Lead] = []
-    merges: list[tuple[str, str]] = []
-    new_ids = {c.contact_id for c in new}
-    for members in clusters.values():
-        members.sort(key=_order)
-        old_leads = sorted({lead_of[c.contact_id] for c in members if c.contact_id in lead_of})
-        if old_leads:
-            first_seen = {
-                lid: min(_order(c) for c in members if lead_of.get(c.contact_id) == lid)
-                for lid in old_leads
-            }
-            survivor = min(old_leads, key=lambda lid: (first_seen[lid], lid))
-        else:
-            survivor = stable_id("lead", members[0].contact_id)
-        merges += [(lid, survivor) for lid in old_leads if lid != survivor]
-        for c in members:
-            if c.contact_id in new_ids:
-                rule, other = reason.get(c.contact_id, ("new_lead", c.contact_id))
-                fields = {"email_key": c.email_key, "phone": c.phone, "name_key": c.name_key}
-                links.append(
-                    Link(
-                        c.contact_id,
-                        survivor,
-                        rule,
-                        1.0,
-                        {"matched_contact_id": other, "fields": fields},
-                    )
-                )
-            elif lead_of[c.contact_id] != survivor:
-                links.append(
-                    Link(
-                        c.contact_id, survivor, "merge", 1.0, {"merged_from": lead_of[c.contact_id]}
-                    )
-                )
-        if any(c.contact_id in new_ids for c in members) or len(old_leads) > 1:
-            leads.append(golden_record(survivor, members))
-    links.sort(key=lambda lk: lk.contact_id)
-    leads.sort(key=lambda ld: ld.lead_id)
-    return Resolution(links=links, leads=leads, merges=sorted(merges))

@@ -80,6 +80,33 @@ contacts = Table(
     Column("timeline_months", Integer),
     Column("consent", Boolean),
     Column("issues", JSON, nullable=False),
+    Column("phone_ext", String(10)),
+    Column("phone_is_mobile", Boolean),
+)
+
+# Blocking keys of each contact (email key, phone, phonetic name, postal code + name …): new
+# contacts find their candidate leads through this index, set-based, without a full scan.
+contact_blocks = Table(
+    "contact_blocks",
+    metadata,
+    Column("block_key", Text, primary_key=True),
+    Column("contact_id", ID, primary_key=True),
+)
+
+# Grey-zone pairs for a person to decide; a decision (must_link / cannot_link) binds every run.
+match_review = Table(
+    "match_review",
+    metadata,
+    Column("review_id", ID, primary_key=True),
+    Column("contact_a", ID, nullable=False, index=True),
+    Column("contact_b", ID, nullable=False, index=True),
+    Column("score", Float, nullable=False),
+    Column("evidence", JSON, nullable=False),
+    Column("decision", String(16), nullable=False),
+    Column("decided_by", Text),
+    Column("decided_at", TS),
+    Column("applied", Boolean, nullable=False),
+    Column("run_id", ID, nullable=False),
 )
 
 leads = Table(
@@ -223,6 +250,8 @@ DATA_TABLES = (
     "leads",
     "lead_links",
     "lead_merges",
+    "contact_blocks",
+    "match_review",
     "accounts",
     "opportunities",
     "rejects",

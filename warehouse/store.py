@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, exists, func, not_, or_, select
 
+from transforms.match import block_keys, features
 from transforms.records import (
     Account,
     Contact,
@@ -23,6 +24,7 @@ from transforms.records import (
     Reject,
     raw_id_for,
 )
+from transforms.resolve import CANNOT_LINK, MUST_LINK, ReviewDecision, ReviewPair, review_id
 from warehouse import schema as t
 from warehouse.load import delete_keys, in_chunks, upsert
 
@@ -217,21 +219,127 @@ def _contact_from_row(row: Any) -> Contact:
     return Contact(**{k: d[k] for k in _CONTACT_FIELDS})
 
 
-def lead_context(conn: Connection, new: Sequence[Contact]) -> list[tuple[Contact, str]]:
-    """Every contact of every existing lead that shares an email key or phone with `new`."""
-    c, lk = t.contacts, t.lead_links
-    emails = sorted({x.email_key for x in new if x.email_key and not x.email_is_role})
-    phones = sorted({x.phone for x in new if x.phone})
+def contact_block_rows(contacts: Sequence[Contact]) -> list[dict[str, Any]]:
+    """The blocking keys of each contact, as rows of `contact_blocks`."""
+    return [
+        {"block_key": key, "contact_id": c.contact_id}
+        for c in contacts
+        for key in set(block_keys(features(c)))
+    ]
+
+
+_BLOCK_COLUMNS = (
+    "contact_id",
+    "received_at",
+    "first_name",
+    "last_name",
+    "name_key",
+    "email_key",
+    "email_is_role",
+    "email_is_free",
+    "email_is_disposable",
+    "phone",
+    "postal_code",
+    "street",
+    "city",
+    "company_key",
+    "birth_date",
+)
+
+
+def rebuild_contact_blocks(conn: Connection, batch_size: int = 20_000) -> int:
+    """Recompute every contact's blocking keys (after an upgrade or a change of the keys)."""
+    conn.execute(t.contact_blocks.delete())
+    n = 0
+    batch: list[Contact] = []
+    c = t.contacts.c
+    # Only the columns blocking reads: later revisions may add columns this one cannot see yet.
+    cols = [getattr(c, name) for name in _BLOCK_COLUMNS]
+    for row in conn.execute(select(*cols)):
+        d = dict(row._mapping)
+        d["received_at"] = utc(d["received_at"])
+        batch.append(Contact(raw_id="", source="", source_kind="", **d))
+        if len(batch) >= batch_size:
+            n += _insert_blocks(conn, batch)
+            batch = []
+    return n + _insert_blocks(conn, batch)
+
+
+def _insert_blocks(conn: Connection, contacts: Sequence[Contact]) -> int:
+    rows = contact_block_rows(contacts)
+    upsert(conn, t.contact_blocks, rows, update=False)
+    return len(rows)
+
+
+def lead_context(
+    conn: Connection, new: Sequence[Contact]
+) -> tuple[list[tuple[Contact, str]], list[ReviewDecision]]:
+    """Every contact of every existing lead that shares a blocking key with `new`, and the
+    review decisions that bind them (pending ones pull their leads in, so they apply now)."""
+    b, lk = t.contact_blocks, t.lead_links
+    keys = sorted({k for c in new for k in block_keys(features(c))})
     lead_ids: set[str] = set()
-    for col, keys in ((c.c.email_key, emails), (c.c.phone, phones)):
-        for chunk in in_chunks(keys):
-            q = (
-                select(lk.c.lead_id)
-                .join(c, c.c.contact_id == lk.c.contact_id)
-                .where(col.in_(chunk))
-            )
-            lead_ids.update(conn.execute(q).scalars())
-    return contacts_of_leads(conn, lead_ids)
+    for chunk in in_chunks(keys):
+        q = (
+            select(lk.c.lead_id)
+            .distinct()
+            .join(b, b.c.contact_id == lk.c.contact_id)
+            .where(b.c.block_key.in_(chunk))
+        )
+        lead_ids.update(conn.execute(q).scalars())
+    mr = t.match_review
+    pending = select(mr.c.contact_a, mr.c.contact_b).where(
+        mr.c.decision != "open",
+        mr.c.applied == False,  # noqa: E712
+    )
+    pending_ids = {x for row in conn.execute(pending) for x in row}
+    for chunk in in_chunks(sorted(pending_ids)):
+        q = select(lk.c.lead_id).where(lk.c.contact_id.in_(chunk))
+        lead_ids.update(conn.execute(q).scalars())
+    existing = contacts_of_leads(conn, lead_ids)
+    ids = sorted({c.contact_id for c, _ in existing} | {c.contact_id for c in new})
+    return existing, review_decisions(conn, ids)
+
+
+def review_decisions(conn: Connection, contact_ids: Sequence[str]) -> list[ReviewDecision]:
+    """Decided review pairs that touch any of `contact_ids`."""
+    mr = t.match_review
+    out: dict[str, ReviewDecision] = {}
+    for chunk in in_chunks(list(contact_ids)):
+        q = select(mr.c.review_id, mr.c.contact_a, mr.c.contact_b, mr.c.decision).where(
+            mr.c.decision != "open", or_(mr.c.contact_a.in_(chunk), mr.c.contact_b.in_(chunk))
+        )
+        for row in conn.execute(q):
+            out[row.review_id] = ReviewDecision(row.contact_a, row.contact_b, row.decision)
+    return [out[k] for k in sorted(out)]
+
+
+def open_reviews(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:
+    """Grey-zone pairs still waiting for a person, strongest first."""
+    mr = t.match_review
+    q = (
+        select(mr)
+        .where(mr.c.decision == "open")
+        .order_by(mr.c.score.desc(), mr.c.review_id)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in conn.execute(q)]
+
+
+def decide_review(
+    conn: Connection, review_id: str, decision: str, decided_by: str, decided_at: datetime
+) -> None:
+    """Record a person's decision on a pair; the next run applies it and every run honours it."""
+    if decision not in (MUST_LINK, CANNOT_LINK):
+        raise ValueError(f"decision must be {MUST_LINK} or {CANNOT_LINK}, not {decision!r}")
+    mr = t.match_review
+    done = conn.execute(
+        mr.update()
+        .where(mr.c.review_id == review_id)
+        .values(decision=decision, decided_by=decided_by, decided_at=decided_at, applied=False)
+    )
+    if done.rowcount != 1:
+        raise KeyError(f"no review pair {review_id}")
 
 
 def contacts_of_leads(conn: Connection, lead_ids: set[str]) -> list[tuple[Contact, str]]:
@@ -298,6 +406,8 @@ class PublishSet:
     accounts: list[Account]
     opportunities: list[Opportunity]
     conversions: dict[str, tuple[str, str, datetime]]  # lead → (opp, account, converted_at)
+    reviews: list[ReviewPair] = dataclasses.field(default_factory=list)
+    decisions: list[ReviewDecision] = dataclasses.field(default_factory=list)
 
     def lead_rows(self) -> list[dict[str, Any]]:
         quals = {q.lead_id: q for q in self.qualifications}
@@ -324,7 +434,9 @@ def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
     """Merge a run's results into the live tables; call inside one transaction."""
     upsert(conn, t.contacts, [_row(c) for c in ps.contacts])
     upsert(conn, t.rejects, [_reject_row(j, run_id) for j in ps.rejects], update=False)
+    upsert(conn, t.contact_blocks, contact_block_rows(ps.contacts), update=False)
     upsert(conn, t.lead_links, [_row(lk) for lk in ps.links])
+    _publish_reviews(conn, ps, run_id)
     if ps.merges:
         upsert(
             conn,
@@ -335,6 +447,34 @@ def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
     upsert(conn, t.accounts, [_row(a) for a in ps.accounts])
     upsert(conn, t.opportunities, [_row(o) for o in ps.opportunities], update=False)
     upsert(conn, t.leads, ps.lead_rows())
+
+
+def _publish_reviews(conn: Connection, ps: PublishSet, run_id: str) -> None:
+    """New grey-zone pairs open; existing ones keep their decision. Applied decisions are marked."""
+    rows = [
+        {
+            "review_id": r.review_id,
+            "contact_a": r.contact_a,
+            "contact_b": r.contact_b,
+            "score": r.score,
+            "evidence": r.evidence,
+            "decision": "open",
+            "decided_by": None,
+            "decided_at": None,
+            "applied": False,
+            "run_id": run_id,
+        }
+        for r in ps.reviews
+    ]
+    upsert(conn, t.match_review, rows, update=False)
+    ids = sorted({review_id(d.contact_a, d.contact_b) for d in ps.decisions})
+    mr = t.match_review
+    for chunk in in_chunks(ids):
+        conn.execute(
+            mr.update()
+            .where(mr.c.review_id.in_(chunk), mr.c.applied == False)  # noqa: E712
+            .values(applied=True)
+        )
 
 
 # ---- run log and counts --------------------------------------------------------------------

@@ -1,0 +1,258 @@
+"""Resolution rules, survivorship, incremental stability, merges and review decisions."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from transforms.normalize import company_key, email_flags, name_key, normalize_email, split_name
+from transforms.records import Contact
+from transforms.resolve import (
+    CANNOT_LINK,
+    MUST_LINK,
+    Resolution,
+    ReviewDecision,
+    resolve_contacts,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def contact(n: int, name: str = "", **kw: Any) -> Contact:
+    first, last, full = split_name(name, kw.get("country"))
+    email = kw.pop("email", None)
+    ekey = None
+    if email:
+        email, ekey, _ = normalize_email(email)
+    role, free, disp = email_flags(ekey)
+    company = kw.get("company")
+    return Contact(
+        contact_id=f"con_{n:03d}",
+        raw_id=f"raw_{n:03d}",
+        source=kw.pop("source", "fair"),
+        source_kind=kw.pop("source_kind", "spreadsheet"),
+        received_at=T0 + timedelta(hours=n),
+        first_name=first,
+        last_name=last,
+        full_name=full,
+        name_key=name_key(first, last),
+        email=email,
+        email_key=ekey,
+        email_is_role=role,
+        email_is_free=free,
+        email_is_disposable=disp,
+        company_key=company_key(company) if company else None,
+        **kw,
+    )
+
+
+def groups(res: Resolution) -> set[frozenset[str]]:
+    by_lead: dict[str, set[str]] = {}
+    for lk in res.links:
+        by_lead.setdefault(lk.lead_id, set()).add(lk.contact_id)
+    return {frozenset(v) for v in by_lead.values()}
+
+
+def rule_of(res: Resolution, contact_id: str) -> str:
+    return next(lk.rule for lk in res.links if lk.contact_id == contact_id)
+
+
+SAME_PERSON = [
+    (
+        "email key (Gmail dots, +tag, googlemail)",
+        contact(1, "Ayşe Kaya", email="ayse.kaya@gmail.com"),
+        contact(2, "A. Kaya", email="AyseKaya+fair@googlemail.com"),
+        "email_key",
+    ),
+    (
+        "phone with a compatible name",
+        contact(1, "İsmail Işık", phone="+905321234567"),
+        contact(2, "ISIK Ismail", phone="+905321234567"),
+        "phone_and_name",
+    ),
+    (
+        "name and postal address only (paper form)",
+        contact(1, "Jürgen Weiß", street="Hauptstraße 5", postal_code="10115", city="Berlin"),
+        contact(2, "Juergen Weiss", street="Hauptstr. 5", postal_code="10115", city="Berlin"),
+        "probabilistic",
+    ),
+    (
+        "nickname, company and city",
+        contact(1, "Robert Smith", company="Acme Inc.", city="London", email="rs@acme.com"),
+        contact(2, "Bob Smith", company="ACME LLC", city="London", email="bob.smith@acme.com"),
+        "probabilistic",
+    ),
+    (
+        "swapped order, typo, birth date and postal code",
+        contact(1, "Mehmet Yılmaz", birth_date=date(1980, 5, 1), postal_code="34710"),
+        contact(2, "Yilmz Mehmet", birth_date=date(1980, 5, 1), postal_code="34710"),
+        "probabilistic",
+    ),
+]
+
+
+@pytest.mark.parametrize(("label", "a", "b", "rule"), SAME_PERSON, ids=[s[0] for s in SAME_PERSON])
+def test_rules_link_the_same_person(label: str, a: Contact, b: Contact, rule: str) -> None:
+    res = resolve_contacts([a, b], [])
+    assert groups(res) == {frozenset({a.contact_id, b.contact_id})}, label
+    assert rule_of(res, b.contact_id) == rule
+    link = next(lk for lk in res.links if lk.contact_id == b.contact_id)
+    assert link.evidence["matched_contact_id"] == a.contact_id
+    assert 0 < link.score <= 1 and link.evidence["fields"]
+
+
+DIFFERENT_PEOPLE = [
+    (
+        "shared office phone, different people",
+        contact(1, "Ayşe Kaya", phone="+902125551212"),
+        contact(2, "Mehmet Demir", phone="+902125551212"),
+    ),
+    (
+        "same common name, different towns",
+        contact(1, "Mehmet Yılmaz", postal_code="34710", city="İstanbul"),
+        contact(2, "Mehmet Yılmaz", postal_code="06100", city="Ankara"),
+    ),
+    (
+        "role mailbox does not identify a person",
+        contact(1, "Ayşe Kaya", email="info@acme.de"),
+        contact(2, "Hans Weber", email="info@acme.de"),
+    ),
+    (
+        "same name and address, different birth dates (father and son)",
+        contact(
+            1, "Hans Weber", street="Gartenweg 3", postal_code="30159", birth_date=date(1950, 1, 2)
+        ),
+        contact(
+            2, "Hans Weber", street="Gartenweg 3", postal_code="30159", birth_date=date(1980, 3, 4)
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "a", "b"), DIFFERENT_PEOPLE, ids=[s[0] for s in DIFFERENT_PEOPLE]
+)
+def test_rules_keep_different_people_apart(label: str, a: Contact, b: Contact) -> None:
+    res = resolve_contacts([a, b], [])
+    assert len(groups(res)) == 2, label
+
+
+def test_two_person_emails_are_not_chained_by_a_weak_name() -> None:
+    # c2 shares a phone with c1 and an email with c3; c1 and c3 have different person emails
+    # and only compatible (not strong) names: they must not end up in one lead.
+    c1 = contact(1, "A. Kaya", email="ali.kaya@firma.com", phone="+905321111111")
+    c2 = contact(2, "Ayşe Kaya", phone="+905321111111", email="ayse.kaya@firma.com")
+    c3 = contact(3, "Ayşe Kaya", email="ayse.kaya@firma.com")
+    res = resolve_contacts([c1, c2, c3], [])
+    lead = {lk.contact_id: lk.lead_id for lk in res.links}
+    assert lead["con_002"] == lead["con_003"]
+    assert lead["con_001"] != lead["con_003"]
+
+
+def test_survivorship_per_field_keeps_its_supplier() -> None:
+    a = contact(
+        1,
+        "Ayşe Kaya",
+        email="ayse@firma.com",
+        company="Firma A.Ş.",
+        city="İzmir",
+        source_kind="webform",
+    )
+    b = contact(
+        2,
+        "Ayşe Kaya",
+        email="ayse@firma.com",
+        phone="+905321234567",
+        city="Ankara",
+        source_kind="email",
+    )
+    c = contact(3, "AYSE KAYA", email="ayse@firma.com", job_title="CEO", source_kind="email")
+    res = resolve_contacts([a, b, c], [])
+    (lead,) = res.leads
+    assert lead.full_name == "Ayşe Kaya"  # the most frequent spelling, not the latest
+    assert lead.city == "İzmir" and lead.survivorship["city"] == "con_001"  # source priority
+    assert lead.phone == "+905321234567" and lead.survivorship["phone"] == "con_002"
+    assert lead.job_title == "CEO" and lead.survivorship["job_title"] == "con_003"
+    assert lead.contact_count == 3
+
+
+def _full(res: Resolution) -> dict[str, str]:
+    return {lk.contact_id: lk.lead_id for lk in res.links}
+
+
+def test_incremental_runs_keep_lead_ids() -> None:
+    batch1 = [
+        contact(1, "Ayşe Kaya", email="ayse@firma.com"),
+        contact(2, "Hans Weber", phone="+4930123456"),
+    ]
+    first = _full(resolve_contacts(batch1, []))
+    # The same contacts again (a re-run) resolve to the same ids.
+    assert _full(resolve_contacts(batch1, [])) == first
+    # Unrelated new contacts leave the existing leads alone.
+    existing = [(c, first[c.contact_id]) for c in batch1]
+    more = [
+        contact(3, "John Smith", email="john@acme.com"),
+        contact(4, "Zeynep Ak", phone="+905329999999"),
+    ]
+    res = resolve_contacts(more, existing)
+    assert {lk.contact_id for lk in res.links} == {"con_003", "con_004"}
+    assert not res.merges and set(_full(res).values()).isdisjoint(first.values())
+    # A new sighting of an existing person joins that person's lead.
+    again = resolve_contacts([contact(5, "Ayse Kaya", email="AYSE@firma.com")], existing)
+    assert _full(again) == {"con_005": first["con_001"]}
+
+
+def test_bridging_contact_merges_leads_deterministically() -> None:
+    a = contact(1, "Ayşe Kaya", email="ayse@firma.com")
+    b = contact(2, "Ayşe Kaya", phone="+905321234567")
+    first = _full(resolve_contacts([a, b], []))
+    assert first["con_001"] != first["con_002"]
+    existing = [(a, first["con_001"]), (b, first["con_002"])]
+    bridge = contact(3, "Ayşe Kaya", email="ayse@firma.com", phone="+905321234567")
+    res = resolve_contacts([bridge], existing)
+    # The older lead survives; the younger one is recorded as merged into it.
+    assert res.merges == [(first["con_002"], first["con_001"])]
+    assert _full(res) == {"con_002": first["con_001"], "con_003": first["con_001"]}
+    assert rule_of(res, "con_002") == "merge"
+    # The same input in another order gives the same answer.
+    res2 = resolve_contacts([bridge], list(reversed(existing)))
+    assert res2.merges == res.merges and _full(res2) == _full(res)
+
+
+def _grey_pair() -> tuple[Contact, Contact]:
+    # Same name and city, nothing else: not enough to link, enough to ask a person.
+    a = contact(1, "Hans Weber", city="Hannover", company="Weber Bau GmbH")
+    b = contact(2, "Hans Weber", city="Hannover", email="h.weber@gmx.de")
+    return a, b
+
+
+def test_grey_zone_pairs_go_to_review() -> None:
+    a, b = _grey_pair()
+    res = resolve_contacts([a, b], [])
+    assert len(groups(res)) == 2
+    (rev,) = res.reviews
+    assert (rev.contact_a, rev.contact_b) == ("con_001", "con_002")
+    assert rev.evidence["fields"]["first"] == "first_exact"
+
+
+def test_must_link_decision_is_honoured_in_later_runs() -> None:
+    a, b = _grey_pair()
+    first = _full(resolve_contacts([a], []))
+    decision = ReviewDecision("con_001", "con_002", MUST_LINK)
+    res = resolve_contacts([b], [(a, first["con_001"])], [decision])
+    assert _full(res) == {"con_002": first["con_001"]}
+    assert rule_of(res, "con_002") == MUST_LINK and not res.reviews
+
+
+def test_cannot_link_decision_is_honoured_against_strong_evidence() -> None:
+    a = contact(1, "Ayşe Kaya", email="ayse@firma.com")
+    b = contact(2, "Ayşe Kaya", email="ayse@firma.com")
+    decision = ReviewDecision("con_001", "con_002", CANNOT_LINK)
+    assert len(groups(resolve_contacts([a, b], [], [decision]))) == 2
+    c = contact(3, "Ayşe Kaya", email="ayse@firma.com")
+    # A third sighting may join one of them, never both.
+    res = resolve_contacts([a, b, c], [], [decision])
+    lead = _full(res)
+    assert lead["con_001"] != lead["con_002"]
