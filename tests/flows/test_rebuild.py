@@ -97,3 +97,41 @@ def test_config_rules_file_is_validated_up_front(
     sample_config.write_text(sample_config.read_text() + f"rules: {bad}\n")
     assert main(["status", "--config", str(sample_config)]) == 2
     assert "rules: " in (err := capsys.readouterr().err) and "weights: unknown key" in err
+
+
+def test_new_evidence_converts_a_nurtured_lead_dated_by_the_data(
+    prefect_api: None, sample_config: Path, sqlite_url: str
+) -> None:
+    _use(sample_config, sqlite_url)
+    assert main(["run", "--config", str(sample_config)]) == 0
+    assert count(
+        sqlite_url,
+        "select count(*) from leads l "
+        "where l.email = 'maria.schneider@schneider-logistik.de' and status = 'Nurturing'",
+    )
+    csv = sample_config.parent / "sources" / "fair_istanbul_2026.csv"
+    csv.write_text(
+        csv.read_text()
+        + "Maria Schneider;maria.schneider@schneider-logistik.de;;Schneider Logistik GmbH;"
+        "Einkauf;Hamburg;Deutschland;50.000 EUR;2 ay;Angebot;Evet\n"
+    )
+    assert main(["run", "--config", str(sample_config)]) == 0
+    # Nurturing → Qualified, dated by the newest contact (the sheet's time), converted then too.
+    changed = count(
+        sqlite_url,
+        "select count(*) from lead_status_history h join leads l on l.lead_id = h.lead_id "
+        "where l.email = 'maria.schneider@schneider-logistik.de' "
+        "and h.from_status = 'Nurturing' and h.to_status = 'Qualified' "
+        "and h.changed_at = l.last_seen_at and l.converted_at = l.last_seen_at",
+    )
+    assert changed == 1
+    assert (
+        count(
+            sqlite_url,
+            "select count(*) from opportunity_stage_history s join leads l "
+            "on l.opportunity_id = s.opportunity_id "
+            "where l.email = 'maria.schneider@schneider-logistik.de' and s.from_stage is null "
+            "and s.to_stage = 'Needs Analysis'",
+        )
+        == 1
+    )
