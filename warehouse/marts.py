@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
@@ -247,3 +249,15 @@ def create_marts(conn: Connection) -> None:
 def drop_marts(conn: Connection) -> None:
     for mart in reversed(MARTS):
         conn.exec_driver_sql(f"DROP VIEW IF EXISTS {mart.name}")
+
+
+@contextmanager
+def marts_set_aside(conn: Connection) -> Iterator[None]:
+    """Drop the marts around a migration that rebuilds a table they read, then recreate them.
+
+    SQLite refuses to rename a table while a view names a table that is missing, which is what
+    a batch migration (copy, drop, rename) does to `contacts`, `leads` and the others.
+    """
+    drop_marts(conn)
+    yield
+    create_marts(conn)

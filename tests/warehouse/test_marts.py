@@ -113,3 +113,22 @@ def test_every_mart_column_is_documented_and_commented(pg_url: str) -> None:
         for col, doc in m.columns.items():
             assert comments[(m.name, col)] == doc
             assert f"| `{col}` |" in dictionary, f"{m.name}.{col} missing in the data dictionary"
+
+
+def test_a_table_rebuilding_migration_sets_the_marts_aside(sqlite_url: str) -> None:
+    """SQLite cannot rebuild a table a view reads; later migrations wrap such steps in this."""
+    import sqlalchemy as sa
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    from warehouse.marts import marts_set_aside
+
+    engine = db.make_engine(sqlite_url)
+    db.upgrade(engine)
+    with engine.begin() as conn:
+        op = Operations(MigrationContext.configure(conn))
+        with marts_set_aside(conn), op.batch_alter_table("leads", recreate="always") as batch:
+            batch.add_column(sa.Column("segment", sa.Text))
+    engine.dispose()
+    assert read(sqlite_url, "select count(*) from mart_leads_current") == [(0,)]
+    assert read(sqlite_url, "select count(*) from leads where segment is null") == [(0,)]
