@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import uuid
 from datetime import date
 from typing import Any
 
@@ -35,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     bf.add_argument("--source", action="append", dest="sources")
     st = sub.add_parser("status", help="last runs and table counts")
     st.add_argument("--config", default=argparse.SUPPRESS)
+    rb = sub.add_parser("rebuild", help="re-score every lead under a rules file")
+    rb.add_argument("--config", default=argparse.SUPPRESS)
+    rb.add_argument("--rules", metavar="FILE", help="qualification rules to re-score with")
+    rb.add_argument("--apply", action="store_true", help="write the changes (default: show them)")
     dbp = sub.add_parser("db", help="warehouse schema")
     dbp.add_argument("--config", default=argparse.SUPPRESS)
     dbp.add_argument("action", choices=["upgrade", "grant-bi-reader"])
@@ -103,6 +108,66 @@ def _status(settings: Settings) -> None:
     print(_table([{"table": k, "rows": v} for k, v in counts.items()], ["table", "rows"]))
 
 
+def _rescore(settings: Settings, rules_path: str, apply: bool) -> int:
+    """Re-score every lead under RULES: print what changes, write it only with --apply."""
+    from flows.stages import QualityGateError, load_rules, rescore_leads
+    from transforms.qualify import RulesError
+    from warehouse import db, store
+
+    try:
+        rules = load_rules(rules_path)
+    except (RulesError, OSError) as exc:
+        msg = exc if isinstance(exc, RulesError) else f"{rules_path}: {exc.strerror}"
+        print(f"leadflow: rebuild: {msg}", file=sys.stderr)
+        return EXIT_CONFIG
+    engine = db.make_engine(settings.warehouse.url)
+    db.upgrade(engine)
+    run_id = f"run_{uuid.uuid4().hex[:20]}"
+    try:
+        with engine.connect() as conn:
+            txn = conn.begin()
+            try:
+                plan = rescore_leads(conn, rules)
+            except QualityGateError as exc:
+                txn.rollback()
+                print(f"leadflow: rebuild failed, nothing written: {exc}", file=sys.stderr)
+                return 1
+            clock = f"{plan.as_of:%Y-%m-%d %H:%M:%S} UTC" if plan.as_of else "no data yet"
+            print(f"Re-scoring {plan.leads} leads with rules {plan.rules_version} as of {clock}:")
+            print(f"  leads changing status: {plan.changed_leads}")
+            for (old, new), n in sorted(plan.status_changes.items()):
+                print(f"    {old} → {new}: {n}")
+            print(f"  new conversions (opportunities): {plan.new_conversions}")
+            print(f"  opportunity stages advanced: {plan.stage_advances}")
+            print(
+                f"  converted leads no longer Qualified (opportunity kept): "
+                f"{plan.kept_opportunities}"
+            )
+            if not apply:
+                txn.rollback()
+                print("Nothing written; run again with --apply to apply these changes.")
+                return 0
+            stats = {
+                "rules": rules_path,
+                "rules_version": plan.rules_version,
+                "leads": plan.leads,
+                "status_changes": plan.changed_leads,
+                "new_conversions": plan.new_conversions,
+            }
+            store.start_run(conn, run_id, "rescore", {"rules": rules_path})
+            store.finish_run(conn, run_id, "succeeded", stats)
+            txn.commit()
+    finally:
+        engine.dispose()
+    print(f"Applied in one transaction (run {run_id}).")
+    if os.path.abspath(rules_path) != os.path.abspath(settings.rules or ""):
+        print(
+            f"Note: later runs score with {settings.rules or 'the default rules'}; point "
+            "`rules:` in the config at this file to keep these results."
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -113,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         _status(settings)
         return 0
+    if args.command == "rebuild" and args.rules:
+        return _rescore(settings, args.rules, args.apply)
+    if args.command == "rebuild":
+        print("leadflow: rebuild: --rules FILE is required", file=sys.stderr)
+        return EXIT_CONFIG
     if args.command == "db":
         return _db(settings, args.action, args.role)
     _quiet_prefect_defaults()

@@ -17,6 +17,8 @@ from pydantic import (
     field_validator,
 )
 
+from transforms.qualify import RulesError, rules_from_yaml
+
 DEFAULT_CONFIG = "leadflow.yaml"
 DEFAULT_WAREHOUSE_URL = "sqlite:///leadflow.db"
 
@@ -133,6 +135,10 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         rules = settings.rules if os.path.isabs(settings.rules) else str(base / settings.rules)
         if not os.path.isfile(rules):
             raise ConfigError(f"rules: file not found: {settings.rules}")
+        try:
+            rules_from_yaml(Path(rules).read_text(encoding="utf-8"), settings.rules)
+        except RulesError as exc:
+            raise ConfigError(f"rules: {exc}") from None
         update["rules"] = rules
     return settings.model_copy(update=update)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sqlalchemy import Connection, Engine
 
 from connectors.base import RawBatch
@@ -21,7 +21,7 @@ from connectors.webform import iter_webform_export
 from flows.settings import Settings, Source, SpreadsheetSource
 from transforms.match import MatchSettings
 from transforms.normalize import NormalizeOptions, normalize_batch
-from transforms.qualify import Rules, parse_rules, qualify_leads
+from transforms.qualify import Rules, qualify_leads, rules_from_yaml
 from transforms.records import RawRow
 from transforms.resolve import resolve_contacts
 from warehouse import quality, store
@@ -89,12 +89,12 @@ def extract_and_land(
     return dict(stats)
 
 
-def load_rules(settings: Settings) -> Rules:
-    if settings.rules:
-        text = Path(settings.rules).read_text(encoding="utf-8")
-    else:
-        text = resources.files("transforms").joinpath("default_rules.yaml").read_text("utf-8")
-    return parse_rules(yaml.safe_load(text))
+def load_rules(path: str | None) -> Rules:
+    """The rules file at `path`, or the bundled defaults; RulesError names what is wrong."""
+    if path:
+        return rules_from_yaml(Path(path).read_text(encoding="utf-8"), path)
+    text = resources.files("transforms").joinpath("default_rules.yaml").read_text("utf-8")
+    return rules_from_yaml(text, "default_rules.yaml")
 
 
 def normalize_options(settings: Settings) -> NormalizeOptions:
@@ -141,10 +141,9 @@ def process_chunk(
         members[lead_of.get(c.contact_id, lead_id)].append(c)
     for c in contacts:
         members[lead_of[c.contact_id]].append(c)
-    conversions = store.converted_leads(conn, {ld.lead_id for ld in resolution.leads})
-    result = qualify_leads(resolution.leads, members, rules, frozenset(conversions))
-    for o in result.opportunities:
-        conversions[o.lead_id] = (o.opportunity_id, o.account_id, o.created_at)
+    prior = store.prior_states(conn, {ld.lead_id for ld in resolution.leads})
+    as_of = store.data_clock(conn) or max(r.received_at for r in rows)
+    result = qualify_leads(resolution.leads, members, rules, as_of, prior, store.read_stages(conn))
     t3 = time.perf_counter()
     timings.update(normalize=t1 - t0, resolve=t2 - t1, qualify=t3 - t2)
     ps = store.PublishSet(
@@ -156,7 +155,9 @@ def process_chunk(
         merges=resolution.merges,
         accounts=result.accounts,
         opportunities=result.opportunities,
-        conversions=conversions,
+        conversions=result.conversions,
+        status_history=result.status_history,
+        stage_history=result.stage_history,
         reviews=resolution.reviews,
         decisions=decisions,
     )
@@ -193,7 +194,7 @@ RowSource = Callable[[Connection], Iterable[list[RawRow]]]
 def _gated_publish(
     engine: Engine, settings: Settings, run_id: str, rows_of: RowSource
 ) -> dict[str, Any]:
-    opts, rules = normalize_options(settings), load_rules(settings)
+    opts, rules = normalize_options(settings), load_rules(settings.rules)
     matching = match_settings(settings)
     stats: dict[str, Any] = defaultdict(int)
     timings: dict[str, float] = defaultdict(float)
@@ -286,3 +287,71 @@ def quality_markdown(engine: Engine, run_id: str, docs: str | None) -> str:
     with engine.connect() as conn:
         results = quality.results_of(conn, run_id)
     return quality.markdown(run_id, results, Path(docs) if docs else None)
+
+
+@dataclass(frozen=True)
+class RescorePlan:
+    """What re-scoring every lead under a rules file changes."""
+
+    rules_version: str
+    as_of: datetime | None
+    leads: int = 0
+    status_changes: dict[tuple[str, str], int] = field(default_factory=dict)
+    new_conversions: int = 0
+    stage_advances: int = 0
+    kept_opportunities: int = 0  # converted leads that are not Qualified under these rules
+
+    @property
+    def changed_leads(self) -> int:
+        return sum(self.status_changes.values())
+
+
+def rescore_leads(conn: Connection, rules: Rules) -> RescorePlan:
+    """Re-score every lead under `rules` and write the outcome into `conn`'s transaction.
+
+    Deterministic: recency is measured against the data's clock and every history row is dated
+    by it. The caller commits to apply, or rolls back for a dry run. A critical data-quality
+    failure raises QualityGateError.
+    """
+    as_of = store.data_clock(conn)
+    plan = RescorePlan(rules.version, as_of)
+    if as_of is None:
+        return plan
+    stage_table = store.read_stages(conn)
+    gate = QualityGate(f"rescore-{rules.version}")
+    changes: Counter[tuple[str, str]] = Counter()
+    n = conversions = advances = kept = 0
+    for leads in list(store.iter_leads(conn)):
+        ids = {ld.lead_id for ld in leads}
+        members: dict[str, list[Any]] = defaultdict(list)
+        for c, lead_id in store.contacts_of_leads(conn, ids):
+            members[lead_id].append(c)
+        prior = store.prior_states(conn, ids)
+        res = qualify_leads(leads, members, rules, as_of, prior, stage_table, changed_at=as_of)
+        ps = store.PublishSet(
+            contacts=[],
+            rejects=[],
+            links=[],
+            leads=leads,
+            qualifications=res.qualifications,
+            merges=[],
+            accounts=res.accounts,
+            opportunities=res.opportunities,
+            conversions=res.conversions,
+            status_history=res.status_history,
+            stage_history=res.stage_history,
+        )
+        report = gate.check(quality.staged_frames(ps, []), quality.STAGED)
+        if not report.passed:
+            raise QualityGateError(report.summary())
+        store.publish(conn, ps, run_id="rescore")
+        n += len(leads)
+        changes.update((h.from_status or "(none)", h.to_status) for h in res.status_history)
+        conversions += len(res.opportunities)
+        advances += sum(1 for h in res.stage_history if h.from_stage is not None)
+        kept += sum(
+            1
+            for q in res.qualifications
+            if q.lead_id in prior and prior[q.lead_id].opportunity_id and q.status != "Qualified"
+        )
+    return RescorePlan(rules.version, as_of, n, dict(changes), conversions, advances, kept)

@@ -243,6 +243,43 @@ dq_results = Table(
     Column("observed_value", Float),  # e.g. the row count a volume check saw
 )
 
+opportunity_stages = Table(
+    "opportunity_stages",
+    metadata,
+    Column("stage", String(40), primary_key=True),
+    Column("sort_order", Integer, nullable=False, unique=True),
+    Column("probability", Integer, nullable=False),
+    Column("forecast_category", String(16), nullable=False),
+    Column("is_closed", Boolean, nullable=False),
+    Column("is_won", Boolean, nullable=False),
+)
+
+lead_status_history = Table(
+    "lead_status_history",
+    metadata,
+    Column("history_id", ID, primary_key=True),
+    Column("lead_id", ID, nullable=False, index=True),
+    Column("from_status", String(32)),
+    Column("to_status", String(32), nullable=False),
+    Column("changed_at", TS, nullable=False),
+    Column("score", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("rules_version", String(32), nullable=False),
+)
+
+opportunity_stage_history = Table(
+    "opportunity_stage_history",
+    metadata,
+    Column("history_id", ID, primary_key=True),
+    Column("opportunity_id", ID, nullable=False, index=True),
+    Column("lead_id", ID, nullable=False),
+    Column("from_stage", String(40)),
+    Column("to_stage", String(40), nullable=False),
+    Column("changed_at", TS, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("rules_version", String(32), nullable=False),
+)
+
 # Tables whose content is a function of the sources alone: re-running a run must leave them equal.
 DATA_TABLES = (
     "raw_contacts",
@@ -256,4 +293,7 @@ DATA_TABLES = (
     "opportunities",
     "rejects",
     "source_cursors",
+    "opportunity_stages",
+    "lead_status_history",
+    "opportunity_stage_history",
 )

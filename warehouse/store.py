@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, exists, func, not_, or_, select
+from sqlalchemy import Connection, and_, bindparam, case, exists, func, not_, or_, select
 
 from transforms.match import block_keys, features
+from transforms.qualify import Prior, Stage, StageChange, StatusChange
 from transforms.records import (
     Account,
     Contact,
@@ -355,17 +356,72 @@ def contacts_of_leads(conn: Connection, lead_ids: set[str]) -> list[tuple[Contac
     return out
 
 
-def converted_leads(conn: Connection, lead_ids: set[str]) -> dict[str, tuple[str, str, datetime]]:
-    """lead_id → (opportunity_id, account_id, created_at) for leads already converted."""
-    o = t.opportunities
-    out: dict[str, tuple[str, str, datetime]] = {}
-    for chunk in in_chunks(sorted(lead_ids)):
-        q = select(o.c.lead_id, o.c.opportunity_id, o.c.account_id, o.c.created_at).where(
-            o.c.lead_id.in_(chunk)
+def data_clock(conn: Connection) -> datetime | None:
+    """The data's own clock: the newest time any raw record was received. Never the wall clock."""
+    newest = conn.execute(select(func.max(t.raw_contacts.c.received_at))).scalar_one()
+    return utc(newest) if isinstance(newest, datetime) else _parse_ts(newest)
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    # SQLite returns aggregate results untyped: the stored text of the timestamp.
+    return utc(datetime.fromisoformat(value)) if isinstance(value, str) else None
+
+
+def read_stages(conn: Connection) -> tuple[Stage, ...]:
+    s = t.opportunity_stages
+    rows = conn.execute(select(s).order_by(s.c.sort_order))
+    return tuple(
+        Stage(
+            r.stage,
+            r.sort_order,
+            r.probability,
+            r.forecast_category,
+            bool(r.is_closed),
+            bool(r.is_won),
         )
-        for row in conn.execute(q):
-            out[row.lead_id] = (row.opportunity_id, row.account_id, utc(row.created_at))
+        for r in rows
+    )
+
+
+def prior_states(conn: Connection, lead_ids: set[str]) -> dict[str, Prior]:
+    """What the warehouse holds for these leads: status, and the opportunity once converted."""
+    ld, o = t.leads, t.opportunities
+    out: dict[str, Prior] = {}
+    for chunk in in_chunks(sorted(lead_ids)):
+        q = (
+            select(
+                ld.c.lead_id,
+                ld.c.status,
+                o.c.opportunity_id,
+                o.c.account_id,
+                o.c.created_at,
+                o.c.stage,
+            )
+            .select_from(ld.outerjoin(o, o.c.lead_id == ld.c.lead_id))
+            .where(ld.c.lead_id.in_(chunk))
+        )
+        for r in conn.execute(q):
+            created = utc(r.created_at) if r.created_at is not None else None
+            out[r.lead_id] = Prior(r.status, r.opportunity_id, r.account_id, created, r.stage)
     return out
+
+
+_LEAD_FIELDS = [f.name for f in dataclasses.fields(Lead)]
+
+
+def iter_leads(conn: Connection, batch_size: int = 5_000) -> Iterator[list[Lead]]:
+    """Every live lead, in lead id order, in batches."""
+    ld = t.leads
+    batch: list[Lead] = []
+    for row in conn.execute(select(*(ld.c[f] for f in _LEAD_FIELDS)).order_by(ld.c.lead_id)):
+        d = dict(row._mapping)
+        d["first_seen_at"], d["last_seen_at"] = utc(d["first_seen_at"]), utc(d["last_seen_at"])
+        batch.append(Lead(**d))
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 # ---- publishing ----------------------------------------------------------------------------
@@ -408,6 +464,8 @@ class PublishSet:
     conversions: dict[str, tuple[str, str, datetime]]  # lead → (opp, account, converted_at)
     reviews: list[ReviewPair] = dataclasses.field(default_factory=list)
     decisions: list[ReviewDecision] = dataclasses.field(default_factory=list)
+    status_history: list[StatusChange] = dataclasses.field(default_factory=list)
+    stage_history: list[StageChange] = dataclasses.field(default_factory=list)
 
     def lead_rows(self) -> list[dict[str, Any]]:
         quals = {q.lead_id: q for q in self.qualifications}
@@ -447,6 +505,36 @@ def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
     upsert(conn, t.accounts, [_row(a) for a in ps.accounts])
     upsert(conn, t.opportunities, [_row(o) for o in ps.opportunities], update=False)
     upsert(conn, t.leads, ps.lead_rows())
+    record_history(conn, ps.status_history, ps.stage_history)
+
+
+def record_history(
+    conn: Connection, statuses: Sequence[StatusChange], stages: Sequence[StageChange]
+) -> None:
+    """Append status and stage changes; a stage change of an existing opportunity moves it too."""
+    upsert(
+        conn,
+        t.lead_status_history,
+        [{"history_id": h.history_id, **_row(h)} for h in statuses],
+        update=False,
+    )
+    stage_rows = [{"history_id": h.history_id, **_row(h)} for h in stages]
+    for r in stage_rows:
+        r.pop("probability")
+    upsert(conn, t.opportunity_stage_history, stage_rows, update=False)
+    moves = [
+        {"oid": h.opportunity_id, "st": h.to_stage, "p": h.probability}
+        for h in stages
+        if h.from_stage is not None
+    ]
+    if moves:
+        o = t.opportunities
+        conn.execute(
+            o.update()
+            .where(o.c.opportunity_id == bindparam("oid"))
+            .values(stage=bindparam("st"), probability=bindparam("p")),
+            moves,
+        )
 
 
 def _publish_reviews(conn: Connection, ps: PublishSet, run_id: str) -> None:

@@ -25,7 +25,7 @@ def raw(n: int, **payload: Any) -> RawRow:
 
 def run(engine: Engine, rows: list[RawRow]) -> None:
     with engine.begin() as conn:
-        ps, _ = process_chunk(conn, rows, normalize_options(SETTINGS), load_rules(SETTINGS))
+        ps, _ = process_chunk(conn, rows, normalize_options(SETTINGS), load_rules(SETTINGS.rules))
         store.publish(conn, ps, "run_test")
 
 
