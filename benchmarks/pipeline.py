@@ -1,0 +1,337 @@
+"""End-to-end benchmark: N seeded raw contacts through the whole pipeline, against a bare COPY.
+
+Prints one JSON line: seconds per stage, contacts/s, peak RSS, and the seconds of a bare
+PostgreSQL COPY of the same raw rows with the ratio between landing+publishing and that COPY.
+
+    python benchmarks/pipeline.py --rows 1000000 [--warehouse URL] [--incremental 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import mailbox
+import os
+import random
+import resource
+import shutil
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+from pathlib import Path
+from typing import Any
+
+FIRST = [
+    "İsmail",
+    "Ayşe",
+    "Jürgen",
+    "Maria",
+    "John",
+    "Can",
+    "Elif",
+    "Hans",
+    "Zeynep",
+    "Emre",
+    "Mehmet",
+    "Fatma",
+    "Klaus",
+    "Sabine",
+    "Peter",
+    "Anna",
+    "Ali",
+    "Leyla",
+    "Stefan",
+    "Eva",
+]
+LAST = [
+    "Işık",
+    "Yılmaz",
+    "Weiß",
+    "Schneider",
+    "Smith",
+    "Öztürk",
+    "Demir",
+    "Müller",
+    "Kaya",
+    "Şahin",
+    "Çelik",
+    "Fischer",
+    "Wagner",
+    "Becker",
+    "Arslan",
+    "Koch",
+    "Aydın",
+    "Brown",
+]
+COMPANIES = [
+    "Işık Tekstil A.Ş.",
+    "Weiß Maschinenbau GmbH",
+    "Acme Inc.",
+    "Demir Lojistik Ltd. Şti.",
+    "Schneider Logistik GmbH",
+    "Öztürk İnşaat",
+    "Globex LLC",
+    "",
+]
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+_ASCII = str.maketrans("ıİşŞğĞüÜöÖçÇäÄß", "iIsSgGuUoOcCaAs")
+
+
+def _person(rnd: random.Random, i: int) -> dict[str, Any]:
+    f, last = rnd.choice(FIRST), rnd.choice(LAST)
+    comp = rnd.choice(COMPANIES)
+    domain = "gmail.com" if not comp else f"firm{i % 5000}.com.tr"
+    return {
+        "first": f,
+        "last": last,
+        "company": comp,
+        "email": f"{f.translate(_ASCII).lower()}.{last.translate(_ASCII).lower()}.{i}@{domain}",
+        "phone": f"+90 5{rnd.randint(30, 59)} {rnd.randint(100, 999)} {rnd.randint(1000, 9999)}",
+        "budget": rnd.choice(["", "", "50.000 TL", "€20k", "$100,000"]),
+        "timeline": rnd.choice(["", "", "3 months", "2 ay", "sofort"]),
+        "message": rnd.choice(["", "Teklif istiyoruz", "Please send pricing", "Angebot bitte"]),
+    }
+
+
+def _variant(rnd: random.Random, p: dict[str, Any]) -> dict[str, Any]:
+    v = dict(p)
+    roll = rnd.random()
+    if roll < 0.3:
+        v["email"] = p["email"].upper()
+    elif roll < 0.6:
+        v["first"], v["last"] = p["first"].upper(), p["last"].upper()
+    else:
+        v["phone"] = p["phone"].replace("+90 ", "0")
+    return v
+
+
+def generate(root: Path, n: int, seed: int = 42) -> dict[str, int]:
+    """Write N raw contacts: ~85% CSV, 5% XLSX, 5% mbox, 5% JSON form exports; 30% duplicates."""
+    rnd = random.Random(seed)
+    uniques = int(n * 0.7)
+    people = [_person(rnd, i) for i in range(uniques)]
+    rows = people + [_variant(rnd, rnd.choice(people)) for _ in range(n - uniques)]
+    rnd.shuffle(rows)
+    counts = {"csv": 0, "xlsx": 0, "mbox": 0, "json": 0}
+    base = datetime(2026, 10, 1, tzinfo=UTC)
+    header = ["Vorname", "Nachname", "E-Mail", "Telefon", "Firma", "Budget", "Timeline", "Message"]
+    csv_dir = root / "sheets"
+    csv_dir.mkdir()
+    per_file = 100_000
+    cut = [int(n * 0.85), int(n * 0.90), int(n * 0.95)]
+    for start in range(0, cut[0], per_file):
+        with open(
+            csv_dir / f"contacts_{start // per_file:03d}.csv", "w", newline="", encoding="utf-8"
+        ) as fh:
+            w = csv.writer(fh, delimiter=";")
+            w.writerow(header)
+            for p in rows[start : min(start + per_file, cut[0])]:
+                w.writerow(
+                    [
+                        p["first"],
+                        p["last"],
+                        p["email"],
+                        p["phone"],
+                        p["company"],
+                        p["budget"],
+                        p["timeline"],
+                        p["message"],
+                    ]
+                )
+                counts["csv"] += 1
+    from openpyxl import Workbook
+
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet("Leads")
+    ws.append(header)
+    for p in rows[cut[0] : cut[1]]:
+        ws.append(
+            [
+                p["first"],
+                p["last"],
+                p["email"],
+                p["phone"],
+                p["company"],
+                p["budget"],
+                p["timeline"],
+                p["message"],
+            ]
+        )
+        counts["xlsx"] += 1
+    wb.save(csv_dir / "fair.xlsx")
+    box = mailbox.mbox(str(root / "inbox.mbox"))
+    box.lock()
+    for k, p in enumerate(rows[cut[1] : cut[2]]):
+        msg = EmailMessage()
+        msg["From"] = formataddr((f"{p['first']} {p['last']}", p["email"]))
+        msg["Subject"] = "Anfrage"
+        msg["Date"] = format_datetime(base + timedelta(minutes=k))
+        msg["Message-ID"] = f"<bench-{k}@example.com>"
+        msg.set_content(f"{p['message']}\nTel: {p['phone']}")
+        box.add(msg)
+        counts["mbox"] += 1
+    box.flush()
+    box.unlock()
+    box.close()
+    subs = []
+    for k, p in enumerate(rows[cut[2] :]):
+        subs.append(
+            {
+                "id": f"wf-{k}",
+                "submitted_at": (base + timedelta(seconds=k)).isoformat(),
+                "fields": {
+                    "first_name": p["first"],
+                    "last_name": p["last"],
+                    "email": p["email"],
+                    "phone": p["phone"],
+                    "company": p["company"],
+                    "budget": p["budget"],
+                    "timeline": p["timeline"],
+                    "message": p["message"],
+                },
+            }
+        )
+        counts["json"] += 1
+    (root / "forms.json").write_text(json.dumps({"submissions": subs}), encoding="utf-8")
+    return counts
+
+
+def _config(root: Path, url: str) -> Path:
+    cfg = root / "leadflow.yaml"
+    cfg.write_text(
+        f"warehouse:\n  url: {url}\ndefault_region: TR\nsources:\n"
+        f"  - {{name: sheets, kind: spreadsheet, path: {root / 'sheets'}}}\n"
+        f"  - {{name: inbox, kind: email, path: {root / 'inbox.mbox'}}}\n"
+        f"  - {{name: forms, kind: webform, path: {root / 'forms.json'}}}\n",
+        encoding="utf-8",
+    )
+    return cfg
+
+
+def bare_copy_seconds(pg_url: str) -> float:
+    """COPY the landed raw rows (same columns) into a fresh table: the floor a loader can reach."""
+    import psycopg
+
+    dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT raw_id, source, source_kind, source_record_id, received_at, payload, "
+            "content_hash, run_id FROM raw_contacts"
+        ).fetchall()
+        conn.execute("DROP TABLE IF EXISTS bench_bare_copy")
+        conn.execute("CREATE TABLE bench_bare_copy (LIKE raw_contacts INCLUDING ALL)")
+        t0 = time.perf_counter()
+        with conn.cursor() as cur, cur.copy("COPY bench_bare_copy FROM STDIN") as cp:
+            for r in rows:
+                cp.write_row(r)
+        secs = time.perf_counter() - t0
+        conn.execute("DROP TABLE bench_bare_copy")
+    return secs
+
+
+def _fresh_pg(admin_url: str) -> tuple[str, str]:
+    from sqlalchemy import create_engine, text
+
+    name = f"leadflow_bench_{uuid.uuid4().hex[:8]}"
+    eng = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    eng.dispose()
+    return admin_url.rsplit("/", 1)[0] + f"/{name}", name
+
+
+def _drop_pg(admin_url: str, name: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    eng.dispose()
+
+
+def run_pipeline(cfg: Path) -> dict[str, Any]:
+    from flows.pipeline import pipeline
+
+    t0 = time.perf_counter()
+    result = pipeline(config=str(cfg))
+    result["wall_seconds"] = time.perf_counter() - t0
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument(
+        "--warehouse", default=None, help="SQLAlchemy URL (default: a fresh PostgreSQL db)"
+    )
+    ap.add_argument("--incremental", type=int, default=0, help="then add this many new contacts")
+    ap.add_argument("--keep", action="store_true", help="keep the generated files and database")
+    args = ap.parse_args()
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    root = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
+    dropname = None
+    url = args.warehouse
+    if url is None:
+        url, dropname = _fresh_pg(DEFAULT_PG)
+    try:
+        t0 = time.perf_counter()
+        counts = generate(root, args.rows)
+        gen_secs = time.perf_counter() - t0
+        result = run_pipeline(_config(root, url))
+        proc = result.get("process", {})
+        stages = dict(proc.get("timings", {}))
+        extract = {k: v.get("seconds") for k, v in result["sources"].items() if isinstance(v, dict)}
+        out: dict[str, Any] = {
+            "rows": args.rows,
+            "by_kind": counts,
+            "warehouse": url.split("://")[0],
+            "generate_s": round(gen_secs, 2),
+            "end_to_end_s": round(result["wall_seconds"], 2),
+            "contacts_per_s": round(args.rows / result["wall_seconds"]),
+            "stages_s": stages,
+            "extract_s": extract,
+            "contacts": proc.get("contacts"),
+            "rejects": proc.get("rejects"),
+            "leads_touched": proc.get("leads_touched"),
+            "opportunities": proc.get("opportunities_new"),
+        }
+        if url.startswith("postgresql"):
+            copy_s = bare_copy_seconds(url)
+            land_publish = sum(v for k, v in stages.items() if k in {"land", "publish"})
+            out["bare_copy_s"] = round(copy_s, 2)
+            out["land_publish_over_copy"] = round(land_publish / copy_s, 2) if copy_s else None
+        if args.incremental:
+            inc = root / "sheets" / "zz_new.csv"
+            rnd = random.Random(7)
+            with open(inc, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh, delimiter=";")
+                w.writerow(["Vorname", "Nachname", "E-Mail", "Telefon"])
+                for i in range(args.incremental):
+                    p = _person(rnd, 10_000_000 + i)
+                    w.writerow([p["first"], p["last"], p["email"], p["phone"]])
+            inc_res = run_pipeline(root / "leadflow.yaml")
+            out["incremental_rows"] = args.incremental
+            out["incremental_s"] = round(inc_res["wall_seconds"], 2)
+            out["incremental_over_full"] = round(
+                inc_res["wall_seconds"] / result["wall_seconds"], 3
+            )
+        out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print(json.dumps(out))
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+            if dropname:
+                _drop_pg(DEFAULT_PG, dropname)
+
+
+if __name__ == "__main__":
+    main()
