@@ -162,13 +162,16 @@ def progress_display() -> Iterator[None]:
     ) as progress:
         handler = _ProgressHandler(progress)
         logger.addHandler(handler)
-        old_level = logger.level
+        old_level, old_propagate = logger.level, logger.propagate
+        # The bars replace the progress lines: they do not also go to the console log.
         logger.setLevel(logging.INFO)
+        logger.propagate = False
         try:
             yield
         finally:
             logger.removeHandler(handler)
             logger.setLevel(old_level)
+            logger.propagate = old_propagate
 
 
 def _run_flow(args: argparse.Namespace, settings: Settings) -> int:
@@ -244,6 +247,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         for r in runs:
             r["seconds"] = (r.get("stats") or {}).get("seconds", {}).get("total", "")
             r["started_at"] = store.utc(r["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
+            r["error"] = r["error"] or ""
         print(_table(runs, ["run_id", "flow", "status", "started_at", "seconds", "error"]))
     else:
         print("  (none yet)")

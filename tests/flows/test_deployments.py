@@ -96,6 +96,32 @@ def test_deployments_run_on_a_local_server_through_a_worker(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     env = {**prefect_server, "LEADFLOW_HOME": str(ROOT), "LEADFLOW_WAREHOUSE_URL": url}
+
+    # `leadflow serve` registers the three schedules itself, with no pool and no worker.
+    serve_log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
+    serve = subprocess.Popen(
+        [
+            str(Path(PREFECT).with_name("leadflow")),
+            "--config",
+            str(ROOT / "leadflow.yaml"),
+            "serve",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=serve_log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "leadflow-backfill/backfill" not in _prefect(env, "deployment", "ls"):
+            assert serve.poll() is None, _tail(tmp_path / "serve.log")
+            assert time.monotonic() < deadline, _tail(tmp_path / "serve.log")
+            time.sleep(1)
+    finally:
+        _stop(serve)
+        serve_log.close()
+    assert serve.returncode is not None
+
     _prefect(env, "work-pool", "create", "leadflow", "--type", "process")
     out = _prefect(env, "--no-prompt", "deploy", "--all")
     for name in ("hourly-ingestion", "nightly-rebuild", "backfill"):
