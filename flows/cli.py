@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = command("run", "run the pipeline once")
     run.add_argument("--source", action="append", dest="sources", help="only this source")
-    run.add_argument("--dry-run", action="store_true", help="extract and count, write nothing")
+    run.add_argument("--dry-run", action="store_true", help="read and count, write nothing")
     bf = command("backfill", "re-extract a date window without moving cursors")
     bf.add_argument("--start", type=_date, required=True, help="first received date (inclusive)")
     bf.add_argument("--end", type=_date, required=True, help="last received date (exclusive)")
@@ -92,6 +92,7 @@ def print_funnel(settings: Settings) -> None:
 SUMMARY_COLS = [
     "source",
     "seen",
+    "would_land",
     "landed",
     "already_landed",
     "duplicates",
@@ -108,10 +109,13 @@ def print_summary(result: dict[str, Any]) -> None:
     print(f"run {result['run_id']} succeeded in {result['seconds'].get('total', 0):.1f} s")
     rows = [
         {**s, "source": name, "reconciled": "yes" if s.get("reconciled") else "NO"}
+        if "reconciled" in s
+        else {**s, "source": name}
         for name, s in sorted(result["sources"].items())
     ]
     if rows:
-        print(_table(rows, SUMMARY_COLS))
+        cols = [c for c in SUMMARY_COLS if any(c in r for r in rows)]
+        print(_table(rows, cols))
     proc = result.get("process")
     if proc:
         timings = ", ".join(f"{k} {v:.2f}s" for k, v in proc.get("timings", {}).items())

@@ -15,7 +15,7 @@ _SECRET_PAIR = re.compile(
 _EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 # Phone-like runs: an optional +, then 7+ digits allowed to be broken by spaces, dots, dashes or
 # parentheses. Runs that start like an ISO date (timestamps in log lines) are left alone.
-_PHONE = re.compile(r"(?<![\w-])\+?\(?\d(?:[\s().-]{0,2}\d){6,16}(?![\w-])")
+_PHONE = re.compile(r"(?<![\w.-])\+?\(?\d(?:[\s().-]{0,2}\d){6,16}(?![\w-])")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from datetime import date
@@ -28,9 +29,16 @@ EXTRACT_RETRIES = 3
     tags=["leadflow-connector"],
 )
 def extract_source(
-    settings: Settings, name: str, run_id: str, start: date | None, end: date | None
+    settings: Settings,
+    name: str,
+    run_id: str,
+    start: date | None,
+    end: date | None,
+    dry_run: bool = False,
 ) -> dict[str, int]:
     logmask.install(settings.logging.mask_personal_data)
+    if dry_run:
+        return stages.count_source(settings.source(name), start, end)
     engine = db.make_engine(settings.warehouse.url)
     try:
         return stages.extract_and_land(engine, settings.source(name), run_id, start, end)
@@ -52,6 +60,9 @@ def task_runner(settings: Settings, fan_out: int) -> TaskRunner[Any]:
     if settings.runner == "dask":
         from prefect_dask import DaskTaskRunner
 
+        # The cluster's own start/stop chatter is not the run's story.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+
         if settings.dask.address:
             return DaskTaskRunner(address=settings.dask.address)
         return DaskTaskRunner(
@@ -67,10 +78,15 @@ def task_runner(settings: Settings, fan_out: int) -> TaskRunner[Any]:
 
 @flow(name="leadflow-extract")
 def extract_sources(
-    settings: Settings, names: list[str], run_id: str, start: date | None, end: date | None
+    settings: Settings,
+    names: list[str],
+    run_id: str,
+    start: date | None,
+    end: date | None,
+    dry_run: bool = False,
 ) -> dict[str, dict[str, int]]:
     """Every source at once, on the task runner the config chose."""
-    futures = {n: extract_source.submit(settings, n, run_id, start, end) for n in names}
+    futures = {n: extract_source.submit(settings, n, run_id, start, end, dry_run) for n in names}
     return {n: f.result() for n, f in futures.items()}
 
 
@@ -111,7 +127,10 @@ def run(
     rebuild: bool = False,
     run_id: str | None = None,
 ) -> dict[str, Any]:
-    """One run of any kind, recorded in `pipeline_runs` with its parameters, timings and counts."""
+    """One run of any kind, recorded in `pipeline_runs` with its parameters, timings and counts.
+
+    A dry run only reads and counts the sources: it writes nothing, not even the run log.
+    """
     logmask.install(settings.logging.mask_personal_data)
     logger = get_run_logger()
     run_id = run_id or f"run_{uuid.uuid4().hex[:20]}"
@@ -127,15 +146,16 @@ def run(
         "dry_run": dry_run,
         "runner": settings.runner,
     }
-    with engine.begin() as conn:
-        store.start_run(conn, run_id, kind, params)
+    if not dry_run:
+        with engine.begin() as conn:
+            store.start_run(conn, run_id, kind, params)
     stats: dict[str, Any] = {"sources": {}, "seconds": {}}
     t0 = time.perf_counter()
     try:
         if chosen:
             runner = task_runner(settings, len(chosen))
             stats["sources"] = extract_sources.with_options(task_runner=runner)(
-                settings, chosen, run_id, start, end
+                settings, chosen, run_id, start, end, dry_run
             )
         stats["seconds"]["extract"] = round(time.perf_counter() - t0, 3)
         if not dry_run:
@@ -144,16 +164,18 @@ def run(
             stats["seconds"]["process"] = round(time.perf_counter() - t1, 3)
     except Exception as exc:
         stats["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+        if dry_run:
+            raise
         with engine.begin() as conn:
             store.finish_run(conn, run_id, "failed", stats, error=f"{type(exc).__name__}: {exc}")
         engine.dispose()
         raise
     stats["seconds"]["total"] = round(time.perf_counter() - t0, 3)
-    with engine.begin() as conn:
-        store.finish_run(conn, run_id, "succeeded", stats)
-    engine.dispose()
     if not dry_run:
+        with engine.begin() as conn:
+            store.finish_run(conn, run_id, "succeeded", stats)
         publish_artifacts(settings, run_id)
+    engine.dispose()
     logger.info("%s %s finished in %.1f s", kind, run_id, stats["seconds"]["total"])
     return {"run_id": run_id, **stats}
 

@@ -122,6 +122,20 @@ def extract_and_land(
     return dict(stats)
 
 
+def count_source(source: Source, start: date | None, end: date | None) -> dict[str, int]:
+    """A dry run: read the source as a backfill would (no cursor) and count, writing nothing."""
+    stats: dict[str, int] = defaultdict(int)
+    for batch in iter_source(source, None):
+        inside = sum(1 for r in batch.records if _in_window(r.received_at, start, end))
+        skipped = sum(batch.skipped.values())
+        stats["seen"] += len(batch.records) + len(batch.rejects) + skipped
+        stats["would_land"] += inside
+        stats["rejected"] += len(batch.rejects)
+        stats["skipped"] += skipped
+        stats["outside_window"] += len(batch.records) - inside
+    return dict(stats)
+
+
 def load_rules(settings: Settings) -> Rules:
     if settings.rules:
         text = Path(settings.rules).read_text(encoding="utf-8")
