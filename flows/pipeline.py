@@ -174,7 +174,10 @@ def run(
     if not dry_run:
         with engine.begin() as conn:
             store.finish_run(conn, run_id, "succeeded", stats)
-        publish_artifacts(settings, run_id)
+        try:
+            publish_artifacts(settings, run_id)
+        except Exception as exc:  # the run is done and published; a missing report must not fail it
+            logger.warning("could not publish the run's artifacts: %s", exc)
     engine.dispose()
     logger.info("%s %s finished in %.1f s", kind, run_id, stats["seconds"]["total"])
     return {"run_id": run_id, **stats}

@@ -319,7 +319,7 @@ def recent_runs(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
 def table_counts(conn: Connection) -> dict[str, int]:
     return {
         name: conn.execute(select(func.count()).select_from(t.metadata.tables[name])).scalar_one()
-        for name in (*t.DATA_TABLES, "pipeline_runs", "dq_results")
+        for name in (*t.DATA_TABLES, "pipeline_runs", "dq_results", "erasure_tombstones")
     }
 
 
@@ -547,8 +547,9 @@ def erase_person(
     )
 
     o = t.opportunities
+    counts["opportunities"] = 0
     for chunk in in_chunks(sorted(lead_ids)):
-        counts["opportunities"] = conn.execute(
+        counts["opportunities"] += conn.execute(
             o.update().where(o.c.lead_id.in_(chunk)).values(name=ERASED, primary_contact_id=ERASED)
         ).rowcount
     a = t.accounts
