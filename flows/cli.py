@@ -1,17 +1,25 @@
-"""The `leadflow` command line: run, backfill, status, the quarantine and database upgrades."""
+"""The `leadflow` command line: run, backfill, rebuild, status, serve, forget, rejects and db."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import sys
 import uuid
-from datetime import date
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from typing import Any
 
 from flows.settings import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
+
+# A command: (arguments, settings) → exit status. Adding one is a parser function and a handler.
+Handler = Callable[[argparse.Namespace, Settings], int]
+COMMANDS: dict[str, Handler] = {}
 
 
 def _date(text: str) -> date:
@@ -25,29 +33,34 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leadflow", description=__doc__)
     p.add_argument("--config", default=None, help="config file (default ./leadflow.yaml)")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the pipeline once")
-    run.add_argument("--config", default=argparse.SUPPRESS)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help)
+        cmd.add_argument("--config", default=argparse.SUPPRESS)
+        return cmd
+
+    run = command("run", "run the pipeline once")
     run.add_argument("--source", action="append", dest="sources", help="only this source")
-    run.add_argument("--dry-run", action="store_true", help="extract and count, write nothing")
-    bf = sub.add_parser("backfill", help="re-extract a date window without moving cursors")
-    bf.add_argument("--config", default=argparse.SUPPRESS)
-    bf.add_argument("--start", type=_date, required=True)
-    bf.add_argument("--end", type=_date, required=True)
-    bf.add_argument("--source", action="append", dest="sources")
-    st = sub.add_parser("status", help="last runs and table counts")
-    st.add_argument("--config", default=argparse.SUPPRESS)
-    rb = sub.add_parser("rebuild", help="re-score every lead under a rules file")
-    rb.add_argument("--config", default=argparse.SUPPRESS)
-    rb.add_argument("--rules", metavar="FILE", help="qualification rules to re-score with")
-    rb.add_argument("--apply", action="store_true", help="write the changes (default: show them)")
-    dbp = sub.add_parser("db", help="warehouse schema")
-    dbp.add_argument("--config", default=argparse.SUPPRESS)
+    run.add_argument("--dry-run", action="store_true", help="read and count, write nothing")
+    bf = command("backfill", "re-extract a date window without moving cursors")
+    bf.add_argument("--start", type=_date, required=True, help="first received date (inclusive)")
+    bf.add_argument("--end", type=_date, required=True, help="last received date (exclusive)")
+    bf.add_argument("--source", action="append", dest="sources", help="only this source")
+    rb = command("rebuild", "recompute from the raw records, or re-score leads under --rules")
+    rb.add_argument("--rules", metavar="FILE", help="re-score every lead under this rules file")
+    rb.add_argument(
+        "--apply", action="store_true", help="--rules: write the changes (default: show)"
+    )
+    command("status", "recent runs, cursors and freshness per source, locks, table counts")
+    command("serve", "run the schedules on this machine (hourly ingestion, nightly rebuild)")
+    fg = command("forget", "erase a person everywhere and suppress them from now on")
+    fg.add_argument("who", help="an email address or a lead id (lead_…)")
+    dbp = command("db", "warehouse schema")
     dbp.add_argument("action", choices=["upgrade", "grant-bi-reader"])
     dbp.add_argument(
         "--role", default="bi_reader", help="grant-bi-reader: the role to create (PostgreSQL)"
     )
-    rj = sub.add_parser("rejects", help="the quarantine: list or replay rejected records")
-    rj.add_argument("--config", default=argparse.SUPPRESS)
+    rj = command("rejects", "the quarantine: list or replay rejected records")
     rj.add_argument("action", choices=["list", "replay"])
     rj.add_argument("--reason", default=None, help="only records rejected with this code")
     rj.add_argument(
@@ -90,22 +103,310 @@ def print_funnel(settings: Settings) -> None:
     )
 
 
-def _status(settings: Settings) -> None:
+SUMMARY_COLS = [
+    "source",
+    "seen",
+    "would_land",
+    "landed",
+    "already_landed",
+    "duplicates",
+    "rejected",
+    "skipped",
+    "outside_window",
+    "reconciled",
+    "extract_ms",
+]
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    """The run in one table per stage: what each source gave, then what processing made of it."""
+    print(f"run {result['run_id']} succeeded in {result['seconds'].get('total', 0):.1f} s")
+    rows = [
+        {**s, "source": name, "reconciled": "yes" if s.get("reconciled") else "NO"}
+        if "reconciled" in s
+        else {**s, "source": name}
+        for name, s in sorted(result["sources"].items())
+    ]
+    if rows:
+        cols = [c for c in SUMMARY_COLS if any(c in r for r in rows)]
+        print(_table(rows, cols))
+    proc = result.get("process")
+    if proc:
+        timings = ", ".join(f"{k} {v:.2f}s" for k, v in proc.get("timings", {}).items())
+        print(
+            f"processed {proc.get('raw_processed', 0)} raw records: "
+            f"{proc.get('contacts', 0)} contacts, {proc.get('rejects', 0)} rejects, "
+            f"{proc.get('leads_touched', 0)} leads touched, "
+            f"{proc.get('opportunities_new', 0)} new opportunities ({timings})"
+        )
+
+
+class _ProgressHandler(logging.Handler):
+    """Stage progress log records (`extra={"progress": (stage, what, done)}`) as live bars."""
+
+    def __init__(self, progress: Any) -> None:
+        super().__init__(logging.INFO)
+        self.progress = progress
+        self.bars: dict[str, Any] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "progress", None)
+        if not event:
+            return
+        stage, what, done = event
+        key = f"{stage} {what}"
+        if key not in self.bars:
+            self.bars[key] = self.progress.add_task(key, total=None)
+        self.progress.update(self.bars[key], completed=done)
+
+
+@contextmanager
+def progress_display() -> Iterator[None]:
+    """Live progress bars on stderr while a run's long stages work (only on a terminal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+    console = Console(stderr=True)
+    logger = logging.getLogger("leadflow.progress")
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("records"),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
+        handler = _ProgressHandler(progress)
+        logger.addHandler(handler)
+        old_level, old_propagate = logger.level, logger.propagate
+        # The bars replace the progress lines: they do not also go to the console log.
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(old_level)
+            logger.propagate = old_propagate
+
+
+def _run_flow(args: argparse.Namespace, settings: Settings) -> int:
+    _quiet_prefect_defaults()
+    from flows import pipeline
+    from flows.stages import QualityGateError
+
+    start, end = getattr(args, "start", None), getattr(args, "end", None)
+    if start and end and start >= end:
+        print("leadflow: backfill: --start must be before --end", file=sys.stderr)
+        return EXIT_CONFIG
+    sources = getattr(args, "sources", None)
+    unknown = sorted(set(sources or []) - {s.name for s in settings.sources})
+    if unknown:
+        print(f"leadflow: --source: no source named {unknown[0]!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "rebuild" and args.rules:
+        return _rescore(settings, args.rules, args.apply)
+    try:
+        with progress_display():
+            if args.command == "rebuild":
+                result = pipeline.rebuild(config=args.config)
+            elif args.command == "backfill":
+                assert start is not None and end is not None  # required by the parser
+                result = pipeline.backfill(
+                    start=start, end=end, sources=sources, config=args.config
+                )
+            else:
+                result = pipeline.pipeline(
+                    config=args.config, sources=sources, dry_run=args.dry_run
+                )
+    except QualityGateError as exc:
+        print(f"leadflow: run failed, nothing published: {exc}", file=sys.stderr)
+        return 1
+    print_summary(result)
+    _print_quality(result.get("process", {}))
+    print_funnel(settings)
+    return 0
+
+
+for _name in ("run", "backfill", "rebuild"):
+    COMMANDS[_name] = _run_flow
+
+
+def _age(ts: datetime | None, now: datetime) -> str:
+    if ts is None:
+        return ""
+    secs = int((now - ts).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def _cursor_text(cursor: Any) -> str:
+    if isinstance(cursor, dict) and set(cursor) == {"files"}:
+        return f"{len(cursor['files'])} file(s) fingerprinted"
+    text = json.dumps(cursor, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
     from warehouse import db, store
 
     engine = db.make_engine(settings.warehouse.url)
     db.upgrade(engine)
     with engine.connect() as conn:
         runs = store.recent_runs(conn)
+        fresh = {r["source"]: r for r in store.source_freshness(conn)}
+        locks = store.held_locks(conn)
         counts = store.table_counts(conn)
     engine.dispose()
+    now = datetime.now(UTC)
     print("Recent runs:")
     if runs:
-        print(_table(runs, ["run_id", "flow", "status", "started_at", "finished_at", "error"]))
+        for r in runs:
+            r["seconds"] = (r.get("stats") or {}).get("seconds", {}).get("total", "")
+            r["started_at"] = store.utc(r["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
+            r["error"] = r["error"] or ""
+        print(_table(runs, ["run_id", "flow", "status", "started_at", "seconds", "error"]))
     else:
         print("  (none yet)")
+    print("\nSources (freshness = age of the newest record received; cursor = where runs resume):")
+    rows = []
+    for s in settings.sources:
+        f = fresh.pop(s.name, {})
+        rows.append(_source_row(s.name, s.kind, f, now))
+    rows += [_source_row(name, "(not in config)", f, now) for name, f in sorted(fresh.items())]
+    print(_table(rows, ["source", "kind", "raw", "newest", "fresh", "cursor", "cursor_moved"]))
+    if locks:
+        print("\nLocks held:")
+        print(_table(locks, ["name", "run_id", "acquired_at", "expires_at"]))
     print("\nTables:")
     print(_table([{"table": k, "rows": v} for k, v in counts.items()], ["table", "rows"]))
+    return 0
+
+
+def _source_row(name: str, kind: str, f: dict[str, Any], now: datetime) -> dict[str, Any]:
+    newest, moved = f.get("newest_received_at"), f.get("cursor_moved_at")
+    return {
+        "source": name,
+        "kind": kind,
+        "raw": f.get("raw", 0),
+        "newest": newest.strftime("%Y-%m-%d %H:%M") if newest else "never",
+        "fresh": _age(newest, now),
+        "cursor": _cursor_text(f["cursor"]) if "cursor" in f else "(start)",
+        "cursor_moved": f"{_age(moved, now)} ago" if moved else "",
+    }
+
+
+COMMANDS["status"] = _status
+
+
+def _db(args: argparse.Namespace, settings: Settings) -> int:
+    action, role = args.action, args.role
+    from warehouse import access, db
+
+    engine = db.make_engine(settings.warehouse.url)
+    try:
+        db.upgrade(engine)
+        if action == "upgrade":
+            print("warehouse schema is at", ", ".join(sorted(db.head_revisions())))
+            return 0
+        try:
+            with engine.begin() as conn:
+                views = access.grant_bi_reader(conn, role)
+        except ValueError as exc:
+            print(f"leadflow: db grant-bi-reader: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"role {role} may select: {', '.join(views) or '(no mart_* views yet)'}")
+        return 0
+    finally:
+        engine.dispose()
+
+
+COMMANDS["db"] = _db
+
+
+def forget(settings: Settings, who: str) -> dict[str, int]:
+    """Erase one person (email or lead id) in one transaction; returns what was erased."""
+    import uuid
+
+    from flows import locking
+    from transforms.normalize import normalize_email
+    from warehouse import db, store
+
+    email = email_key = lead_id = None
+    if "@" in who:
+        email, email_key, _ = normalize_email(who)
+        if not email_key:
+            raise ValueError("forget: not a valid email address")
+    elif who.startswith("lead_"):
+        lead_id = who
+    else:
+        raise ValueError("forget: give an email address or a lead id (lead_…)")
+    engine = db.make_engine(settings.warehouse.url)
+    db.upgrade(engine)
+    run_id = f"run_{uuid.uuid4().hex[:20]}"
+    try:
+        with locking.hold(engine, locking.PUBLISH_LOCK, run_id):
+            with engine.begin() as conn:
+                # The run log never holds who was erased: only that an erasure happened.
+                store.start_run(conn, run_id, "forget", {})
+                leads = store.find_person(conn, email_key=email_key, lead_id=lead_id)
+                if lead_id and not leads:
+                    raise LookupError(f"forget: no lead {lead_id}")
+                counts = store.erase_person(
+                    conn, leads, email=email, email_key=email_key, now=datetime.now(UTC)
+                )
+                store.finish_run(conn, run_id, "succeeded", {"erased": counts})
+    finally:
+        engine.dispose()
+    return counts
+
+
+def _forget(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        counts = forget(settings, args.who)
+    except (ValueError, LookupError) as exc:
+        print(f"leadflow: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print("erased: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    print("a hashed tombstone suppresses this person in later runs unless they consent again")
+    return 0
+
+
+COMMANDS["forget"] = _forget
+
+
+def serve_deployments(settings_path: str) -> None:
+    """The schedules of prefect.yaml, served from this process (no work pool, no worker)."""
+    from prefect import serve
+    from prefect.deployments.runner import RunnerDeployment
+
+    from flows import pipeline
+
+    params = {"config": settings_path}
+    deployments = [
+        pipeline.pipeline.to_deployment(
+            name="hourly-ingestion", cron="5 * * * *", parameters=params
+        ),
+        pipeline.rebuild.to_deployment(
+            name="nightly-rebuild", cron="30 2 * * *", parameters=params
+        ),
+        pipeline.backfill.to_deployment(name="backfill", parameters=params),
+    ]
+    # Called from sync code, to_deployment returns the deployment itself (never a coroutine).
+    serve(*[d for d in deployments if isinstance(d, RunnerDeployment)])
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    _quiet_prefect_defaults()
+    serve_deployments(os.path.abspath(args.config or "leadflow.yaml"))
+    return 0
+
+
+COMMANDS["serve"] = _serve
 
 
 def _rescore(settings: Settings, rules_path: str, apply: bool) -> int:
@@ -168,57 +469,6 @@ def _rescore(settings: Settings, rules_path: str, apply: bool) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"leadflow: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    if args.command == "status":
-        _status(settings)
-        return 0
-    if args.command == "rebuild" and args.rules:
-        return _rescore(settings, args.rules, args.apply)
-    if args.command == "rebuild":
-        print("leadflow: rebuild: --rules FILE is required", file=sys.stderr)
-        return EXIT_CONFIG
-    if args.command == "db":
-        return _db(settings, args.action, args.role)
-    _quiet_prefect_defaults()
-    if args.command == "rejects":
-        return _rejects(settings, args)
-    from flows.pipeline import pipeline
-    from flows.stages import QualityGateError
-
-    start = getattr(args, "start", None)
-    end = getattr(args, "end", None)
-    if start and end and start >= end:
-        print("leadflow: backfill: --start must be before --end", file=sys.stderr)
-        return EXIT_CONFIG
-    unknown = sorted(set(args.sources or []) - {s.name for s in settings.sources})
-    if unknown:
-        print(f"leadflow: --source: no source named {unknown[0]!r}", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
-        result = pipeline(
-            config=args.config,
-            start=start,
-            end=end,
-            sources=args.sources,
-            dry_run=getattr(args, "dry_run", False),
-        )
-    except QualityGateError as exc:
-        print(f"leadflow: run failed, nothing published: {exc}", file=sys.stderr)
-        return 1
-    print(f"run {result['run_id']} succeeded")
-    for name, s in result["sources"].items():
-        print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in sorted(s.items())))
-    _print_quality(result.get("process", {}))
-    print_funnel(settings)
-    return 0
-
-
 def _print_quality(stats: dict[str, Any]) -> None:
     if stats.get("data_docs"):
         print(
@@ -227,28 +477,8 @@ def _print_quality(stats: dict[str, Any]) -> None:
         )
 
 
-def _db(settings: Settings, action: str, role: str) -> int:
-    from warehouse import access, db
-
-    engine = db.make_engine(settings.warehouse.url)
-    try:
-        db.upgrade(engine)
-        if action == "upgrade":
-            print("warehouse schema is at", ", ".join(sorted(db.head_revisions())))
-            return 0
-        try:
-            with engine.begin() as conn:
-                views = access.grant_bi_reader(conn, role)
-        except ValueError as exc:
-            print(f"leadflow: db grant-bi-reader: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
-        print(f"role {role} may select: {', '.join(views) or '(no mart_* views yet)'}")
-        return 0
-    finally:
-        engine.dispose()
-
-
-def _rejects(settings: Settings, args: argparse.Namespace) -> int:
+def _rejects(args: argparse.Namespace, settings: Settings) -> int:
+    _quiet_prefect_defaults()
     from warehouse import db, store
 
     if args.action == "replay":
@@ -282,6 +512,22 @@ def _rejects(settings: Settings, args: argparse.Namespace) -> int:
     print(_table(rows, cols))
     print(f"{len(rows)} record(s)")
     return 0
+
+
+COMMANDS["rejects"] = _rejects
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"leadflow: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    from flows import logmask
+
+    logmask.install(settings.logging.mask_personal_data)
+    return COMMANDS[args.command](args, settings)
 
 
 if __name__ == "__main__":

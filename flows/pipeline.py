@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from datetime import date
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
 from sqlalchemy import Engine
 
-from flows import stages
+from flows import logmask, stages
 from flows.settings import Settings, load_settings
 from warehouse import db, store
 
+EXTRACT_RETRIES = 3
 
-@task(retries=2, retry_delay_seconds=[2, 8], retry_jitter_factor=0.5)
+
+# Connectors talk to the outside world, so only they retry: 2 s, 4 s, 8 s, each ±50 % jitter so
+# sources failing together do not come back together. Landing is idempotent, so a retry is safe.
+@task(
+    retries=EXTRACT_RETRIES,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    tags=["leadflow-connector"],
+)
 def extract_source(
-    settings: Settings, name: str, run_id: str, start: date | None, end: date | None
+    settings: Settings,
+    name: str,
+    run_id: str,
+    start: date | None,
+    end: date | None,
+    dry_run: bool = False,
 ) -> dict[str, int]:
+    logmask.install(settings.logging.mask_personal_data)
+    if dry_run:
+        return stages.count_source(settings.source(name), start, end)
     engine = db.make_engine(settings.warehouse.url)
     try:
         return stages.extract_and_land(engine, settings.source(name), run_id, start, end)
@@ -28,11 +49,14 @@ def extract_source(
 
 @task
 def process(
-    settings: Settings, run_id: str, replay: bool = False, reason: str | None = None
+    settings: Settings,
+    run_id: str,
+    rebuild: bool = False,
+    replay: bool = False,
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    """Pending records (or, with `replay`, quarantined ones) through the gate into the live tables.
-
-    The run's checks become a markdown artifact whether the gate passed or not.
+    """Pending records (all raw records with `rebuild`, quarantined ones with `replay`) through
+    the gate into the live tables. The run's checks become a markdown artifact either way.
     """
     engine = db.make_engine(settings.warehouse.url)
     docs: str | None = None
@@ -40,7 +64,7 @@ def process(
         if replay:
             stats = stages.replay_rejects(engine, settings, run_id, reason)
         else:
-            stats = stages.process_pending(engine, settings, run_id)
+            stats = stages.process_pending(engine, settings, run_id, rebuild=rebuild)
         docs = stats.get("data_docs")
         return stats
     except stages.QualityGateError as exc:
@@ -65,6 +89,137 @@ def _quality_artifact(engine: Engine, run_id: str, docs: str | None) -> None:
         logger.info("Data Docs for run %s: %s", run_id, docs)
 
 
+def task_runner(settings: Settings, fan_out: int) -> TaskRunner[Any]:
+    """Threads on one machine, or a Dask cluster (an existing scheduler, else a LocalCluster)."""
+    if settings.runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        # The cluster's own start/stop chatter is not the run's story.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+
+        if settings.dask.address:
+            return DaskTaskRunner(address=settings.dask.address)
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": settings.dask.n_workers,
+                "threads_per_worker": settings.dask.threads_per_worker,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
+    return ThreadPoolTaskRunner(max_workers=max(1, fan_out))
+
+
+@flow(name="leadflow-extract")
+def extract_sources(
+    settings: Settings,
+    names: list[str],
+    run_id: str,
+    start: date | None,
+    end: date | None,
+    dry_run: bool = False,
+) -> dict[str, dict[str, int]]:
+    """Every source at once, on the task runner the config chose."""
+    futures = {n: extract_source.submit(settings, n, run_id, start, end, dry_run) for n in names}
+    return {n: f.result() for n, f in futures.items()}
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    return head + "".join("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |\n" for r in rows)
+
+
+def publish_artifacts(settings: Settings, run_id: str) -> None:
+    """The funnel and this run's rejects by reason, as markdown tables on the flow run."""
+    engine = db.make_engine(settings.warehouse.url)
+    with engine.connect() as conn:
+        funnel = store.funnel(conn)
+        rejects = store.rejects_by_reason(conn, run_id)
+    engine.dispose()
+    cols = ["source", "contacts", "leads", "qualified", "opportunities"]
+    create_markdown_artifact(
+        key="leadflow-funnel",
+        markdown="# Funnel by lead source\n\n" + _table(funnel, cols),
+        description=f"contacts → leads → qualified → opportunities after run {run_id}",
+    )
+    create_markdown_artifact(
+        key="leadflow-rejects",
+        markdown=f"# Rejects of run {run_id} by reason\n\n"
+        + (_table(rejects, ["source", "stage", "reason", "rejects"]) if rejects else "None.\n"),
+        description="records kept aside with their reason (nothing is dropped silently)",
+    )
+
+
+def run(
+    settings: Settings,
+    kind: str,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    sources: list[str] | None = None,
+    dry_run: bool = False,
+    rebuild: bool = False,
+    replay: bool = False,
+    reason: str | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """One run of any kind, recorded in `pipeline_runs` with its parameters, timings and counts.
+
+    A dry run only reads and counts the sources: it writes nothing, not even the run log.
+    """
+    logmask.install(settings.logging.mask_personal_data)
+    logger = get_run_logger()
+    run_id = run_id or f"run_{uuid.uuid4().hex[:20]}"
+    engine = db.make_engine(settings.warehouse.url)
+    db.upgrade(engine)
+    chosen = [s.name for s in settings.sources if s.enabled and (not sources or s.name in sources)]
+    if rebuild or replay:
+        chosen = []
+    params = {
+        "start": str(start) if start else None,
+        "end": str(end) if end else None,
+        "sources": chosen,
+        "dry_run": dry_run,
+        "runner": settings.runner,
+        "reason": reason,
+    }
+    if not dry_run:
+        with engine.begin() as conn:
+            store.start_run(conn, run_id, kind, params)
+    stats: dict[str, Any] = {"sources": {}, "seconds": {}}
+    t0 = time.perf_counter()
+    try:
+        if chosen:
+            runner = task_runner(settings, len(chosen))
+            stats["sources"] = extract_sources.with_options(task_runner=runner)(
+                settings, chosen, run_id, start, end, dry_run
+            )
+        stats["seconds"]["extract"] = round(time.perf_counter() - t0, 3)
+        if not dry_run:
+            t1 = time.perf_counter()
+            stats["process"] = process(settings, run_id, rebuild, replay, reason)
+            stats["seconds"]["process"] = round(time.perf_counter() - t1, 3)
+    except Exception as exc:
+        stats["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+        if dry_run:
+            raise
+        with engine.begin() as conn:
+            store.finish_run(conn, run_id, "failed", stats, error=f"{type(exc).__name__}: {exc}")
+        engine.dispose()
+        raise
+    stats["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    if not dry_run:
+        with engine.begin() as conn:
+            store.finish_run(conn, run_id, "succeeded", stats)
+        try:
+            publish_artifacts(settings, run_id)
+        except Exception as exc:  # the run is done and published; a missing report must not fail it
+            logger.warning("could not publish the run's artifacts: %s", exc)
+    engine.dispose()
+    logger.info("%s %s finished in %.1f s", kind, run_id, stats["seconds"]["total"])
+    return {"run_id": run_id, **stats}
+
+
 @flow(name="leadflow-pipeline", log_prints=False)
 def pipeline(
     config: str | None = None,
@@ -78,39 +233,35 @@ def pipeline(
 
     With `start`/`end` it is a backfill: sources are re-read for that window, cursors stay put.
     """
-    logger = get_run_logger()
-    settings = load_settings(config)
-    run_id = run_id or f"run_{uuid.uuid4().hex[:20]}"
-    engine = db.make_engine(settings.warehouse.url)
-    db.upgrade(engine)
-    chosen = [s for s in settings.sources if s.enabled and (not sources or s.name in sources)]
-    params = {
-        "start": str(start) if start else None,
-        "end": str(end) if end else None,
-        "sources": [s.name for s in chosen],
-        "dry_run": dry_run,
-    }
-    with engine.begin() as conn:
-        store.start_run(conn, run_id, "backfill" if start or end else "pipeline", params)
-    stats: dict[str, Any] = {"sources": {}}
-    try:
-        futures = {
-            s.name: extract_source.submit(settings, s.name, run_id, start, end) for s in chosen
-        }
-        for name, fut in futures.items():
-            stats["sources"][name] = fut.result()
-        if not dry_run:
-            stats["process"] = process(settings, run_id)
-    except Exception as exc:
-        with engine.begin() as conn:
-            store.finish_run(conn, run_id, "failed", stats, error=f"{type(exc).__name__}: {exc}")
-        engine.dispose()
-        raise
-    with engine.begin() as conn:
-        store.finish_run(conn, run_id, "succeeded", stats)
-    engine.dispose()
-    logger.info("run %s finished: %s", run_id, stats.get("process", {}))
-    return {"run_id": run_id, **stats}
+    kind = "backfill" if start or end else "pipeline"
+    return run(
+        load_settings(config),
+        kind,
+        start=start,
+        end=end,
+        sources=sources,
+        dry_run=dry_run,
+        run_id=run_id,
+    )
+
+
+@flow(name="leadflow-backfill", log_prints=False)
+def backfill(
+    start: date,
+    end: date,
+    sources: list[str] | None = None,
+    config: str | None = None,
+) -> dict[str, Any]:
+    """Re-extract [start, end) of received dates per source, land idempotently, leave cursors alone."""
+    if start >= end:
+        raise ValueError(f"backfill: start {start} must be before end {end}")
+    return run(load_settings(config), "backfill", start=start, end=end, sources=sources)
+
+
+@flow(name="leadflow-rebuild", log_prints=False)
+def rebuild(config: str | None = None) -> dict[str, Any]:
+    """Recompute contacts, leads, links, accounts and opportunities from the landed raw records."""
+    return run(load_settings(config), "rebuild", rebuild=True)
 
 
 @flow(name="leadflow-replay", log_prints=False)
@@ -118,20 +269,4 @@ def replay(
     config: str | None = None, reason: str | None = None, run_id: str | None = None
 ) -> dict[str, Any]:
     """Re-process quarantined records (all, or those rejected for `reason`) after a fix."""
-    settings = load_settings(config)
-    run_id = run_id or f"run_{uuid.uuid4().hex[:20]}"
-    engine = db.make_engine(settings.warehouse.url)
-    db.upgrade(engine)
-    with engine.begin() as conn:
-        store.start_run(conn, run_id, "replay", {"reason": reason})
-    try:
-        stats = process(settings, run_id, replay=True, reason=reason)
-    except Exception as exc:
-        with engine.begin() as conn:
-            store.finish_run(conn, run_id, "failed", {}, error=f"{type(exc).__name__}: {exc}")
-        engine.dispose()
-        raise
-    with engine.begin() as conn:
-        store.finish_run(conn, run_id, "succeeded", {"process": stats})
-    engine.dispose()
-    return {"run_id": run_id, "process": stats}
+    return run(load_settings(config), "replay", replay=True, reason=reason, run_id=run_id)

@@ -60,6 +60,16 @@ class ResolutionSettings(_Strict):
         return value
 
 
+class DaskSettings(_Strict):
+    address: str | None = None  # a running scheduler (tcp://host:8786); None starts a LocalCluster
+    n_workers: Annotated[int, Field(ge=1)] = 2
+    threads_per_worker: Annotated[int, Field(ge=1)] = 1
+
+
+class LoggingSettings(_Strict):
+    mask_personal_data: bool = True  # emails and phones in log lines become <email>, <phone>
+
+
 class _SourceBase(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     enabled: bool = True
@@ -92,6 +102,9 @@ class Settings(_Strict):
     internal_domains: list[str] = Field(default_factory=list)
     rules: str | None = None
     resolution: ResolutionSettings = ResolutionSettings()
+    runner: Literal["threads", "dask"] = "threads"
+    dask: DaskSettings = DaskSettings()
+    logging: LoggingSettings = LoggingSettings()
     sources: list[Source] = Field(default_factory=list)
 
     @field_validator("sources")

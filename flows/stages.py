@@ -18,17 +18,20 @@ from connectors.base import RawBatch
 from connectors.email import iter_email_files
 from connectors.spreadsheet import iter_spreadsheet
 from connectors.webform import iter_webform_export
+from flows import locking
 from flows.settings import Settings, Source, SpreadsheetSource
 from transforms.match import MatchSettings
 from transforms.normalize import NormalizeOptions, normalize_batch
 from transforms.qualify import Rules, qualify_leads, rules_from_yaml
-from transforms.records import RawRow
+from transforms.records import Contact, RawRow, Reject, raw_id_for
 from transforms.resolve import resolve_contacts
 from warehouse import quality, store
 from warehouse.quality import CheckResult, QualityGate, Thresholds
 from warehouse.schema import dq_results
 
 logger = logging.getLogger(__name__)
+# Stage progress goes to this logger; the CLI shows it as progress bars (`extra["progress"]`).
+progress = logging.getLogger("leadflow.progress")
 
 
 class QualityGateError(RuntimeError):
@@ -62,30 +65,79 @@ def extract_and_land(
     """Pull a source from its cursor and land each batch with the cursor, in one transaction.
 
     A window (backfill) re-reads the source from the beginning and leaves the live cursor alone.
+    Two runs on the same source wait for each other (a warehouse lock). The counts reconcile:
+    seen = landed + already_landed + duplicates + rejected + skipped + outside_window + missing,
+    where `missing` (records extracted but not found in the warehouse afterwards) must be 0.
     """
     backfill = start is not None or end is not None
-    with engine.connect() as conn:
-        cursor = None if backfill else store.read_cursor(conn, source.name)
+    t0 = time.perf_counter()
     stats: dict[str, int] = defaultdict(int)
-    for batch in iter_source(source, cursor):
-        records = batch.records
-        if backfill:
-            records = [r for r in records if _in_window(r.received_at, start, end)]
+    with locking.hold(engine, locking.source_lock(source.name), run_id) as refresh:
+        with engine.connect() as conn:
+            cursor = None if backfill else store.read_cursor(conn, source.name)
+        for batch in iter_source(source, cursor):
+            records = batch.records
+            if backfill:
+                records = [r for r in records if _in_window(r.received_at, start, end)]
+            raw_ids = {raw_id_for(r.source, r.source_record_id) for r in records}
+            with engine.begin() as conn:
+                new = store.land_batch(
+                    conn,
+                    source=source.name,
+                    records=records,
+                    rejects=batch.rejects,
+                    cursor=batch.cursor,
+                    run_id=run_id,
+                    move_cursor=not backfill,
+                )
+                present = store.count_raw(conn, raw_ids)
+            skipped = sum(batch.skipped.values())
+            stats["seen"] += len(batch.records) + len(batch.rejects) + skipped
+            stats["landed"] += new
+            stats["already_landed"] += present - new
+            stats["duplicates"] += len(records) - len(raw_ids)
+            stats["missing"] += len(raw_ids) - present
+            stats["rejected"] += len(batch.rejects)
+            stats["skipped"] += skipped
             stats["outside_window"] += len(batch.records) - len(records)
-        with engine.begin() as conn:
-            stats["landed"] += store.land_batch(
-                conn,
-                source=source.name,
-                records=records,
-                rejects=batch.rejects,
-                cursor=batch.cursor,
-                run_id=run_id,
-                move_cursor=not backfill,
+            for reason, n in batch.skipped.items():
+                stats[f"skipped_{reason}"] += n
+            refresh()
+            progress.info(
+                "%s: %d records read, %d new",
+                source.name,
+                stats["seen"],
+                stats["landed"],
+                extra={"progress": ("extract", source.name, stats["seen"])},
             )
-        stats["seen"] += len(batch.records) + len(batch.rejects)
+    accounted = sum(
+        stats[k]
+        for k in (
+            "landed",
+            "already_landed",
+            "duplicates",
+            "missing",
+            "rejected",
+            "skipped",
+            "outside_window",
+        )
+    )
+    stats["reconciled"] = int(accounted == stats["seen"] and stats["missing"] == 0)
+    stats["extract_ms"] = int((time.perf_counter() - t0) * 1000)
+    return dict(stats)
+
+
+def count_source(source: Source, start: date | None, end: date | None) -> dict[str, int]:
+    """A dry run: read the source as a backfill would (no cursor) and count, writing nothing."""
+    stats: dict[str, int] = defaultdict(int)
+    for batch in iter_source(source, None):
+        inside = sum(1 for r in batch.records if _in_window(r.received_at, start, end))
+        skipped = sum(batch.skipped.values())
+        stats["seen"] += len(batch.records) + len(batch.rejects) + skipped
+        stats["would_land"] += inside
         stats["rejected"] += len(batch.rejects)
-        for reason, n in batch.skipped.items():
-            stats[f"skipped_{reason}"] += n
+        stats["skipped"] += skipped
+        stats["outside_window"] += len(batch.records) - inside
     return dict(stats)
 
 
@@ -131,6 +183,8 @@ def process_chunk(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     contacts, rejects = normalize_batch(rows, opts)
+    contacts, erased = suppress_erased(conn, contacts, rows)
+    rejects = rejects + erased
     t1 = time.perf_counter()
     existing, decisions = store.lead_context(conn, contacts)
     resolution = resolve_contacts(contacts, existing, decisions, matching)
@@ -164,12 +218,66 @@ def process_chunk(
     return ps, timings
 
 
-def process_pending(engine: Engine, settings: Settings, run_id: str) -> dict[str, Any]:
+def suppress_erased(
+    conn: Connection, contacts: list[Contact], rows: list[RawRow]
+) -> tuple[list[Contact], list[Reject]]:
+    """Contacts of erased people become 'erased' rejects holding no personal data.
+
+    A contact that gives consent again lifts the tombstone and goes through.
+    """
+    keys = {c.contact_id: store.contact_key_hashes(c) for c in contacts}
+    hit = store.tombstoned(conn, (h for hs in keys.values() for h in hs))
+    if not hit:
+        return contacts, []
+    by_raw = {r.raw_id: r for r in rows}
+    kept: list[Contact] = []
+    erased: list[Reject] = []
+    lifted: set[str] = set()
+    for c in contacts:
+        if not hit.intersection(keys[c.contact_id]):
+            kept.append(c)
+        elif c.consent is True:
+            kept.append(c)
+            lifted.update(keys[c.contact_id])
+        else:
+            row = by_raw[c.raw_id]
+            erased.append(
+                Reject(
+                    row.source,
+                    row.source_record_id,
+                    "normalize",
+                    store.ERASED,
+                    "a person who asked to be erased; suppressed until they consent again",
+                    "",
+                    row.raw_id,
+                )
+            )
+    store.lift_tombstones(conn, lifted)
+    return kept, erased
+
+
+def process_pending(
+    engine: Engine, settings: Settings, run_id: str, rebuild: bool = False
+) -> dict[str, Any]:
     """Everything landed but not yet processed goes through to the live tables in one transaction.
 
-    A critical data-quality failure rolls the whole transaction back and raises QualityGateError.
+    With `rebuild`, every derived row is dropped first, in the same transaction, so all raw records
+    are processed again from scratch. A critical data-quality failure rolls the whole transaction
+    back and raises QualityGateError. Runs that publish wait for each other (a warehouse lock).
     """
-    return _gated_publish(engine, settings, run_id, store.iter_pending_raw)
+
+    def chunks(conn: Connection) -> Iterable[list[RawRow]]:
+        if not rebuild:
+            return store.iter_pending_raw(conn)
+        store.clear_derived(conn)
+        # Replay the landing runs in order, so conversions happen when they first did.
+        return (
+            chunk
+            for landed_by in store.landing_runs(conn)
+            for chunk in store.iter_pending_raw(conn, landed_by=landed_by)
+        )
+
+    return _gated_publish(engine, settings, run_id, chunks)
 
 
 def replay_rejects(
@@ -202,7 +310,13 @@ def _gated_publish(
     gate = QualityGate(run_id, Thresholds(q.volume_max_change, q.freshness_hours))
     failure: QualityGateError | None = None
     try:
-        _process_all(engine, opts, rules, matching, run_id, rows_of, gate, stats, timings)
+        # The publish transaction is long and, on SQLite, holds the write lock: the lock row cannot
+        # be refreshed meanwhile, so it is taken for longer than a publish can take.
+        with locking.hold(engine, locking.PUBLISH_LOCK, run_id, ttl=locking.PUBLISH_TTL):
+            with engine.begin() as conn:
+                _process_all(
+                    conn, rows_of(conn), opts, rules, matching, run_id, gate, stats, timings
+                )
     except QualityGateError as exc:
         failure = exc
     finally:
@@ -233,47 +347,52 @@ def _build_docs(gate: QualityGate, folder: Path) -> Path | None:
 
 
 def _process_all(
-    engine: Engine,
+    conn: Connection,
+    chunks: Iterable[list[RawRow]],
     opts: NormalizeOptions,
     rules: Rules,
     matching: MatchSettings,
     run_id: str,
-    rows_of: RowSource,
     gate: QualityGate,
     stats: dict[str, Any],
     timings: dict[str, float],
 ) -> None:
     """stage → validate → merge per chunk, then validate the merged state; one transaction."""
     now = datetime.now(UTC)
-    with engine.begin() as conn:
-        baseline = quality.previous_counts(conn)
-        for rows in rows_of(conn):
-            ps, t = process_chunk(conn, rows, opts, rules, matching)
-            for k, v in t.items():
-                timings[k] += v
-            t0 = time.perf_counter()
-            report = gate.check(quality.staged_frames(ps, rows), quality.STAGED)
-            timings["validate"] += time.perf_counter() - t0
-            if not report.passed:
-                raise QualityGateError(report.summary())
-            t0 = time.perf_counter()
-            store.publish(conn, ps, run_id)
-            timings["publish"] += time.perf_counter() - t0
-            stats["raw_processed"] += len(rows)
-            stats["contacts"] += len(ps.contacts)
-            stats["rejects"] += len(ps.rejects)
-            stats["leads_touched"] += len(ps.leads)
-            stats["lead_merges"] += len(ps.merges)
-            stats["review_pairs"] += len(ps.reviews)
-            stats["opportunities_new"] += len(ps.opportunities)
-        stats["rejects_released"] += store.release_landed_rejects(conn, run_id, now)
+    baseline = quality.previous_counts(conn)
+    for rows in chunks:
+        ps, t = process_chunk(conn, rows, opts, rules, matching)
+        for k, v in t.items():
+            timings[k] += v
         t0 = time.perf_counter()
-        frames, counts = quality.published_frames(conn, now, baseline, gate.thresholds)
-        report = gate.check(frames, quality.PUBLISHED)
-        gate.record_counts(counts)
+        report = gate.check(quality.staged_frames(ps, rows), quality.STAGED)
         timings["validate"] += time.perf_counter() - t0
         if not report.passed:
             raise QualityGateError(report.summary())
+        t0 = time.perf_counter()
+        store.publish(conn, ps, run_id)
+        store.scrub_raw(conn, [j.raw_id for j in ps.rejects if j.code == store.ERASED and j.raw_id])
+        timings["publish"] += time.perf_counter() - t0
+        stats["raw_processed"] += len(rows)
+        stats["contacts"] += len(ps.contacts)
+        stats["rejects"] += len(ps.rejects)
+        stats["leads_touched"] += len(ps.leads)
+        stats["lead_merges"] += len(ps.merges)
+        stats["review_pairs"] += len(ps.reviews)
+        stats["opportunities_new"] += len(ps.opportunities)
+        progress.info(
+            "processed %d raw records",
+            stats["raw_processed"],
+            extra={"progress": ("process", "pending", stats["raw_processed"])},
+        )
+    stats["rejects_released"] += store.release_landed_rejects(conn, run_id, now)
+    t0 = time.perf_counter()
+    frames, counts = quality.published_frames(conn, now, baseline, gate.thresholds)
+    report = gate.check(frames, quality.PUBLISHED)
+    gate.record_counts(counts)
+    timings["validate"] += time.perf_counter() - t0
+    if not report.passed:
+        raise QualityGateError(report.summary())
 
 
 def record_quality(conn: Connection, run_id: str, results: Sequence[CheckResult]) -> None:

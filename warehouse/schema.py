@@ -297,3 +297,24 @@ DATA_TABLES = (
     "lead_status_history",
     "opportunity_stage_history",
 )
+
+# One row per lock held: a run that touches a source (or publishes) takes its row in a transaction
+# of its own, so two runs on the same source are serialized on SQLite and PostgreSQL alike.
+pipeline_locks = Table(
+    "pipeline_locks",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("run_id", ID, nullable=False),
+    Column("acquired_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+)
+
+# What stays of a person who asked to be erased: salted hashes of their email key and phone,
+# enough to suppress a later sighting of them and nothing that names them.
+erasure_tombstones = Table(
+    "erasure_tombstones",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Column("erased_at", TS, nullable=False),
+)

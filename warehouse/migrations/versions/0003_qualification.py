@@ -13,7 +13,7 @@ from alembic import op
 from warehouse.marts import create_marts, drop_marts
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
