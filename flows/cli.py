@@ -71,7 +71,9 @@ def serve_webhooks(settings: Settings, host: str, port: int, names: list[str] | 
         print("leadflow: webhooks: no webform source has a webhook block", file=sys.stderr)
         return EXIT_CONFIG
     server = make_server(spools, host, port)
-    print(f"listening on http://{host}:{server.server_port}/hooks/<source> for: {', '.join(spools)}")
+    print(
+        f"listening on http://{host}:{server.server_port}/hooks/<source> for: {', '.join(spools)}"
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -60,14 +60,15 @@ class FakeTypeform:
     def __init__(self, items: list[dict[str, Any]]) -> None:
         self.items = items
         self.faults: list[Callable[[Request], Response | None]] = []
+        self.break_later_pages = False
 
     def __call__(self, request: Request) -> Response:
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return Response('{"code":"AUTHENTICATION_FAILED"}', status=401)
-        while self.faults:
-            resp = self.faults.pop(0)(request)
-            if resp is not None:
-                return resp
+        if self.faults:
+            return self.faults.pop(0)(request) or Response("", status=500)
+        if self.break_later_pages and request.args.get("after"):
+            return Response('{"items": [', content_type="application/json")
         items = sorted(self.items, key=lambda i: i["token"])  # processing order
         since = request.args.get("since")
         if since:
@@ -164,13 +165,7 @@ def test_malformed_json_page_keeps_earlier_pages_and_the_cursor_short_of_it(
 ) -> None:
     fake = FakeTypeform([typeform_item(i, T0 + timedelta(minutes=i)) for i in range(1, 6)])
 
-    def broken_second_page(request: Request) -> Response | None:
-        if request.args.get("after"):
-            return Response("{\"items\": [", content_type="application/json")
-        fake.faults.insert(0, broken_second_page)  # stay armed until the first page passed
-        return None
-
-    fake.faults = [broken_second_page]
+    fake.break_later_pages = True
     httpserver.expect_request("/forms/abc/responses").respond_with_handler(fake)
     cfg = write_cfg(tmp_path, httpserver.url_for("/forms/abc/responses"))
     stats = land(cfg)
@@ -179,7 +174,7 @@ def test_malformed_json_page_keeps_earlier_pages_and_the_cursor_short_of_it(
     assert rej.code == "http_error" and "not JSON" in rej.message
     (cursor,) = table(cfg, source_cursors)
     assert cursor.cursor["submitted_until"] == (T0 + timedelta(minutes=2)).isoformat()
-    fake.faults = []
+    fake.break_later_pages = False
     assert land(cfg)["landed"] == 3  # the next run picks up where the broken page was
 
 
