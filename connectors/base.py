@@ -64,7 +64,20 @@ def file_mtime(path: str) -> datetime:
 
 
 def file_fingerprint(path: str) -> str:
+    """sha256 of a file's bytes; for a folder (Maildir, .eml folder), of its files' names, sizes and mtimes."""
+    import os
+
     h = hashlib.sha256()
+    if os.path.isdir(path):
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                st = os.stat(os.path.join(root, name))
+                rel = os.path.relpath(os.path.join(root, name), path)
+                h.update(
+                    f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape")
+                )
+        return h.hexdigest()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)

@@ -1,15 +1,27 @@
-"""Mail sources: mbox files, Maildirs and folders of .eml, one raw record per message."""
+"""Mail sources: mbox files, Maildirs and folders of .eml; what one message yields, for IMAP too.
+
+A message gives one raw record keyed by its Message-ID. Each contact in a vCard (.vcf)
+attachment gives one more record, keyed `<Message-ID>#vcard<n>`, whose payload holds that
+entry's text; the vCard is never saved to disk. Bounces, auto-replies, no-reply senders and
+the company's own domains are skipped and counted by reason, unless the body carries a
+"Label: someone@example.com" block (a web-form notification sent from a no-reply address).
+"""
 
 from __future__ import annotations
 
 import email
 import mailbox
 import os
-from collections.abc import Iterator
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
-from email.message import EmailMessage
+from email.errors import MessageDefect
+from email.message import EmailMessage, Message
 from email.utils import getaddresses, parsedate_to_datetime
+from html.parser import HTMLParser
 from typing import Any
 
 from connectors.base import (
@@ -21,89 +33,309 @@ from connectors.base import (
     iter_changed_files,
 )
 
+DEFAULT_MAX_BYTES = 25 * 1024 * 1024
+MAX_BODY_CHARS = 20_000
+FALLBACK_CHARSETS = ("utf-8", "cp1254", "cp1252")
+_NOREPLY = re.compile(
+    r"^(no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply|mailer[-_.]?daemon|postmaster|bounces?)"
+    r"([-+_.].*)?$",
+    re.I,
+)
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(auto(matic)?[ -]?(reply|response|antwort)|out of (the )?office|abwesenheitsnotiz|"
+    r"otomatik yan[ıi]t|ofis d[ıi][şs][ıi]nda)",
+    re.I,
+)
+# "E-mail: x@y.z" somewhere in the body: a form notification, whoever sent it
+_FORM_EMAIL_LINE = re.compile(r"^[^\n:]{1,40}[:\t]\s*\S+@[\w-]+(\.[\w-]+)+\s*$", re.M)
+_BROKEN_MIME = (
+    "StartBoundaryNotFoundDefect",
+    "NoBoundaryInMultipartDefect",
+    "MultipartInvariantViolationDefect",
+    "InvalidBase64CharactersDefect",
+    "InvalidBase64LengthDefect",
+)
 
-def _text_body(msg: EmailMessage) -> str:
+
+class MessageRejected(ValueError):
+    """A message that cannot be read as mail; `code` is the reject reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class MailOptions:
+    max_message_bytes: int = DEFAULT_MAX_BYTES
+    internal_domains: frozenset[str] = frozenset()
+
+
+@dataclass
+class MessageOutcome:
+    records: list[RawRecord] = field(default_factory=list)
+    rejects: list[ExtractReject] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: MessageOutcome) -> None:
+        self.records += other.records
+        self.rejects += other.rejects
+        self.skipped.update(other.skipped)
+
+
+def _text(value: Any) -> str:
+    """A header or body as clean text: raw 8-bit bytes that slipped through become real letters."""
+    text = str(value or "")
+    if any("\udc80" <= c <= "\udcff" for c in text):
+        raw = text.encode("utf-8", "surrogateescape")
+        for cs in FALLBACK_CHARSETS:
+            try:
+                return raw.decode(cs)
+            except UnicodeDecodeError:
+                continue
+    return text.replace("\x00", "")
+
+
+class _HtmlText(HTMLParser):
+    """HTML to text: blocks and rows on their own lines, table cells tab-separated."""
+
+    BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "table", "dt", "dd"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in {"script", "style", "head"}:
+            self.skip += 1
+        elif tag in self.BLOCK:
+            self.out.append("\n")
+        elif tag in {"td", "th"}:
+            self.out.append("\t")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in {"script", "style", "head"}:
+            self.skip = max(0, self.skip - 1)
+        elif tag in self.BLOCK:
+            self.out.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.out.append(data)
+
+
+def html_to_text(html: str) -> str:
+    parser = _HtmlText()
+    parser.feed(html)
+    parser.close()
+    lines = (re.sub(r"[ \xa0]+", " ", ln).strip(" ") for ln in "".join(parser.out).split("\n"))
+    rows = [re.sub(r"^\t+|\t+$", "", re.sub(r"\t\s*\t+", "\t", ln)) for ln in lines]
+    return "\n".join(r.replace("\t", ": ", 1) if r.count("\t") == 1 else r for r in rows if r)
+
+
+def _decode_part(part: Message) -> str:
+    """The text of a part in its declared charset; a charset that lies or is unknown is a reject."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return str(payload or "")
+    charset = part.get_content_charset() or "us-ascii"
+    try:
+        return payload.decode(charset)
+    except LookupError:
+        raise MessageRejected("unknown_charset", f"unknown charset {charset!r}") from None
+    except UnicodeDecodeError as exc:
+        if charset.lower() in {"us-ascii", "ascii"}:
+            try:  # undeclared 8-bit mail: UTF-8 is the one safe guess
+                return payload.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        raise MessageRejected(
+            "charset_mismatch", f"text is not valid {charset} (byte {exc.start})"
+        ) from None
+
+
+def _body(msg: EmailMessage) -> str:
     part = msg.get_body(preferencelist=("plain", "html"))
     if part is None:
         return ""
-    try:
-        text = part.get_content()
-    except (LookupError, UnicodeError, AssertionError):
-        payload = part.get_payload(decode=True)
-        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+    text = _decode_part(part)
     if part.get_content_subtype() == "html":
-        from html.parser import HTMLParser
-
-        chunks: list[str] = []
-
-        class _Text(HTMLParser):
-            def handle_data(self, data: str) -> None:
-                chunks.append(data)
-
-        _Text().feed(text)
-        text = "\n".join(c.strip() for c in chunks if c.strip())
-    return str(text)
+        text = html_to_text(text)
+    return text.replace("\r\n", "\n").replace("\x00", "")[:MAX_BODY_CHARS]
 
 
-def message_payload(raw: bytes) -> dict[str, Any]:
-    """Decode a message's headers and text; the sender's fields stay as the mail gave them."""
-    msg = email.message_from_bytes(raw, policy=policy.default)
-    assert isinstance(msg, EmailMessage)
-
-    def addresses(header: str) -> list[dict[str, str]]:
-        values = [str(v) for v in msg.get_all(header, [])]
-        return [{"name": n, "email": a} for n, a in getaddresses(values) if a]
-
-    return {
-        "message_id": str(msg.get("Message-ID", "") or "").strip(),
-        "date": str(msg.get("Date", "") or ""),
-        "from": addresses("From"),
-        "reply_to": addresses("Reply-To"),
-        "subject": str(msg.get("Subject", "") or ""),
-        "body": _text_body(msg),
-    }
+def _vcards(msg: EmailMessage) -> list[str]:
+    """The entries of every vCard attached or inlined, as text, in order."""
+    out: list[str] = []
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        name = (part.get_filename() or "").lower()
+        if ctype not in {"text/vcard", "text/x-vcard", "text/directory"} and not name.endswith(
+            ".vcf"
+        ):
+            continue
+        text = _decode_part(part)
+        out += [m.group(0) for m in re.finditer(r"(?is)BEGIN:VCARD.*?END:VCARD", text)]
+    return out
 
 
-def _received_at(payload: dict[str, Any], fallback: datetime) -> datetime:
+def _addresses(msg: EmailMessage, header: str) -> list[dict[str, str]]:
+    values = [_text(v) for v in msg.get_all(header, [])]
+    return [{"name": n, "email": a} for n, a in getaddresses(values) if a and "@" in a]
+
+
+def _header(msg: Message, name: str) -> str:
     try:
-        dt = parsedate_to_datetime(payload["date"])
+        return _text(msg.get(name, "") or "").strip()
+    except (ValueError, TypeError, IndexError, AttributeError):
+        return ""
+
+
+def skip_reason(msg: EmailMessage, body: str, opts: MailOptions) -> str | None:
+    """Why a message carries no contact (bounce, auto-reply, no-reply, internal), or None."""
+    ctype = msg.get_content_type()
+    report = (msg.get_param("report-type") or "") if ctype == "multipart/report" else ""
+    sender = _addresses(msg, "From")
+    local, _, domain = (sender[0]["email"] if sender else "").lower().partition("@")
+    if ctype == "multipart/report" or str(report).lower() == "delivery-status":
+        return "bounce"
+    if local.startswith(("mailer-daemon", "postmaster")):
+        return "bounce"
+    auto = _header(msg, "Auto-Submitted").lower()
+    precedence = _header(msg, "Precedence").lower()
+    if (auto and auto != "no") or precedence in {"bulk", "junk", "auto_reply", "list"}:
+        return "auto_reply"
+    if _header(msg, "X-Autoreply") or _header(msg, "X-Autorespond"):
+        return "auto_reply"
+    if _AUTO_SUBJECT.match(_header(msg, "Subject")):
+        return "auto_reply"
+    if _FORM_EMAIL_LINE.search(body):
+        return None  # a notification: the submitter is in the body, not the sender
+    if _NOREPLY.match(local):
+        return "no_reply"
+    if domain and any(domain == d or domain.endswith("." + d) for d in opts.internal_domains):
+        return "internal_sender"
+    return None
+
+
+def _received_at(date_header: str, fallback: datetime) -> datetime:
+    try:
+        dt = parsedate_to_datetime(date_header)
     except (TypeError, ValueError, IndexError):
+        return fallback
+    if dt is None:
         return fallback
     return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def _messages(path: str) -> Iterator[bytes]:
+def message_payload(msg: EmailMessage, body: str) -> dict[str, Any]:
+    """A message's headers and text; the sender's fields stay as the mail gave them."""
+    return {
+        "message_id": _header(msg, "Message-ID"),
+        "date": _header(msg, "Date"),
+        "from": _addresses(msg, "From"),
+        "reply_to": _addresses(msg, "Reply-To"),
+        "subject": _header(msg, "Subject"),
+        "body": body,
+    }
+
+
+def _defects(msg: Message) -> list[str]:
+    found: list[MessageDefect] = []
+    for part in msg.walk():
+        found += list(part.defects)
+    return [type(d).__name__ for d in found]
+
+
+def read_message(
+    source: str,
+    raw: bytes,
+    fallback: datetime,
+    opts: MailOptions,
+    *,
+    key: str | None = None,
+    size: int | None = None,
+) -> MessageOutcome:
+    """One message → its records, or a reject, or a skip. Never raises on bad mail.
+
+    `key` names the message when it has no Message-ID (an IMAP UID, a file name); without it
+    the content hash does. `size` is the full size when `raw` holds only the headers.
+    """
+    out = MessageOutcome()
+    fallback_id = key or f"sha256:{content_hash(raw)[:32]}"
+    full_size = size if size is not None else len(raw)
+    try:
+        msg = email.message_from_bytes(raw, policy=policy.default)
+        assert isinstance(msg, EmailMessage)
+        mid = _header(msg, "Message-ID").strip() or fallback_id
+        if full_size > opts.max_message_bytes:
+            raise MessageRejected(
+                "oversized", f"message is {full_size} bytes, limit {opts.max_message_bytes}"
+            )
+        broken = [d for d in _defects(msg) if d in _BROKEN_MIME]
+        if broken:
+            raise MessageRejected("malformed_mime", ", ".join(sorted(set(broken))))
+        body = _body(msg)
+        reason = skip_reason(msg, body, opts)
+        if reason:
+            out.skipped[reason] += 1
+            return out
+        payload = message_payload(msg, body)
+        if not payload["from"] and not payload["reply_to"] and not body.strip():
+            raise MessageRejected("malformed_mime", "no sender and no text: not a readable mail")
+        when = _received_at(payload["date"], fallback)
+        out.records.append(RawRecord(source, "email", mid, when, payload))
+        for i, card in enumerate(_vcards(msg), start=1):
+            vpayload = {k: payload[k] for k in ("message_id", "date", "from", "subject")}
+            vpayload |= {"vcard": card, "vcard_index": i}
+            out.records.append(RawRecord(source, "email", f"{mid}#vcard{i}", when, vpayload))
+    except MessageRejected as exc:
+        rid = locals().get("mid") or fallback_id
+        out.rejects.append(ExtractReject(source, str(rid), exc.code, str(exc), _preview(raw)))
+    except Exception as exc:  # the email package has many ways to fail on hostile input
+        rid = locals().get("mid") or fallback_id
+        msg_text = f"{type(exc).__name__}: {exc}"[:500]
+        out.rejects.append(
+            ExtractReject(source, str(rid), "malformed_mime", msg_text, _preview(raw))
+        )
+    return out
+
+
+def _preview(raw: bytes) -> str:
+    return raw[:4000].decode("utf-8", "replace").replace("\x00", "")
+
+
+def _messages(path: str) -> Iterator[tuple[str, bytes]]:
     if os.path.isdir(path) and os.path.isdir(os.path.join(path, "cur")):
         md = mailbox.Maildir(path, factory=None, create=False)
         for key in sorted(md.keys()):
-            yield md.get_bytes(key)
+            yield f"maildir:{key}", md.get_bytes(key)
     elif os.path.isdir(path):
         for name in sorted(os.listdir(path)):
             if name.lower().endswith(".eml"):
                 with open(os.path.join(path, name), "rb") as fh:
-                    yield fh.read()
+                    yield f"eml:{name}", fh.read()
     else:
         mb = mailbox.mbox(path, create=False)
         for key in mb.keys():
-            yield mb.get_bytes(key)
+            yield f"mbox:{key}", mb.get_bytes(key)
 
 
-def iter_email_files(source: str, path: str, cursor: dict[str, Any] | None) -> Iterator[RawBatch]:
-    """Yield one batch per changed mail file or folder; each message keyed by its Message-ID."""
+def batch_of(outcomes: Iterable[MessageOutcome], cursor: dict[str, Any]) -> RawBatch:
+    total = MessageOutcome()
+    for o in outcomes:
+        total.add(o)
+    return RawBatch(total.records, cursor, total.rejects, dict(total.skipped))
+
+
+def iter_email_files(
+    source: str, path: str, cursor: dict[str, Any] | None, opts: MailOptions | None = None
+) -> Iterator[RawBatch]:
+    """One batch per changed mail file or folder; each message keyed by its Message-ID."""
+    opts = opts or MailOptions()
     for mpath, _fp, after in iter_changed_files([path], cursor):
         fallback = file_mtime(mpath) if os.path.isfile(mpath) else datetime.now(UTC)
-        records: list[RawRecord] = []
-        rejects: list[ExtractReject] = []
-        for raw in _messages(mpath):
-            try:
-                payload = message_payload(raw)
-            except Exception as exc:  # malformed MIME must not stop the mailbox
-                rid = f"sha256:{content_hash(raw)[:32]}"
-                raw_text = raw[:4000].decode("utf-8", "replace")
-                rejects.append(ExtractReject(source, rid, "malformed_mime", str(exc), raw_text))
-                continue
-            rid = payload["message_id"] or f"sha256:{content_hash(raw)[:32]}"
-            records.append(
-                RawRecord(source, "email", rid, _received_at(payload, fallback), payload)
-            )
-        yield RawBatch(records=records, cursor=after, rejects=rejects)
+        yield batch_of(
+            (read_message(source, raw, fallback, opts) for _k, raw in _messages(mpath)), after
+        )

@@ -1,4 +1,10 @@
-"""Spreadsheet sources: CSV and XLSX files, read row by row into raw records keyed by header."""
+"""Spreadsheet sources: CSV and XLSX files or published CSV URLs, one raw record per data row.
+
+A row's id is file + sheet + a hash of its header and cells, so re-reading lands nothing new
+and an edited row lands as one new record. Which row is the header is decided by a scorer the
+flow passes in (how many cells name a known field); a sheet without an identifying header is
+one reject for that sheet while the other sheets go on.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import csv
 import io
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime, time
 from typing import Any
 
@@ -19,117 +25,280 @@ from connectors.base import (
     file_mtime,
     iter_changed_files,
 )
+from connectors.http import HttpError
 
 SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm")
-ENCODINGS = ("utf-8", "cp1254", "cp1252")
+DELIMITERS = (",", ";", "\t", "|")
+HEADER_SCAN_ROWS = 30
+# letters only Windows-1254 / ISO-8859-9 put at these bytes (Ğ ğ İ ı Ş ş); in 1252 they are rare
+_TURKISH_BYTES = frozenset(b"\xd0\xf0\xdd\xfd\xde\xfe")
+
+HeaderScore = Callable[[Sequence[str]], tuple[int, bool]]
+"""(how many cells name a known field, whether those fields can identify a person)."""
 
 
-def decode_text(data: bytes) -> str:
-    """Decode by BOM first, then the encodings contact exports in our markets really use."""
+def _default_score(row: Sequence[str]) -> tuple[int, bool]:
+    texts = [c for c in row if c.strip()]
+    return (len(texts), len(texts) >= 2)
+
+
+def decode_text(data: bytes) -> tuple[str, str]:
+    """(text, encoding): BOMs first, then strict UTF-8, then the Windows code page that fits."""
     if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", "replace")
+        return data[3:].decode("utf-8", "replace"), "utf-8-sig"
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16", "replace")
-    for enc in ENCODINGS:
-        try:
-            return data.decode(enc)
-        except UnicodeDecodeError:
-            continue
-    return data.decode("latin-1")
+        return data.decode("utf-16", "replace"), "utf-16"
+    head = data[:4096]
+    if len(head) >= 4 and head.count(0) > len(head) // 3:
+        # UTF-16 without a BOM: every other byte of Latin text is NUL
+        enc = "utf-16-le" if head[1::2].count(0) > head[0::2].count(0) else "utf-16-be"
+        return data.decode(enc, "replace"), enc
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    enc = "cp1254" if any(b in _TURKISH_BYTES for b in data) else "cp1252"
+    return data.decode(enc, "replace"), enc
 
 
 def sniff_delimiter(text: str) -> str:
-    sample = "\n".join(text.splitlines()[:20])
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
-    except csv.Error:
-        counts = {d: sample.count(d) for d in ",;\t|"}
-        return max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
+    """The delimiter that splits the first rows into the most equal, widest columns."""
+    sample = text[:65536]
+    best, best_score = ",", (-1, -1)
+    for d in DELIMITERS:
+        rows = [r for r in csv.reader(io.StringIO(sample), delimiter=d) if any(r)][:50]
+        if len(rows) > 2:
+            rows = rows[:-1]  # the sample may cut the last row short
+        widths = Counter(len(r) for r in rows)
+        if not widths:
+            continue
+        width, count = widths.most_common(1)[0]
+        score = (count if width > 1 else 0, width)
+        if score > best_score:
+            best, best_score = d, score
+    return best
 
 
 def _cell(value: Any) -> Any:
-    if isinstance(value, datetime | date | time):
+    if isinstance(value, datetime):
+        return value.date().isoformat() if value.time() == time() else value.isoformat()
+    if isinstance(value, date | time):
         return value.isoformat()
     if isinstance(value, str):
         return value.replace("\x00", "")
     return value
 
 
-def _csv_rows(path: str) -> Iterator[list[str]]:
-    with open(path, "rb") as fh:
-        text = decode_text(fh.read()).replace("\x00", "")
+def csv_rows(data: bytes) -> tuple[Iterator[list[str]], str]:
+    """Rows of CSV bytes in any of the encodings and delimiters we meet, and the encoding."""
+    text, enc = decode_text(data)
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    # CR-only files (old Mac exports) and CRLF alike; csv keeps quoted newlines inside fields
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    yield from csv.reader(io.StringIO(text), delimiter=sniff_delimiter(text))
+    return csv.reader(io.StringIO(text), delimiter=sniff_delimiter(text)), enc
 
 
-def _xlsx_sheets(path: str, sheets: list[str] | None) -> list[tuple[str, list[list[Any]]]]:
+def _merged_filled(ws: Any) -> list[list[Any]]:
+    rows = [[_cell(v) for v in row] for row in ws.iter_rows(values_only=True)]
+    for rng in ws.merged_cells.ranges:
+        top = rows[rng.min_row - 1][rng.min_col - 1] if rng.min_row <= len(rows) else None
+        for r in range(rng.min_row, min(rng.max_row, len(rows)) + 1):
+            for c in range(rng.min_col, rng.max_col + 1):
+                if c - 1 < len(rows[r - 1]):
+                    rows[r - 1][c - 1] = top
+    return rows
+
+
+def xlsx_sheets(path: str | io.BytesIO, sheets: list[str] | None) -> Iterator[tuple[str, Any]]:
+    """(sheet title, rows) for every sheet or the named ones; merged ranges carry their value.
+
+    `data_only=True` gives formulas' cached values; a text cell that starts with = + - @ is
+    text in the file and stays the same text here: nothing is ever evaluated.
+    """
     from openpyxl import load_workbook
 
-    wb = load_workbook(path, read_only=True, data_only=True)
+    # not read-only: merged ranges are only known to a fully loaded sheet
+    wb = load_workbook(path, read_only=False, data_only=True)
     try:
-        return [
-            (ws.title, [[_cell(v) for v in row] for row in ws.iter_rows(values_only=True)])
-            for ws in wb.worksheets
-            if not sheets or ws.title in sheets
-        ]
+        titles = [ws.title for ws in wb.worksheets]
+        for name in sheets or titles:
+            if name not in titles:
+                yield name, None
+                continue
+            yield name, _merged_filled(wb[name])
     finally:
         wb.close()
 
 
-def _is_header(row: list[Any]) -> bool:
-    texts = [c for c in row if isinstance(c, str) and c.strip()]
-    return len(texts) >= 2 and len(texts) == len([c for c in row if c not in (None, "")])
+def _find_header(rows: list[list[Any]], score: HeaderScore) -> tuple[int, list[str]] | None:
+    best: tuple[int, int, list[str]] | None = None
+    for i, row in enumerate(rows[:HEADER_SCAN_ROWS]):
+        cells = [str(c).strip() if c is not None else "" for c in row]
+        n, identifies = score(cells)
+        if identifies and (best is None or n > best[0]):
+            best = (n, i, cells)
+    return (best[1], best[2]) if best else None
 
 
-def _records_from_rows(
-    source: str, fname: str, sheet: str, rows: Any, received_at: datetime
+def _rid(
+    fname: str, sheet: str, header: list[str], cells: Sequence[Any], seen: Counter[str]
+) -> str:
+    key = content_hash("\x1f".join(header) + "\x1e" + "\x1f".join(map(str, cells)))[:20]
+    seen[key] += 1
+    return f"{fname}:{sheet}:{key}" + (f"#{seen[key]}" if seen[key] > 1 else "")
+
+
+def records_from_rows(
+    source: str,
+    fname: str,
+    sheet: str,
+    rows: Iterable[Sequence[Any]],
+    received_at: datetime,
+    score: HeaderScore = _default_score,
 ) -> tuple[list[RawRecord], list[ExtractReject]]:
-    header: list[str] | None = None
+    """Records for the rows under the header; a row with the wrong number of cells is a reject."""
     records: list[RawRecord] = []
     rejects: list[ExtractReject] = []
+    it = iter(rows)
+    head: list[list[Any]] = []
+    for row in it:
+        head.append(list(row))
+        if len(head) >= HEADER_SCAN_ROWS:
+            break
+    found = _find_header(head, score)
+    if found is None:
+        if any(any(c not in (None, "") for c in r) for r in head):
+            msg = f"no header row in the first {HEADER_SCAN_ROWS} rows names an email, phone or name column"
+            rejects.append(
+                ExtractReject(source, f"{fname}:{sheet}", "no_header", msg, repr(head[:3])[:2000])
+            )
+        return records, rejects
+    hidx, header = found
+    width = len(header)
+    while width and not header[width - 1]:
+        width -= 1
+    header = [h or f"column_{i + 1}" for i, h in enumerate(header[:width])]
     seen: Counter[str] = Counter()
-    for lineno, row in enumerate(rows, start=1):
-        if not any(c not in (None, "") for c in row):
-            continue
-        if header is None:
-            if _is_header(row):
-                header = [str(c).strip() if c is not None else "" for c in row]
-            continue
+    lineno = hidx + 1
+
+    def remaining() -> Iterator[Sequence[Any]]:
+        yield from head[hidx + 1 :]
+        yield from it
+
+    for row in remaining():
+        lineno += 1
         cells = list(row)
-        while len(cells) > len(header) and cells[-1] in (None, ""):
+        while len(cells) > width and cells[-1] in (None, ""):
             cells.pop()
-        if len(cells) > len(header):
-            rid = f"{fname}:{sheet}:line{lineno}"
-            msg = f"row has {len(cells)} cells, the header has {len(header)}"
-            rejects.append(ExtractReject(source, rid, "ragged_row", msg, repr(row)[:2000]))
+        if not any(c not in (None, "") for c in cells):
             continue
-        cells += [None] * (len(header) - len(cells))
-        payload = {
-            h or f"column_{i + 1}": _cell(v)
-            for i, (h, v) in enumerate(zip(header, cells, strict=True))
-        }
-        key = content_hash(repr(sorted(payload.items(), key=lambda kv: kv[0])))[:16]
-        seen[key] += 1
-        rid = f"{fname}:{sheet}:{key}" + (f"#{seen[key]}" if seen[key] > 1 else "")
+        if len(cells) != width:
+            rejects.append(
+                ExtractReject(
+                    source,
+                    f"{fname}:{sheet}:line{lineno}",
+                    "ragged_row",
+                    f"row has {len(cells)} cells, the header has {width}",
+                    repr(row)[:2000],
+                )
+            )
+            continue
+        payload = dict(zip(header, cells, strict=True))
+        rid = _rid(fname, sheet, header, cells, seen)
         records.append(RawRecord(source, "spreadsheet", rid, received_at, payload))
     return records, rejects
 
 
-def iter_spreadsheet(
-    source: str, path: str, cursor: dict[str, Any] | None, sheets: list[str] | None = None
-) -> Iterator[RawBatch]:
-    """Yield one batch per changed file (one per sheet for workbooks); unchanged files are skipped."""
-    for fpath, _fp, after in iter_changed_files(expand_paths(path, SUFFIXES), cursor):
-        fname = os.path.basename(fpath)
-        received_at = file_mtime(fpath)
-        if fpath.lower().endswith((".xlsx", ".xlsm")):
-            parts: list[tuple[str, Any]] = _xlsx_sheets(fpath, sheets)
+def read_table(
+    source: str,
+    fname: str,
+    data_or_path: bytes | str,
+    received_at: datetime,
+    sheets: list[str] | None,
+    score: HeaderScore,
+    is_xlsx: bool,
+) -> tuple[list[RawRecord], list[ExtractReject]]:
+    """Every sheet of a workbook, or the one table of a CSV; a broken file is one reject."""
+    records: list[RawRecord] = []
+    rejects: list[ExtractReject] = []
+    try:
+        if is_xlsx:
+            src = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
+            parts: Iterable[tuple[str, Any]] = xlsx_sheets(src, sheets)
         else:
-            parts = [("csv", _csv_rows(fpath))]
-        records: list[RawRecord] = []
-        rejects: list[ExtractReject] = []
+            if isinstance(data_or_path, str):
+                with open(data_or_path, "rb") as fh:
+                    data_or_path = fh.read()
+            parts = [("csv", csv_rows(data_or_path)[0])]
         for sheet, rows in parts:
-            recs, rejs = _records_from_rows(source, fname, sheet, rows, received_at)
+            if rows is None:
+                rejects.append(
+                    ExtractReject(
+                        source,
+                        f"{fname}:{sheet}",
+                        "sheet_not_found",
+                        f"no sheet named {sheet!r}",
+                        "",
+                    )
+                )
+                continue
+            recs, rejs = records_from_rows(source, fname, sheet, rows, received_at, score)
             records += recs
             rejects += rejs
-        yield RawBatch(records=records, cursor=after, rejects=rejects)
+    except (OSError, ValueError, KeyError, csv.Error, EOFError) as exc:
+        # a corrupt workbook or an unreadable file: one reject, the other files go on
+        msg = f"{type(exc).__name__}: {exc}"[:500]
+        rejects.append(ExtractReject(source, fname, "unreadable_file", msg, ""))
+    return records, rejects
+
+
+def iter_spreadsheet(
+    source: str,
+    path: str,
+    cursor: dict[str, Any] | None,
+    sheets: list[str] | None = None,
+    *,
+    score: HeaderScore = _default_score,
+    max_file_bytes: int = 512 * 1024 * 1024,
+) -> Iterator[RawBatch]:
+    """One batch per changed file; unchanged files (same fingerprint) are not read again."""
+    for fpath, _fp, after in iter_changed_files(expand_paths(path, SUFFIXES), cursor):
+        fname = os.path.basename(fpath)
+        size = os.path.getsize(fpath)
+        if size > max_file_bytes:
+            msg = f"file is {size} bytes, limit {max_file_bytes}"
+            yield RawBatch([], after, [ExtractReject(source, fname, "file_too_large", msg, "")])
+            continue
+        is_xlsx = fpath.lower().endswith((".xlsx", ".xlsm"))
+        recs, rejs = read_table(source, fname, fpath, file_mtime(fpath), sheets, score, is_xlsx)
+        yield RawBatch(records=recs, cursor=after, rejects=rejs)
+
+
+def iter_spreadsheet_url(
+    source: str,
+    url: str,
+    cursor: dict[str, Any] | None,
+    fetch: Callable[[str], bytes],
+    *,
+    score: HeaderScore = _default_score,
+    now: datetime,
+) -> Iterator[RawBatch]:
+    """A published CSV export (Google Sheets `…/pub?output=csv`); skipped when its bytes are unchanged."""
+    try:
+        data = fetch(url)
+    except HttpError as exc:
+        # the cursor stays where it was: the next run fetches again
+        yield RawBatch(
+            [],
+            dict(cursor or {}),
+            [ExtractReject(source, url.split("?")[0], "http_error", str(exc), "")],
+        )
+        return
+    fp = content_hash(data)
+    if (cursor or {}).get("sha256") == fp:
+        return
+    # one name per URL (gid included): the same row in two tabs is two records
+    fname = "url-" + content_hash(url)[:12]
+    recs, rejs = read_table(source, fname, data, now, None, score, data[:2] == b"PK")
+    yield RawBatch(records=recs, cursor={"sha256": fp}, rejects=rejs)

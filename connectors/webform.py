@@ -1,29 +1,66 @@
-"""Web-form sources: JSON exports of form submissions, one raw record per submission."""
+"""Web-form sources: provider APIs over HTTP (Typeform, HubSpot, generic), JSON exports, webhook spools."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connectors.base import ExtractReject, RawBatch, RawRecord, file_mtime, iter_changed_files
+from connectors.base import (
+    ExtractReject,
+    RawBatch,
+    RawRecord,
+    content_hash,
+    file_mtime,
+    iter_changed_files,
+)
+from connectors.http import (
+    HttpClient,
+    HttpError,
+    NextLinkPaginator,
+    PageNumberPaginator,
+    PaginationError,
+    Paginator,
+    TokenPaginator,
+    dig,
+    iter_pages,
+)
 
 ID_KEYS = ("id", "submission_id", "response_id", "token", "conversionId")
 TIME_KEYS = ("submitted_at", "submittedAt", "created_at", "timestamp", "date")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _parse_time(value: Any, fallback: datetime) -> datetime:
+def parse_time(value: Any) -> datetime | None:
+    """A submission time from ISO text, epoch seconds or epoch milliseconds (HubSpot)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
     if isinstance(value, int | float):
-        secs = value / 1000 if value > 1e11 else value
-        return datetime.fromtimestamp(secs, tz=UTC)
+        secs = value / 1000 if abs(value) > 1e11 else value
+        try:
+            return datetime.fromtimestamp(secs, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
     if isinstance(value, str):
         try:
-            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            return fallback
+            return None
         return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
-    return fallback
+    return None
+
+
+def _reject(source: str, rid: str, code: str, message: str, raw: Any) -> ExtractReject:
+    text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
+    return ExtractReject(source, rid, code, message[:500], text[:4000])
+
+
+# --- JSON exports and webhook spools -------------------------------------------------------
 
 
 def _submissions(doc: Any) -> list[Any]:
@@ -36,39 +73,252 @@ def _submissions(doc: Any) -> list[Any]:
     raise ValueError("no list of submissions found in the export")
 
 
+def submission_record(
+    source: str, sub: Any, fallback: datetime, where: str
+) -> RawRecord | ExtractReject:
+    """One submission of an export or a spool: its own id, else a reject saying it has none."""
+    sid = next((sub.get(k) for k in ID_KEYS if isinstance(sub, dict) and sub.get(k)), None)
+    if not isinstance(sub, dict) or sid is None:
+        return _reject(source, where, "no_submission_id", "submission has no id", sub)
+    when = next((sub[k] for k in TIME_KEYS if k in sub), None)
+    return RawRecord(source, "webform", str(sid), parse_time(when) or fallback, sub)
+
+
+def _split(
+    items: list[RawRecord | ExtractReject],
+) -> tuple[list[RawRecord], list[ExtractReject]]:
+    records = [r for r in items if isinstance(r, RawRecord)]
+    return records, [r for r in items if isinstance(r, ExtractReject)]
+
+
 def iter_webform_export(
     source: str, path: str, cursor: dict[str, Any] | None
 ) -> Iterator[RawBatch]:
-    """Yield one batch per changed export file; a submission without an id is rejected."""
+    """A JSON export file (one batch per changed file), or a webhook spool folder."""
+    if os.path.isdir(path) or path.endswith(".jsonl"):
+        yield from iter_spool(source, path, cursor)
+        return
     for fpath, _fp, after in iter_changed_files([path], cursor):
         fallback = file_mtime(fpath)
-        records: list[RawRecord] = []
-        rejects: list[ExtractReject] = []
         with open(fpath, "rb") as fh:
             raw = fh.read()
         try:
             subs = _submissions(json.loads(raw))
-        except ValueError as exc:
-            rejects.append(
-                ExtractReject(
-                    source,
-                    fpath,
-                    "malformed_json",
-                    str(exc)[:500],
-                    raw[:4000].decode("utf-8", "replace"),
-                )
-            )
-            yield RawBatch(records=[], cursor=after, rejects=rejects)
+        except (ValueError, UnicodeDecodeError) as exc:
+            text = raw[:4000].decode("utf-8", "replace")
+            yield RawBatch([], after, [_reject(source, fpath, "malformed_json", str(exc), text)])
             continue
-        for i, sub in enumerate(subs):
-            sid = next((sub.get(k) for k in ID_KEYS if isinstance(sub, dict) and sub.get(k)), None)
-            if not isinstance(sub, dict) or sid is None:
-                rid = f"{fpath}#{i}"
-                text = json.dumps(sub, ensure_ascii=False, default=str)[:4000]
-                rejects.append(
-                    ExtractReject(source, rid, "no_submission_id", "submission has no id", text)
-                )
-                continue
-            when = next((sub[k] for k in TIME_KEYS if k in sub), None)
-            records.append(RawRecord(source, "webform", str(sid), _parse_time(when, fallback), sub))
+        items = [submission_record(source, s, fallback, f"{fpath}#{i}") for i, s in enumerate(subs)]
+        records, rejects = _split(items)
         yield RawBatch(records=records, cursor=after, rejects=rejects)
+
+
+def iter_spool(source: str, path: str, cursor: dict[str, Any] | None) -> Iterator[RawBatch]:
+    """Lines appended by the webhook receiver, from the byte offset the cursor holds per file.
+
+    Only complete lines are read, so a line being written while we read waits for the next run.
+    """
+    files = (
+        sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".jsonl"))
+        if os.path.isdir(path)
+        else [path]
+    )
+    offsets: dict[str, int] = dict((cursor or {}).get("offsets", {}))
+    for fpath in files:
+        name = os.path.basename(fpath)
+        start = int(offsets.get(name, 0))
+        if os.path.getsize(fpath) < start:
+            start = 0  # the file was replaced: read it again, landing is idempotent
+        with open(fpath, "rb") as fh:
+            fh.seek(start)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            continue
+        items: list[RawRecord | ExtractReject] = []
+        pos = start
+        for line in data[:end].splitlines(keepends=True):
+            where = f"{name}@{pos}"
+            pos += len(line)
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                sub = entry["submission"]
+                received = parse_time(entry.get("received_at")) or file_mtime(fpath)
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                text = line.decode("utf-8", "replace")
+                items.append(_reject(source, where, "malformed_spool_line", str(exc), text))
+                continue
+            items.append(submission_record(source, sub, received, where))
+        offsets[name] = start + end
+        records, rejects = _split(items)
+        yield RawBatch(records=records, cursor={"offsets": dict(offsets)}, rejects=rejects)
+
+
+# --- provider APIs over HTTP ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    """Where a provider keeps things; the presets fill it from the providers' documented shapes."""
+
+    url: str
+    records_path: str | None
+    id_field: str
+    time_field: str | None
+    paginator: Paginator
+    ascending: bool  # records come oldest first, so the cursor may move with every page
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _typeform_token(page: Any) -> Any:
+    items = dig(page, "items")
+    # `after` is exclusive and orders by processing time, which lets us page without repeats
+    return items[-1].get("token") if isinstance(items, list) and items else None
+
+
+def _iso_seconds(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def api_spec(
+    preset: str,
+    url: str,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    page_size: int | None = None,
+    records_path: str | None = None,
+    id_field: str | None = None,
+    time_field: str | None = None,
+    since_param: str | None = None,
+    next_token_path: str | None = None,
+    next_token_param: str | None = None,
+    next_link_path: str | None = None,
+    page_param: str | None = None,
+    params: Mapping[str, str] | None = None,
+) -> ApiSpec:
+    """The request plan for one preset: typeform, hubspot or generic."""
+    if preset == "typeform":
+        # GET /forms/{id}/responses: items[], token, submitted_at; since/until to the second
+        q: dict[str, Any] = {"page_size": page_size or 1000, **(params or {})}
+        if since:
+            q["since"] = _iso_seconds(since)
+        if until:
+            q["until"] = _iso_seconds(until)
+        pager = TokenPaginator(url, q, "after", token_of=_typeform_token)
+        return ApiSpec(url, "items", "token", "submitted_at", pager, ascending=True)
+    if preset == "hubspot":
+        # GET /form-integrations/v1/submissions/forms/{guid}: newest first, no time filter
+        q = {"limit": min(page_size or 50, 50), **(params or {})}
+        pager = TokenPaginator(url, q, "after", token_path="paging.next.after")
+        return ApiSpec(url, "results", "conversionId", "submittedAt", pager, ascending=False)
+    q = dict(params or {})
+    if since and since_param:
+        q[since_param] = since.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    pg: Paginator
+    if next_link_path:
+        pg = NextLinkPaginator(url, q, next_link_path)
+    elif next_token_path:
+        pg = TokenPaginator(url, q, next_token_param or "page_token", token_path=next_token_path)
+    elif page_param:
+        pg = PageNumberPaginator(url, q, records_path, page_param, page_size or 100)
+    else:
+        pg = TokenPaginator(url, q, "unused", token_of=lambda _page: None)
+    return ApiSpec(url, records_path, id_field or "id", time_field, pg, ascending=bool(since_param))
+
+
+def _api_record(
+    source: str, spec: ApiSpec, item: Any, where: str, now: datetime
+) -> RawRecord | ExtractReject:
+    if not isinstance(item, dict):
+        return _reject(source, where, "not_an_object", "a submission must be a JSON object", item)
+    rid = dig(item, spec.id_field)
+    when = parse_time(dig(item, spec.time_field)) if spec.time_field else None
+    if spec.time_field and when is None:
+        return _reject(source, where, "no_submission_time", f"no valid {spec.time_field}", item)
+    if rid in (None, ""):
+        # HubSpot documents conversionId but older submissions lack it: the content is the id
+        if spec.time_field is None:
+            return _reject(source, where, "no_submission_id", f"no {spec.id_field}", item)
+        body = json.dumps(item, sort_keys=True, ensure_ascii=False, default=str)
+        rid = f"sha256:{content_hash(body)[:32]}"
+    return RawRecord(source, "webform", str(rid), when or now, item)
+
+
+def iter_webform_api(
+    source: str,
+    client: HttpClient,
+    spec_for: Any,
+    cursor: dict[str, Any] | None,
+    *,
+    lag: timedelta = timedelta(minutes=30),
+    start: datetime | None = None,
+    end: datetime | None = None,
+    max_pages: int = 1000,
+    now: datetime | None = None,
+) -> Iterator[RawBatch]:
+    """Submissions since the cursor's time minus the lag window, one batch per page.
+
+    `spec_for(since, until)` gives the request plan. The lag re-reads a stretch already seen, so
+    a submission committed late is still found; landing is idempotent on the record id.
+    A page that is not JSON, a repeated page token or an exhausted retry ends the run of this
+    source with an extract reject; what came before it is landed and the cursor does not pass it.
+    """
+    now = now or datetime.now(UTC)
+    done_until = parse_time((cursor or {}).get("submitted_until"))
+    since = start or (done_until - lag if done_until else None)
+    spec: ApiSpec = spec_for(since, end)
+    high = done_until
+    pending: list[tuple[list[RawRecord], list[ExtractReject]]] = []
+    pages = iter_pages(client, spec.paginator, max_pages=max_pages)
+    failed: ExtractReject | None = None
+    n = 0
+    while True:
+        try:
+            page, _params = next(pages)
+        except StopIteration:
+            break
+        except (HttpError, PaginationError) as exc:
+            if isinstance(exc, HttpError) and exc.status is not None and n == 0:
+                raise  # refused outright (bad token, wrong form id): a config problem, say so
+            code = "pagination" if isinstance(exc, PaginationError) else "http_error"
+            failed = _reject(source, f"{spec.url}#page{n + 1}", code, str(exc), "")
+            break
+        n += 1
+        items = dig(page, spec.records_path)
+        if not isinstance(items, list):
+            msg = f"page {n} has no list at {spec.records_path!r}"
+            failed = _reject(source, f"{spec.url}#page{n}", "malformed_page", msg, page)
+            break
+        out = [
+            _api_record(source, spec, it, f"{spec.url}#page{n}.{i}", now)
+            for i, it in enumerate(items)
+        ]
+        records, rejects = _split(out)
+        older = [r for r in records if since and r.received_at < since]
+        records = [r for r in records if r not in older and (end is None or r.received_at < end)]
+        for r in records:
+            high = r.received_at if high is None or r.received_at > high else high
+        if spec.ascending:
+            yield RawBatch(records, _cursor(cursor, high), rejects)
+        else:
+            pending.append((records, rejects))
+        if older and not spec.ascending:
+            break  # newest-first API: everything after this page is older still
+    # a newest-first API moves the cursor only once every page has been landed
+    final = high if failed is None else done_until
+    for i, (records, rejects) in enumerate(pending):
+        last = i == len(pending) - 1
+        yield RawBatch(records, _cursor(cursor, final if last else done_until), rejects)
+    if failed is not None:
+        # what came before the failure is landed; the cursor stays short of the failed page
+        yield RawBatch([], _cursor(cursor, high if spec.ascending else done_until), [failed])
+
+
+def _cursor(old: dict[str, Any] | None, high: datetime | None) -> dict[str, Any]:
+    out = dict(old or {})
+    if high is not None:
+        out["submitted_until"] = high.isoformat()
+    return out

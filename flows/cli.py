@@ -1,4 +1,4 @@
-"""The `leadflow` command line: run, backfill, rebuild, status, serve, forget, rejects and db."""
+"""The `leadflow` command line: run, backfill, rebuild, status, serve, forget, rejects, webhooks and db."""
 
 from __future__ import annotations
 
@@ -66,7 +66,48 @@ def _parser() -> argparse.ArgumentParser:
     rj.add_argument(
         "--all", action="store_true", dest="include_replayed", help="list: also replayed ones"
     )
+    wh = command("webhooks", "receive pushed form submissions into spools")
+    wh.add_argument("action", choices=["serve"])
+    wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    wh.add_argument("--port", type=int, default=8787)
+    wh.add_argument("--source", action="append", dest="sources", help="only this source")
     return p
+
+
+def serve_webhooks(settings: Settings, host: str, port: int, names: list[str] | None) -> int:
+    """POST /hooks/<source> for every webform source with a `webhook:` block, until Ctrl-C."""
+    from connectors.webhook import Spool, make_server
+    from flows.settings import WebformSource
+
+    spools = {}
+    for s in settings.sources:
+        if not isinstance(s, WebformSource) or s.webhook is None or s.path is None:
+            continue
+        if names and s.name not in names:
+            continue
+        secret = os.environ.get(s.webhook.secret_env)
+        if not secret:
+            print(
+                f"leadflow: sources.{s.name}.webhook.secret_env: "
+                f"environment variable {s.webhook.secret_env} is not set",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+        spools[s.name] = (Spool(s.path), secret)
+    if not spools:
+        print("leadflow: webhooks: no webform source has a webhook block", file=sys.stderr)
+        return EXIT_CONFIG
+    server = make_server(spools, host, port)
+    print(
+        f"listening on http://{host}:{server.server_port}/hooks/<source> for: {', '.join(spools)}"
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
 
 
 def _quiet_prefect_defaults() -> None:
@@ -515,6 +556,13 @@ def _rejects(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS["rejects"] = _rejects
+
+
+def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    return serve_webhooks(settings, args.host, args.port, args.sources)
+
+
+COMMANDS["webhooks"] = _webhooks
 
 
 def main(argv: list[str] | None = None) -> int:

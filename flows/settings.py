@@ -15,6 +15,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from transforms.qualify import RulesError, rules_from_yaml
@@ -75,21 +76,123 @@ class _SourceBase(_Strict):
     enabled: bool = True
 
 
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+EnvName = Annotated[str, Field(pattern=_ENV_NAME)]
+
+
+def _one_of(src: BaseModel, names: tuple[str, ...]) -> None:
+    url = getattr(src, "url", None)
+    if url is not None and not str(url).startswith(("https://", "http://")):
+        raise ValueError("url must start with https:// or http://")
+    given = [n for n in names if getattr(src, n) is not None]
+    if len(given) != 1:
+        what = " or ".join(names)
+        raise ValueError(
+            f"give exactly one of {what}" + (f" (got {', '.join(given)})" if given else "")
+        )
+
+
+class HttpSettings(_Strict):
+    """Timeouts and retries of the shared HTTP helper, per source."""
+
+    timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    backoff_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
+    max_pages: Annotated[int, Field(ge=1)] = 1000
+
+
 class SpreadsheetSource(_SourceBase):
     kind: Literal["spreadsheet"]
-    path: str
+    path: str | None = None
+    url: str | None = None  # a published CSV export (Google Sheets: …/pub?output=csv)
     sheets: list[str] | None = None
     columns: dict[str, str] = Field(default_factory=dict)
+    max_file_bytes: Annotated[int, Field(gt=0)] = 512 * 1024 * 1024
+    http: HttpSettings = HttpSettings()
+
+    @model_validator(mode="after")
+    def _where(self) -> SpreadsheetSource:
+        _one_of(self, ("path", "url"))
+        return self
+
+
+class ImapSettings(_Strict):
+    host: str
+    port: Annotated[int, Field(gt=0, lt=65536)] | None = None  # 993 for ssl, else 143
+    security: Literal["ssl", "starttls", "none"] = "ssl"
+    user: str
+    password_env: EnvName | None = None
+    password_block: str | None = None  # a Prefect Secret block holding the password
+    folder: str = "INBOX"
+    batch_size: Annotated[int, Field(ge=1, le=5000)] = 200
+    timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
+    max_reconnects: Annotated[int, Field(ge=0, le=20)] = 3
+
+    @model_validator(mode="after")
+    def _secret(self) -> ImapSettings:
+        if (self.password_env is None) == (self.password_block is None):
+            raise ValueError("imap: give exactly one of password_env or password_block")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.security == "ssl" else 143)
 
 
 class EmailSource(_SourceBase):
     kind: Literal["email"]
-    path: str
+    path: str | None = None  # an mbox file, a Maildir or a folder of .eml
+    imap: ImapSettings | None = None
+    internal_domains: list[str] | None = None  # default: the top-level internal_domains
+    max_message_bytes: Annotated[int, Field(gt=0)] = 25 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _where(self) -> EmailSource:
+        _one_of(self, ("path", "imap"))
+        return self
+
+
+class WebhookSettings(_Strict):
+    secret_env: EnvName  # the shared secret posts must carry (X-Leadflow-Secret or HMAC)
 
 
 class WebformSource(_SourceBase):
     kind: Literal["webform"]
-    path: str
+    path: str | None = None  # a JSON export, or a spool folder of .jsonl that webhooks fill
+    url: str | None = None  # an API endpoint, read with `preset`
+    preset: Literal["typeform", "hubspot", "generic"] | None = None
+    token_env: EnvName | None = None
+    token_block: str | None = None  # a Prefect Secret block holding the token
+    lag_minutes: Annotated[int, Field(ge=0, le=7 * 24 * 60)] = 30
+    page_size: Annotated[int, Field(ge=1, le=1000)] | None = None
+    http: HttpSettings = HttpSettings()
+    # generic preset: where things are in the provider's JSON
+    records_path: str | None = None
+    id_field: str | None = None
+    time_field: str | None = None
+    since_param: str | None = None
+    next_token_path: str | None = None
+    next_token_param: str | None = None
+    next_link_path: str | None = None
+    page_param: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    columns: dict[str, str] = Field(default_factory=dict)  # field map; wins over aliases
+    webhook: WebhookSettings | None = None
+
+    @model_validator(mode="after")
+    def _where(self) -> WebformSource:
+        _one_of(self, ("path", "url"))
+        if self.url is not None and self.preset is None:
+            raise ValueError("url needs a preset: typeform, hubspot or generic")
+        if self.path is not None and self.preset is not None:
+            raise ValueError("preset applies to url, not path")
+        if self.token_env is not None and self.token_block is not None:
+            raise ValueError("give at most one of token_env or token_block")
+        if self.preset == "generic" and not (self.records_path is not None and self.id_field):
+            raise ValueError("the generic preset needs records_path and id_field")
+        if self.webhook is not None and self.path is None:
+            raise ValueError("webhook needs path: the spool folder it writes to")
+        return self
 
 
 Source = Annotated[SpreadsheetSource | EmailSource | WebformSource, Field(discriminator="kind")]
@@ -138,6 +241,11 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
     sources = []
     for i, src in enumerate(settings.sources):
+        if isinstance(src, EmailSource) and src.internal_domains is None:
+            src = src.model_copy(update={"internal_domains": list(settings.internal_domains)})
+        if src.path is None:
+            sources.append(src)
+            continue
         raw = os.path.expanduser(src.path)
         path = raw if os.path.isabs(raw) else str(base / raw)
         if not (os.path.exists(path) or glob.glob(path)):
@@ -175,6 +283,9 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         err = exc.errors()[0]
         loc = _loc(tuple(err["loc"]))
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = msg.removeprefix("Value error, ")
+        if err["type"] == "string_pattern_mismatch" and str(err["loc"][-1]).endswith("_env"):
+            msg = "must name an environment variable (the secret itself never goes in the config)"
         raise ConfigError(f"config: {loc}: {msg}") from None
     env_url = os.environ.get("LEADFLOW_WAREHOUSE_URL")
     if env_url:

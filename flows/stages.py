@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,21 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from connectors.base import RawBatch
-from connectors.email import iter_email_files
-from connectors.spreadsheet import iter_spreadsheet
-from connectors.webform import iter_webform_export
+from connectors.email import MailOptions, iter_email_files
+from connectors.http import HttpClient, RetryPolicy
+from connectors.imap import ImapConfig, ImapError, ImapSession, iter_imap
+from connectors.imap import connect as imap_connect
+from connectors.spreadsheet import iter_spreadsheet, iter_spreadsheet_url
+from connectors.webform import ApiSpec, api_spec, iter_webform_api, iter_webform_export
 from flows import locking
-from flows.settings import Settings, Source, SpreadsheetSource
+from flows.settings import (
+    EmailSource,
+    Settings,
+    Source,
+    SpreadsheetSource,
+    WebformSource,
+)
+from transforms.fields import header_scorer
 from transforms.match import MatchSettings
 from transforms.normalize import NormalizeOptions, normalize_batch
 from transforms.qualify import Rules, qualify_leads, rules_from_yaml
@@ -42,12 +53,161 @@ class QualityGateError(RuntimeError):
         self.docs = docs
 
 
-def iter_source(source: Source, cursor: dict[str, Any] | None) -> Iterator[RawBatch]:
-    if source.kind == "spreadsheet":
-        return iter_spreadsheet(source.name, source.path, cursor, source.sheets)
-    if source.kind == "email":
-        return iter_email_files(source.name, source.path, cursor)
-    return iter_webform_export(source.name, source.path, cursor)
+def read_secret(env_name: str | None, block_name: str | None, what: str) -> str | None:
+    """A secret from the environment variable or the Prefect Secret block the config names."""
+    if env_name:
+        value = os.environ.get(env_name)
+        if not value:
+            raise SourceError(f"{what}: environment variable {env_name} is not set")
+        return value
+    if block_name:
+        from prefect.blocks.system import Secret
+
+        try:
+            block: Any = Secret.load(block_name)  # sync in a sync context
+            return str(block.get())
+        except ValueError as exc:
+            raise SourceError(f"{what}: Prefect Secret block {block_name!r}: {exc}") from None
+    return None
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be read as configured (a missing secret, a refused login)."""
+
+
+def http_client(source: WebformSource | SpreadsheetSource, token: str | None) -> HttpClient:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return HttpClient(
+        headers=headers,
+        timeout=(min(10.0, source.http.timeout_seconds), source.http.timeout_seconds),
+        retry=RetryPolicy(
+            attempts=source.http.max_attempts, backoff_base=source.http.backoff_seconds
+        ),
+    )
+
+
+def _aware(d: date | None) -> datetime | None:
+    return datetime.combine(d, datetime.min.time(), tzinfo=UTC) if d else None
+
+
+def _iter_webform(
+    source: WebformSource, cursor: dict[str, Any] | None, start: date | None, end: date | None
+) -> Iterator[RawBatch]:
+    if source.url is None:
+        assert source.path is not None
+        yield from iter_webform_export(source.name, source.path, cursor)
+        return
+    token = read_secret(source.token_env, source.token_block, f"sources.{source.name}.token")
+    client = http_client(source, token)
+    url, preset = source.url, source.preset or "generic"
+
+    def spec_for(since: datetime | None, until: datetime | None) -> ApiSpec:
+        return api_spec(
+            preset,
+            url,
+            since=since,
+            until=until,
+            page_size=source.page_size,
+            records_path=source.records_path,
+            id_field=source.id_field,
+            time_field=source.time_field,
+            since_param=source.since_param,
+            next_token_path=source.next_token_path,
+            next_token_param=source.next_token_param,
+            next_link_path=source.next_link_path,
+            page_param=source.page_param,
+            params=source.params,
+        )
+
+    try:
+        yield from iter_webform_api(
+            source.name,
+            client,
+            spec_for,
+            cursor,
+            lag=timedelta(minutes=source.lag_minutes),
+            start=_aware(start),
+            end=_aware(end),
+            max_pages=source.http.max_pages,
+        )
+    finally:
+        client.close()
+
+
+def _iter_email(
+    source: EmailSource, cursor: dict[str, Any] | None, start: date | None, end: date | None
+) -> Iterator[RawBatch]:
+    opts = MailOptions(
+        max_message_bytes=source.max_message_bytes,
+        internal_domains=frozenset(d.lower() for d in source.internal_domains or []),
+    )
+    if source.imap is None:
+        assert source.path is not None
+        yield from iter_email_files(source.name, source.path, cursor, opts)
+        return
+    im = source.imap
+    password = read_secret(
+        im.password_env, im.password_block, f"sources.{source.name}.imap.password"
+    )
+    cfg = ImapConfig(
+        im.host,
+        im.effective_port,
+        im.security,
+        im.user,
+        password or "",
+        im.folder,
+        im.timeout_seconds,
+    )
+    try:
+        yield from iter_imap(
+            source.name,
+            lambda: ImapSession(lambda: imap_connect(cfg), im.folder, im.max_reconnects),
+            cursor,
+            opts,
+            batch_size=im.batch_size,
+            since=start,
+            before=end,
+        )
+    except ImapError as exc:
+        raise SourceError(f"sources.{source.name}: {exc}") from None
+
+
+def _iter_spreadsheet(
+    source: SpreadsheetSource, cursor: dict[str, Any] | None
+) -> Iterator[RawBatch]:
+    score = header_scorer(source.columns)
+    if source.url is None:
+        assert source.path is not None
+        yield from iter_spreadsheet(
+            source.name,
+            source.path,
+            cursor,
+            source.sheets,
+            score=score,
+            max_file_bytes=source.max_file_bytes,
+        )
+        return
+    client = http_client(source, None)
+    try:
+        yield from iter_spreadsheet_url(
+            source.name, source.url, cursor, client.get_bytes, score=score, now=datetime.now(UTC)
+        )
+    finally:
+        client.close()
+
+
+def iter_source(
+    source: Source,
+    cursor: dict[str, Any] | None,
+    start: date | None = None,
+    end: date | None = None,
+) -> Iterator[RawBatch]:
+    """The connector for a source's kind and config; `start`/`end` narrow what sources can ask for."""
+    if isinstance(source, SpreadsheetSource):
+        return _iter_spreadsheet(source, cursor)
+    if isinstance(source, EmailSource):
+        return _iter_email(source, cursor, start, end)
+    return _iter_webform(source, cursor, start, end)
 
 
 def _in_window(ts: datetime, start: date | None, end: date | None) -> bool:
@@ -75,7 +235,7 @@ def extract_and_land(
     with locking.hold(engine, locking.source_lock(source.name), run_id) as refresh:
         with engine.connect() as conn:
             cursor = None if backfill else store.read_cursor(conn, source.name)
-        for batch in iter_source(source, cursor):
+        for batch in iter_source(source, cursor, start, end):
             records = batch.records
             if backfill:
                 records = [r for r in records if _in_window(r.received_at, start, end)]
@@ -130,7 +290,7 @@ def extract_and_land(
 def count_source(source: Source, start: date | None, end: date | None) -> dict[str, int]:
     """A dry run: read the source as a backfill would (no cursor) and count, writing nothing."""
     stats: dict[str, int] = defaultdict(int)
-    for batch in iter_source(source, None):
+    for batch in iter_source(source, None, start, end):
         inside = sum(1 for r in batch.records if _in_window(r.received_at, start, end))
         skipped = sum(batch.skipped.values())
         stats["seen"] += len(batch.records) + len(batch.rejects) + skipped
@@ -153,7 +313,7 @@ def normalize_options(settings: Settings) -> NormalizeOptions:
     columns = {
         s.name: dict(s.columns)
         for s in settings.sources
-        if isinstance(s, SpreadsheetSource) and s.columns
+        if isinstance(s, SpreadsheetSource | WebformSource) and s.columns
     }
     return NormalizeOptions(
         default_region=settings.default_region,

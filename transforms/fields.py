@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -45,6 +45,17 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "nombre completo",
         "your name",
         "contact",
+        "display name",
+        "file as",
+        "contact full name",
+        "full_name",
+        "nom et prenom",
+        "nombre y apellidos",
+        "name des kontakts",
+        "ad ve soyad",
+        "adiniz soyadiniz",
+        "musteri adi",
+        "kontaktname",
     ),
     "first_name": (
         "first name",
@@ -56,6 +67,9 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "prenom",
         "nombre",
         "fname",
+        "first_name",
+        "nombre de pila",
+        "adiniz",
     ),
     "last_name": (
         "last name",
@@ -69,6 +83,10 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "apellido",
         "apellidos",
         "lname",
+        "last_name",
+        "nom de famille",
+        "soyadiniz",
+        "soyisim",
     ),
     "email": (
         "email",
@@ -88,6 +106,17 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "e-mail 1 - value",
         "email 1",
         "your email",
+        "e-mail 2 - value",
+        "e-mail adresi",
+        "mail adresi",
+        "email_address",
+        "emailaddress",
+        "adresse e-mail",
+        "adresse email",
+        "adresse courriel",
+        "direccion de correo",
+        "direccion de correo electronico",
+        "e mail",
     ),
     "phone": (
         "phone",
@@ -111,6 +140,21 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "phone 1 - value",
         "business phone",
         "your phone",
+        "mobilephone",
+        "mobile phone number",
+        "home phone",
+        "primary phone",
+        "mobilnummer",
+        "mobiltelefon",
+        "numero de telephone",
+        "portable",
+        "telefono movil",
+        "celular",
+        "cep tel",
+        "cep no",
+        "telefon no",
+        "is telefonu",
+        "phone_number",
     ),
     "company": (
         "company",
@@ -128,6 +172,13 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "empresa",
         "account name",
         "organization 1 - name",
+        "organization name",
+        "company_name",
+        "firma adi",
+        "nom de l entreprise",
+        "nombre de la empresa",
+        "kurum adi",
+        "isletme",
     ),
     "job_title": (
         "title",
@@ -144,6 +195,13 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "cargo",
         "puesto",
         "organization 1 - title",
+        "organization title",
+        "jobtitle",
+        "job_title",
+        "unvani",
+        "gorevi",
+        "fonction",
+        "titre du poste",
     ),
     "website": (
         "website",
@@ -155,6 +213,11 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "site web",
         "sitio web",
         "homepage",
+        "website url",
+        "web page",
+        "website 1 - value",
+        "site internet",
+        "internet",
     ),
     "street": (
         "street",
@@ -168,6 +231,14 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "direccion",
         "mailing street",
         "address 1 - street",
+        "address 1 - formatted",
+        "business street",
+        "home street",
+        "street_address",
+        "address line 1",
+        "calle",
+        "postal address",
+        "mailing address",
     ),
     "city": (
         "city",
@@ -181,6 +252,11 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "ciudad",
         "mailing city",
         "address 1 - city",
+        "business city",
+        "home city",
+        "il ilce",
+        "localidad",
+        "poblacion",
     ),
     "postal_code": (
         "postal code",
@@ -194,6 +270,13 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "codigo postal",
         "mailing zip/postal code",
         "address 1 - postal code",
+        "business postal code",
+        "home postal code",
+        "zip/postal code",
+        "postalcode",
+        "mailingpostalcode",
+        "postal_code",
+        "cp",
     ),
     "region": (
         "region",
@@ -204,6 +287,14 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "bundesland",
         "provincia",
         "mailing state/province",
+        "state/region",
+        "state/province",
+        "business state",
+        "home state",
+        "address 1 - region",
+        "departement",
+        "comunidad autonoma",
+        "eyalet",
     ),
     "country": (
         "country",
@@ -214,6 +305,9 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "mailing country",
         "address 1 - country",
         "country/region",
+        "business country/region",
+        "home country/region",
+        "country_code",
     ),
     "birth_date": (
         "birth date",
@@ -224,6 +318,10 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "geburtsdatum",
         "date de naissance",
         "fecha de nacimiento",
+        "birthdate",
+        "dogum gunu",
+        "geburtstag",
+        "cumpleanos",
     ),
     "interest": (
         "interest",
@@ -329,19 +427,76 @@ def map_fields(
     return out
 
 
+IDENTIFYING = frozenset({"email", "phone", "full_name", "first_name", "last_name"})
+# Typeform answer types whose value says what it is, whatever the field's ref
+_TYPEFORM_TYPES = {"email": "email", "phone_number": "phone", "url": "website"}
+
+
+def header_scorer(
+    explicit: Mapping[str, str] | None = None,
+) -> Callable[[Sequence[str]], tuple[int, bool]]:
+    """For a candidate header row: (cells naming a known field, whether any identifies a person)."""
+    by_key = {header_key(k): v for k, v in (explicit or {}).items()}
+
+    def score(cells: Sequence[str]) -> tuple[int, bool]:
+        canon = [by_key.get(header_key(c)) or canonical_field(c) for c in cells if c]
+        known = [c for c in canon if c]
+        return len(known), any(c in IDENTIFYING for c in known)
+
+    return score
+
+
+def _typeform_value(answer: Mapping[str, Any]) -> Any:
+    kind = str(answer.get("type") or "")
+    value = answer.get(kind)
+    if kind == "choice" and isinstance(value, Mapping):
+        return value.get("label") or value.get("other")
+    if kind == "choices" and isinstance(value, Mapping):
+        labels = list(value.get("labels") or [])
+        return ", ".join(str(x) for x in [*labels, value.get("other")] if x)
+    if kind == "payment" and isinstance(value, Mapping):
+        return value.get("amount")
+    return value
+
+
 def flatten_submission(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """A form submission's answers as one flat {field: value}, whatever shape the provider used."""
+    """A form submission's answers as one flat {field: value}, whatever shape the provider used.
+
+    HubSpot and most tools: `values`/`fields` as [{name, value}] or a mapping. Typeform:
+    `answers` as [{field: {ref, id}, type, <type>: value}] keyed by the field's ref, plus
+    `hidden` fields; an email, phone or url answer also counts as that field by its type.
+    """
     flat: dict[str, Any] = {}
     fields = payload.get("fields", payload.get("data"))
     if isinstance(fields, Mapping):
         flat.update(fields)
-    for key in ("values", "answers"):
+    by_type: dict[str, Any] = {}
+    for key in ("values", "answers", "fields"):
         items = payload.get(key)
-        if isinstance(items, list):
-            for item in items:
-                if isinstance(item, Mapping) and "name" in item:
-                    flat.setdefault(str(item["name"]), item.get("value"))
+        if not isinstance(items, list):
+            continue
+        for item in items:
+            if not isinstance(item, Mapping):
+                continue
+            if "name" in item:
+                flat.setdefault(str(item["name"]), item.get("value"))
+            elif isinstance(item.get("field"), Mapping):
+                ref = item["field"].get("ref") or item["field"].get("id")
+                value = _typeform_value(item)
+                if ref:
+                    flat.setdefault(str(ref), value)
+                canon = _TYPEFORM_TYPES.get(str(item.get("type")))
+                if canon:
+                    by_type.setdefault(canon, value)
+    hidden = payload.get("hidden")
+    if isinstance(hidden, Mapping):
+        for k, v in hidden.items():
+            flat.setdefault(str(k), v)
     for k, v in payload.items():
         if not isinstance(v, Mapping | list):
             flat.setdefault(k, v)
+    mapped = {canonical_field(k) for k in flat}
+    for canon, v in by_type.items():
+        if canon not in mapped:
+            flat.setdefault(canon, v)
     return flat

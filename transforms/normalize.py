@@ -16,6 +16,7 @@ import pycountry
 from email_validator import EmailNotValidError, validate_email
 
 from transforms.fields import flatten_submission, map_fields
+from transforms.mail_fields import contact_fields
 from transforms.records import Contact, RawRow, Reject
 
 ROLE_LOCALPARTS = frozenset(
@@ -674,7 +675,7 @@ def _email_fields(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 def extract_fields(row: RawRow, columns: Mapping[str, str] | None = None) -> dict[str, Any]:
     if row.source_kind == "email":
-        return _email_fields(row.payload)
+        return map_fields(contact_fields(row.payload), columns)
     if row.source_kind == "webform":
         return map_fields(flatten_submission(row.payload), columns)
     return map_fields(row.payload, columns)

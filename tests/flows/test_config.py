@@ -23,7 +23,51 @@ CASES = [
         "sources[0].path: file not found: nope.csv",
     ),
     ("unknown_kind", "sources:\n  - name: s\n    kind: fax\n    path: x\n", "sources[0]"),
-    ("missing_path", "sources:\n  - name: s\n    kind: email\n", "sources[0].path: Field required"),
+    (
+        "missing_path",
+        "sources:\n  - name: s\n    kind: email\n",
+        "sources[0]: give exactly one of path or imap",
+    ),
+    (
+        "path_and_url",
+        "sources:\n  - {name: s, kind: spreadsheet, path: m.mbox, url: 'https://x/y.csv'}\n",
+        "sources[0]: give exactly one of path or url (got path, url)",
+    ),
+    (
+        "url_without_preset",
+        "sources:\n  - {name: s, kind: webform, url: 'https://api.typeform.com/forms/a/responses'}\n",
+        "sources[0]: url needs a preset: typeform, hubspot or generic",
+    ),
+    (
+        "url_not_http",
+        "sources:\n  - {name: s, kind: spreadsheet, url: 'file:///etc/passwd'}\n",
+        "sources[0]: url must start with https:// or http://",
+    ),
+    (
+        "token_value_in_config",
+        "sources:\n  - {name: s, kind: webform, preset: hubspot, url: 'https://x', token_env: 'pat-na1-1234-abcd'}\n",
+        "sources[0].token_env: must name an environment variable",
+    ),
+    (
+        "imap_without_password",
+        "sources:\n  - {name: s, kind: email, imap: {host: h, user: u}}\n",
+        "sources[0].imap: imap: give exactly one of password_env or password_block",
+    ),
+    (
+        "imap_bad_security",
+        "sources:\n  - {name: s, kind: email, imap: {host: h, user: u, password_env: P, security: tls}}\n",
+        "sources[0].imap.security",
+    ),
+    (
+        "generic_without_paths",
+        "sources:\n  - {name: s, kind: webform, preset: generic, url: 'https://x'}\n",
+        "the generic preset needs records_path and id_field",
+    ),
+    (
+        "preset_with_path",
+        "sources:\n  - {name: s, kind: webform, preset: typeform, path: m.mbox}\n",
+        "preset applies to url, not path",
+    ),
     ("not_yaml", "warehouse: [unclosed\n", "is not valid YAML"),
     (
         "dupe_names",
