@@ -356,7 +356,9 @@ def process_chunk(
     for c in contacts:
         members[lead_of[c.contact_id]].append(c)
     prior = store.prior_states(conn, {ld.lead_id for ld in resolution.leads})
-    as_of = store.data_clock(conn) or max(r.received_at for r in rows)
+    newest_here = max(r.received_at for r in rows)
+    clock = store.data_clock(conn)
+    as_of = max(clock, newest_here) if clock else newest_here
     result = qualify_leads(resolution.leads, members, rules, as_of, prior, store.read_stages(conn))
     t3 = time.perf_counter()
     timings.update(normalize=t1 - t0, resolve=t2 - t1, qualify=t3 - t2)

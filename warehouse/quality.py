@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from transforms.qualify import STAGE_PROBABILITY, STATUSES
 from warehouse import schema as t
-from warehouse.store import PublishSet, utc
+from warehouse.store import ERASED, PublishSet, utc
 
 if TYPE_CHECKING:
     from great_expectations.data_context import AbstractDataContext
@@ -381,9 +381,13 @@ def published_frames(
     )
     opps = pd.DataFrame(
         conn.execute(
-            select(o.c.opportunity_id, o.c.lead_id, o.c.stage, ld.c.lead_id.is_not(None)).outerjoin(
-                ld, ld.c.lead_id == o.c.lead_id
-            )
+            # An erased person's opportunity stays for the sales figures without its lead.
+            select(
+                o.c.opportunity_id,
+                o.c.lead_id,
+                o.c.stage,
+                or_(ld.c.lead_id.is_not(None), o.c.primary_contact_id == ERASED),
+            ).outerjoin(ld, ld.c.lead_id == o.c.lead_id)
         ).all(),
         columns=["opportunity_id", "lead_id", "stage", "lead_exists"],
     )

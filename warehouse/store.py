@@ -364,8 +364,12 @@ def contacts_of_leads(conn: Connection, lead_ids: set[str]) -> list[tuple[Contac
 
 
 def data_clock(conn: Connection) -> datetime | None:
-    """The data's own clock: the newest time any raw record was received. Never the wall clock."""
-    newest = conn.execute(select(func.max(t.raw_contacts.c.received_at))).scalar_one()
+    """The data's own clock: the newest received time of a published contact. Never the wall clock.
+
+    Published contacts, not landed raw records: a rebuild that replays the landing runs in order
+    then sees the same clock at each step as the runs that first processed them.
+    """
+    newest = conn.execute(select(func.max(t.contacts.c.received_at))).scalar_one()
     return utc(newest) if isinstance(newest, datetime) else _parse_ts(newest)
 
 
@@ -878,7 +882,17 @@ def erase_person(
 
 
 # Erased explicitly above; any other table is swept by the ids it references.
-_HANDLED = set(t.DATA_TABLES) - {"source_cursors"}
+_HANDLED = {
+    "raw_contacts",
+    "contacts",
+    "leads",
+    "lead_links",
+    "lead_merges",
+    "accounts",
+    "opportunities",
+    "rejects",
+    "erasure_tombstones",
+}
 
 
 def _erase_referencing(conn: Connection, lead_ids: set[str], contact_ids: set[str]) -> int:

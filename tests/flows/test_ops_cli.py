@@ -28,7 +28,7 @@ def test_backfill_rebuild_status_and_forget_from_the_command_line(
     assert "reconciled" in out and " NO " not in out and "TOTAL" in out
     engine = db.make_engine(sqlite_url)
     first = snapshot(engine)
-    assert first["source_cursors"] == [] and len(first["raw_contacts"]) == 24
+    assert first["source_cursors"] == [] and len(first["raw_contacts"]) == 23
 
     assert main(["backfill", "--config", cfg, "--start", "2026-10-01", "--end", "2026-10-20"]) == 0
     assert main(["rebuild", "--config", cfg]) == 0

@@ -10,7 +10,7 @@ from flows.cli import main
 from tests.conftest import write_config
 from tests.flows.test_pipeline import count, snapshot
 
-EXPO = """Katılımcı;Kontakt Adresi;Firma
+EXPO = """Ad Soyad;Kontakt Adresi;Firma
 Deniz Kaya;deniz.kaya@kayalojistik.com.tr;Kaya Lojistik
 Emre Demir;emre@demirinsaat.com.tr;Demir İnşaat
 ;;
