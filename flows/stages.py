@@ -355,11 +355,20 @@ def process_chunk(
         members[lead_of.get(c.contact_id, lead_id)].append(c)
     for c in contacts:
         members[lead_of[c.contact_id]].append(c)
-    prior = store.prior_states(conn, {ld.lead_id for ld in resolution.leads})
+    merged = {a for a, _ in resolution.merges}
+    prior = store.prior_states(conn, {ld.lead_id for ld in resolution.leads} | merged)
     newest_here = max(r.received_at for r in rows)
     clock = store.data_clock(conn)
     as_of = max(clock, newest_here) if clock else newest_here
-    result = qualify_leads(resolution.leads, members, rules, as_of, prior, store.read_stages(conn))
+    result = qualify_leads(
+        resolution.leads,
+        members,
+        rules,
+        as_of,
+        prior,
+        store.read_stages(conn),
+        merges=resolution.merges,
+    )
     t3 = time.perf_counter()
     timings.update(normalize=t1 - t0, resolve=t2 - t1, qualify=t3 - t2)
     ps = store.PublishSet(
@@ -374,6 +383,7 @@ def process_chunk(
         conversions=result.conversions,
         status_history=result.status_history,
         stage_history=result.stage_history,
+        reparented=result.reparented,
         reviews=resolution.reviews,
         decisions=decisions,
     )

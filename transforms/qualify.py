@@ -485,6 +485,71 @@ class QualifyResult:
     conversions: dict[str, tuple[str, str, datetime]] = field(default_factory=dict)
     status_history: list[StatusChange] = field(default_factory=list)
     stage_history: list[StageChange] = field(default_factory=list)
+    # opportunity → the lead it now belongs to, for opportunities of leads merged into another
+    reparented: dict[str, str] = field(default_factory=dict)
+
+
+def fold_merges(
+    merges: Sequence[tuple[str, str]],
+    prior: Mapping[str, Prior],
+    stages: Mapping[str, Stage],
+    at: Mapping[str, datetime],
+    rules_version: str,
+) -> tuple[dict[str, Prior], dict[str, str], list[StageChange]]:
+    """Carry the conversions of merged leads over to the lead they were merged into.
+
+    Conversion is sticky, so a merge never deletes an opportunity. The surviving lead keeps its
+    own opportunity, or else the earliest one among the leads merged into it, which then moves
+    to the survivor. Every other open opportunity of the person is a duplicate: it is closed as
+    lost, with the reason in its stage history, and stays attached to its merged lead id, which
+    `lead_merges` maps to the survivor (a lead has one opportunity). `at` gives the time of each
+    survivor's merge (its newest evidence).
+    """
+    lost = next((s for s in stages.values() if s.is_closed and not s.is_won), None)
+    folded = dict(prior)
+    reparented: dict[str, str] = {}
+    closing: list[StageChange] = []
+    groups: dict[str, list[str]] = {}
+    for merged, into in merges:
+        groups.setdefault(into, []).append(merged)
+    for into in sorted(groups):
+        converted = [
+            (lead_id, p)
+            for lead_id in sorted(groups[into])
+            if (p := prior.get(lead_id)) is not None and p.opportunity_id and p.converted_at
+        ]
+        if not converted:
+            continue
+        own = prior.get(into, Prior(None))
+        if own.opportunity_id and own.converted_at:
+            keep = own
+        else:
+            keep = min((p for _, p in converted), key=lambda p: (p.converted_at, p.opportunity_id))
+            folded[into] = Prior(
+                own.status, keep.opportunity_id, keep.account_id, keep.converted_at, keep.stage
+            )
+        for merged, p in converted:
+            assert p.opportunity_id is not None
+            if p.opportunity_id == keep.opportunity_id:
+                reparented[p.opportunity_id] = into
+                continue
+            current = stages.get(p.stage or "")
+            if lost is None or current is None or current.is_closed:
+                continue
+            closing.append(
+                StageChange(
+                    p.opportunity_id,
+                    merged,
+                    current.name,
+                    lost.name,
+                    lost.probability,
+                    at[into],
+                    f"duplicate: lead {merged} merged into {into}, "
+                    f"whose opportunity {keep.opportunity_id} continues",
+                    rules_version,
+                )
+            )
+    return folded, reparented, closing
 
 
 def _why(q: Qualification) -> str:
@@ -502,6 +567,7 @@ def qualify_leads(
     prior: Mapping[str, Prior] | None = None,
     stages: Sequence[Stage] = DEFAULT_STAGES,
     changed_at: datetime | None = None,
+    merges: Sequence[tuple[str, str]] = (),
 ) -> QualifyResult:
     """Score every lead and convert the newly qualified; conversion is sticky.
 
@@ -509,18 +575,23 @@ def qualify_leads(
     `prior` holds what the warehouse has: a converted lead keeps its opportunity whatever the
     rules say now, and an open opportunity's stage only moves forward. History rows carry
     `changed_at` when given (a re-scoring), else the lead's newest contact time (new evidence).
+    `merges` are (merged lead, surviving lead) pairs; `prior` should hold both sides, so that
+    the merged leads' opportunities move to the survivor (see `fold_merges`).
     """
-    prior = prior or {}
     by_name = {s.name: s for s in stages}
     missing = sorted(_stage_names(rules) - set(by_name))
     if missing:
         raise RulesError(f"rules: stages not in opportunity_stages: {', '.join(missing)}")
+    when = {ld.lead_id: changed_at or ld.last_seen_at for ld in leads}
+    prior, reparented, closing = fold_merges(
+        [m for m in merges if m[1] in when], prior or {}, by_name, when, rules.version
+    )
     quals: list[Qualification] = []
     accounts: dict[str, Account] = {}
     opps: list[Opportunity] = []
     conversions: dict[str, tuple[str, str, datetime]] = {}
     status_history: list[StatusChange] = []
-    stage_history: list[StageChange] = []
+    stage_history: list[StageChange] = list(closing)
     for lead in sorted(leads, key=lambda ld: ld.lead_id):
         members = contacts_by_lead[lead.lead_id]
         facts = _facts(lead, members)
@@ -586,6 +657,7 @@ def qualify_leads(
         conversions,
         status_history,
         stage_history,
+        reparented,
     )
 
 

@@ -381,12 +381,17 @@ def published_frames(
     )
     opps = pd.DataFrame(
         conn.execute(
-            # An erased person's opportunity stays for the sales figures without its lead.
+            # An erased person's opportunity stays for the sales figures without its lead, and
+            # a duplicate opportunity stays with the lead id that was merged into another lead.
             select(
                 o.c.opportunity_id,
                 o.c.lead_id,
                 o.c.stage,
-                or_(ld.c.lead_id.is_not(None), o.c.primary_contact_id == ERASED),
+                or_(
+                    ld.c.lead_id.is_not(None),
+                    o.c.primary_contact_id == ERASED,
+                    o.c.lead_id.in_(select(t.lead_merges.c.merged_lead_id)),
+                ),
             ).outerjoin(ld, ld.c.lead_id == o.c.lead_id)
         ).all(),
         columns=["opportunity_id", "lead_id", "stage", "lead_exists"],

@@ -477,6 +477,7 @@ class PublishSet:
     decisions: list[ReviewDecision] = dataclasses.field(default_factory=list)
     status_history: list[StatusChange] = dataclasses.field(default_factory=list)
     stage_history: list[StageChange] = dataclasses.field(default_factory=list)
+    reparented: dict[str, str] = dataclasses.field(default_factory=dict)  # opportunity → lead
 
     def lead_rows(self) -> list[dict[str, Any]]:
         quals = {q.lead_id: q for q in self.qualifications}
@@ -515,6 +516,14 @@ def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
         delete_keys(conn, t.leads, "lead_id", [a for a, _ in ps.merges])
     upsert(conn, t.accounts, [_row(a) for a in ps.accounts])
     upsert(conn, t.opportunities, [_row(o) for o in ps.opportunities], update=False)
+    if ps.reparented:
+        o = t.opportunities
+        conn.execute(
+            o.update()
+            .where(o.c.opportunity_id == bindparam("oid"))
+            .values(lead_id=bindparam("lid")),
+            [{"oid": k, "lid": v} for k, v in sorted(ps.reparented.items())],
+        )
     upsert(conn, t.leads, ps.lead_rows())
     record_history(conn, ps.status_history, ps.stage_history)
 

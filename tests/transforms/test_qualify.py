@@ -16,6 +16,7 @@ from transforms.qualify import (
     Prior,
     Rules,
     RulesError,
+    fold_merges,
     parse_rules,
     qualify_leads,
     rules_from_yaml,
@@ -344,3 +345,53 @@ def test_the_default_rules_cover_every_criterion() -> None:
         )
         == DEFAULTS
     )
+
+
+T_MERGE = datetime(2026, 5, 1, tzinfo=UTC)
+STAGES_BY_NAME = {st.name: st for st in DEFAULT_STAGES}
+
+
+def _converted(opp: str, day: int, stage: str = "Needs Analysis") -> Prior:
+    return Prior("Qualified", opp, f"acc_{opp}", datetime(2026, 4, day, tzinfo=UTC), stage)
+
+
+@pytest.mark.parametrize(
+    ("prior", "kept", "reparented", "closed"),
+    [
+        # The survivor was never converted: the merged lead's opportunity moves over.
+        ({"lead_b": _converted("opp_b", 2)}, "opp_b", {"opp_b": "lead_a"}, []),
+        # Both converted: the survivor's own continues, the other is closed as a duplicate.
+        (
+            {"lead_a": _converted("opp_a", 3), "lead_b": _converted("opp_b", 2)},
+            "opp_a",
+            {},
+            ["opp_b"],
+        ),
+        # Neither survivor nor merged lead converted: nothing to carry.
+        ({"lead_a": Prior("Nurturing")}, None, {}, []),
+        # A duplicate that is already closed stays as it is.
+        (
+            {"lead_a": _converted("opp_a", 3), "lead_b": _converted("opp_b", 2, "Closed Won")},
+            "opp_a",
+            {},
+            [],
+        ),
+    ],
+)
+def test_merges_carry_conversions_to_the_surviving_lead(
+    prior: dict[str, Prior], kept: str | None, reparented: dict[str, str], closed: list[str]
+) -> None:
+    folded, moved, closing = fold_merges(
+        [("lead_b", "lead_a")], prior, STAGES_BY_NAME, {"lead_a": T_MERGE}, "2026.1"
+    )
+    assert folded.get("lead_a", Prior(None)).opportunity_id == kept
+    assert moved == reparented
+    assert [c.opportunity_id for c in closing] == closed
+    for c in closing:
+        assert (c.lead_id, c.to_stage, c.probability, c.changed_at) == (
+            "lead_b",
+            "Closed Lost",
+            0,
+            T_MERGE,
+        )
+        assert "merged into lead_a" in c.reason and "opp_a continues" in c.reason
