@@ -788,6 +788,24 @@ def _raw_ids_mentioning(conn: Connection, values: Sequence[str]) -> set[str]:
     return out
 
 
+def merged_into(conn: Connection, lead_ids: set[str]) -> set[str]:
+    """Every lead id ever merged into these leads, following merges of merges."""
+    m = t.lead_merges
+    found: set[str] = set()
+    frontier = set(lead_ids)
+    while frontier:
+        step: set[str] = set()
+        for chunk in in_chunks(sorted(frontier)):
+            step.update(
+                conn.execute(
+                    select(m.c.merged_lead_id).where(m.c.into_lead_id.in_(chunk))
+                ).scalars()
+            )
+        frontier = step - found - lead_ids
+        found |= frontier
+    return found
+
+
 def erase_person(
     conn: Connection,
     lead_ids: set[str],
@@ -801,8 +819,9 @@ def erase_person(
     Call in one transaction. The email as the operator gave it also finds raw records and rejects
     that never became a contact of those leads, and is tombstoned even when nothing was found yet.
     Raw rows stay, emptied, so the same record landed again stays suppressed; opportunities stay
-    for the sales figures, without the person.
+    for the sales figures, without the person (duplicates too, under their merged lead ids).
     """
+    merged = merged_into(conn, lead_ids)
     contacts = [c for c, _ in contacts_of_leads(conn, lead_ids)]
     hashes = {h for c in contacts for h in contact_key_hashes(c)}
     if email_key:
@@ -855,12 +874,12 @@ def erase_person(
 
     o = t.opportunities
     counts["opportunities"] = 0
-    for chunk in in_chunks(sorted(lead_ids)):
+    for chunk in in_chunks(sorted(lead_ids | merged)):
         counts["opportunities"] += conn.execute(
             o.update().where(o.c.lead_id.in_(chunk)).values(name=ERASED, primary_contact_id=ERASED)
         ).rowcount
     a = t.accounts
-    person_accounts = [
+    person_accounts = {
         row.account_id
         for chunk in in_chunks(sorted(lead_ids))
         for row in conn.execute(
@@ -868,8 +887,12 @@ def erase_person(
                 and_(t.leads.c.lead_id.in_(chunk), t.leads.c.account_id.is_not(None))
             )
         )
-    ]
-    for chunk in in_chunks(person_accounts):
+    }
+    for chunk in in_chunks(sorted(lead_ids | merged)):
+        person_accounts.update(
+            conn.execute(select(o.c.account_id).where(o.c.lead_id.in_(chunk))).scalars()
+        )
+    for chunk in in_chunks(sorted(person_accounts)):
         conn.execute(
             a.update()
             .where(and_(a.c.account_id.in_(chunk), a.c.kind == "person"))

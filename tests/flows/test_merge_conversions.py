@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from flows.cli import main
 from tests.conftest import write_config
 from warehouse import db
+from warehouse.schema import metadata
 
 HEADER = "Ad Soyad;E-posta;Telefon;Şirket;Ünvan;Şehir;Ülke;Bütçe;Zamanlama;İlgi Alanı;KVKK Onayı\n"
 # The same person twice, once with her work email and once with her mobile: nothing ties the two
@@ -95,3 +96,22 @@ def test_merging_converted_leads_keeps_every_opportunity_and_one_open(
     snap = _rows(warehouse_url, "select opportunity_id, lead_id, stage from opportunities")
     assert main(["run", "--config", str(cfg)]) == 0
     assert _rows(warehouse_url, "select opportunity_id, lead_id, stage from opportunities") == snap
+
+    # She asks to be erased: the duplicate under the merged lead id loses her name too, and the
+    # next run still passes the quality gate.
+    assert main(["forget", "--config", str(cfg), "ayse@kaya-lojistik.com.tr"]) == 0
+    engine = db.make_engine(warehouse_url)
+    with engine.connect() as conn:
+        values = [
+            str(v)
+            for table in metadata.sorted_tables
+            for row in conn.execute(select(table))
+            for v in row
+            if v is not None
+        ]
+    engine.dispose()
+    for trace in ("Ayşe", "ayse@", "532 123", "5321234567"):
+        assert not [v for v in values if trace in v], trace
+    stages = _rows(warehouse_url, "select opportunity_id, stage from opportunities")
+    assert sorted(map(str, stages)) == sorted(str((o, s)) for o, _, s in snap)  # both still there
+    assert main(["run", "--config", str(cfg)]) == 0
