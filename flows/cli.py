@@ -10,7 +10,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from flows.settings import ConfigError, Settings, load_settings
@@ -313,12 +313,19 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         print(_table(runs, ["run_id", "flow", "status", "started_at", "seconds", "error"]))
     else:
         print("  (none yet)")
-    print("\nSources (freshness = age of the newest record received; cursor = where runs resume):")
+    stale = timedelta(hours=settings.quality.freshness_hours)
+    print(
+        "\nSources (fresh = age of the newest record received, stale after "
+        f"quality.freshness_hours = {settings.quality.freshness_hours:g}; "
+        "cursor = where runs resume):"
+    )
     rows = []
     for s in settings.sources:
         f = fresh.pop(s.name, {})
-        rows.append(_source_row(s.name, s.kind, f, now))
-    rows += [_source_row(name, "(not in config)", f, now) for name, f in sorted(fresh.items())]
+        rows.append(_source_row(s.name, s.kind, f, now, stale))
+    rows += [
+        _source_row(name, "(not in config)", f, now, stale) for name, f in sorted(fresh.items())
+    ]
     print(_table(rows, ["source", "kind", "raw", "newest", "fresh", "cursor", "cursor_moved"]))
     if locks:
         print("\nLocks held:")
@@ -328,14 +335,16 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _source_row(name: str, kind: str, f: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _source_row(
+    name: str, kind: str, f: dict[str, Any], now: datetime, stale: timedelta
+) -> dict[str, Any]:
     newest, moved = f.get("newest_received_at"), f.get("cursor_moved_at")
     return {
         "source": name,
         "kind": kind,
         "raw": f.get("raw", 0),
         "newest": newest.strftime("%Y-%m-%d %H:%M") if newest else "never",
-        "fresh": _age(newest, now),
+        "fresh": _age(newest, now) + (" STALE" if newest and now - newest > stale else ""),
         "cursor": _cursor_text(f["cursor"]) if "cursor" in f else "(start)",
         "cursor_moved": f"{_age(moved, now)} ago" if moved else "",
     }
