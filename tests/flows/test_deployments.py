@@ -228,6 +228,10 @@ def test_deployments_are_served_then_deployed_and_a_backfill_runs_through_a_work
     (run,) = [r for r in api.call("/flow_runs/filter", {}) if r["deployment_id"] == backfill_id]
     assert run["state_type"] == "COMPLETED"
     assert run["parameters"]["sources"] == ["fair_istanbul", "sales_inbox"]
+    # the run explains itself in the UI: the funnel, its data-quality checks, rejects by reason
+    artifacts = api.call("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
+    keys = sorted(a["key"].split("-run-")[0] for a in artifacts)
+    assert keys == ["data-quality", "leadflow-funnel", "leadflow-rejects"]
     engine = db.make_engine(sqlite_url)
     with engine.connect() as conn:
         logged = conn.execute(text("select flow, status, params from pipeline_runs")).one()
