@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from flows.settings import ConfigError, Settings, load_settings
@@ -429,23 +430,36 @@ def _forget(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS["forget"] = _forget
 
 
-def serve_deployments(settings_path: str) -> None:
-    """The schedules of prefect.yaml, served from this process (no work pool, no worker)."""
+PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
+
+
+def serve_deployments(settings_path: str, prefect_yaml: Path = PREFECT_YAML) -> None:
+    """The deployments of prefect.yaml with their schedules, served from this process.
+
+    No work pool and no worker: the schedules and parameters come from the same prefect.yaml that
+    `prefect deploy --all` reads, so the two ways of running leadflow cannot drift apart.
+    """
+    import yaml
     from prefect import serve
     from prefect.deployments.runner import RunnerDeployment
+    from prefect.schedules import Cron
 
     from flows import pipeline
 
-    params = {"config": settings_path}
-    deployments = [
-        pipeline.pipeline.to_deployment(
-            name="hourly-ingestion", cron="5 * * * *", parameters=params
-        ),
-        pipeline.rebuild.to_deployment(
-            name="nightly-rebuild", cron="30 2 * * *", parameters=params
-        ),
-        pipeline.backfill.to_deployment(name="backfill", parameters=params),
-    ]
+    spec = yaml.safe_load(prefect_yaml.read_text(encoding="utf-8"))
+    deployments = []
+    for d in spec["deployments"]:
+        flow = getattr(pipeline, d["entrypoint"].rsplit(":", 1)[1])
+        deployments.append(
+            flow.to_deployment(
+                name=d["name"],
+                description=d.get("description"),
+                schedules=[
+                    Cron(s["cron"], timezone=s.get("timezone")) for s in d.get("schedules") or []
+                ],
+                parameters={**d.get("parameters", {}), "config": settings_path},
+            )
+        )
     # Called from sync code, to_deployment returns the deployment itself (never a coroutine).
     serve(*[d for d in deployments if isinstance(d, RunnerDeployment)])
 

@@ -139,6 +139,12 @@ def prefect_server(tmp_path: Path) -> Iterator[tuple[dict[str, str], Api, _Procs
         procs.stop_all()
 
 
+def _schedules(deployment: dict[str, Any]) -> list[tuple[str | None, str | None]]:
+    return [
+        (s["schedule"].get("cron"), s["schedule"].get("timezone")) for s in deployment["schedules"]
+    ]
+
+
 def _prefect(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     done = subprocess.run(
         [PREFECT, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
@@ -176,9 +182,7 @@ def test_deployments_are_served_then_deployed_and_a_backfill_runs_through_a_work
     for name, cron in DEPLOYMENTS.items():
         assert served[name]["work_pool_name"] is None  # served from the process, no pool
         assert served[name]["parameters"] == {"config": str(sample_config)}
-        assert [s["schedule"].get("cron") for s in served[name]["schedules"]] == (
-            [cron] if cron else []
-        )
+        assert _schedules(served[name]) == ([(cron, "UTC")] if cron else [])
     assert pool.wait(timeout=120) == 0, pool.communicate()[0]
 
     # The README's path: deploy everything in prefect.yaml onto the pool, a worker runs them.
@@ -193,10 +197,8 @@ def test_deployments_are_served_then_deployed_and_a_backfill_runs_through_a_work
         assert name.split("/")[1] in out
         assert deployed[name]["work_pool_name"] == "leadflow"
         assert deployed[name]["parameters"] == {"config": "leadflow.yaml"}
-        schedules = deployed[name]["schedules"]
-        assert [(s["schedule"].get("cron"), s["schedule"].get("timezone")) for s in schedules] == (
-            [(cron, "UTC")] if cron else []
-        )
+        assert _schedules(deployed[name]) == ([(cron, "UTC")] if cron else [])
+        assert deployed[name]["description"] == served[name]["description"]
     assert deployed["leadflow-backfill/backfill"]["pull_steps"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $LEADFLOW_HOME }}"}}
     ]
