@@ -116,16 +116,16 @@ def prefect_server(tmp_path: Path) -> Iterator[tuple[dict[str, str], Api, _Procs
     """`prefect server start` on a free loopback port with its own PREFECT_HOME, and its processes."""
     port = _free_port()
     env = {
-        **os.environ,
+        # without LEADFLOW_HOME: only the worker is given one (see the pull step below)
+        **{k: v for k, v in os.environ.items() if k != "LEADFLOW_HOME"},
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_CLI_PROMPT": "false",
-        # A worker asks for work every 10 s and a runner every 10 s by default; a test need not wait.
+        # A worker asks for work every 10 s by default; the test need not wait that long.
         "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
     }
     procs = _Procs(tmp_path, env)
     api = Api(env["PREFECT_API_URL"])
