@@ -1,9 +1,10 @@
-"""The one HTTP helper: a session with timeouts, retries with backoff and jitter, and paginators."""
+"""The one HTTP helper: a session with timeouts, a rate limit, retries with backoff and jitter, and paginators."""
 
 from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -59,15 +60,64 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `burst` requests at once, then one every 1/`per_second` seconds on average."""
+
+    per_second: float
+    burst: int = 1
+
+    def __post_init__(self) -> None:
+        if self.per_second <= 0 or self.burst < 1:
+            raise ValueError(f"a rate limit needs per_second > 0 and burst >= 1, not {self}")
+
+
+class TokenBucket:
+    """A token bucket shared by every request of one client, whichever thread makes them.
+
+    Each request takes a token; tokens come back at `per_second` up to `burst`. A request that
+    finds none reserves the next one (the count goes below zero) and sleeps until it is due, so
+    waiting callers are served in the order they came, without holding the lock while they sleep.
+    """
+
+    def __init__(
+        self,
+        limit: RateLimit,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.limit = limit
+        self._clock, self._sleep = clock, sleep
+        self._tokens = float(limit.burst)
+        self._at = clock()
+        self._lock = threading.Lock()
+        self.waited = 0.0
+
+    def acquire(self) -> float:
+        """Take a token, sleeping until one is due; give the seconds slept."""
+        with self._lock:
+            now = self._clock()
+            refill = (now - self._at) * self.limit.per_second
+            self._tokens = min(float(self.limit.burst), self._tokens + refill)
+            self._at = now
+            self._tokens -= 1.0
+            wait = -self._tokens / self.limit.per_second if self._tokens < 0 else 0.0
+            self.waited += wait
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
 @dataclass
 class HttpClient:
-    """A requests Session that always sets a timeout and retries what is worth retrying."""
+    """A requests Session that always sets a timeout, keeps to its rate limit, and retries."""
 
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: tuple[float, float] = (10.0, 60.0)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
     session: requests.Session = field(default_factory=requests.Session)
+    limiter: TokenBucket | None = None  # every attempt, retries included, takes a token
 
     def __post_init__(self) -> None:
         self.session.headers.update({"User-Agent": USER_AGENT, **self.headers})
@@ -82,6 +132,8 @@ class HttpClient:
         last = ""
         for attempt in range(self.retry.attempts):
             retry_after: float | None = None
+            if self.limiter is not None:
+                self.limiter.acquire()
             self.requests_made += 1
             try:
                 resp = self.session.request(method, url, timeout=self.timeout, **kwargs)

@@ -24,6 +24,7 @@ from connectors.http import (
     PageNumberPaginator,
     PaginationError,
     Paginator,
+    RateLimit,
     TokenPaginator,
     dig,
     iter_pages,
@@ -170,6 +171,20 @@ class ApiSpec:
     paginator: Paginator
     ascending: bool  # records come oldest first, so the cursor may move with every page
     params: Mapping[str, Any] = field(default_factory=dict)
+
+
+# The providers' documented limits, used when a source sets none of its own. Typeform: 2 requests
+# a second per account (Create and Responses APIs). HubSpot: 100 requests per 10 seconds for a
+# private app on Free and Starter (190 on Professional and Enterprise: set `rate_limit` to use it).
+PRESET_RATE_LIMITS: Mapping[str, RateLimit] = {
+    "typeform": RateLimit(per_second=2.0),
+    "hubspot": RateLimit(per_second=10.0),
+}
+
+
+def preset_rate_limit(preset: str | None) -> RateLimit | None:
+    """The documented limit of a provider preset; None for generic APIs and files."""
+    return PRESET_RATE_LIMITS.get(preset or "")
 
 
 def _typeform_token(page: Any) -> Any:

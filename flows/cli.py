@@ -10,7 +10,8 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from flows.settings import ConfigError, Settings, load_settings
@@ -313,12 +314,19 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         print(_table(runs, ["run_id", "flow", "status", "started_at", "seconds", "error"]))
     else:
         print("  (none yet)")
-    print("\nSources (freshness = age of the newest record received; cursor = where runs resume):")
+    stale = timedelta(hours=settings.quality.freshness_hours)
+    print(
+        "\nSources (fresh = age of the newest record received, stale after "
+        f"quality.freshness_hours = {settings.quality.freshness_hours:g}; "
+        "cursor = where runs resume):"
+    )
     rows = []
     for s in settings.sources:
         f = fresh.pop(s.name, {})
-        rows.append(_source_row(s.name, s.kind, f, now))
-    rows += [_source_row(name, "(not in config)", f, now) for name, f in sorted(fresh.items())]
+        rows.append(_source_row(s.name, s.kind, f, now, stale))
+    rows += [
+        _source_row(name, "(not in config)", f, now, stale) for name, f in sorted(fresh.items())
+    ]
     print(_table(rows, ["source", "kind", "raw", "newest", "fresh", "cursor", "cursor_moved"]))
     if locks:
         print("\nLocks held:")
@@ -328,14 +336,16 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _source_row(name: str, kind: str, f: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _source_row(
+    name: str, kind: str, f: dict[str, Any], now: datetime, stale: timedelta
+) -> dict[str, Any]:
     newest, moved = f.get("newest_received_at"), f.get("cursor_moved_at")
     return {
         "source": name,
         "kind": kind,
         "raw": f.get("raw", 0),
         "newest": newest.strftime("%Y-%m-%d %H:%M") if newest else "never",
-        "fresh": _age(newest, now),
+        "fresh": _age(newest, now) + (" STALE" if newest and now - newest > stale else ""),
         "cursor": _cursor_text(f["cursor"]) if "cursor" in f else "(start)",
         "cursor_moved": f"{_age(moved, now)} ago" if moved else "",
     }
@@ -420,23 +430,36 @@ def _forget(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS["forget"] = _forget
 
 
-def serve_deployments(settings_path: str) -> None:
-    """The schedules of prefect.yaml, served from this process (no work pool, no worker)."""
+PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
+
+
+def serve_deployments(settings_path: str, prefect_yaml: Path = PREFECT_YAML) -> None:
+    """The deployments of prefect.yaml with their schedules, served from this process.
+
+    No work pool and no worker: the schedules and parameters come from the same prefect.yaml that
+    `prefect deploy --all` reads, so the two ways of running leadflow cannot drift apart.
+    """
+    import yaml
     from prefect import serve
     from prefect.deployments.runner import RunnerDeployment
+    from prefect.schedules import Cron
 
     from flows import pipeline
 
-    params = {"config": settings_path}
-    deployments = [
-        pipeline.pipeline.to_deployment(
-            name="hourly-ingestion", cron="5 * * * *", parameters=params
-        ),
-        pipeline.rebuild.to_deployment(
-            name="nightly-rebuild", cron="30 2 * * *", parameters=params
-        ),
-        pipeline.backfill.to_deployment(name="backfill", parameters=params),
-    ]
+    spec = yaml.safe_load(prefect_yaml.read_text(encoding="utf-8"))
+    deployments = []
+    for d in spec["deployments"]:
+        flow = getattr(pipeline, d["entrypoint"].rsplit(":", 1)[1])
+        deployments.append(
+            flow.to_deployment(
+                name=d["name"],
+                description=d.get("description"),
+                schedules=[
+                    Cron(s["cron"], timezone=s.get("timezone")) for s in d.get("schedules") or []
+                ],
+                parameters={**d.get("parameters", {}), "config": settings_path},
+            )
+        )
     # Called from sync code, to_deployment returns the deployment itself (never a coroutine).
     serve(*[d for d in deployments if isinstance(d, RunnerDeployment)])
 

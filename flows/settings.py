@@ -92,13 +92,36 @@ def _one_of(src: BaseModel, names: tuple[str, ...]) -> None:
         )
 
 
+class RateLimitSettings(_Strict):
+    """An API's request rate: per second or per minute (one of them), and how many at once."""
+
+    requests_per_second: Annotated[float, Field(gt=0, le=10_000)] | None = None
+    requests_per_minute: Annotated[float, Field(gt=0, le=600_000)] | None = None
+    burst: Annotated[int, Field(ge=1, le=10_000)] = 1
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> RateLimitSettings:
+        if (self.requests_per_second is None) == (self.requests_per_minute is None):
+            raise ValueError("give exactly one of requests_per_second or requests_per_minute")
+        return self
+
+    @property
+    def per_second(self) -> float:
+        if self.requests_per_second is not None:
+            return self.requests_per_second
+        assert self.requests_per_minute is not None  # the validator wants one of them
+        return self.requests_per_minute / 60.0
+
+
 class HttpSettings(_Strict):
-    """Timeouts and retries of the shared HTTP helper, per source."""
+    """Timeouts, retries and the rate limit of the shared HTTP helper, per source."""
 
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     backoff_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
     max_pages: Annotated[int, Field(ge=1)] = 1000
+    # None: the preset's documented limit (typeform 2/s, hubspot 100 per 10 s), else no limit
+    rate_limit: RateLimitSettings | None = None
 
 
 class SpreadsheetSource(_SourceBase):

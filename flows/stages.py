@@ -17,11 +17,17 @@ from sqlalchemy import Connection, Engine
 
 from connectors.base import RawBatch
 from connectors.email import MailOptions, iter_email_files
-from connectors.http import HttpClient, RetryPolicy
+from connectors.http import HttpClient, RateLimit, RetryPolicy, TokenBucket
 from connectors.imap import ImapConfig, ImapError, ImapSession, iter_imap
 from connectors.imap import connect as imap_connect
 from connectors.spreadsheet import iter_spreadsheet, iter_spreadsheet_url
-from connectors.webform import ApiSpec, api_spec, iter_webform_api, iter_webform_export
+from connectors.webform import (
+    ApiSpec,
+    api_spec,
+    iter_webform_api,
+    iter_webform_export,
+    preset_rate_limit,
+)
 from flows import locking
 from flows.settings import (
     EmailSource,
@@ -77,12 +83,19 @@ class SourceError(RuntimeError):
 
 def http_client(source: WebformSource | SpreadsheetSource, token: str | None) -> HttpClient:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    rate = source.http.rate_limit
+    limit = (
+        RateLimit(rate.per_second, rate.burst)
+        if rate
+        else preset_rate_limit(getattr(source, "preset", None))
+    )
     return HttpClient(
         headers=headers,
         timeout=(min(10.0, source.http.timeout_seconds), source.http.timeout_seconds),
         retry=RetryPolicy(
             attempts=source.http.max_attempts, backoff_base=source.http.backoff_seconds
         ),
+        limiter=TokenBucket(limit) if limit else None,
     )
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Any
+
 import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -12,7 +16,9 @@ from connectors.http import (
     NextLinkPaginator,
     PageNumberPaginator,
     PaginationError,
+    RateLimit,
     RetryPolicy,
+    TokenBucket,
     TokenPaginator,
     iter_pages,
     parse_retry_after,
@@ -146,3 +152,110 @@ def test_next_link_paginator_follows_relative_links(httpserver: HTTPServer) -> N
     )
     pager = NextLinkPaginator(httpserver.url_for("/l"), {}, "links.next")
     assert [p["rows"] for p, _ in iter_pages(client([]), pager)] == [[1], [2]]
+
+
+class FakeClock:
+    """Time that moves only when someone sleeps: the rate limit's arithmetic, exactly."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.mark.parametrize(
+    ("limit", "idle", "expected"),
+    [
+        (RateLimit(per_second=2.0), 0.0, [0.0, 0.5, 1.0, 1.5, 2.0]),
+        (RateLimit(per_second=1.0, burst=3), 0.0, [0.0, 0.0, 0.0, 1.0, 2.0]),
+        # a long idle stretch refills the bucket up to `burst`, never beyond it
+        (RateLimit(per_second=1.0, burst=2), 100.0, [100.0, 100.0, 101.0, 102.0, 103.0]),
+        (RateLimit(per_second=100 / 60), 0.0, [0.0, 0.6, 1.2, 1.8, 2.4]),
+    ],
+)
+def test_token_bucket_spacing(limit: RateLimit, idle: float, expected: list[float]) -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(limit, clock=clock.now, sleep=clock.sleep)
+    clock.sleep(idle)
+    times = []
+    for _ in expected:
+        bucket.acquire()
+        times.append(clock.now())
+    assert times == pytest.approx(expected)
+    assert bucket.waited == pytest.approx(expected[-1] - expected[0])
+
+
+def test_a_rate_limit_needs_a_positive_rate() -> None:
+    with pytest.raises(ValueError, match="per_second > 0"):
+        RateLimit(per_second=0)
+    with pytest.raises(ValueError, match="burst >= 1"):
+        RateLimit(per_second=1, burst=0)
+
+
+def _numbered_pages(clock: FakeClock, seen: list[float], pages: int) -> Any:
+    """Pages 1..`pages` (a token each), noting the time every request reached the server."""
+
+    def handler(request: Request) -> Response:
+        import json
+
+        seen.append(clock.now())
+        n = int(request.args.get("after", "0")) + 1
+        body = {"data": [n], "next": n if n < pages else None}
+        return Response(json.dumps(body), content_type="application/json")
+
+    return handler
+
+
+def test_the_pages_of_one_source_share_the_bucket_and_a_429_still_waits_retry_after(
+    httpserver: HTTPServer,
+) -> None:
+    clock, seen = FakeClock(), list[float]()
+    httpserver.expect_ordered_request("/p").respond_with_handler(_numbered_pages(clock, seen, 3))
+    httpserver.expect_ordered_request("/p").respond_with_data(
+        "slow down", status=429, headers={"Retry-After": "3"}
+    )
+    httpserver.expect_ordered_request("/p").respond_with_handler(_numbered_pages(clock, seen, 3))
+    httpserver.expect_ordered_request("/p").respond_with_handler(_numbered_pages(clock, seen, 3))
+    bucket = TokenBucket(RateLimit(per_second=2.0), clock=clock.now, sleep=clock.sleep)
+    c = HttpClient(timeout=(2, 5), sleep=clock.sleep, limiter=bucket)
+    pager = TokenPaginator(httpserver.url_for("/p"), {}, "after", token_path="next")
+    assert [p["data"] for p, _ in iter_pages(c, pager)] == [[1], [2], [3]]
+    # page 1 at once; the 429 half a second later; Retry-After's 3 s refilled the bucket, so the
+    # retry goes straight after it; page 3 waits its half second again
+    assert seen == pytest.approx([0.0, 3.5, 4.0])
+    assert c.requests_made == 4 and bucket.waited == pytest.approx(1.0)
+
+
+def test_a_real_clock_spaces_requests_at_the_rate(httpserver: HTTPServer) -> None:
+    arrived: list[float] = []
+
+    def handler(request: Request) -> Response:
+        arrived.append(time.monotonic())
+        return Response("{}", content_type="application/json")
+
+    httpserver.expect_request("/x").respond_with_handler(handler)
+    c = HttpClient(timeout=(2, 5), limiter=TokenBucket(RateLimit(per_second=10.0)))
+    for _ in range(5):
+        c.get_json(httpserver.url_for("/x"))
+    gaps = sorted(b - a for a, b in zip(arrived, arrived[1:], strict=False))
+    # 0.1 s apart on the client; a loaded machine may shift one arrival, never all of them
+    assert arrived[-1] - arrived[0] >= 0.3
+    assert gaps[len(gaps) // 2] >= 0.05
+
+
+def test_threads_sharing_one_bucket_never_beat_the_rate() -> None:
+    bucket = TokenBucket(RateLimit(per_second=50.0, burst=2))
+    t0 = time.monotonic()
+    threads = [
+        threading.Thread(target=lambda: [bucket.acquire() for _ in range(3)]) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # 12 tokens: 2 at once, then 10 more at 50 a second
+    assert time.monotonic() - t0 >= 10 / 50

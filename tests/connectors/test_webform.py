@@ -88,7 +88,10 @@ def write_cfg(tmp_path: Path, url: str, extra: str = "") -> Path:
         "sources:\n"
         f"  - name: tf\n    kind: webform\n    url: '{url}'\n    preset: typeform\n"
         f"    token_env: TF_TOKEN\n    page_size: 2\n    lag_minutes: 60\n"
-        f"    http: {{backoff_seconds: 0.01, max_attempts: 3}}\n{extra}"
+        # a local server has no rate limit to keep to: Typeform's 2 requests a second would
+        # only slow the test down (the limit itself is tested in test_http)
+        f"    http: {{backoff_seconds: 0.01, max_attempts: 3, rate_limit: {{requests_per_second: 1000}}}}\n"
+        f"{extra}"
     )
     return cfg
 

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from connectors.http import RateLimit
 from flows.cli import main
-from flows.settings import load_settings
+from flows.settings import WebformSource, load_settings
+from flows.stages import http_client
 
 CASES = [
     (
@@ -68,6 +70,18 @@ CASES = [
         "sources:\n  - {name: s, kind: webform, preset: typeform, path: m.mbox}\n",
         "preset applies to url, not path",
     ),
+    (
+        "rate_limit_twice",
+        "sources:\n  - {name: s, kind: webform, preset: typeform, url: 'https://x',"
+        " http: {rate_limit: {requests_per_second: 2, requests_per_minute: 60}}}\n",
+        "sources[0].http.rate_limit: give exactly one of requests_per_second or requests_per_minute",
+    ),
+    (
+        "rate_limit_zero",
+        "sources:\n  - {name: s, kind: webform, preset: typeform, url: 'https://x',"
+        " http: {rate_limit: {requests_per_second: 0}}}\n",
+        "sources[0].http.rate_limit.requests_per_second",
+    ),
     ("not_yaml", "warehouse: [unclosed\n", "is not valid YAML"),
     (
         "dupe_names",
@@ -113,3 +127,36 @@ def test_relative_paths_resolve_against_the_config(tmp_path: Path) -> None:
     cfg = tmp_path / "leadflow.yaml"
     cfg.write_text("sources:\n  - {name: x, kind: spreadsheet, path: data/x.csv}\n")
     assert load_settings(cfg).sources[0].path == str(tmp_path / "data" / "x.csv")
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        # no rate_limit: the provider's documented limit
+        ("{preset: typeform, url: 'https://x'}", RateLimit(per_second=2.0)),
+        ("{preset: hubspot, url: 'https://x'}", RateLimit(per_second=10.0)),
+        ("{preset: generic, url: 'https://x', records_path: d, id_field: id}", None),
+        ("{path: m.json}", None),
+        # one's own limit wins, per minute or per second
+        (
+            "{preset: hubspot, url: 'https://x', http: {rate_limit: {requests_per_second: 19, burst: 5}}}",
+            RateLimit(per_second=19.0, burst=5),
+        ),
+        (
+            "{preset: generic, url: 'https://x', records_path: d, id_field: id,"
+            " http: {rate_limit: {requests_per_minute: 30}}}",
+            RateLimit(per_second=0.5),
+        ),
+    ],
+)
+def test_each_source_gets_its_rate_limit(
+    tmp_path: Path, source: str, expected: RateLimit | None
+) -> None:
+    (tmp_path / "m.json").write_text("[]")
+    cfg = tmp_path / "leadflow.yaml"
+    cfg.write_text(f"sources:\n  - {{name: s, kind: webform, {source[1:]}\n")
+    settings = load_settings(cfg)
+    src = settings.source("s")
+    assert isinstance(src, WebformSource)
+    client = http_client(src, None)
+    assert (client.limiter.limit if client.limiter else None) == expected

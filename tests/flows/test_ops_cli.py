@@ -51,6 +51,9 @@ def test_backfill_rebuild_status_and_forget_from_the_command_line(
     out = capsys.readouterr().out
     assert "rebuild" in out and "backfill" in out
     assert "fair_istanbul" in out and "(start)" in out  # backfills moved no cursor
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    # the mails are from October 2026, older than freshness_hours; the fair sheet was just copied
+    assert "STALE" in rows["sales_inbox"] and "STALE" not in rows["fair_istanbul"]
 
     assert main(["forget", "--config", cfg, "ayse.yilmaz@gmail.com"]) == 0
     assert "erased: leads=1" in capsys.readouterr().out
@@ -98,3 +101,35 @@ def test_dask_runner_extracts_on_a_local_cluster(
     engine.dispose()
     assert raw == 11  # 7 fair rows + 4 mails (the bounce is skipped)
     assert "dask" in str(params)
+
+
+def test_stage_progress_records_become_live_bars() -> None:
+    import io
+    import logging
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from flows.cli import _ProgressHandler
+    from flows.stages import progress as stage_progress
+
+    out = io.StringIO()
+    bars = Progress(console=Console(file=out, force_terminal=True, width=100))
+    handler = _ProgressHandler(bars)
+    stage_progress.addHandler(handler)
+    old_level = stage_progress.level
+    stage_progress.setLevel(logging.INFO)
+    try:
+        with bars:
+            for done in (2, 5):
+                stage_progress.info("x", extra={"progress": ("extract", "fair_istanbul", done)})
+            stage_progress.info("y", extra={"progress": ("process", "pending", 7)})
+            stage_progress.info("a line without progress is not a bar")
+    finally:
+        stage_progress.removeHandler(handler)
+        stage_progress.setLevel(old_level)
+    assert {t.description: t.completed for t in bars.tasks} == {
+        "extract fair_istanbul": 5,
+        "process pending": 7,
+    }
+    assert "extract fair_istanbul" in out.getvalue()
