@@ -159,10 +159,11 @@ def _body(msg: EmailMessage) -> str:
     part = msg.get_body(preferencelist=("plain", "html"))
     if part is None:
         return ""
-    text = _decode_part(part)
+    # line ends first: HTML text keeps the line structure, and no stray CR is left behind
+    text = _decode_part(part).replace("\r\n", "\n").replace("\r", "\n")
     if part.get_content_subtype() == "html":
         text = html_to_text(text)
-    return text.replace("\r\n", "\n").replace("\x00", "")[:MAX_BODY_CHARS]
+    return text.replace("\x00", "")[:MAX_BODY_CHARS]
 
 
 def _vcards(msg: EmailMessage) -> list[str]:

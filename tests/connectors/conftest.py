@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import email
 import imaplib
+import itertools
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PASSWORD = "s3cret-test-only"
+USERS = 200  # mailboxes a session can hand out, one per test
 
 
 def free_port() -> int:
@@ -34,42 +38,60 @@ class Dovecot:
     port: int
     conf: Path
     users: Path
+    serial: Iterator[int] = field(default_factory=itertools.count)
 
     def new_user(self) -> str:
-        user = f"u{uuid.uuid4().hex[:10]}"
-        with self.users.open("a") as fh:
-            fh.write(f"{user}:{{PLAIN}}{PASSWORD}\n")
-        return user
+        # dovecot re-reads its passwd-file at most once a second: users written in the same
+        # second as a login would be unknown to it, so they are all written before it starts
+        return f"u{next(self.serial):03d}"
 
     def login(self, user: str) -> imaplib.IMAP4:
         conn = imaplib.IMAP4("127.0.0.1", self.port, timeout=10)
         conn.login(user, PASSWORD)
         return conn
 
-    def append(self, user: str, messages: list[bytes], folder: str = "INBOX") -> None:
+    def append(
+        self, user: str, messages: list[bytes], folder: str = "INBOX", *, dated: bool = True
+    ) -> None:
+        """APPEND each message; `dated` sets its internal date (what SEARCH SINCE reads) from Date:."""
         conn = self.login(user)
         try:
             for raw in messages:
-                typ, data = conn.append(folder, "", imaplib.Time2Internaldate(time.time()), raw)
+                when = internal_date(raw) if dated else None
+                stamp = imaplib.Time2Internaldate(when or time.time())
+                typ, data = conn.append(_quoted(folder), "", stamp, raw)
                 assert typ == "OK", data
         finally:
             conn.logout()
 
-    def maildir(self, user: str) -> Path:
-        return self.root / "mail" / user / "Maildir"
+    def recreate_folder(self, user: str, folder: str) -> None:
+        """Delete and create a folder again: dovecot gives it a new UIDVALIDITY, as a migration would."""
+        conn = self.login(user)
+        try:
+            for command in (conn.delete, conn.create):
+                typ, data = command(_quoted(folder))
+                assert typ == "OK", data
+        finally:
+            conn.logout()
 
-    def reset_uidvalidity(self, user: str) -> None:
-        """What a server migration does: the same messages come back under a new UIDVALIDITY."""
-        md = self.maildir(user)
-        for name in (
-            "dovecot-uidlist",
-            "dovecot.index",
-            "dovecot.index.cache",
-            "dovecot.index.log",
-        ):
-            (md / name).unlink(missing_ok=True)
-        # dovecot takes a new UIDVALIDITY from the clock, in seconds
-        time.sleep(1.1)
+
+def _quoted(folder: str) -> str:
+    return f'"{folder}"'
+
+
+def internal_date(raw: bytes) -> datetime | None:
+    head = email.message_from_bytes(raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
+    try:
+        return parsedate_to_datetime(str(head["Date"])) if head["Date"] else None
+    except (TypeError, ValueError):
+        return None
+
+
+def corpus(*names: str) -> list[bytes]:
+    """Messages of the committed corpus, by file name (all of them, in order, without names)."""
+    folder = FIXTURES / "mail"
+    paths = [folder / n for n in names] if names else sorted(folder.glob("*.eml"))
+    return [p.read_bytes() for p in paths]
 
 
 def _config(root: Path, port: int, users: Path) -> str:
@@ -83,6 +105,7 @@ protocols = imap
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
+auth_failure_delay = 0
 auth_mechanisms = plain login
 mail_location = maildir:{root}/mail/%u/Maildir
 default_internal_user = nobody
@@ -125,12 +148,17 @@ def dovecot() -> Iterator[Dovecot]:
         (root / sub).mkdir()
         os.chmod(root / sub, 0o777)
     users = root / "users"
-    users.write_text("")
+    users.write_text("".join(f"u{n:03d}:{{PLAIN}}{PASSWORD}\n" for n in range(USERS)))
     os.chmod(users, 0o644)
     port = free_port()
     conf = root / "dovecot.conf"
     conf.write_text(_config(root, port, users))
-    subprocess.run([binary, "-c", str(conf)], check=True, capture_output=True)
+    # dovecot daemonizes and its children keep the parent's stdout/stderr: a pipe here would
+    # never reach EOF, so its start-up output goes to a file
+    with (root / "start.log").open("wb") as out:
+        started = subprocess.run([binary, "-c", str(conf)], stdout=out, stderr=out, timeout=30)
+    if started.returncode != 0:
+        pytest.fail(f"dovecot did not start: {(root / 'start.log').read_text(errors='replace')}")
     try:
         deadline = time.time() + 10
         while True:
@@ -144,5 +172,10 @@ def dovecot() -> Iterator[Dovecot]:
                 time.sleep(0.05)
         yield Dovecot(root, port, conf, users)
     finally:
-        subprocess.run([binary, "-c", str(conf), "stop"], capture_output=True)
+        subprocess.run(
+            [binary, "-c", str(conf), "stop"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+        )
         shutil.rmtree(root, ignore_errors=True)
