@@ -13,9 +13,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,3 +180,35 @@ def dovecot() -> Iterator[Dovecot]:
             timeout=30,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+def land_source(
+    cfg: Path, name: str, start: date | None = None, end: date | None = None
+) -> dict[str, int]:
+    """One extract-and-land of a configured source (a backfill with start/end), as a run does it."""
+    from flows.settings import load_settings
+    from flows.stages import extract_and_land
+    from warehouse import db
+
+    settings = load_settings(cfg)
+    engine = db.make_engine(settings.warehouse.url)
+    db.upgrade(engine)
+    try:
+        return extract_and_land(engine, settings.source(name), "run_test", start, end)
+    finally:
+        engine.dispose()
+
+
+def rows_of(cfg: Path, *cols: Any) -> list[tuple[Any, ...]]:
+    """The warehouse's rows for these columns, in storage order."""
+    from sqlalchemy import select
+
+    from flows.settings import load_settings
+    from warehouse import db
+
+    engine = db.make_engine(load_settings(cfg).warehouse.url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(select(*cols))]
+    finally:
+        engine.dispose()

@@ -10,15 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from connectors.base import RawBatch
 from connectors.email import MailOptions
 from connectors.imap import ImapConfig, ImapError, ImapSession, connect, iter_imap
-from flows.settings import load_settings
-from flows.stages import SourceError, extract_and_land
-from tests.connectors.conftest import PASSWORD, Dovecot, corpus
-from warehouse import db
+from flows.stages import SourceError
+from tests.connectors.conftest import PASSWORD, Dovecot, corpus, land_source, rows_of
 from warehouse.schema import contacts, raw_contacts, rejects, source_cursors
 
 PASSWORD_ENV = "LEADFLOW_TEST_IMAP_PASSWORD"
@@ -89,22 +86,7 @@ def write_cfg(tmp_path: Path, port: int, user: str, folder: str = "INBOX", extra
 
 
 def land(cfg: Path, start: date | None = None, end: date | None = None) -> dict[str, int]:
-    settings = load_settings(cfg)
-    engine = db.make_engine(settings.warehouse.url)
-    db.upgrade(engine)
-    try:
-        return extract_and_land(engine, settings.source("inbox"), "run_test", start, end)
-    finally:
-        engine.dispose()
-
-
-def rows(cfg: Path, *cols: Any) -> list[tuple[Any, ...]]:
-    engine = db.make_engine(load_settings(cfg).warehouse.url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(select(*cols))]
-    finally:
-        engine.dispose()
+    return land_source(cfg, "inbox", start, end)
 
 
 @pytest.fixture
@@ -123,9 +105,9 @@ def test_corpus_lands_once_and_the_cursor_takes_only_new_mail(
     assert first["seen"] == 18 and first["landed"] == 10 and first["reconciled"] == 1
     assert first["rejected"] == 3 and first["skipped"] == 5
     assert {k[8:]: v for k, v in first.items() if k.startswith("skipped_")} == CORPUS_SKIPPED
-    assert {r[0] for r in rows(cfg, raw_contacts.c.source_record_id)} == CORPUS_RECORDS
-    assert set(rows(cfg, rejects.c.source_record_id, rejects.c.code)) == CORPUS_REJECTS
-    [(cursor,)] = rows(cfg, source_cursors.c.cursor)
+    assert {r[0] for r in rows_of(cfg, raw_contacts.c.source_record_id)} == CORPUS_RECORDS
+    assert set(rows_of(cfg, rejects.c.source_record_id, rejects.c.code)) == CORPUS_REJECTS
+    [(cursor,)] = rows_of(cfg, source_cursors.c.cursor)
     assert cursor["last_uid"] == 16 and cursor["uidvalidity"] > 0
 
     again = land(cfg)
@@ -134,8 +116,8 @@ def test_corpus_lands_once_and_the_cursor_takes_only_new_mail(
     dovecot.append(user, [message(1), message(2)])
     third = land(cfg)
     assert third == third | {"seen": 2, "landed": 2, "already_landed": 0, "reconciled": 1}
-    assert len(rows(cfg, raw_contacts.c.raw_id)) == 12
-    [(cursor2,)] = rows(cfg, source_cursors.c.cursor)
+    assert len(rows_of(cfg, raw_contacts.c.raw_id)) == 12
+    [(cursor2,)] = rows_of(cfg, source_cursors.c.cursor)
     assert cursor2 == {"uidvalidity": cursor["uidvalidity"], "last_uid": 18}
 
 
@@ -150,7 +132,7 @@ def test_a_new_uidvalidity_rescans_and_message_ids_keep_it_from_duplicating(
     dovecot.append(user, corpus("01_plain_en.eml", "07_vcards.eml", "16_no_message_id.eml"), folder)
     cfg = write_cfg(tmp_path, dovecot.port, user, folder)
     assert land(cfg)["landed"] == 5
-    [(before,)] = rows(cfg, source_cursors.c.cursor)
+    [(before,)] = rows_of(cfg, source_cursors.c.cursor)
 
     # The folder comes back (a server migration): same mail, UIDs void, and one message more.
     dovecot.recreate_folder(user, folder)
@@ -162,9 +144,9 @@ def test_a_new_uidvalidity_rescans_and_message_ids_keep_it_from_duplicating(
     stats = land(cfg)
     assert stats["seen"] == 6  # everything was read again, from UID 1
     assert stats["landed"] == 1 and stats["already_landed"] == 5 and stats["reconciled"] == 1
-    [(after,)] = rows(cfg, source_cursors.c.cursor)
+    [(after,)] = rows_of(cfg, source_cursors.c.cursor)
     assert after["uidvalidity"] != before["uidvalidity"] and after["last_uid"] == 4
-    landed = [r[0] for r in rows(cfg, raw_contacts.c.source_record_id)]
+    landed = [r[0] for r in rows_of(cfg, raw_contacts.c.source_record_id)]
     assert sorted(landed) == sorted(set(landed)) and "<m3@example.com>" in landed
     assert len(landed) == 6
 
@@ -186,7 +168,7 @@ def test_since_before_window_reads_only_those_days(
     cfg = write_cfg(tmp_path, dovecot.port, user)
     stats = land(cfg, date(2026, 3, 3), date(2026, 3, 6))
     assert stats["landed"] == 4 and stats["outside_window"] == 0 and stats["reconciled"] == 1
-    assert rows(cfg, source_cursors.c.cursor) == []
+    assert rows_of(cfg, source_cursors.c.cursor) == []
     assert land(cfg, date(2026, 3, 3), date(2026, 3, 6))["landed"] == 0
     assert land(cfg)["landed"] == 6  # the incremental run still starts at UID 1
 
@@ -301,7 +283,7 @@ def test_a_connection_cut_mid_fetch_is_reopened_and_nothing_is_lost_or_doubled(
     stats = land(cfg)
     assert proxy.cut == 1 and proxy.refuse_left == 0  # cut once (and refused once, if asked)
     assert stats["seen"] == 9 and stats["landed"] == 9 and stats["reconciled"] == 1
-    got = sorted(r[0] for r in rows(cfg, raw_contacts.c.source_record_id))
+    got = sorted(r[0] for r in rows_of(cfg, raw_contacts.c.source_record_id))
     assert got == sorted(f"<m{n}@example.com>" for n in range(1, 10))
     assert land(cfg)["landed"] == 0
 
@@ -336,7 +318,7 @@ def test_an_oversized_message_is_a_reject_with_its_size_and_its_body_is_not_fetc
     cfg = write_cfg(tmp_path, dovecot.port, user, extra="    max_message_bytes: 2000\n")
     stats = land(cfg)
     assert stats["landed"] == 2 and stats["rejected"] == 1 and stats["reconciled"] == 1
-    [(rid, code, msg, raw)] = rows(
+    [(rid, code, msg, raw)] = rows_of(
         cfg, rejects.c.source_record_id, rejects.c.code, rejects.c.message, rejects.c.raw
     )
     assert (rid, code) == ("<m2@example.com>", "oversized")
@@ -359,7 +341,7 @@ def test_a_refused_login_is_a_clear_error_without_the_password(
     )
     assert wrong not in text and wrong not in repr(err.value.__context__)
     assert wrong not in repr(ImapConfig("h", 1, "none", user, wrong))
-    assert rows(cfg, raw_contacts.c.raw_id) == [] and rows(cfg, source_cursors.c.cursor) == []
+    assert rows_of(cfg, raw_contacts.c.raw_id) == [] and rows_of(cfg, source_cursors.c.cursor) == []
 
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     missing = write_cfg(tmp_path, dovecot.port, user, folder="No Such Folder")
@@ -378,7 +360,7 @@ def test_pipeline_run_from_a_dovecot_mailbox_into_sqlite(
     first = pipeline(config=str(cfg))
     src = first["sources"]["inbox"]
     assert src["landed"] == 10 and src["rejected"] == 3 and src["skipped"] == 5
-    emails = {r[0] for r in rows(cfg, contacts.c.email)}
+    emails = {r[0] for r in rows_of(cfg, contacts.c.email)}
     # senders, form submitters behind no-reply and internal senders, and vCard entries
     assert {
         "john.smith@acme-robotics.example.com",
@@ -392,18 +374,18 @@ def test_pipeline_run_from_a_dovecot_mailbox_into_sqlite(
         "bob@brown-partners.example.com",
         "hana@sato.example.jp",
     } == emails
-    before = rows(cfg, contacts.c.contact_id, contacts.c.email)
+    before = rows_of(cfg, contacts.c.contact_id, contacts.c.email)
 
     dovecot.append(user, [message(7)])
     second = pipeline(config=str(cfg))
     assert second["sources"]["inbox"]["seen"] == 1 and second["sources"]["inbox"]["landed"] == 1
-    after = rows(cfg, contacts.c.contact_id, contacts.c.email)
+    after = rows_of(cfg, contacts.c.contact_id, contacts.c.email)
     assert {e for _, e in set(after) - set(before)} == {"person7@example.com"}
     assert set(before) <= set(after)
 
     third = pipeline(config=str(cfg))
     assert third["sources"]["inbox"]["seen"] == 0
-    assert rows(cfg, contacts.c.contact_id, contacts.c.email) == after
+    assert rows_of(cfg, contacts.c.contact_id, contacts.c.email) == after
 
 
 def test_received_at_falls_back_to_the_run_clock_only_without_a_date(dovecot: Dovecot) -> None:
