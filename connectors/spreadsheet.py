@@ -9,11 +9,13 @@ one reject for that sheet while the other sheets go on.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime, time
+from itertools import chain
 from typing import Any
 
 from connectors.base import (
@@ -23,6 +25,7 @@ from connectors.base import (
     content_hash,
     expand_paths,
     file_mtime,
+    gc_paused,
     iter_changed_files,
 )
 from connectors.http import HttpError
@@ -94,8 +97,12 @@ def csv_rows(data: bytes) -> tuple[Iterator[list[str]], str]:
     text, enc = decode_text(data)
     if "\x00" in text:
         text = text.replace("\x00", "")
-    # CR-only files (old Mac exports) and CRLF alike; csv keeps quoted newlines inside fields
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # CRLF and CR-only files (old Mac exports) alike; csv keeps quoted newlines inside fields.
+    # Each replace copies a big text: only when there is something to replace.
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            text = text.replace("\r", "\n")
     return csv.reader(io.StringIO(text), delimiter=sniff_delimiter(text)), enc
 
 
@@ -141,12 +148,33 @@ def _find_header(rows: list[list[Any]], score: HeaderScore) -> tuple[int, list[s
     return (best[1], best[2]) if best else None
 
 
-def _rid(
-    fname: str, sheet: str, header: list[str], cells: Sequence[Any], seen: Counter[str]
-) -> str:
-    key = content_hash("\x1f".join(header) + "\x1e" + "\x1f".join(map(str, cells)))[:20]
-    seen[key] += 1
-    return f"{fname}:{sheet}:{key}" + (f"#{seen[key]}" if seen[key] > 1 else "")
+class _RowIds:
+    """Row ids: sha256 of header and cells (the header's part hashed once), numbered on repeats."""
+
+    def __init__(self, fname: str, sheet: str, header: list[str]) -> None:
+        self.prefix = f"{fname}:{sheet}:"
+        self.head = hashlib.sha256(("\x1f".join(header) + "\x1e").encode("utf-8", "surrogatepass"))
+        self.seen: set[str] = set()
+        self.repeats: Counter[str] = Counter()
+
+    def __call__(self, cells: Sequence[Any]) -> str:
+        try:
+            text = "\x1f".join(cells)
+        except TypeError:  # workbook cells: numbers, None
+            text = "\x1f".join(map(str, cells))
+        h = self.head.copy()
+        h.update(text.encode("utf-8", "surrogatepass"))
+        key = h.hexdigest()[:20]
+        if key not in self.seen:
+            self.seen.add(key)
+            return self.prefix + key
+        self.repeats[key] += 1  # the same cells again: the second is #2, the third #3
+        return f"{self.prefix}{key}#{self.repeats[key] + 1}"
+
+
+def _blank(cells: Sequence[Any]) -> bool:
+    # a 0 or False cell is a value, not a blank
+    return all(c is None or c == "" for c in cells)
 
 
 def records_from_rows(
@@ -179,19 +207,16 @@ def records_from_rows(
     while width and not header[width - 1]:
         width -= 1
     header = [h or f"column_{i + 1}" for i, h in enumerate(header[:width])]
-    seen: Counter[str] = Counter()
-    lineno = hidx + 1
+    row_id = _RowIds(fname, sheet, header)
 
-    def remaining() -> Iterator[Sequence[Any]]:
-        yield from head[hidx + 1 :]
-        yield from it
-
-    for row in remaining():
-        lineno += 1
-        cells = list(row)
-        while len(cells) > width and cells[-1] in (None, ""):
-            cells.pop()
-        if not any(c not in (None, "") for c in cells):
+    # the hot loop of a big CSV: no per-cell Python work and no extra call on a well-formed row
+    for lineno, row in enumerate(chain(head[hidx + 1 :], it), start=hidx + 2):
+        cells = row
+        if len(cells) > width and cells[-1] in (None, ""):
+            cells = list(cells)
+            while len(cells) > width and cells[-1] in (None, ""):
+                cells.pop()
+        if not any(cells) and _blank(cells):
             continue
         if len(cells) != width:
             rejects.append(
@@ -204,9 +229,8 @@ def records_from_rows(
                 )
             )
             continue
-        payload = dict(zip(header, cells, strict=True))
-        rid = _rid(fname, sheet, header, cells, seen)
-        records.append(RawRecord(source, "spreadsheet", rid, received_at, payload))
+        payload = dict(zip(header, cells, strict=False))  # lengths checked above
+        records.append(RawRecord(source, "spreadsheet", row_id(cells), received_at, payload))
     return records, rejects
 
 
@@ -223,29 +247,24 @@ def read_table(
     records: list[RawRecord] = []
     rejects: list[ExtractReject] = []
     try:
-        if is_xlsx:
-            src = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
-            parts: Iterable[tuple[str, Any]] = xlsx_sheets(src, sheets)
-        else:
-            if isinstance(data_or_path, str):
-                with open(data_or_path, "rb") as fh:
-                    data_or_path = fh.read()
-            parts = [("csv", csv_rows(data_or_path)[0])]
-        for sheet, rows in parts:
-            if rows is None:
-                rejects.append(
-                    ExtractReject(
-                        source,
-                        f"{fname}:{sheet}",
-                        "sheet_not_found",
-                        f"no sheet named {sheet!r}",
-                        "",
-                    )
-                )
-                continue
-            recs, rejs = records_from_rows(source, fname, sheet, rows, received_at, score)
-            records += recs
-            rejects += rejs
+        with gc_paused():
+            if is_xlsx:
+                src = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
+                parts: Iterable[tuple[str, Any]] = xlsx_sheets(src, sheets)
+            else:
+                if isinstance(data_or_path, str):
+                    with open(data_or_path, "rb") as fh:
+                        data_or_path = fh.read()
+                parts = [("csv", csv_rows(data_or_path)[0])]
+            for sheet, rows in parts:
+                if rows is None:
+                    msg = f"no sheet named {sheet!r}"
+                    where = f"{fname}:{sheet}"
+                    rejects.append(ExtractReject(source, where, "sheet_not_found", msg, ""))
+                    continue
+                recs, rejs = records_from_rows(source, fname, sheet, rows, received_at, score)
+                records += recs
+                rejects += rejs
     except Exception as exc:
         # a corrupt workbook (not a zip, broken XML: openpyxl and zipfile raise many kinds) or
         # an unreadable file: one reject, the other files go on
