@@ -6,7 +6,8 @@
 `csv`: a generated CSV (10 columns, UTF-8, comma) read through the spreadsheet connector,
 the way a run reads it (header detection, row ids, raw records). `imap`: messages appended
 to a local dovecot (started and stopped here), then read through the IMAP connector in
-batches from an empty cursor: messages/s, batches and round trips per batch size.
+batches from an empty cursor: messages/s, batches and round trips per batch size, for the
+connector (which parses each message) and for the wire alone (`imap_fetch_raw`).
 """
 
 from __future__ import annotations
@@ -143,6 +144,28 @@ def bench_imap(messages: int, batch_sizes: list[int]) -> list[dict[str, Any]]:
             }
         )
         cfg = ImapConfig("127.0.0.1", server.port, "none", user, PASSWORD)
+        # the wire alone: SEARCH, then FETCH of sizes and bodies per batch, nothing parsed
+        for size in batch_sizes:
+            t0 = time.perf_counter()
+            session = ImapSession(lambda: connect(cfg), "INBOX")
+            uids = session.search("UID", "1:*")
+            fetched = 0
+            for i in range(0, len(uids), size):
+                chunk = uids[i : i + size]
+                session.sizes(chunk)
+                fetched += len(session.fetch(chunk))
+            session.close()
+            secs = time.perf_counter() - t0
+            out.append(
+                {
+                    "measure": "imap_fetch_raw",
+                    "messages": fetched,
+                    "batch_size": size,
+                    "round_trips": session.round_trips,
+                    "seconds": round(secs, 3),
+                    "messages_per_s": round(fetched / secs),
+                }
+            )
         for size in batch_sizes:
             sessions: list[ImapSession] = []
 

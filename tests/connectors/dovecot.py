@@ -109,6 +109,7 @@ listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
 auth_failure_delay = 0
+mail_fsync = never
 auth_mechanisms = plain login
 mail_location = maildir:{root}/mail/%u/Maildir
 default_internal_user = nobody
