@@ -33,6 +33,7 @@ from connectors.http import HttpError
 SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm")
 DELIMITERS = (",", ";", "\t", "|")
 HEADER_SCAN_ROWS = 30
+CHUNK_ROWS = 50_000  # records per batch: a big file is landed in parts, memory stays flat
 # letters only Windows-1254 / ISO-8859-9 put at these bytes (Ğ ğ İ ı Ş ş); in 1252 they are rare
 _TURKISH_BYTES = frozenset(b"\xd0\xf0\xdd\xfd\xde\xfe")
 
@@ -177,15 +178,17 @@ def _blank(cells: Sequence[Any]) -> bool:
     return all(c is None or c == "" for c in cells)
 
 
-def records_from_rows(
+def iter_row_chunks(
     source: str,
     fname: str,
     sheet: str,
     rows: Iterable[Sequence[Any]],
     received_at: datetime,
     score: HeaderScore = _default_score,
-) -> tuple[list[RawRecord], list[ExtractReject]]:
-    """Records for the rows under the header; a row with the wrong number of cells is a reject."""
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[tuple[list[RawRecord], list[ExtractReject]]]:
+    """Records for the rows under the header, `chunk_rows` at a time; a row with the wrong
+    number of cells is a reject."""
     records: list[RawRecord] = []
     rejects: list[ExtractReject] = []
     it = iter(rows)
@@ -201,7 +204,8 @@ def records_from_rows(
             rejects.append(
                 ExtractReject(source, f"{fname}:{sheet}", "no_header", msg, repr(head[:3])[:2000])
             )
-        return records, rejects
+        yield records, rejects
+        return
     hidx, header = found
     width = len(header)
     while width and not header[width - 1]:
@@ -231,10 +235,13 @@ def records_from_rows(
             continue
         payload = dict(zip(header, cells, strict=False))  # lengths checked above
         records.append(RawRecord(source, "spreadsheet", row_id(cells), received_at, payload))
-    return records, rejects
+        if len(records) >= chunk_rows:
+            yield records, rejects
+            records, rejects = [], []
+    yield records, rejects
 
 
-def read_table(
+def iter_table(
     source: str,
     fname: str,
     data_or_path: bytes | str,
@@ -242,35 +249,41 @@ def read_table(
     sheets: list[str] | None,
     score: HeaderScore,
     is_xlsx: bool,
-) -> tuple[list[RawRecord], list[ExtractReject]]:
-    """Every sheet of a workbook, or the one table of a CSV; a broken file is one reject."""
-    records: list[RawRecord] = []
-    rejects: list[ExtractReject] = []
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[tuple[list[RawRecord], list[ExtractReject]]]:
+    """Every sheet of a workbook, or the one table of a CSV, in chunks; a broken file is a reject."""
     try:
-        with gc_paused():
-            if is_xlsx:
-                src = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
-                parts: Iterable[tuple[str, Any]] = xlsx_sheets(src, sheets)
-            else:
-                if isinstance(data_or_path, str):
-                    with open(data_or_path, "rb") as fh:
-                        data_or_path = fh.read()
-                parts = [("csv", csv_rows(data_or_path)[0])]
-            for sheet, rows in parts:
-                if rows is None:
-                    msg = f"no sheet named {sheet!r}"
-                    where = f"{fname}:{sheet}"
-                    rejects.append(ExtractReject(source, where, "sheet_not_found", msg, ""))
-                    continue
-                recs, rejs = records_from_rows(source, fname, sheet, rows, received_at, score)
-                records += recs
-                rejects += rejs
+        if is_xlsx:
+            src = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
+            parts: Iterable[tuple[str, Any]] = xlsx_sheets(src, sheets)
+        else:
+            if isinstance(data_or_path, str):
+                with open(data_or_path, "rb") as fh:
+                    data_or_path = fh.read()
+            parts = [("csv", csv_rows(data_or_path)[0])]
+        for sheet, rows in parts:
+            if rows is None:
+                msg = f"no sheet named {sheet!r}"
+                yield [], [ExtractReject(source, f"{fname}:{sheet}", "sheet_not_found", msg, "")]
+                continue
+            yield from iter_row_chunks(source, fname, sheet, rows, received_at, score, chunk_rows)
     except Exception as exc:
         # a corrupt workbook (not a zip, broken XML: openpyxl and zipfile raise many kinds) or
         # an unreadable file: one reject, the other files go on
         msg = f"{type(exc).__name__}: {exc}"[:500]
-        rejects.append(ExtractReject(source, fname, "unreadable_file", msg, ""))
-    return records, rejects
+        yield [], [ExtractReject(source, fname, "unreadable_file", msg, "")]
+
+
+def _paused_chunks(
+    chunks: Iterator[tuple[list[RawRecord], list[ExtractReject]]],
+) -> Iterator[tuple[list[RawRecord], list[ExtractReject]]]:
+    """Each chunk built with the cyclic GC paused; the consumer's own work runs with it on."""
+    while True:
+        with gc_paused():
+            part = next(chunks, None)
+        if part is None:
+            return
+        yield part
 
 
 def iter_spreadsheet(
@@ -281,8 +294,14 @@ def iter_spreadsheet(
     *,
     score: HeaderScore = _default_score,
     max_file_bytes: int = 512 * 1024 * 1024,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> Iterator[RawBatch]:
-    """One batch per changed file; unchanged files (same fingerprint) are not read again."""
+    """Batches of up to `chunk_rows` records per changed file; unchanged files are not read again.
+
+    Only a file's last batch carries its new fingerprint: a run stopped halfway reads the file
+    again next time, and what was landed already is not landed twice.
+    """
+    known = dict((cursor or {}).get("files", {}))
     for fpath, _fp, after in iter_changed_files(expand_paths(path, SUFFIXES), cursor):
         fname = os.path.basename(fpath)
         size = os.path.getsize(fpath)
@@ -290,9 +309,19 @@ def iter_spreadsheet(
             msg = f"file is {size} bytes, limit {max_file_bytes}"
             yield RawBatch([], after, [ExtractReject(source, fname, "file_too_large", msg, "")])
             continue
+        before = {"files": {p: f for p, f in after["files"].items() if p != fpath}}
+        if fpath in known:
+            before["files"][fpath] = known[fpath]
         is_xlsx = fpath.lower().endswith((".xlsx", ".xlsm"))
-        recs, rejs = read_table(source, fname, fpath, file_mtime(fpath), sheets, score, is_xlsx)
-        yield RawBatch(records=recs, cursor=after, rejects=rejs)
+        chunks = iter_table(
+            source, fname, fpath, file_mtime(fpath), sheets, score, is_xlsx, chunk_rows
+        )
+        held: tuple[list[RawRecord], list[ExtractReject]] = ([], [])
+        for i, part in enumerate(_paused_chunks(chunks)):
+            if i:
+                yield RawBatch(records=held[0], cursor=before, rejects=held[1])
+            held = part
+        yield RawBatch(records=held[0], cursor=after, rejects=held[1])
 
 
 def iter_spreadsheet_url(
@@ -320,5 +349,11 @@ def iter_spreadsheet_url(
         return
     # one name per URL (gid included): the same row in two tabs is two records
     fname = "url-" + content_hash(url)[:12]
-    recs, rejs = read_table(source, fname, data, now, None, score, data[:2] == b"PK")
+    recs: list[RawRecord] = []
+    rejs: list[ExtractReject] = []
+    for part in _paused_chunks(
+        iter_table(source, fname, data, now, None, score, data[:2] == b"PK")
+    ):
+        recs += part[0]
+        rejs += part[1]
     yield RawBatch(records=recs, cursor={"sha256": fp}, rejects=rejs)

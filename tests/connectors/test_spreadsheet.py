@@ -319,3 +319,19 @@ def test_the_corpus_lands_once_and_an_edited_row_lands_as_one_new_record(tmp_pat
     edited.write_bytes(edited.read_bytes())
     assert _land(cfg)["landed"] == 0
     assert _count(cfg, raw_contacts.c.raw_id) == rows + 1 and _count(cfg, rejects.c.reject_id) == 3
+
+
+def test_a_big_file_lands_in_chunks_and_only_its_last_moves_the_cursor(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text("name,email\n" + "".join(f"P {n},p{n}@example.com\n" for n in range(7)))
+    old = {"files": {str(path): "an older fingerprint"}}
+    batches = list(iter_spreadsheet("sheets", str(path), old, score=SCORE, chunk_rows=3))
+    assert [len(b.records) for b in batches] == [3, 3, 1]
+    # a run stopped after the first or second part reads the file again next time
+    assert [b.cursor for b in batches[:2]] == [old, old]
+    assert batches[2].cursor["files"][str(path)] != "an older fingerprint"
+    ids = [r.source_record_id for b in batches for r in b.records]
+    assert len(set(ids)) == 7
+    # the same rows read in one part get the same ids: landing them again adds nothing
+    [whole] = list(iter_spreadsheet("sheets", str(path), None, score=SCORE))
+    assert [r.source_record_id for r in whole.records] == ids
