@@ -46,21 +46,24 @@ class ImapConfig:
 def connect(cfg: ImapConfig) -> imaplib.IMAP4:
     """Open, secure and log in; the caller selects the folder."""
     ctx = ssl.create_default_context()
-    conn: imaplib.IMAP4
+    conn: imaplib.IMAP4 | None = None
+    step = "refused the connection"
     try:
         if cfg.security == "ssl":
             conn = imaplib.IMAP4_SSL(cfg.host, cfg.port, ssl_context=ctx, timeout=cfg.timeout)
         else:
             conn = imaplib.IMAP4(cfg.host, cfg.port, timeout=cfg.timeout)
             if cfg.security == "starttls":
+                step = "refused STARTTLS"
                 conn.starttls(ssl_context=ctx)
+        step = f"login refused for {cfg.user}"
         conn.login(cfg.user, cfg.password)
     except imaplib.IMAP4.abort:
         raise  # a dropped connection (an error subclass): the caller may reconnect
     except imaplib.IMAP4.error as exc:
-        raise ImapError(
-            f"imap {cfg.host}:{cfg.port}: login refused for {cfg.user}: {exc}"
-        ) from None
+        if conn is not None:
+            conn.shutdown()
+        raise ImapError(f"imap {cfg.host}:{cfg.port}: {step}: {exc}") from None
     return conn
 
 
