@@ -149,30 +149,6 @@ def _find_header(rows: list[list[Any]], score: HeaderScore) -> tuple[int, list[s
     return (best[1], best[2]) if best else None
 
 
-class _RowIds:
-    """Row ids: sha256 of header and cells (the header's part hashed once), numbered on repeats."""
-
-    def __init__(self, fname: str, sheet: str, header: list[str]) -> None:
-        self.prefix = f"{fname}:{sheet}:"
-        self.head = hashlib.sha256(("\x1f".join(header) + "\x1e").encode("utf-8", "surrogatepass"))
-        self.seen: set[str] = set()
-        self.repeats: Counter[str] = Counter()
-
-    def __call__(self, cells: Sequence[Any]) -> str:
-        try:
-            text = "\x1f".join(cells)
-        except TypeError:  # workbook cells: numbers, None
-            text = "\x1f".join(map(str, cells))
-        h = self.head.copy()
-        h.update(text.encode("utf-8", "surrogatepass"))
-        key = h.hexdigest()[:20]
-        if key not in self.seen:
-            self.seen.add(key)
-            return self.prefix + key
-        self.repeats[key] += 1  # the same cells again: the second is #2, the third #3
-        return f"{self.prefix}{key}#{self.repeats[key] + 1}"
-
-
 def _blank(cells: Sequence[Any]) -> bool:
     # a 0 or False cell is a value, not a blank
     return all(c is None or c == "" for c in cells)
@@ -211,7 +187,12 @@ def iter_row_chunks(
     while width and not header[width - 1]:
         width -= 1
     header = [h or f"column_{i + 1}" for i, h in enumerate(header[:width])]
-    row_id = _RowIds(fname, sheet, header)
+    # A row's id: sha256 of header and cells (the header's part hashed once per sheet), numbered
+    # #2, #3 … when the same cells come again. Computed inline: this loop is a big CSV's hot path.
+    prefix = f"{fname}:{sheet}:"
+    head_hash = hashlib.sha256(("\x1f".join(header) + "\x1e").encode("utf-8", "surrogatepass"))
+    seen: set[str] = set()
+    repeats: Counter[str] = Counter()
 
     # the hot loop of a big CSV: no per-cell Python work and no extra call on a well-formed row
     for lineno, row in enumerate(chain(head[hidx + 1 :], it), start=hidx + 2):
@@ -233,8 +214,21 @@ def iter_row_chunks(
                 )
             )
             continue
+        try:
+            text = "\x1f".join(cells)
+        except TypeError:  # workbook cells: numbers, None
+            text = "\x1f".join(map(str, cells))
+        h = head_hash.copy()
+        h.update(text.encode("utf-8", "surrogatepass"))
+        key = h.hexdigest()[:20]
+        if key in seen:
+            repeats[key] += 1
+            rid = f"{prefix}{key}#{repeats[key] + 1}"
+        else:
+            seen.add(key)
+            rid = prefix + key
         payload = dict(zip(header, cells, strict=False))  # lengths checked above
-        records.append(RawRecord(source, "spreadsheet", row_id(cells), received_at, payload))
+        records.append(RawRecord(source, "spreadsheet", rid, received_at, payload))
         if len(records) >= chunk_rows:
             yield records, rejects
             records, rejects = [], []
