@@ -104,7 +104,17 @@ def csv_rows(data: bytes) -> tuple[Iterator[list[str]], str]:
         text = text.replace("\r\n", "\n")
         if "\r" in text:
             text = text.replace("\r", "\n")
-    return csv.reader(io.StringIO(text), delimiter=sniff_delimiter(text)), enc
+    return csv.reader(_lines(text), delimiter=sniff_delimiter(text)), enc
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of a text, ends kept, as slices: as fast for csv as a StringIO, which would
+    hold the whole text once more, four bytes a character."""
+    start, find, size = 0, text.find, len(text)
+    while start < size:
+        end = find("\n", start) + 1 or size
+        yield text[start:end]
+        start = end
 
 
 def _merged_filled(ws: Any) -> list[list[Any]]:
@@ -255,6 +265,7 @@ def iter_table(
                 with open(data_or_path, "rb") as fh:
                     data_or_path = fh.read()
             parts = [("csv", csv_rows(data_or_path)[0])]
+            del data_or_path  # the decoded text is what is read from here on
         for sheet, rows in parts:
             if rows is None:
                 msg = f"no sheet named {sheet!r}"
