@@ -282,13 +282,14 @@ def iter_table(
 def _paused_chunks(
     chunks: Iterator[tuple[list[RawRecord], list[ExtractReject]]],
 ) -> Iterator[tuple[list[RawRecord], list[ExtractReject]]]:
-    """Each chunk built with the cyclic GC paused; the consumer's own work runs with it on."""
-    while True:
-        with gc_paused():
-            part = next(chunks, None)
-        if part is None:
-            return
-        yield part
+    """The chunks of one file, read with the cyclic GC paused until the file is done.
+
+    Re-enabled between chunks, it would scan each chunk's fresh records at once (12% of a big
+    CSV's time). The consumer's landing of a chunk runs paused too: it makes no lasting cycles,
+    and whatever it leaves is collected when the file is done (or the generator is closed).
+    """
+    with gc_paused():
+        yield from chunks
 
 
 def iter_spreadsheet(
