@@ -231,12 +231,13 @@ def iter_row_chunks(
         h = head_hash.copy()
         h.update(text.encode("utf-8", "surrogatepass"))
         key = h.hexdigest()[:20]
-        if key in seen:
+        known = len(seen)
+        seen.add(key)  # one set operation: it grew unless the key was there
+        if len(seen) > known:
+            rid = prefix + key
+        else:
             repeats[key] += 1
             rid = f"{prefix}{key}#{repeats[key] + 1}"
-        else:
-            seen.add(key)
-            rid = prefix + key
         payload = dict(zip(header, cells, strict=False))  # lengths checked above
         records.append(RawRecord(source, "spreadsheet", rid, received_at, payload))
         if len(records) >= chunk_rows:
