@@ -5,7 +5,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: install run test lint pg clean
+.PHONY: install run test lint pg services clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,12 +22,18 @@ pg:
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; \
 	  echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1
 
+# dovecot for the IMAP tests: installed once if missing; the tests start their own instance
+# and the system service stays down
+services: pg
+	@command -v dovecot >/dev/null || test -x /usr/sbin/dovecot || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q dovecot-imapd >/dev/null
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: install pg lint
+test: install services lint
 	$(PY) -m pytest
 
 clean:

@@ -46,19 +46,24 @@ class ImapConfig:
 def connect(cfg: ImapConfig) -> imaplib.IMAP4:
     """Open, secure and log in; the caller selects the folder."""
     ctx = ssl.create_default_context()
-    conn: imaplib.IMAP4
+    conn: imaplib.IMAP4 | None = None
+    step = "refused the connection"
     try:
         if cfg.security == "ssl":
             conn = imaplib.IMAP4_SSL(cfg.host, cfg.port, ssl_context=ctx, timeout=cfg.timeout)
         else:
             conn = imaplib.IMAP4(cfg.host, cfg.port, timeout=cfg.timeout)
             if cfg.security == "starttls":
+                step = "refused STARTTLS"
                 conn.starttls(ssl_context=ctx)
+        step = f"login refused for {cfg.user}"
         conn.login(cfg.user, cfg.password)
+    except imaplib.IMAP4.abort:
+        raise  # a dropped connection (an error subclass): the caller may reconnect
     except imaplib.IMAP4.error as exc:
-        raise ImapError(
-            f"imap {cfg.host}:{cfg.port}: login refused for {cfg.user}: {exc}"
-        ) from None
+        if conn is not None:
+            conn.shutdown()
+        raise ImapError(f"imap {cfg.host}:{cfg.port}: {step}: {exc}") from None
     return conn
 
 
@@ -85,6 +90,7 @@ class ImapSession:
         self.max_reconnects = max_reconnects
         self.pause = pause
         self.reconnects = 0
+        self.round_trips = 0  # UID commands sent, retries included: what batching saves
         self.conn: imaplib.IMAP4 | None = None
         self.uidvalidity = self._select()
 
@@ -98,21 +104,27 @@ class ImapSession:
             raise ImapError(f"imap: folder {self.folder!r} has no UIDVALIDITY")
         return int(vals[0])
 
+    def _reopen(self) -> imaplib.IMAP4:
+        if self._select() != self.uidvalidity:
+            raise ImapError("imap: UIDVALIDITY changed during the run")
+        assert self.conn is not None
+        return self.conn
+
     def _call(self, *args: Any) -> list[Any]:
+        """One UID command; a dropped connection, or a reconnect that fails, costs one attempt."""
         for attempt in range(self.max_reconnects + 1):
             try:
-                assert self.conn is not None
-                typ, data = self.conn.uid(*args)
+                conn = self.conn or self._reopen()
+                self.round_trips += 1
+                typ, data = conn.uid(*args)
             except DROPPED:
+                self.close()
                 if attempt == self.max_reconnects:
                     raise ImapError(
                         f"imap: connection dropped {attempt + 1} times during {args[0]}"
                     ) from None
-                self.close()
                 time.sleep(self.pause * (attempt + 1))
                 self.reconnects += 1
-                if self._select() != self.uidvalidity:
-                    raise ImapError("imap: UIDVALIDITY changed during the run") from None
                 continue
             if typ != "OK":
                 raise ImapError(f"imap: {args[0]} failed: {data!r}")

@@ -23,7 +23,7 @@ from connectors.http import (
     iter_pages,
     parse_retry_after,
 )
-from tests.connectors.conftest import free_port
+from tests.connectors.dovecot import free_port
 
 
 def client(sleeps: list[float], attempts: int = 4) -> HttpClient:

@@ -14,7 +14,8 @@ from sqlalchemy import select
 from werkzeug import Request, Response
 
 from flows.settings import load_settings
-from flows.stages import SourceError, extract_and_land
+from flows.stages import SourceError
+from tests.connectors.conftest import land_source
 from transforms.fields import flatten_submission, map_fields
 from warehouse import db
 from warehouse.schema import raw_contacts, rejects, source_cursors
@@ -97,13 +98,7 @@ def write_cfg(tmp_path: Path, url: str, extra: str = "") -> Path:
 
 
 def land(cfg: Path, name: str = "tf") -> dict[str, int]:
-    settings = load_settings(cfg)
-    engine = db.make_engine(settings.warehouse.url)
-    db.upgrade(engine)
-    try:
-        return extract_and_land(engine, settings.source(name), "run_test", None, None)
-    finally:
-        engine.dispose()
+    return land_source(cfg, name)
 
 
 def table(cfg: Path, t: Any) -> list[Any]:
