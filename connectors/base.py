@@ -37,6 +37,11 @@ class ExtractReject:
     raw: str
 
 
+# Extract rejects that mean the read of the source stopped short (not a bad record): what came
+# before is landed, the cursor stays short of the failure, and the run says the source failed.
+READ_FAILURES = frozenset({"http_error", "pagination", "malformed_page"})
+
+
 @dataclass(frozen=True, slots=True)
 class RawBatch:
     """A batch of records and the cursor that holds once they are landed."""

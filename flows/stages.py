@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from connectors.base import RawBatch
+from connectors.base import READ_FAILURES, RawBatch
 from connectors.email import MailOptions, iter_email_files
 from connectors.http import HttpClient, RetryPolicy
 from connectors.imap import ImapConfig, ImapError, ImapSession, iter_imap
@@ -73,6 +73,18 @@ def read_secret(env_name: str | None, block_name: str | None, what: str) -> str 
 
 class SourceError(RuntimeError):
     """A source that cannot be read as configured (a missing secret, a refused login)."""
+
+
+class SourceReadError(RuntimeError):
+    """The read of a source stopped short (retries used up mid-way): what came before it is
+    landed with its cursor; `stats` are the counts of what was landed."""
+
+    def __init__(self, message: str, stats: dict[str, int]) -> None:
+        super().__init__(message)
+        self.stats = stats
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses process boundaries (Dask workers)
+        return (type(self), (str(self), self.stats))
 
 
 def http_client(source: WebformSource | SpreadsheetSource, token: str | None) -> HttpClient:
@@ -221,6 +233,8 @@ def extract_and_land(
     run_id: str,
     start: date | None = None,
     end: date | None = None,
+    *,
+    raise_read_failures: bool = False,
 ) -> dict[str, int]:
     """Pull a source from its cursor and land each batch with the cursor, in one transaction.
 
@@ -228,8 +242,11 @@ def extract_and_land(
     Two runs on the same source wait for each other (a warehouse lock). The counts reconcile:
     seen = landed + already_landed + duplicates + rejected + skipped + outside_window + missing,
     where `missing` (records extracted but not found in the warehouse afterwards) must be 0.
+    With `raise_read_failures`, a read that stopped short raises SourceReadError once what was
+    read is landed (otherwise it is only an extract reject).
     """
     backfill = start is not None or end is not None
+    read_failures: list[str] = []
     t0 = time.perf_counter()
     stats: dict[str, int] = defaultdict(int)
     with locking.hold(engine, locking.source_lock(source.name), run_id) as refresh:
@@ -262,6 +279,9 @@ def extract_and_land(
             stats["outside_window"] += len(batch.records) - len(records)
             for reason, n in batch.skipped.items():
                 stats[f"skipped_{reason}"] += n
+            read_failures += [
+                f"{j.code}: {j.message}" for j in batch.rejects if j.code in READ_FAILURES
+            ]
             refresh()
             progress.info(
                 "%s: %d records read, %d new",
@@ -284,6 +304,8 @@ def extract_and_land(
     )
     stats["reconciled"] = int(accounted == stats["seen"] and stats["missing"] == 0)
     stats["extract_ms"] = int((time.perf_counter() - t0) * 1000)
+    if read_failures and raise_read_failures:
+        raise SourceReadError(f"read stopped short: {read_failures[0]}", dict(stats))
     return dict(stats)
 
 

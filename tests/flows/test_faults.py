@@ -1,0 +1,122 @@
+"""Faults at the sources: retried, or failed cleanly with the cursor unmoved; nothing is lost."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from flows.settings import load_settings
+from flows.stages import SourceReadError, extract_and_land
+from tests.conftest import write_config
+from tests.faultserver import FaultServer, serve, source_yaml, submissions
+from warehouse import db
+from warehouse.schema import raw_contacts, rejects, source_cursors
+
+
+def _engine(url: str) -> Engine:
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    return engine
+
+
+def _land(
+    tmp_path: Path, url: str, engine: Engine, attempts: int = 4, strict: bool = False
+) -> dict[str, int]:
+    cfg = write_config(tmp_path / "lf.yaml", f"sqlite:///{tmp_path}/w.db", "sources:\n")
+    cfg.write_text(cfg.read_text() + source_yaml("forms", url, attempts=attempts))
+    source = load_settings(cfg).source("forms")
+    return extract_and_land(engine, source, "run_t", raise_read_failures=strict)
+
+
+def _state(engine: Engine) -> tuple[set[str], dict[str, Any], list[Any]]:
+    with engine.connect() as conn:
+        ids = {r.source_record_id for r in conn.execute(select(raw_contacts))}
+        cur = {r.source: r.cursor for r in conn.execute(select(source_cursors))}
+        rej = [(r.code, r.message) for r in conn.execute(select(rejects))]
+    return ids, cur, rej
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        ["429", "500", "502", "503"],
+        ["reset", "reset"],
+        ["hang"],
+        ["truncated", "truncated_json", "garbage"],
+    ],
+    ids=["429-5xx", "resets", "timeout", "truncated"],
+)
+def test_transient_faults_are_retried_and_every_record_lands(
+    tmp_path: Path, script: list[str]
+) -> None:
+    engine = _engine(f"sqlite:///{tmp_path}/w.db")
+    # The faults hit the first request and again the second page: each is retried in place.
+    fake = FaultServer(submissions(5), script=list(script), page_faults={2: list(script)})
+    with serve(fake):
+        stats = _land(tmp_path, fake.url, engine, attempts=len(script) + 1)
+    ids, cur, rej = _state(engine)
+    assert ids == {f"sub-{i:03d}" for i in range(5)}
+    assert rej == []
+    assert stats["landed"] == 5 and stats["reconciled"] == 1
+    assert cur["forms"]["submitted_until"].startswith("2026-05-04T09:04")
+    engine.dispose()
+
+
+@pytest.mark.parametrize("fault", ["500", "reset", "hang", "truncated_json"])
+def test_a_source_that_keeps_failing_keeps_what_it_landed_and_its_cursor_short(
+    tmp_path: Path, fault: str
+) -> None:
+    engine = _engine(f"sqlite:///{tmp_path}/w.db")
+    fake = FaultServer(submissions(6), always={2: fault})
+    with serve(fake):
+        _land(tmp_path, fake.url, engine)
+    ids, cur, rej = _state(engine)
+    # Page 1 landed with its cursor; page 2 failed for good: a reject says why, the cursor stays
+    # at the last record of page 1, so nothing after it can be skipped by the next run.
+    assert ids == {"sub-000", "sub-001"}
+    assert cur["forms"]["submitted_until"].startswith("2026-05-04T09:01")
+    ((code, message),) = rej
+    assert code == "http_error" and "/api/submissions" in message
+    # The source heals: the next run reads on from the cursor and nothing is lost.
+    fake.always.clear()
+    with serve(fake):
+        _land(tmp_path, fake.url, engine)
+    ids, cur, _ = _state(engine)
+    assert ids == {f"sub-{i:03d}" for i in range(6)}
+    assert cur["forms"]["submitted_until"].startswith("2026-05-04T09:05")
+    engine.dispose()
+
+
+def test_a_source_failing_from_its_first_request_raises_and_leaves_no_cursor(
+    tmp_path: Path,
+) -> None:
+    engine = _engine(f"sqlite:///{tmp_path}/w.db")
+    fake = FaultServer(submissions(4), always={1: "503"})
+    with serve(fake):
+        with pytest.raises(SourceReadError, match="gave up after 4 tries: HTTP 503") as err:
+            _land(tmp_path, fake.url, engine, strict=True)
+    assert err.value.stats["landed"] == 0 and err.value.stats["rejected"] == 1
+    # pickled (a Dask worker's failure) it keeps its counts
+    assert pickle.loads(pickle.dumps(err.value)).stats == err.value.stats
+    ids, cur, _ = _state(engine)
+    assert ids == set() and not cur.get("forms")  # no position: the next run starts over
+    engine.dispose()
+
+
+def test_a_hanging_server_is_cut_off_by_the_timeout(tmp_path: Path) -> None:
+    engine = _engine(f"sqlite:///{tmp_path}/w.db")
+    fake = FaultServer(submissions(2), always={1: "hang"}, hang_seconds=30)
+    import time
+
+    t0 = time.monotonic()
+    with serve(fake):
+        with pytest.raises(SourceReadError, match="Timeout"):
+            _land(tmp_path, fake.url, engine, strict=True)
+    # 4 attempts of a 0.5 s read timeout, not 30 s of hanging
+    assert time.monotonic() - t0 < timedelta(seconds=10).total_seconds()
+    engine.dispose()
