@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -34,6 +35,13 @@ class _Strict(BaseModel):
 
 class WarehouseSettings(_Strict):
     url: str = DEFAULT_WAREHOUSE_URL
+
+    @field_serializer("url", when_used="json")
+    def _masked(self, url: str) -> str:
+        # Settings travel as flow parameters, which Prefect stores as JSON: never the password.
+        from flows.logmask import mask
+
+        return mask(url, personal=False)
 
 
 class QualitySettings(_Strict):
