@@ -141,3 +141,17 @@ def source_yaml(name: str, url: str, *, token_env: str | None = None, attempts: 
         "    since_param: since\n    page_param: page\n    page_size: 2\n    lag_minutes: 0\n"
         f"{token}    http: {{timeout_seconds: 0.5, max_attempts: {attempts}, backoff_seconds: 0}}\n"
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def imap_source(name: str, port: int, password_env: str) -> str:
+    return (
+        f"  - name: {name}\n    kind: email\n    imap:\n      host: 127.0.0.1\n"
+        f"      port: {port}\n      security: none\n      user: sales\n"
+        f"      password_env: {password_env}\n      timeout_seconds: 2\n"
+    )

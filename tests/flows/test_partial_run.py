@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
 
-from flows import pipeline
 from flows.cli import EXIT_PARTIAL, main
-from tests.faultserver import FaultServer, serve, source_yaml, submissions
+from tests.faultserver import FaultServer, free_port, imap_source, serve, source_yaml, submissions
 from warehouse import db
 from warehouse.schema import pipeline_runs, source_cursors
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The connector task keeps its 3 retries, without the seconds of backoff between them."""
-    fast = pipeline.extract_source.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
-    monkeypatch.setattr(pipeline, "extract_source", fast)
-
-
-def imap_source(name: str, port: int, password_env: str) -> str:
-    return (
-        f"  - name: {name}\n    kind: email\n    imap:\n      host: 127.0.0.1\n"
-        f"      port: {port}\n      security: none\n      user: sales\n"
-        f"      password_env: {password_env}\n      timeout_seconds: 2\n"
-    )
 
 
 def test_failing_sources_make_a_partial_run_and_the_others_publish(

@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from flows import pipeline
 from flows.cli import EXIT_PARTIAL, main
-from tests.faultserver import FaultServer, serve, source_yaml, submissions
-from tests.flows.test_partial_run import free_port, imap_source
+from tests.faultserver import FaultServer, free_port, imap_source, serve, source_yaml, submissions
 from warehouse import db
 from warehouse.schema import metadata
 
@@ -72,6 +70,7 @@ def _warehouse_text(url: str) -> list[str]:
 
 def test_no_secret_reaches_anything_a_run_emits(
     prefect_api: None,
+    quick_retries: None,
     sample_config: Path,
     pg_url: str,
     tmp_path: Path,
@@ -88,8 +87,6 @@ def test_no_secret_reaches_anything_a_run_emits(
     url = pg_url.replace("postgres@", f"postgres:{db_password}@")
     assert db_password in url
     monkeypatch.setenv("LEADFLOW_WAREHOUSE_URL", url)
-    fast = pipeline.extract_source.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
-    monkeypatch.setattr(pipeline, "extract_source", fast)
 
     # The API serves two pages, then fails for good on the third; the mailbox is unreachable.
     fake = FaultServer(submissions(6), always={3: "500"})
