@@ -246,8 +246,9 @@ def read_table(
             recs, rejs = records_from_rows(source, fname, sheet, rows, received_at, score)
             records += recs
             rejects += rejs
-    except (OSError, ValueError, KeyError, csv.Error, EOFError) as exc:
-        # a corrupt workbook or an unreadable file: one reject, the other files go on
+    except Exception as exc:
+        # a corrupt workbook (openpyxl and zipfile fail in many ways on hostile bytes) or an
+        # unreadable file: one reject, the other files go on
         msg = f"{type(exc).__name__}: {exc}"[:500]
         rejects.append(ExtractReject(source, fname, "unreadable_file", msg, ""))
     return records, rejects
