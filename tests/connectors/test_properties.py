@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connectors.base import ExtractReject
 from connectors.email import MailOptions, read_message
 from connectors.spreadsheet import read_table
 from transforms.fields import header_scorer
@@ -19,7 +21,7 @@ SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 SCORE = header_scorer({})
 
 
-def _has_reason(rejects: list) -> bool:  # type: ignore[type-arg]
+def _has_reason(rejects: Sequence[ExtractReject]) -> bool:
     return all(j.code and j.message and j.source == "s" for j in rejects)
 
 
@@ -37,7 +39,7 @@ def test_random_bytes_never_crash_the_sheet_reader(data: bytes, as_xlsx: bool) -
 # Cell text with everything CSV has to escape: delimiters, quotes, newlines, formulas, markup.
 CELL = st.text(
     alphabet=st.one_of(
-        st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"),
+        st.characters(exclude_categories=["Cs"], exclude_characters="\x00\r"),
         st.sampled_from(list(',;\t|"\n=+-@<>')),
     ),
     max_size=30,
