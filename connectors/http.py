@@ -110,7 +110,7 @@ class HttpClient:
                         return resp, None
                     try:
                         return resp, parse(resp)
-                    except ValueError as exc:
+                    except (ValueError, RecursionError) as exc:
                         last = f"the response is not JSON ({str(exc)[:200]})"
                 elif resp.status_code not in RETRY_STATUS:
                     raise HttpError(

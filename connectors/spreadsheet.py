@@ -28,6 +28,9 @@ from connectors.base import (
 from connectors.http import HttpError
 
 SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm")
+# The csv module refuses fields over 128 KiB and would reject the whole file; a field's size is
+# judged per record instead (sources' max_field_chars), so one huge cell costs only its row.
+csv.field_size_limit(2**31 - 1)
 DELIMITERS = (",", ";", "\t", "|")
 HEADER_SCAN_ROWS = 30
 # letters only Windows-1254 / ISO-8859-9 put at these bytes (Ğ ğ İ ı Ş ş); in 1252 they are rare

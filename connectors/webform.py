@@ -104,7 +104,8 @@ def iter_webform_export(
             raw = fh.read()
         try:
             subs = _submissions(json.loads(raw))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: nested too deeply for the parser (hostile input), like bad JSON
             text = raw[:4000].decode("utf-8", "replace")
             yield RawBatch([], after, [_reject(source, fpath, "malformed_json", str(exc), text)])
             continue
@@ -146,7 +147,7 @@ def iter_spool(source: str, path: str, cursor: dict[str, Any] | None) -> Iterato
                 entry = json.loads(line)
                 sub = entry["submission"]
                 received = parse_time(entry.get("received_at")) or file_mtime(fpath)
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
                 text = line.decode("utf-8", "replace")
                 items.append(_reject(source, where, "malformed_spool_line", str(exc), text))
                 continue

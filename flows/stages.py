@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from connectors.base import READ_FAILURES, RawBatch
+from connectors.base import READ_FAILURES, RawBatch, within_limits
 from connectors.email import MailOptions, iter_email_files
 from connectors.http import HttpClient, RetryPolicy
 from connectors.imap import ImapConfig, ImapError, ImapSession, iter_imap
@@ -253,6 +253,7 @@ def extract_and_land(
         with engine.connect() as conn:
             cursor = None if backfill else store.read_cursor(conn, source.name)
         for batch in iter_source(source, cursor, start, end):
+            batch = within_limits(batch, source.max_field_chars)
             records = batch.records
             if backfill:
                 records = [r for r in records if _in_window(r.received_at, start, end)]
