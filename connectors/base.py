@@ -39,7 +39,7 @@ class ExtractReject:
 
 # Extract rejects that mean the read of the source stopped short (not a bad record): what came
 # before is landed, the cursor stays short of the failure, and the run says the source failed.
-READ_FAILURES = frozenset({"http_error", "pagination", "malformed_page"})
+READ_FAILURES = frozenset({"http_error", "pagination", "malformed_page", "file_changing"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import csv
 import io
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime
+from datetime import time as dtime
 from typing import Any
 
 from connectors.base import (
@@ -22,8 +24,6 @@ from connectors.base import (
     RawRecord,
     content_hash,
     expand_paths,
-    file_mtime,
-    iter_changed_files,
 )
 from connectors.http import HttpError
 
@@ -67,7 +67,7 @@ def decode_text(data: bytes) -> tuple[str, str]:
 def sniff_delimiter(text: str) -> str:
     """The delimiter that splits the first rows into the most equal, widest columns."""
     sample = text[:65536]
-    best, best_score = ",", (-1, -1)
+    best, best_score = ",", (-1, -1, -1)
     for d in DELIMITERS:
         rows = [r for r in csv.reader(io.StringIO(sample), delimiter=d) if any(r)][:50]
         if len(rows) > 2:
@@ -76,7 +76,10 @@ def sniff_delimiter(text: str) -> str:
         if not widths:
             continue
         width, count = widths.most_common(1)[0]
-        score = (count if width > 1 else 0, width)
+        # A header that splits into the usual width first: a wrong delimiter that cuts quoted
+        # cells (tabs, newlines inside quotes) into many short rows must not win on row count.
+        header_fits = int(width > 1 and len(rows[0]) == width)
+        score = (header_fits, count if width > 1 else 0, width)
         if score > best_score:
             best, best_score = d, score
     return best
@@ -84,8 +87,8 @@ def sniff_delimiter(text: str) -> str:
 
 def _cell(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.date().isoformat() if value.time() == time() else value.isoformat()
-    if isinstance(value, date | time):
+        return value.date().isoformat() if value.time() == dtime() else value.isoformat()
+    if isinstance(value, date | dtime):
         return value.isoformat()
     if isinstance(value, str):
         return value.replace("\x00", "")
@@ -257,6 +260,42 @@ def read_table(
     return records, rejects
 
 
+# A file modified this recently may still be being written: wait for it to settle.
+SETTLE_SECONDS = 1.0
+STABLE_READ_TRIES = 3
+
+
+class FileChanging(RuntimeError):
+    """A file kept changing while it was read."""
+
+
+def read_settled(path: str, now: Callable[[], float] = time.time) -> tuple[bytes, float]:
+    """The file's bytes as one consistent version, and its mtime.
+
+    A version counts when the file was not modified for SETTLE_SECONDS before the read and is
+    the same (size, mtime, inode) after it; otherwise wait and try again, then give up with
+    FileChanging. Reading once also makes the fingerprint the fingerprint of what was read.
+    """
+    for attempt in range(STABLE_READ_TRIES):
+        before = os.stat(path)
+        age = now() - before.st_mtime
+        if 0 <= age < SETTLE_SECONDS:  # (a future mtime is clock skew: no waiting helps)
+            time.sleep(SETTLE_SECONDS - age)
+            continue
+        with open(path, "rb") as fh:
+            data = fh.read()
+        after = os.stat(path)
+        same = (before.st_size, before.st_mtime_ns, before.st_ino) == (
+            after.st_size,
+            after.st_mtime_ns,
+            after.st_ino,
+        )
+        if same and len(data) == after.st_size:
+            return data, after.st_mtime
+        time.sleep(SETTLE_SECONDS * (attempt + 1) / STABLE_READ_TRIES)
+    raise FileChanging(f"{os.path.basename(path)} kept changing while it was read")
+
+
 def iter_spreadsheet(
     source: str,
     path: str,
@@ -266,17 +305,37 @@ def iter_spreadsheet(
     score: HeaderScore = _default_score,
     max_file_bytes: int = 512 * 1024 * 1024,
 ) -> Iterator[RawBatch]:
-    """One batch per changed file; unchanged files (same fingerprint) are not read again."""
-    for fpath, _fp, after in iter_changed_files(expand_paths(path, SUFFIXES), cursor):
+    """One batch per changed file; unchanged files (same fingerprint) are not read again.
+
+    A file being rewritten while it is read is read again once it settles; one that never
+    does is a `file_changing` reject and its cursor entry does not move, so the next run
+    reads it again.
+    """
+    seen: dict[str, str] = dict((cursor or {}).get("files", {}))
+    for fpath in expand_paths(path, SUFFIXES):
         fname = os.path.basename(fpath)
         size = os.path.getsize(fpath)
         if size > max_file_bytes:
+            after = {"files": {**seen, fpath: f"size:{size}"}}
             msg = f"file is {size} bytes, limit {max_file_bytes}"
-            yield RawBatch([], after, [ExtractReject(source, fname, "file_too_large", msg, "")])
+            if seen.get(fpath) != after["files"][fpath]:
+                seen[fpath] = after["files"][fpath]
+                yield RawBatch([], after, [ExtractReject(source, fname, "file_too_large", msg, "")])
             continue
+        try:
+            data, mtime = read_settled(fpath)
+        except FileChanging as exc:
+            reject = ExtractReject(source, fname, "file_changing", str(exc), "")
+            yield RawBatch([], {"files": dict(seen)}, [reject])
+            continue
+        fp = content_hash(data)
+        if seen.get(fpath) == fp:
+            continue
+        seen[fpath] = fp
         is_xlsx = fpath.lower().endswith((".xlsx", ".xlsm"))
-        recs, rejs = read_table(source, fname, fpath, file_mtime(fpath), sheets, score, is_xlsx)
-        yield RawBatch(records=recs, cursor=after, rejects=rejs)
+        received = datetime.fromtimestamp(int(mtime), tz=UTC)
+        recs, rejs = read_table(source, fname, data, received, sheets, score, is_xlsx)
+        yield RawBatch(records=recs, cursor={"files": dict(seen)}, rejects=rejs)
 
 
 def iter_spreadsheet_url(

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import random
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -10,6 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
+from connectors import spreadsheet
+from connectors.base import content_hash
 from flows.settings import load_settings
 from flows.stages import SourceReadError, extract_and_land
 from tests.conftest import write_config
@@ -119,4 +126,72 @@ def test_a_hanging_server_is_cut_off_by_the_timeout(tmp_path: Path) -> None:
             _land(tmp_path, fake.url, engine, strict=True)
     # 4 attempts of a 0.5 s read timeout, not 30 s of hanging
     assert time.monotonic() - t0 < timedelta(seconds=10).total_seconds()
+    engine.dispose()
+
+
+def _sheet(rows: int) -> bytes:
+    lines = ["Name;Email;Company"] + [f"Person {i};p{i}@firm{i}.com;Firm {i}" for i in range(rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_a_sheet_rewritten_while_it_is_read_lands_one_whole_version_or_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spreadsheet, "SETTLE_SECONDS", 0.2)
+    old, new = _sheet(200), _sheet(300)  # the new version keeps the old rows and adds 100
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_bytes(old)
+    os.utime(sheet, (time.time() - 60, time.time() - 60))
+    cfg = write_config(
+        tmp_path / "lf.yaml",
+        f"sqlite:///{tmp_path}/w.db",
+        "sources:\n  - {name: fair, kind: spreadsheet, path: sheet.csv}\n",
+    )
+    source = load_settings(cfg).source("fair")
+    engine = _engine(f"sqlite:///{tmp_path}/w.db")
+    versions = {content_hash(old), content_hash(new)}
+    rows = {f"Person {i}" for i in range(300)}
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        """Rewrites in place as an editor does (truncate, then write in pieces), then rests."""
+        rng = random.Random(5)
+        while not stop.is_set():
+            for version in (new, old):
+                with open(sheet, "wb") as fh:
+                    for at in range(0, len(version), 2048):
+                        fh.write(version[at : at + 2048])
+                        fh.flush()
+                        time.sleep(0.003)
+                time.sleep(rng.uniform(0, 0.3))
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    outcomes = []
+    try:
+        for n in range(8):
+            try:
+                extract_and_land(engine, source, f"run_{n}", raise_read_failures=True)
+                outcomes.append("landed")
+            except SourceReadError as exc:
+                assert "sheet.csv kept changing while it was read" in str(exc)
+                outcomes.append("changing")
+            ids, cur, rej = _state(engine)
+            with engine.connect() as conn:
+                names = {json.loads(r.payload)["Name"] for r in conn.execute(select(raw_contacts))}
+            # Only whole rows of a whole version ever land, and the cursor holds such a version.
+            assert names <= rows
+            assert all(code == "file_changing" for code, _ in rej), rej
+            files = cur.get("fair", {}).get("files", {})
+            assert set(files.values()) <= versions
+    finally:
+        stop.set()
+        writer.join()
+    sheet.write_bytes(new)
+    os.utime(sheet, (time.time() - 60, time.time() - 60))
+    extract_and_land(engine, source, "run_last", raise_read_failures=True)
+    ids, cur, _ = _state(engine)
+    assert len(ids) == 300  # nothing lost, nothing twice
+    assert list(cur["fair"]["files"].values()) == [content_hash(new)]
+    print(outcomes)
     engine.dispose()
