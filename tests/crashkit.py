@@ -442,7 +442,7 @@ def crash_and_compare(
             # Stages in the order a run meets them, so each kill finds its stage still ahead:
             # a later run of the episode resumes from what the earlier kills left.
             # Each episode leaves out another stage, so a few episodes hit every one of them.
-            skip = STAGES[episode % len(STAGES)]
+            skip = STAGES[episode % len(STAGES)] if per_episode < len(STAGES) else None
             targets = [s for s in STAGES if s != skip][:per_episode]
             if rng.random() < random_share:
                 targets.insert(0, "random")
