@@ -6,10 +6,12 @@ import logging
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from flows import stages
 from flows.cli import EXIT_PARTIAL, main
 from tests.faultserver import FaultServer, free_port, imap_source, serve, source_yaml, submissions
 from warehouse import db
@@ -89,6 +91,15 @@ def test_no_secret_reaches_anything_a_run_emits(
     monkeypatch.setenv("LEADFLOW_WAREHOUSE_URL", url)
 
     # The API serves two pages, then fails for good on the third; the mailbox is unreachable.
+    # Masked where stored, the password still reaches the code that connects.
+    seen_passwords: list[str | None] = []
+    land = stages.extract_and_land
+
+    def recording(engine: Any, *args: Any, **kwargs: Any) -> Any:
+        seen_passwords.append(engine.url.password)
+        return land(engine, *args, **kwargs)
+
+    monkeypatch.setattr(stages, "extract_and_land", recording)
     fake = FaultServer(submissions(6), always={3: "500"})
     with serve(fake):
         extra = source_yaml("api_forms", fake.url, token_env="FORMS_TOKEN", attempts=2)
@@ -101,6 +112,7 @@ def test_no_secret_reaches_anything_a_run_emits(
     assert any(h.get("Authorization") == f"Bearer {token}" for _, h in fake.seen)
     out, err = capsys.readouterr()
     assert "api_forms" in err and "mailbox" in err
+    assert seen_passwords and set(seen_passwords) == {db_password}
 
     emitted = {
         "stdout": [out],
