@@ -130,7 +130,10 @@ def dovecot() -> Iterator[Dovecot]:
     port = free_port()
     conf = root / "dovecot.conf"
     conf.write_text(_config(root, port, users))
-    subprocess.run([binary, "-c", str(conf)], check=True, capture_output=True)
+    # dovecot forks into the background keeping its stdout/stderr: captured pipes never close
+    subprocess.run(
+        [binary, "-c", str(conf)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.time() + 10
         while True:
