@@ -115,7 +115,8 @@ def hold(
                 store.break_lock(conn, name, holder["run_id"], why)
             continue
         if not told:
-            log.info(
+            # a warning: the console shows it, so whoever started this run knows why it waits
+            log.warning(
                 "waiting for lock %s: held by run %s since %s",
                 name,
                 holder["run_id"],

@@ -314,6 +314,7 @@ def count_source(source: Source, start: date | None, end: date | None) -> dict[s
     """A dry run: read the source as a backfill would (no cursor) and count, writing nothing."""
     stats: dict[str, int] = defaultdict(int)
     for batch in iter_source(source, None, start, end):
+        batch = within_limits(batch, source.max_field_chars)
         inside = sum(1 for r in batch.records if _in_window(r.received_at, start, end))
         skipped = sum(batch.skipped.values())
         stats["seen"] += len(batch.records) + len(batch.rejects) + skipped

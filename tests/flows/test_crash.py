@@ -9,8 +9,12 @@ import itertools
 from contextlib import ExitStack
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import pg_database
 from tests.crashkit import STAGES, crash_and_compare, write_sample
+
+pytestmark = pytest.mark.slow
 
 
 def test_killed_runs_on_sqlite_leave_the_same_tables_as_a_clean_run(tmp_path: Path) -> None:
