@@ -13,7 +13,7 @@ import socketserver
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -112,24 +112,31 @@ class FaultServer:
 
 
 @contextmanager
-def serve(server: FaultServer) -> Iterator[FaultServer]:
+def tcp_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A threaded TCP server on a free loopback port calling `handle` per connection; the port."""
+
     class Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
-            server.handle(self.request)
+            handle(self.request)
 
     class Threaded(socketserver.ThreadingTCPServer):
         daemon_threads = True
         allow_reuse_address = True
 
     tcp = Threaded(("127.0.0.1", 0), Handler)
-    server.port = tcp.server_address[1]
-    thread = threading.Thread(target=tcp.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=tcp.serve_forever, daemon=True).start()
     try:
-        yield server
+        yield tcp.server_address[1]
     finally:
         tcp.shutdown()
         tcp.server_close()
+
+
+@contextmanager
+def serve(server: FaultServer) -> Iterator[FaultServer]:
+    with tcp_server(server.handle) as port:
+        server.port = port
+        yield server
 
 
 def source_yaml(name: str, url: str, *, token_env: str | None = None, attempts: int = 4) -> str:

@@ -4,9 +4,10 @@ landed batch."""
 
 from __future__ import annotations
 
+import imaplib
 import socket
-import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from flows.settings import load_settings
 from flows.stages import SourceError, extract_and_land
 from tests.conftest import write_config
 from tests.connectors.conftest import PASSWORD, Dovecot
+from tests.faultserver import tcp_server
 from warehouse import db
 from warehouse.schema import raw_contacts, source_cursors
 
@@ -83,22 +85,9 @@ class Dropper:
 
 @contextmanager
 def proxy(dropper: Dropper) -> Iterator[Dropper]:
-    class Handler(socketserver.BaseRequestHandler):
-        def handle(self) -> None:
-            dropper.relay(self.request)
-
-    class Threaded(socketserver.ThreadingTCPServer):
-        daemon_threads = True
-        allow_reuse_address = True
-
-    tcp = Threaded(("127.0.0.1", 0), Handler)
-    dropper.port = tcp.server_address[1]
-    threading.Thread(target=tcp.serve_forever, daemon=True).start()
-    try:
+    with tcp_server(dropper.relay) as port:
+        dropper.port = port
         yield dropper
-    finally:
-        tcp.shutdown()
-        tcp.server_close()
 
 
 def _messages(n: int) -> list[bytes]:
@@ -142,14 +131,31 @@ def _state(tmp_path: Path) -> tuple[set[str], dict[str, int] | None]:
     return ids, cur
 
 
+@pytest.fixture(scope="module")
+def mailbox(dovecot: Dovecot) -> str:
+    """One user with six messages, read (never changed) by every test here."""
+    user = dovecot.new_user()
+    for attempt in range(10):
+        try:
+            dovecot.append(user, _messages(6))
+            return user
+        except imaplib.IMAP4.error:
+            # dovecot re-reads its passwd-file on a change of mtime, in whole seconds
+            if attempt == 9:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(autouse=True)
 def _password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INBOX_PASSWORD", PASSWORD)
 
 
-def test_a_fetch_cut_mid_message_is_fetched_again(dovecot: Dovecot, tmp_path: Path) -> None:
-    user = dovecot.new_user()
-    dovecot.append(user, _messages(6))
+def test_a_fetch_cut_mid_message_is_fetched_again(
+    dovecot: Dovecot, mailbox: str, tmp_path: Path
+) -> None:
+    user = mailbox
     with proxy(Dropper(dovecot.port, drops=1, spare=1)) as dropper:
         stats = _land(tmp_path, user, dropper.port)
     assert dropper.cuts == 1  # the second batch's fetch was cut once, then fetched again
@@ -160,10 +166,9 @@ def test_a_fetch_cut_mid_message_is_fetched_again(dovecot: Dovecot, tmp_path: Pa
 
 
 def test_a_connection_that_keeps_dropping_fails_with_the_cursor_at_the_last_landed_batch(
-    dovecot: Dovecot, tmp_path: Path
+    dovecot: Dovecot, mailbox: str, tmp_path: Path
 ) -> None:
-    user = dovecot.new_user()
-    dovecot.append(user, _messages(6))
+    user = mailbox
     with proxy(Dropper(dovecot.port, drops=-1, spare=1)) as dropper:
         with pytest.raises(SourceError, match="connection dropped 3 times during FETCH"):
             _land(tmp_path, user, dropper.port)
