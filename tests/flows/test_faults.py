@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import random
-import threading
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -134,14 +134,35 @@ def _sheet(rows: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+REWRITER = """
+import random, sys, time
+from pathlib import Path
+folder = Path(sys.argv[1])
+versions = [(folder / "new.bin").read_bytes(), (folder / "old.bin").read_bytes()]
+rng = random.Random(5)
+while True:
+    for version in versions:
+        with open(folder / "sheet.csv", "wb") as fh:
+            for at in range(0, len(version), 2048):
+                fh.write(version[at : at + 2048])
+                fh.flush()
+                time.sleep(0.003)
+        time.sleep(rng.uniform(0, 0.8))
+"""
+
+
 def test_a_sheet_rewritten_while_it_is_read_lands_one_whole_version_or_waits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spreadsheet, "SETTLE_SECONDS", 0.2)
+    # A writer pausing longer than this mid-write cannot be told from a finished one (only an
+    # atomic rename can say so); the writer below pauses 3 ms between pieces.
+    monkeypatch.setattr(spreadsheet, "SETTLE_SECONDS", 0.5)
     old, new = _sheet(200), _sheet(300)  # the new version keeps the old rows and adds 100
     sheet = tmp_path / "sheet.csv"
     sheet.write_bytes(old)
     os.utime(sheet, (time.time() - 60, time.time() - 60))
+    (tmp_path / "old.bin").write_bytes(old)
+    (tmp_path / "new.bin").write_bytes(new)
     cfg = write_config(
         tmp_path / "lf.yaml",
         f"sqlite:///{tmp_path}/w.db",
@@ -151,22 +172,12 @@ def test_a_sheet_rewritten_while_it_is_read_lands_one_whole_version_or_waits(
     engine = _engine(f"sqlite:///{tmp_path}/w.db")
     versions = {content_hash(old), content_hash(new)}
     rows = {f"Person {i}" for i in range(300)}
-    stop = threading.Event()
-
-    def rewrite() -> None:
-        """Rewrites in place as an editor does (truncate, then write in pieces), then rests."""
-        rng = random.Random(5)
-        while not stop.is_set():
-            for version in (new, old):
-                with open(sheet, "wb") as fh:
-                    for at in range(0, len(version), 2048):
-                        fh.write(version[at : at + 2048])
-                        fh.flush()
-                        time.sleep(0.003)
-                time.sleep(rng.uniform(0, 0.3))
-
-    writer = threading.Thread(target=rewrite)
-    writer.start()
+    # Another process rewrites the sheet in place as an editor does (truncate, then write in
+    # pieces), alternating the two versions with rests of 0–0.8 s between them.
+    writer = subprocess.Popen([sys.executable, "-c", REWRITER, str(tmp_path)])
+    started = sheet.stat().st_mtime
+    while sheet.stat().st_mtime == started:  # the writer is at work
+        time.sleep(0.01)
     outcomes = []
     try:
         for n in range(8):
@@ -185,8 +196,8 @@ def test_a_sheet_rewritten_while_it_is_read_lands_one_whole_version_or_waits(
             files = cur.get("fair", {}).get("files", {})
             assert set(files.values()) <= versions
     finally:
-        stop.set()
-        writer.join()
+        writer.terminate()
+        writer.wait()
     sheet.write_bytes(new)
     os.utime(sheet, (time.time() - 60, time.time() - 60))
     extract_and_land(engine, source, "run_last", raise_read_failures=True)
