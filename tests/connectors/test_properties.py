@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from connectors.base import ExtractReject
 from connectors.email import MailOptions, read_message
 from connectors.spreadsheet import read_table
+from connectors.webform import _top_level_items
 from transforms.fields import header_scorer
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -122,3 +124,27 @@ def test_random_bytes_as_mail_never_crash(data: bytes) -> None:
     out = read_message("s", data, NOW, MailOptions())
     assert _has_reason(out.rejects)
     assert len(out.records) + len(out.rejects) + sum(out.skipped.values()) >= 1
+
+
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text()),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@SETTINGS
+@given(
+    st.lists(JSON_VALUES, max_size=6),
+    st.sampled_from(["submissions", "items", "data", None]),
+    st.booleans(),
+)
+def test_an_export_cut_into_submissions_without_parsing_gives_each_one_back(
+    subs: list[object], key: str | None, ascii_only: bool
+) -> None:
+    doc: object = subs if key is None else {"meta": {"submissions": [0]}, key: subs}
+    parts = _top_level_items(json.dumps(doc, ensure_ascii=ascii_only))
+    assert parts is not None
+    assert [json.loads(p) for p in parts] == subs
