@@ -40,6 +40,11 @@ class ExtractReject:
     raw: str
 
 
+# Extract rejects that mean the read of the source stopped short (not a bad record): what came
+# before is landed, the cursor stays short of the failure, and the run says the source failed.
+READ_FAILURES = frozenset({"http_error", "pagination", "malformed_page", "file_changing"})
+
+
 @dataclass(frozen=True, slots=True)
 class RawBatch:
     """A batch of records and the cursor that holds once they are landed."""
@@ -48,6 +53,51 @@ class RawBatch:
     cursor: dict[str, JSONValue]
     rejects: list[ExtractReject] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+
+
+# What a record may hold: longer text or deeper nesting is no contact, and would cost every later
+# stage (and every reader) for nothing. A record beyond these is an extract reject with its reason.
+DEFAULT_MAX_FIELD_CHARS = 256 * 1024
+MAX_JSON_DEPTH = 32
+
+
+def beyond_limits(payload: Any, max_chars: int, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """Why a payload is beyond the limits (a string longer than `max_chars`, nesting deeper than
+    `max_depth`), or None. Iterative, so no payload can exhaust the stack."""
+    stack: list[tuple[Any, int, str]] = [(payload, 0, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        if depth > max_depth:
+            return f"{where or 'the record'} is nested deeper than {max_depth} levels"
+        if isinstance(value, str):
+            if len(value) > max_chars:
+                return f"{where or 'a field'} has {len(value)} characters, limit {max_chars}"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = str(key)[:64]
+                if len(str(key)) > max_chars:
+                    return f"a field name has {len(str(key))} characters, limit {max_chars}"
+                stack.append((item, depth + 1, f"{where}.{name}" if where else name))
+        elif isinstance(value, list | tuple):
+            stack.extend((item, depth + 1, f"{where}[{i}]") for i, item in enumerate(value))
+    return None
+
+
+def within_limits(batch: RawBatch, max_chars: int) -> RawBatch:
+    """The batch with each record beyond the limits turned into a `too_large` reject."""
+    records: list[RawRecord] = []
+    rejects = list(batch.rejects)
+    for r in batch.records:
+        why = beyond_limits(r.payload, max_chars)
+        if why is None:
+            records.append(r)
+        else:
+            # a payload too deep to serialize safely keeps no preview; the reason says enough
+            preview = "" if "nested" in why else r.payload_json()[:2000]
+            rejects.append(ExtractReject(r.source, r.source_record_id, "too_large", why, preview))
+    if len(records) == len(batch.records):
+        return batch
+    return RawBatch(records, batch.cursor, rejects, batch.skipped)
 
 
 class Connector(Protocol):

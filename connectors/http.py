@@ -129,6 +129,17 @@ class HttpClient:
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """One call with retries on 429, 5xx and connection errors; raise HttpError otherwise."""
+        return self._call(method, url, None, **kwargs)[0]
+
+    def _call(
+        self,
+        method: str,
+        url: str,
+        parse: Callable[[requests.Response], Any] | None,
+        **kwargs: Any,
+    ) -> tuple[requests.Response, Any]:
+        """The request with retries; `parse` (e.g. JSON) failing on a 2xx body is retried too:
+        a body cut short by a dropped connection is a transient fault, like a reset."""
         last = ""
         for attempt in range(self.retry.attempts):
             retry_after: float | None = None
@@ -137,17 +148,29 @@ class HttpClient:
             self.requests_made += 1
             try:
                 resp = self.session.request(method, url, timeout=self.timeout, **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                # the body broke off before Content-Length, or did not decode
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as exc:
                 last = f"{type(exc).__name__}"
             else:
                 if resp.status_code < 400:
-                    return resp
-                if resp.status_code not in RETRY_STATUS:
+                    if parse is None:
+                        return resp, None
+                    try:
+                        return resp, parse(resp)
+                    except (ValueError, RecursionError) as exc:
+                        last = f"the response is not JSON ({str(exc)[:200]})"
+                elif resp.status_code not in RETRY_STATUS:
                     raise HttpError(
                         f"{method} {_safe(url)}: HTTP {resp.status_code}", resp.status_code
                     )
-                last = f"HTTP {resp.status_code}"
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                else:
+                    last = f"HTTP {resp.status_code}"
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             if attempt + 1 < self.retry.attempts:
                 self.retries_made += 1
                 self.sleep(self.retry.wait(attempt, retry_after))
@@ -157,11 +180,7 @@ class HttpClient:
         return self.get(url).content
 
     def get_json(self, url: str, params: Mapping[str, Any] | None = None) -> Any:
-        resp = self.get(url, params)
-        try:
-            return resp.json()
-        except (ValueError, json.JSONDecodeError) as exc:
-            raise HttpError(f"GET {_safe(url)}: the response is not JSON ({exc})") from None
+        return self._call("GET", url, lambda r: r.json(), params=params)[1]
 
     def close(self) -> None:
         self.session.close()

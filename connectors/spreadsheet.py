@@ -12,9 +12,11 @@ import csv
 import hashlib
 import io
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime
+from datetime import time as dtime
 from itertools import chain
 from typing import Any
 
@@ -24,13 +26,14 @@ from connectors.base import (
     RawRecord,
     content_hash,
     expand_paths,
-    file_mtime,
     gc_paused,
-    iter_changed_files,
 )
 from connectors.http import HttpError
 
 SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm")
+# The csv module refuses fields over 128 KiB and would reject the whole file; a field's size is
+# judged per record instead (sources' max_field_chars), so one huge cell costs only its row.
+csv.field_size_limit(2**31 - 1)
 DELIMITERS = (",", ";", "\t", "|")
 HEADER_SCAN_ROWS = 30
 CHUNK_ROWS = 50_000  # records per batch: a big file is landed in parts, memory stays flat
@@ -68,7 +71,7 @@ def decode_text(data: bytes) -> tuple[str, str]:
 def sniff_delimiter(text: str) -> str:
     """The delimiter that splits the first rows into the most equal, widest columns."""
     sample = text[:65536]
-    best, best_score = ",", (-1, -1)
+    best, best_score = ",", (-1, -1, -1)
     for d in DELIMITERS:
         rows = [r for r in csv.reader(io.StringIO(sample), delimiter=d) if any(r)][:50]
         if len(rows) > 2:
@@ -77,7 +80,10 @@ def sniff_delimiter(text: str) -> str:
         if not widths:
             continue
         width, count = widths.most_common(1)[0]
-        score = (count if width > 1 else 0, width)
+        # A header that splits into the usual width first: a wrong delimiter that cuts quoted
+        # cells (tabs, newlines inside quotes) into many short rows must not win on row count.
+        header_fits = int(width > 1 and len(rows[0]) == width)
+        score = (header_fits, count if width > 1 else 0, width)
         if score > best_score:
             best, best_score = d, score
     return best
@@ -85,8 +91,8 @@ def sniff_delimiter(text: str) -> str:
 
 def _cell(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.date().isoformat() if value.time() == time() else value.isoformat()
-    if isinstance(value, date | time):
+        return value.date().isoformat() if value.time() == dtime() else value.isoformat()
+    if isinstance(value, date | dtime):
         return value.isoformat()
     if isinstance(value, str):
         return value.replace("\x00", "")
@@ -280,6 +286,24 @@ def iter_table(
         yield [], [ExtractReject(source, fname, "unreadable_file", msg, "")]
 
 
+def read_table(
+    source: str,
+    fname: str,
+    data_or_path: bytes | str,
+    received_at: datetime,
+    sheets: list[str] | None,
+    score: HeaderScore,
+    is_xlsx: bool,
+) -> tuple[list[RawRecord], list[ExtractReject]]:
+    """One whole table at once (a small file): every chunk of `iter_table` joined."""
+    records: list[RawRecord] = []
+    rejects: list[ExtractReject] = []
+    for recs, rejs in iter_table(source, fname, data_or_path, received_at, sheets, score, is_xlsx):
+        records += recs
+        rejects += rejs
+    return records, rejects
+
+
 def _paused_chunks(
     chunks: Iterator[tuple[list[RawRecord], list[ExtractReject]]],
 ) -> Iterator[tuple[list[RawRecord], list[ExtractReject]]]:
@@ -291,6 +315,42 @@ def _paused_chunks(
     """
     with gc_paused():
         yield from chunks
+
+
+# A file modified this recently may still be being written: wait for it to settle.
+SETTLE_SECONDS = 1.0
+STABLE_READ_TRIES = 3
+
+
+class FileChanging(RuntimeError):
+    """A file kept changing while it was read."""
+
+
+def read_settled(path: str, now: Callable[[], float] = time.time) -> tuple[bytes, float]:
+    """The file's bytes as one consistent version, and its mtime.
+
+    A version counts when the file was not modified for SETTLE_SECONDS before the read and is
+    the same (size, mtime, inode) after it; otherwise wait and try again, then give up with
+    FileChanging. Reading once also makes the fingerprint the fingerprint of what was read.
+    """
+    for attempt in range(STABLE_READ_TRIES):
+        before = os.stat(path)
+        age = now() - before.st_mtime
+        if 0 <= age < SETTLE_SECONDS:  # (a future mtime is clock skew: no waiting helps)
+            time.sleep(SETTLE_SECONDS - age)
+            continue
+        with open(path, "rb") as fh:
+            data = fh.read()
+        after = os.stat(path)
+        same = (before.st_size, before.st_mtime_ns, before.st_ino) == (
+            after.st_size,
+            after.st_mtime_ns,
+            after.st_ino,
+        )
+        if same and len(data) == after.st_size:
+            return data, after.st_mtime
+        time.sleep(SETTLE_SECONDS * (attempt + 1) / STABLE_READ_TRIES)
+    raise FileChanging(f"{os.path.basename(path)} kept changing while it was read")
 
 
 def iter_spreadsheet(
@@ -305,24 +365,39 @@ def iter_spreadsheet(
 ) -> Iterator[RawBatch]:
     """Batches of up to `chunk_rows` records per changed file; unchanged files are not read again.
 
-    Only a file's last batch carries its new fingerprint: a run stopped halfway reads the file
-    again next time, and what was landed already is not landed twice.
+    A file is read once, as one consistent version (`read_settled`), and fingerprinted by the
+    bytes read. Only a file's last batch carries its new fingerprint: a run stopped halfway reads
+    the file again next time, and what was landed already is not landed twice. A file being
+    rewritten while it is read is read again once it settles; one that never does is a
+    `file_changing` reject and its cursor entry does not move, so the next run reads it again.
     """
-    known = dict((cursor or {}).get("files", {}))
-    for fpath, _fp, after in iter_changed_files(expand_paths(path, SUFFIXES), cursor):
+    seen: dict[str, str] = dict((cursor or {}).get("files", {}))
+    for fpath in expand_paths(path, SUFFIXES):
         fname = os.path.basename(fpath)
         size = os.path.getsize(fpath)
         if size > max_file_bytes:
+            after = {"files": {**seen, fpath: f"size:{size}"}}
             msg = f"file is {size} bytes, limit {max_file_bytes}"
-            yield RawBatch([], after, [ExtractReject(source, fname, "file_too_large", msg, "")])
+            if seen.get(fpath) != after["files"][fpath]:
+                seen[fpath] = after["files"][fpath]
+                yield RawBatch([], after, [ExtractReject(source, fname, "file_too_large", msg, "")])
             continue
-        before = {"files": {p: f for p, f in after["files"].items() if p != fpath}}
-        if fpath in known:
-            before["files"][fpath] = known[fpath]
+        try:
+            data, mtime = read_settled(fpath)
+        except FileChanging as exc:
+            reject = ExtractReject(source, fname, "file_changing", str(exc), "")
+            yield RawBatch([], {"files": dict(seen)}, [reject])
+            continue
+        fp = content_hash(data)
+        if seen.get(fpath) == fp:
+            continue
+        before = {"files": dict(seen)}
+        seen[fpath] = fp
+        after = {"files": dict(seen)}
         is_xlsx = fpath.lower().endswith((".xlsx", ".xlsm"))
-        chunks = iter_table(
-            source, fname, fpath, file_mtime(fpath), sheets, score, is_xlsx, chunk_rows
-        )
+        received = datetime.fromtimestamp(int(mtime), tz=UTC)
+        chunks = iter_table(source, fname, data, received, sheets, score, is_xlsx, chunk_rows)
+        del data  # the table reader holds the bytes only until it has decoded them
         held: tuple[list[RawRecord], list[ExtractReject]] = ([], [])
         for i, part in enumerate(_paused_chunks(chunks)):
             if i:

@@ -104,14 +104,82 @@ def iter_webform_export(
         with open(fpath, "rb") as fh:
             raw = fh.read()
         try:
-            subs = _submissions(json.loads(raw))
+            items = [
+                submission_record(source, s, fallback, f"{fpath}#{i}")
+                for i, s in enumerate(_submissions(json.loads(raw)))
+            ]
+        except RecursionError:
+            # one submission nested too deeply for the parser must not cost the others theirs
+            items = _one_by_one(source, raw, fallback, fpath)
         except (ValueError, UnicodeDecodeError) as exc:
             text = raw[:4000].decode("utf-8", "replace")
             yield RawBatch([], after, [_reject(source, fpath, "malformed_json", str(exc), text)])
             continue
-        items = [submission_record(source, s, fallback, f"{fpath}#{i}") for i, s in enumerate(subs)]
         records, rejects = _split(items)
         yield RawBatch(records=records, cursor=after, rejects=rejects)
+
+
+def _top_level_items(text: str) -> list[str] | None:
+    """The texts of the submissions list's elements (the document itself a list, or the list under
+    one of the export keys), cut without parsing; None when there is no such list."""
+    depth, in_string, escaped = 0, False, False
+    key: str | None = None
+    list_depth: int | None = None
+    items: list[str] = []
+    start = -1
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+                if depth == 1 and list_depth is None and text[i + 1 :].lstrip().startswith(":"):
+                    key = text[start + 1 : i]
+            continue
+        if ch == '"':
+            in_string = True
+            start = i if depth == 1 and list_depth is None else start
+        elif ch in "[{":
+            depth += 1
+            if (
+                list_depth is None
+                and ch == "["
+                and (depth == 1 or (depth == 2 and key in _LIST_KEYS))
+            ):
+                list_depth, start = depth, i + 1
+        elif ch in "]}":
+            if list_depth is not None and depth == list_depth:
+                items.append(text[start:i])
+                return [t for t in items if t.strip()]
+            depth -= 1
+        elif ch == "," and list_depth is not None and depth == list_depth:
+            items.append(text[start:i])
+            start = i + 1
+    return None
+
+
+_LIST_KEYS = ("submissions", "items", "results", "data", "responses")
+
+
+def _one_by_one(
+    source: str, raw: bytes, fallback: datetime, fpath: str
+) -> list[RawRecord | ExtractReject]:
+    text = raw.decode("utf-8", "replace")
+    parts = _top_level_items(text)
+    if parts is None:
+        msg = "nested too deeply to parse, and no list of submissions found"
+        return [_reject(source, fpath, "malformed_json", msg, text[:4000])]
+    out: list[RawRecord | ExtractReject] = []
+    for i, part in enumerate(parts):
+        where = f"{fpath}#{i}"
+        try:
+            out.append(submission_record(source, json.loads(part), fallback, where))
+        except (ValueError, RecursionError) as exc:
+            msg = "nested too deeply to parse" if isinstance(exc, RecursionError) else str(exc)
+            out.append(_reject(source, where, "malformed_json", msg, part[:4000]))
+    return out
 
 
 def iter_spool(source: str, path: str, cursor: dict[str, Any] | None) -> Iterator[RawBatch]:
@@ -147,7 +215,7 @@ def iter_spool(source: str, path: str, cursor: dict[str, Any] | None) -> Iterato
                 entry = json.loads(line)
                 sub = entry["submission"]
                 received = parse_time(entry.get("received_at")) or file_mtime(fpath)
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
                 text = line.decode("utf-8", "replace")
                 items.append(_reject(source, where, "malformed_spool_line", str(exc), text))
                 continue

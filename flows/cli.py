@@ -17,6 +17,7 @@ from typing import Any
 from flows.settings import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
+EXIT_PARTIAL = 3
 
 # A command: (arguments, settings) → exit status. Adding one is a parser function and a handler.
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -162,12 +163,17 @@ SUMMARY_COLS = [
 
 def print_summary(result: dict[str, Any]) -> None:
     """The run in one table per stage: what each source gave, then what processing made of it."""
-    print(f"run {result['run_id']} succeeded in {result['seconds'].get('total', 0):.1f} s")
+    status = result.get("status", "succeeded")
+    print(f"run {result['run_id']} {status} in {result['seconds'].get('total', 0):.1f} s")
     rows = [
         {**s, "source": name, "reconciled": "yes" if s.get("reconciled") else "NO"}
         if "reconciled" in s
         else {**s, "source": name}
         for name, s in sorted(result["sources"].items())
+    ]
+    rows += [
+        {"source": name, "reconciled": "FAILED"}
+        for name in sorted(result.get("failed_sources", {}))
     ]
     if rows:
         cols = [c for c in SUMMARY_COLS if any(c in r for r in rows)]
@@ -237,6 +243,7 @@ def progress_display() -> Iterator[None]:
 def _run_flow(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_prefect_defaults()
     from flows import pipeline
+    from flows.pipeline import PartialRunError
     from flows.stages import QualityGateError
 
     start, end = getattr(args, "start", None), getattr(args, "end", None)
@@ -266,6 +273,21 @@ def _run_flow(args: argparse.Namespace, settings: Settings) -> int:
     except QualityGateError as exc:
         print(f"leadflow: run failed, nothing published: {exc}", file=sys.stderr)
         return 1
+    except PartialRunError as exc:
+        # The healthy sources were published; say loudly which did not, and exit non-zero so a
+        # scheduler or a shell script sees it.
+        result = exc.result
+        print_summary(result)
+        _print_quality(result.get("process", {}))
+        print_funnel(settings)
+        for name, reason in sorted(exc.failed.items()):
+            print(f"leadflow: source {name} failed: {reason}", file=sys.stderr)
+        print(
+            f"leadflow: run {result['run_id']} is partial: the other sources were published; "
+            "failed sources keep their cursors and are read again by the next run",
+            file=sys.stderr,
+        )
+        return EXIT_PARTIAL
     print_summary(result)
     _print_quality(result.get("process", {}))
     print_funnel(settings)

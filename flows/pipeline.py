@@ -21,12 +21,44 @@ from warehouse import db, store
 EXTRACT_RETRIES = 3
 
 
+class PartialRunError(RuntimeError):
+    """Some sources failed to extract; the others were landed and processed.
+
+    `result` is the run's summary (as a successful run returns it), `failed` maps each failed
+    source to its reason.
+    """
+
+    def __init__(self, result: dict[str, Any], failed: dict[str, str]) -> None:
+        names = ", ".join(f"{n} ({r})" for n, r in sorted(failed.items()))
+        super().__init__(f"run {result['run_id']} is partial: failed source(s): {names}")
+        self.result = result
+        self.failed = failed
+
+
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """A source that is misconfigured (missing secret, refused login) fails at once."""
+    try:
+        state.result()
+    except stages.SourceError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+def failure_reason(exc: BaseException, personal: bool = True) -> str:
+    """One line naming what went wrong, masked: it goes to pipeline_runs, logs and the console."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return logmask.mask(text[:500], personal)
+
+
 # Connectors talk to the outside world, so only they retry: 2 s, 4 s, 8 s, each ±50 % jitter so
 # sources failing together do not come back together. Landing is idempotent, so a retry is safe.
 @task(
     retries=EXTRACT_RETRIES,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
+    retry_condition_fn=_worth_retrying,
     tags=["leadflow-connector"],
 )
 def extract_source(
@@ -42,7 +74,9 @@ def extract_source(
         return stages.count_source(settings.source(name), start, end)
     engine = db.make_engine(settings.warehouse.url)
     try:
-        return stages.extract_and_land(engine, settings.source(name), run_id, start, end)
+        return stages.extract_and_land(
+            engine, settings.source(name), run_id, start, end, raise_read_failures=True
+        )
     finally:
         engine.dispose()
 
@@ -118,10 +152,24 @@ def extract_sources(
     start: date | None,
     end: date | None,
     dry_run: bool = False,
-) -> dict[str, dict[str, int]]:
-    """Every source at once, on the task runner the config chose."""
+) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+    """Every source at once, on the task runner the config chose: (stats, failures) per source.
+
+    One source failing (after its retries) does not stop the others: its reason is returned.
+    """
     futures = {n: extract_source.submit(settings, n, run_id, start, end, dry_run) for n in names}
-    return {n: f.result() for n, f in futures.items()}
+    done: dict[str, dict[str, int]] = {}
+    failed: dict[str, str] = {}
+    logger = get_run_logger()
+    for n, f in futures.items():
+        try:
+            done[n] = f.result()
+        except Exception as exc:
+            if isinstance(exc, stages.SourceReadError):
+                done[n] = exc.stats  # what it read before it stopped is landed and counted
+            failed[n] = failure_reason(exc, settings.logging.mask_personal_data)
+            logger.error("source %s failed: %s", n, failed[n])
+    return done, failed
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
@@ -187,13 +235,16 @@ def run(
         with engine.begin() as conn:
             store.start_run(conn, run_id, kind, params)
     stats: dict[str, Any] = {"sources": {}, "seconds": {}}
+    failed: dict[str, str] = {}
     t0 = time.perf_counter()
     try:
         if chosen:
             runner = task_runner(settings, len(chosen))
-            stats["sources"] = extract_sources.with_options(task_runner=runner)(
+            stats["sources"], failed = extract_sources.with_options(task_runner=runner)(
                 settings, chosen, run_id, start, end, dry_run
             )
+            if failed:
+                stats["failed_sources"] = failed
         stats["seconds"]["extract"] = round(time.perf_counter() - t0, 3)
         if not dry_run:
             t1 = time.perf_counter()
@@ -203,21 +254,28 @@ def run(
         stats["seconds"]["total"] = round(time.perf_counter() - t0, 3)
         if dry_run:
             raise
+        reason = failure_reason(exc, settings.logging.mask_personal_data)
         with engine.begin() as conn:
-            store.finish_run(conn, run_id, "failed", stats, error=f"{type(exc).__name__}: {exc}")
+            store.finish_run(conn, run_id, "failed", stats, error=reason)
         engine.dispose()
         raise
     stats["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    # Partial: what the healthy sources gave is published; the run says which source failed and why.
+    status = "partial" if failed else "succeeded"
+    error = "; ".join(f"{n}: {r}" for n, r in sorted(failed.items())) or None
     if not dry_run:
         with engine.begin() as conn:
-            store.finish_run(conn, run_id, "succeeded", stats)
+            store.finish_run(conn, run_id, status, stats, error=error)
         try:
             publish_artifacts(settings, run_id)
         except Exception as exc:  # the run is done and published; a missing report must not fail it
             logger.warning("could not publish the run's artifacts: %s", exc)
     engine.dispose()
-    logger.info("%s %s finished in %.1f s", kind, run_id, stats["seconds"]["total"])
-    return {"run_id": run_id, **stats}
+    logger.info("%s %s %s in %.1f s", kind, run_id, status, stats["seconds"]["total"])
+    result = {"run_id": run_id, "status": status, **stats}
+    if failed:
+        raise PartialRunError(result, failed)
+    return result
 
 
 @flow(name="leadflow-pipeline", log_prints=False)

@@ -14,10 +14,12 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
 
+from connectors.base import DEFAULT_MAX_FIELD_CHARS
 from transforms.qualify import RulesError, rules_from_yaml
 
 DEFAULT_CONFIG = "leadflow.yaml"
@@ -34,6 +36,13 @@ class _Strict(BaseModel):
 
 class WarehouseSettings(_Strict):
     url: str = DEFAULT_WAREHOUSE_URL
+
+    @field_serializer("url", when_used="json")
+    def _masked(self, url: str) -> str:
+        # Settings travel as flow parameters, which Prefect stores as JSON: never the password.
+        from flows.logmask import mask
+
+        return mask(url, personal=False)
 
 
 class QualitySettings(_Strict):
@@ -74,6 +83,8 @@ class LoggingSettings(_Strict):
 class _SourceBase(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     enabled: bool = True
+    # a record with a longer text field (or nested deeper than 32 levels) is rejected, with why
+    max_field_chars: Annotated[int, Field(ge=1024)] = DEFAULT_MAX_FIELD_CHARS
 
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from connectors.base import RawBatch
+from connectors.base import READ_FAILURES, RawBatch, within_limits
 from connectors.email import MailOptions, iter_email_files
 from connectors.http import HttpClient, RateLimit, RetryPolicy, TokenBucket
 from connectors.imap import ImapConfig, ImapError, ImapSession, iter_imap
@@ -79,6 +79,18 @@ def read_secret(env_name: str | None, block_name: str | None, what: str) -> str 
 
 class SourceError(RuntimeError):
     """A source that cannot be read as configured (a missing secret, a refused login)."""
+
+
+class SourceReadError(RuntimeError):
+    """The read of a source stopped short (retries used up mid-way): what came before it is
+    landed with its cursor; `stats` are the counts of what was landed."""
+
+    def __init__(self, message: str, stats: dict[str, int]) -> None:
+        super().__init__(message)
+        self.stats = stats
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses process boundaries (Dask workers)
+        return (type(self), (str(self), self.stats))
 
 
 def http_client(source: WebformSource | SpreadsheetSource, token: str | None) -> HttpClient:
@@ -234,6 +246,8 @@ def extract_and_land(
     run_id: str,
     start: date | None = None,
     end: date | None = None,
+    *,
+    raise_read_failures: bool = False,
 ) -> dict[str, int]:
     """Pull a source from its cursor and land each batch with the cursor, in one transaction.
 
@@ -241,14 +255,18 @@ def extract_and_land(
     Two runs on the same source wait for each other (a warehouse lock). The counts reconcile:
     seen = landed + already_landed + duplicates + rejected + skipped + outside_window + missing,
     where `missing` (records extracted but not found in the warehouse afterwards) must be 0.
+    With `raise_read_failures`, a read that stopped short raises SourceReadError once what was
+    read is landed (otherwise it is only an extract reject).
     """
     backfill = start is not None or end is not None
+    read_failures: list[str] = []
     t0 = time.perf_counter()
     stats: dict[str, int] = defaultdict(int)
     with locking.hold(engine, locking.source_lock(source.name), run_id) as refresh:
         with engine.connect() as conn:
             cursor = None if backfill else store.read_cursor(conn, source.name)
         for batch in iter_source(source, cursor, start, end):
+            batch = within_limits(batch, source.max_field_chars)
             records = batch.records
             if backfill:
                 records = [r for r in records if _in_window(r.received_at, start, end)]
@@ -275,6 +293,9 @@ def extract_and_land(
             stats["outside_window"] += len(batch.records) - len(records)
             for reason, n in batch.skipped.items():
                 stats[f"skipped_{reason}"] += n
+            read_failures += [
+                f"{j.code}: {j.message}" for j in batch.rejects if j.code in READ_FAILURES
+            ]
             refresh()
             progress.info(
                 "%s: %d records read, %d new",
@@ -297,6 +318,8 @@ def extract_and_land(
     )
     stats["reconciled"] = int(accounted == stats["seen"] and stats["missing"] == 0)
     stats["extract_ms"] = int((time.perf_counter() - t0) * 1000)
+    if read_failures and raise_read_failures:
+        raise SourceReadError(f"read stopped short: {read_failures[0]}", dict(stats))
     return dict(stats)
 
 
@@ -304,6 +327,7 @@ def count_source(source: Source, start: date | None, end: date | None) -> dict[s
     """A dry run: read the source as a backfill would (no cursor) and count, writing nothing."""
     stats: dict[str, int] = defaultdict(int)
     for batch in iter_source(source, None, start, end):
+        batch = within_limits(batch, source.max_field_chars)
         inside = sum(1 for r in batch.records if _in_window(r.received_at, start, end))
         skipped = sum(batch.skipped.values())
         stats["seen"] += len(batch.records) + len(batch.rejects) + skipped

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import lru_cache
@@ -238,10 +238,16 @@ def _cap_word(word: str, turkish: bool) -> str:
             continue
         lowered = low(p)
         if lowered.startswith("mc") and len(lowered) > 2:
-            out.append("Mc" + up(lowered[2]) + lowered[3:])
+            out.append("Mc" + _up_one(lowered[2], up) + lowered[3:])
         else:
-            out.append(up(lowered[0]) + lowered[1:])
+            out.append(_up_one(lowered[0], up) + lowered[1:])
     return "".join(out)
+
+
+def _up_one(letter: str, up: Callable[[str], str]) -> str:
+    # ß and ligatures (ﬁ) upper-case to two letters; kept as they are, a second pass agrees
+    capital = up(letter)
+    return capital if len(capital) == 1 else letter
 
 
 _PARTICLES = {"von", "van", "der", "den", "de", "da", "di", "du", "la", "le", "zu", "ten", "ter"}
@@ -281,9 +287,12 @@ def split_name(raw: str, country: str | None = None) -> tuple[str | None, str | 
         return None, None, None
     if "," in text:
         last, _, first = text.partition(",")
-        text = f"{first.strip()} {last.strip()}".strip()
+        text = f"{first.strip()} {last.strip()}".replace(",", " ").strip()
     turkish = country == "TR" or any(c in _TR_LETTERS for c in text)
-    tokens = [t for t in text.split() if fold(t.strip(".")) not in _TITLES]
+    # punctuation alone (a stray comma, a dash between names) is not a part of the name
+    tokens = [
+        t for t in text.split() if fold(t.strip(".")) not in _TITLES and any(c.isalnum() for c in t)
+    ]
     while tokens and fold(tokens[-1].strip(".")) in _SUFFIXES:
         tokens.pop()
     if not tokens:
@@ -333,6 +342,8 @@ def normalize_email(raw: str) -> tuple[str | None, str | None, tuple[str, ...]]:
         key_local = key_local.split("+")[0].replace(".", "")
     else:
         key_local = key_local.split("+")[0]
+    # "+tag@…" has nothing before its tag: the whole local part is the key, or it is no address
+    key_local = key_local or local.lower()
     return email, f"{key_local}@{domain}", ()
 
 
@@ -404,6 +415,21 @@ def normalize_country(raw: str) -> str | None:
 
 @lru_cache(maxsize=16384)
 def company_key(raw: str) -> str | None:
+    """A matching key: folded, legal form dropped ("Işık Tekstil A.Ş." → "isik tekstil").
+
+    Dropping punctuation can expose a legal form ("X:GmbH" → "x gmbh"), so it repeats until
+    the key no longer changes: a key is its own key.
+    """
+    key = _company_key_once(raw)
+    while key:
+        again = _company_key_once(key)
+        if again == key:
+            break
+        key = again
+    return key
+
+
+def _company_key_once(raw: str) -> str | None:
     text = raw.casefold().replace("ı", "i")
     changed = True
     while changed:
@@ -634,9 +660,9 @@ def normalize_postal_code(
     raw: str | None, country: str | None
 ) -> tuple[str | None, tuple[str, ...]]:
     """Upper-case, no country prefix ('D-10115'); an issue when it does not fit the country."""
-    if not raw:
+    text = " ".join((raw or "").upper().split())
+    if not text:
         return None, ()
-    text = " ".join(raw.upper().split())
     if country and text.startswith(country + "-"):
         text = text[3:]
     text = re.sub(r"^[A-Z]-(?=\d)", "", text)

@@ -307,6 +307,8 @@ pipeline_locks = Table(
     Column("run_id", ID, nullable=False),
     Column("acquired_at", TS, nullable=False),
     Column("expires_at", TS, nullable=False),
+    # host:pid:start of the process holding it; on the same host a dead holder is detected
+    Column("holder", String(255)),
 )
 
 # What stays of a person who asked to be erased: salted hashes of their email key and phone,

@@ -655,7 +655,12 @@ def funnel(conn: Connection) -> list[dict[str, Any]]:
 
 
 def try_lock(
-    conn: Connection, name: str, run_id: str, now: datetime, ttl: timedelta
+    conn: Connection,
+    name: str,
+    run_id: str,
+    now: datetime,
+    ttl: timedelta,
+    holder: str | None = None,
 ) -> dict[str, Any] | None:
     """Take the lock `name` for `run_id`; None when taken, else the holder's row.
 
@@ -664,16 +669,24 @@ def try_lock(
     """
     lk = t.pipeline_locks
     conn.execute(delete(lk).where(and_(lk.c.name == name, lk.c.expires_at < now)))
-    upsert(
-        conn,
-        lk,
-        [{"name": name, "run_id": run_id, "acquired_at": now, "expires_at": now + ttl}],
-        update=False,
-    )
+    mine = {"name": name, "run_id": run_id, "acquired_at": now, "expires_at": now + ttl}
+    upsert(conn, lk, [{**mine, "holder": holder}], update=False)
     row = conn.execute(select(lk).where(lk.c.name == name)).first()
     if row is None:  # pragma: no cover - the row was just written in this transaction
         raise RuntimeError(f"lock {name!r} vanished")
     return None if row.run_id == run_id else dict(row._mapping)
+
+
+def break_lock(conn: Connection, name: str, run_id: str, why: str) -> None:
+    """Take the lock `name` away from `run_id`, whose process is known to be dead; its run,
+    if still marked running, is marked failed with `why`."""
+    lk, runs = t.pipeline_locks, t.pipeline_runs
+    conn.execute(delete(lk).where(and_(lk.c.name == name, lk.c.run_id == run_id)))
+    conn.execute(
+        runs.update()
+        .where(and_(runs.c.run_id == run_id, runs.c.status == "running"))
+        .values(status="failed", finished_at=datetime.now(UTC), error=why)
+    )
 
 
 def refresh_lock(conn: Connection, name: str, run_id: str, now: datetime, ttl: timedelta) -> None:
