@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import JSON, Connection, Table, delete
+from sqlalchemy import JSON, Connection, Table, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -23,9 +23,7 @@ def _dedupe(table: Table, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]
     return list(by_key.values())
 
 
-def _pg_copy_merge(
-    conn: Connection, table: Table, rows: list[dict[str, Any]], update: bool
-) -> None:
+def _pg_copy_merge(conn: Connection, table: Table, rows: list[dict[str, Any]], update: bool) -> int:
     """COPY every row into a temporary copy of the table, then merge it in one statement.
 
     Identifiers come from the MetaData (a fixed whitelist) and are quoted by psycopg; values only
@@ -86,23 +84,24 @@ def _pg_copy_merge(
                 action,
             )
         )
+        return max(cur.rowcount, 0)
 
 
 def upsert(
     conn: Connection, table: Table, rows: Sequence[dict[str, Any]], update: bool = True
-) -> None:
+) -> int:
     """Insert rows, updating (or, with update=False, keeping) the row already under each key.
 
+    Returns how many rows were written (with update=False: how many were new).
     PostgreSQL: one COPY and one merge statement per call. SQLite: executemany in chunks that
     stay under its bound-parameter limit.
     """
     if not rows:
-        return
+        return 0
     unique = _dedupe(table, rows)
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        _pg_copy_merge(conn, table, unique, update)
-        return
+        return _pg_copy_merge(conn, table, unique, update)
     if dialect != "sqlite":
         raise NotImplementedError(f"no bulk path for the {dialect} dialect")
     stmt = sqlite_insert(table)
@@ -114,8 +113,46 @@ def upsert(
         )
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=pk)
+    written = 0
     for start in range(0, len(unique), CHUNK):
-        conn.execute(stmt, unique[start : start + CHUNK])
+        written += max(conn.execute(stmt, unique[start : start + CHUNK]).rowcount, 0)
+    return written
+
+
+def count_present(conn: Connection, table: Table, column: str, keys: Iterable[Any]) -> int:
+    """How many of the distinct `keys` are in `table.column`.
+
+    PostgreSQL: one COPY of the keys and one join, whatever their number (lists of bound keys
+    against a freshly loaded, not yet analyzed table make the planner scan it once per list).
+    """
+    unique = sorted(set(keys))
+    if not unique:
+        return 0
+    if conn.dialect.name == "postgresql":
+        from psycopg import sql
+
+        dbapi = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
+        tmp = sql.Identifier("stage_keys")
+        with dbapi.cursor() as cur:
+            cur.execute(
+                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (k text) ON COMMIT DROP").format(tmp)
+            )
+            cur.execute(sql.SQL("TRUNCATE {}").format(tmp))
+            with cur.copy(sql.SQL("COPY {} (k) FROM STDIN").format(tmp)) as copy:
+                for k in unique:
+                    copy.write_row((k,))
+            cur.execute(
+                sql.SQL("SELECT count(*) FROM {} s JOIN {} t ON t.{} = s.k").format(
+                    tmp, sql.Identifier(table.name), sql.Identifier(column)
+                )
+            )
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+    col = table.c[column]
+    return sum(
+        int(conn.execute(select(func.count()).where(col.in_(chunk))).scalar_one())
+        for chunk in in_chunks(unique)
+    )
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -142,4 +179,4 @@ def in_chunks(keys: Iterable[Any], size: int = 900) -> Iterable[list[Any]]:
         yield keys[start : start + size]
 
 
-__all__ = ["delete_keys", "in_chunks", "insert_rows", "upsert"]
+__all__ = ["count_present", "delete_keys", "in_chunks", "insert_rows", "upsert"]

@@ -28,7 +28,7 @@ from transforms.records import (
 )
 from transforms.resolve import CANNOT_LINK, MUST_LINK, ReviewDecision, ReviewPair, review_id
 from warehouse import schema as t
-from warehouse.load import delete_keys, in_chunks, upsert
+from warehouse.load import count_present, delete_keys, in_chunks, upsert
 
 
 def utc(value: datetime) -> datetime:
@@ -73,8 +73,7 @@ def land_batch(
         }
         for r in records
     ]
-    before = _count_existing(conn, [r["raw_id"] for r in rows])
-    upsert(conn, t.raw_contacts, rows, update=False)
+    new = upsert(conn, t.raw_contacts, rows, update=False)
     reject_rows = [
         _reject_row(
             Reject(j.source, j.source_record_id, "extract", j.code, j.message, j.raw), run_id
@@ -84,20 +83,11 @@ def land_batch(
     upsert(conn, t.rejects, reject_rows, update=False)
     if move_cursor and cursor is not None:
         upsert(conn, t.source_cursors, [{"source": source, "cursor": cursor, "run_id": run_id}])
-    return len({r["raw_id"] for r in rows}) - before
+    return new
 
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _count_existing(conn: Connection, raw_ids: list[str]) -> int:
-    n = 0
-    for chunk in in_chunks(set(raw_ids)):
-        n += conn.execute(
-            select(func.count()).where(t.raw_contacts.c.raw_id.in_(chunk))
-        ).scalar_one()
-    return n
 
 
 # ---- reading what is pending ---------------------------------------------------------------
@@ -948,7 +938,7 @@ def rejects_by_reason(conn: Connection, run_id: str | None = None) -> list[dict[
 
 def count_raw(conn: Connection, raw_ids: Iterable[str]) -> int:
     """How many of these raw ids are in the warehouse (a landing's reconciliation)."""
-    return _count_existing(conn, list(raw_ids))
+    return count_present(conn, t.raw_contacts, "raw_id", raw_ids)
 
 
 def scrub_raw(conn: Connection, raw_ids: Sequence[str]) -> None:
