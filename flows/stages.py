@@ -33,7 +33,7 @@ from flows.settings import (
 from transforms.fields import header_scorer
 from transforms.match import MatchSettings
 from transforms.normalize import NormalizeOptions, normalize_batch
-from transforms.qualify import Rules, qualify_leads, rules_from_yaml
+from transforms.qualify import Rules, carry_opportunities, qualify_leads, rules_from_yaml
 from transforms.records import Contact, RawRow, Reject, raw_id_for
 from transforms.resolve import resolve_contacts
 from warehouse import quality, store
@@ -355,11 +355,16 @@ def process_chunk(
         members[lead_of.get(c.contact_id, lead_id)].append(c)
     for c in contacts:
         members[lead_of[c.contact_id]].append(c)
-    prior = store.prior_states(conn, {ld.lead_id for ld in resolution.leads})
+    merged = {a for a, _ in resolution.merges}
+    prior = store.prior_states(conn, {ld.lead_id for ld in resolution.leads} | merged)
     newest_here = max(r.received_at for r in rows)
     clock = store.data_clock(conn)
     as_of = max(clock, newest_here) if clock else newest_here
-    result = qualify_leads(resolution.leads, members, rules, as_of, prior, store.read_stages(conn))
+    stage_table = store.read_stages(conn)
+    prior, moves, closes = carry_opportunities(
+        prior, resolution.merges, stage_table, as_of, rules.version
+    )
+    result = qualify_leads(resolution.leads, members, rules, as_of, prior, stage_table)
     t3 = time.perf_counter()
     timings.update(normalize=t1 - t0, resolve=t2 - t1, qualify=t3 - t2)
     ps = store.PublishSet(
@@ -373,9 +378,10 @@ def process_chunk(
         opportunities=result.opportunities,
         conversions=result.conversions,
         status_history=result.status_history,
-        stage_history=result.stage_history,
+        stage_history=result.stage_history + closes,
         reviews=resolution.reviews,
         decisions=decisions,
+        opportunity_moves=moves,
     )
     return ps, timings
 

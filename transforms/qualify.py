@@ -487,6 +487,59 @@ class QualifyResult:
     stage_history: list[StageChange] = field(default_factory=list)
 
 
+def carry_opportunities(
+    prior: Mapping[str, Prior],
+    merges: Sequence[tuple[str, str]],
+    stages: Sequence[Stage],
+    at: datetime,
+    rules_version: str,
+) -> tuple[dict[str, Prior], list[tuple[str, str]], list[StageChange]]:
+    """Merged leads hand their opportunities to the lead they merged into.
+
+    Returns the priors with each survivor that had no opportunity taking the earliest one of
+    the leads merged into it, the (opportunity, survivor) moves, and a close to Closed Lost for
+    every other open opportunity that now belongs to a lead that already has one.
+    """
+    out = dict(prior)
+    by_name = {s.name: s for s in stages}
+    lost = next((s for s in stages if s.is_closed and not s.is_won), None)
+    moves: list[tuple[str, str]] = []
+    closes: list[StageChange] = []
+    into: dict[str, list[str]] = {}
+    for merged, survivor in merges:
+        into.setdefault(survivor, []).append(merged)
+    for survivor in sorted(into):
+        donors = sorted(
+            (out[m] for m in into[survivor] if m in out and out[m].opportunity_id),
+            key=lambda p: (p.converted_at or at, p.opportunity_id or ""),
+        )
+        for p in donors:
+            assert p.opportunity_id is not None
+            moves.append((p.opportunity_id, survivor))
+            mine = out.get(survivor, Prior(None))
+            if mine.opportunity_id is None:
+                out[survivor] = Prior(
+                    mine.status, p.opportunity_id, p.account_id, p.converted_at, p.stage
+                )
+                continue
+            stage = by_name.get(p.stage or "")
+            if lost is not None and stage is not None and not stage.is_closed:
+                closes.append(
+                    StageChange(
+                        p.opportunity_id,
+                        survivor,
+                        stage.name,
+                        lost.name,
+                        lost.probability,
+                        at,
+                        f"its lead merged into {survivor}, whose opportunity is "
+                        f"{mine.opportunity_id}",
+                        rules_version,
+                    )
+                )
+    return out, moves, closes
+
+
 def _why(q: Qualification) -> str:
     met = sorted(_met(q.reasons))
     neg = [r.split(" ", 1)[0] for r in q.reasons.get("negative", [])]

@@ -483,7 +483,9 @@ class QualityGate:
         self.results: list[CheckResult] = []
         self._ctx: AbstractDataContext | None = None
         self._source: Any = None
-        self._runs = 0
+        # One suite and validation definition per (scope, table), built once and run per chunk:
+        # building them costs more than validating a chunk of rows.
+        self._definitions: dict[tuple[str, str], Any] = {}
 
     def _context(self) -> AbstractDataContext:
         if self._ctx is None:
@@ -511,23 +513,24 @@ class QualityGate:
             checks = [c for c in SUITES if c.suite == name and c.scope == scope]
             if not checks:
                 continue
-            self._runs += 1
-            key = f"{scope}.{name}.{self._runs}"
-            suite = ctx.suites.add(
-                gx.ExpectationSuite(name=f"{scope}.{name}"[:60] + f".{self._runs}")
-            )
-            for c in checks:
-                suite.add_expectation(
-                    getattr(gxe, c.expectation)(
-                        **_bounded(c, self.thresholds),
-                        description=c.description,
-                        meta={"severity": c.severity},
+            vd = self._definitions.get((scope, name))
+            if vd is None:
+                key = f"{scope}.{name}"
+                suite = ctx.suites.add(gx.ExpectationSuite(name=key))
+                for c in checks:
+                    suite.add_expectation(
+                        getattr(gxe, c.expectation)(
+                            **_bounded(c, self.thresholds),
+                            description=c.description,
+                            meta={"severity": c.severity},
+                        )
                     )
+                asset = source.add_dataframe_asset(key)
+                batch_def = asset.add_batch_definition_whole_dataframe(key)
+                vd = ctx.validation_definitions.add(
+                    gx.ValidationDefinition(name=key, data=batch_def, suite=suite)
                 )
-            batch_def = source.add_dataframe_asset(key).add_batch_definition_whole_dataframe(key)
-            vd = ctx.validation_definitions.add(
-                gx.ValidationDefinition(name=key, data=batch_def, suite=suite)
-            )
+                self._definitions[(scope, name)] = vd
             id_col = ID_COLUMNS[name]
             res = vd.run(
                 batch_parameters={"dataframe": frame.reset_index(drop=True)},

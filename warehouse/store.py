@@ -428,8 +428,18 @@ def iter_leads(conn: Connection, batch_size: int = 5_000) -> Iterator[list[Lead]
 # ---- publishing ----------------------------------------------------------------------------
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _row(obj: Any) -> dict[str, Any]:
-    d = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    d = {name: getattr(obj, name) for name in _field_names(type(obj))}
     for k, v in d.items():
         if isinstance(v, tuple):
             d[k] = list(v)
@@ -467,6 +477,8 @@ class PublishSet:
     decisions: list[ReviewDecision] = dataclasses.field(default_factory=list)
     status_history: list[StatusChange] = dataclasses.field(default_factory=list)
     stage_history: list[StageChange] = dataclasses.field(default_factory=list)
+    # (opportunity, lead): opportunities of merged leads follow them into the surviving lead
+    opportunity_moves: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     def lead_rows(self) -> list[dict[str, Any]]:
         quals = {q.lead_id: q for q in self.qualifications}
@@ -503,6 +515,14 @@ def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
             [{"merged_lead_id": a, "into_lead_id": b, "run_id": run_id} for a, b in ps.merges],
         )
         delete_keys(conn, t.leads, "lead_id", [a for a, _ in ps.merges])
+    if ps.opportunity_moves:
+        o = t.opportunities
+        conn.execute(
+            o.update()
+            .where(o.c.opportunity_id == bindparam("oid"))
+            .values(lead_id=bindparam("lid")),
+            [{"oid": opp, "lid": lead} for opp, lead in ps.opportunity_moves],
+        )
     upsert(conn, t.accounts, [_row(a) for a in ps.accounts])
     upsert(conn, t.opportunities, [_row(o) for o in ps.opportunities], update=False)
     upsert(conn, t.leads, ps.lead_rows())

@@ -16,6 +16,7 @@ from transforms.qualify import (
     Prior,
     Rules,
     RulesError,
+    carry_opportunities,
     parse_rules,
     qualify_leads,
     rules_from_yaml,
@@ -344,3 +345,59 @@ def test_the_default_rules_cover_every_criterion() -> None:
         )
         == DEFAULTS
     )
+
+
+_T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("prior", "merges", "survivor_opp", "moves", "closed"),
+    [
+        # the survivor had none: it takes the merged lead's opportunity
+        (
+            {"A": Prior("Working"), "B": Prior("Qualified", "opp_b", "acc_b", _T0, "Prospecting")},
+            [("B", "A")],
+            "opp_b",
+            [("opp_b", "A")],
+            [],
+        ),
+        # both converted: the survivor keeps its own, the merged lead's open one is closed lost
+        (
+            {
+                "A": Prior("Qualified", "opp_a", "acc_a", _T0, "Prospecting"),
+                "B": Prior("Qualified", "opp_b", "acc_b", _T0, "Proposal/Price Quote"),
+            },
+            [("B", "A")],
+            "opp_a",
+            [("opp_b", "A")],
+            [("opp_b", "Proposal/Price Quote", "Closed Lost")],
+        ),
+        # two donors: the earlier conversion wins, the later one is closed
+        (
+            {
+                "A": Prior(None),
+                "B": Prior("Qualified", "opp_b", "acc_b", _T0.replace(day=5), "Prospecting"),
+                "C": Prior("Qualified", "opp_c", "acc_c", _T0.replace(day=2), "Prospecting"),
+            },
+            [("B", "A"), ("C", "A")],
+            "opp_c",
+            [("opp_c", "A"), ("opp_b", "A")],
+            [("opp_b", "Prospecting", "Closed Lost")],
+        ),
+        # no opportunity anywhere: nothing moves
+        ({"A": Prior("Working"), "B": Prior("New")}, [("B", "A")], None, [], []),
+    ],
+)
+def test_merged_leads_hand_over_their_opportunities(
+    prior: dict[str, Prior],
+    merges: list[tuple[str, str]],
+    survivor_opp: str | None,
+    moves: list[tuple[str, str]],
+    closed: list[tuple[str, str, str]],
+) -> None:
+    out, got_moves, closes = carry_opportunities(prior, merges, DEFAULT_STAGES, _T0, "v1")
+    assert out["A"].opportunity_id == survivor_opp
+    assert out["A"].status == prior["A"].status
+    assert got_moves == moves
+    assert [(c.opportunity_id, c.from_stage, c.to_stage) for c in closes] == closed
+    assert all(c.lead_id == "A" and c.probability == 0 for c in closes)
