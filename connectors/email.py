@@ -20,7 +20,9 @@ from datetime import UTC, datetime
 from email import policy
 from email.errors import MessageDefect
 from email.message import EmailMessage, Message
+from email.policy import EmailPolicy
 from email.utils import getaddresses, parsedate_to_datetime
+from functools import lru_cache
 from html.parser import HTMLParser
 from typing import Any
 
@@ -55,6 +57,24 @@ _BROKEN_MIME = (
     "InvalidBase64CharactersDefect",
     "InvalidBase64LengthDefect",
 )
+
+
+@lru_cache(maxsize=8192)
+def _parsed_header(name: str, value: str) -> Any:
+    return policy.default.header_fetch_parse(name, value)
+
+
+class _ReusingPolicy(EmailPolicy):
+    """policy.default, but a header already parsed (this message's From read twice, the same
+    Content-Type on every message) is parsed once: the header parser dominates reading mail."""
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        if hasattr(value, "name"):
+            return value
+        return _parsed_header(name, value)
+
+
+_POLICY = _ReusingPolicy()
 
 
 class MessageRejected(ValueError):
@@ -266,7 +286,7 @@ def read_message(
     fallback_id = key or f"sha256:{content_hash(raw)[:32]}"
     full_size = size if size is not None else len(raw)
     try:
-        msg = email.message_from_bytes(raw, policy=policy.default)
+        msg = email.message_from_bytes(raw, policy=_POLICY)
         assert isinstance(msg, EmailMessage)
         mid = _header(msg, "Message-ID").strip() or fallback_id
         if full_size > opts.max_message_bytes:

@@ -527,6 +527,30 @@ def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
     upsert(conn, t.opportunities, [_row(o) for o in ps.opportunities], update=False)
     upsert(conn, t.leads, ps.lead_rows())
     record_history(conn, ps.status_history, ps.stage_history)
+    refresh_statistics(conn)
+
+
+# What the next chunk's lookups read by key lists (resolution context, priors, reviews).
+_LOOKUP_TABLES = (
+    "contacts",
+    "contact_blocks",
+    "lead_links",
+    "leads",
+    "opportunities",
+    "match_review",
+)
+
+
+def refresh_statistics(conn: Connection) -> None:
+    """Fresh planner statistics on PostgreSQL, inside the transaction (it sees its own rows).
+
+    Without them a table filled by this run looks empty to the planner, which then scans it
+    once per key list: the second 50k chunk of a 100k run spent a minute there.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    names = ", ".join(conn.dialect.identifier_preparer.quote(n) for n in _LOOKUP_TABLES)
+    conn.exec_driver_sql(f"ANALYZE {names}")
 
 
 def record_history(
