@@ -6,9 +6,10 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import JSON, Connection, Table, delete, func, select
+from sqlalchemy import JSON, Connection, Table, Text, column, delete, func, select, table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.expression import TableClause
 
 if TYPE_CHECKING:
     import psycopg
@@ -119,39 +120,46 @@ def upsert(
     return written
 
 
-def count_present(conn: Connection, table: Table, column: str, keys: Iterable[Any]) -> int:
-    """How many of the distinct `keys` are in `table.column`.
+def key_table(conn: Connection, keys: Iterable[Any], name: str = "lookup_keys") -> TableClause:
+    """The distinct `keys` in a temporary one-column table (`k`), to join against.
 
-    PostgreSQL: one COPY of the keys and one join, whatever their number (lists of bound keys
-    against a freshly loaded, not yet analyzed table make the planner scan it once per list).
+    One bulk load and one join replace a query per list of bound keys: on a table filled by this
+    run and not analyzed yet, PostgreSQL scans the whole table once per list. The table lives
+    until the transaction ends (PostgreSQL) or the next call with the same name.
     """
     unique = sorted(set(keys))
-    if not unique:
-        return 0
+    tmp = table(name, column("k", Text))
     if conn.dialect.name == "postgresql":
         from psycopg import sql
 
         dbapi = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
-        tmp = sql.Identifier("stage_keys")
+        ident = sql.Identifier(name)
         with dbapi.cursor() as cur:
             cur.execute(
-                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (k text) ON COMMIT DROP").format(tmp)
+                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (k text) ON COMMIT DROP").format(ident)
             )
-            cur.execute(sql.SQL("TRUNCATE {}").format(tmp))
-            with cur.copy(sql.SQL("COPY {} (k) FROM STDIN").format(tmp)) as copy:
+            cur.execute(sql.SQL("TRUNCATE {}").format(ident))
+            with cur.copy(sql.SQL("COPY {} (k) FROM STDIN").format(ident)) as copy:
                 for k in unique:
                     copy.write_row((k,))
-            cur.execute(
-                sql.SQL("SELECT count(*) FROM {} s JOIN {} t ON t.{} = s.k").format(
-                    tmp, sql.Identifier(table.name), sql.Identifier(column)
-                )
-            )
-            row = cur.fetchone()
-            return int(row[0]) if row else 0
-    col = table.c[column]
-    return sum(
-        int(conn.execute(select(func.count()).where(col.in_(chunk))).scalar_one())
-        for chunk in in_chunks(unique)
+            cur.execute(sql.SQL("ANALYZE {}").format(ident))
+        return tmp
+    quoted = conn.dialect.identifier_preparer.quote(name)
+    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {quoted} (k TEXT)")
+    conn.execute(delete(tmp))
+    if unique:
+        conn.execute(tmp.insert(), [{"k": k} for k in unique])
+    return tmp
+
+
+def count_present(conn: Connection, table_: Table, column_name: str, keys: Iterable[Any]) -> int:
+    """How many of the distinct `keys` are in `table_.column_name` (one join, any number)."""
+    tmp = key_table(conn, keys, "present_keys")
+    col = table_.c[column_name]
+    return int(
+        conn.execute(
+            select(func.count()).select_from(tmp.join(table_, col == tmp.c.k))
+        ).scalar_one()
     )
 
 
@@ -179,4 +187,4 @@ def in_chunks(keys: Iterable[Any], size: int = 900) -> Iterable[list[Any]]:
         yield keys[start : start + size]
 
 
-__all__ = ["count_present", "delete_keys", "in_chunks", "insert_rows", "upsert"]
+__all__ = ["count_present", "delete_keys", "in_chunks", "insert_rows", "key_table", "upsert"]

@@ -28,7 +28,7 @@ from transforms.records import (
 )
 from transforms.resolve import CANNOT_LINK, MUST_LINK, ReviewDecision, ReviewPair, review_id
 from warehouse import schema as t
-from warehouse.load import count_present, delete_keys, in_chunks, upsert
+from warehouse.load import count_present, delete_keys, in_chunks, key_table, upsert
 
 
 def utc(value: datetime) -> datetime:
@@ -275,16 +275,15 @@ def lead_context(
     """Every contact of every existing lead that shares a blocking key with `new`, and the
     review decisions that bind them (pending ones pull their leads in, so they apply now)."""
     b, lk = t.contact_blocks, t.lead_links
-    keys = sorted({k for c in new for k in block_keys(features(c))})
-    lead_ids: set[str] = set()
-    for chunk in in_chunks(keys):
-        q = (
+    keys = key_table(conn, (k for c in new for k in block_keys(features(c))), "block_keys")
+    lead_ids: set[str] = set(
+        conn.execute(
             select(lk.c.lead_id)
             .distinct()
             .join(b, b.c.contact_id == lk.c.contact_id)
-            .where(b.c.block_key.in_(chunk))
-        )
-        lead_ids.update(conn.execute(q).scalars())
+            .join(keys, keys.c.k == b.c.block_key)
+        ).scalars()
+    )
     mr = t.match_review
     pending = select(mr.c.contact_a, mr.c.contact_b).where(
         mr.c.decision != "open",
@@ -302,13 +301,14 @@ def lead_context(
 def review_decisions(conn: Connection, contact_ids: Sequence[str]) -> list[ReviewDecision]:
     """Decided review pairs that touch any of `contact_ids`."""
     mr = t.match_review
-    out: dict[str, ReviewDecision] = {}
-    for chunk in in_chunks(list(contact_ids)):
-        q = select(mr.c.review_id, mr.c.contact_a, mr.c.contact_b, mr.c.decision).where(
-            mr.c.decision != "open", or_(mr.c.contact_a.in_(chunk), mr.c.contact_b.in_(chunk))
-        )
-        for row in conn.execute(q):
-            out[row.review_id] = ReviewDecision(row.contact_a, row.contact_b, row.decision)
+    ids = select(key_table(conn, contact_ids, "decision_keys").c.k)
+    q = select(mr.c.review_id, mr.c.contact_a, mr.c.contact_b, mr.c.decision).where(
+        mr.c.decision != "open", or_(mr.c.contact_a.in_(ids), mr.c.contact_b.in_(ids))
+    )
+    out = {
+        row.review_id: ReviewDecision(row.contact_a, row.contact_b, row.decision)
+        for row in conn.execute(q)
+    }
     return [out[k] for k in sorted(out)]
 
 
@@ -342,15 +342,16 @@ def decide_review(
 
 def contacts_of_leads(conn: Connection, lead_ids: set[str]) -> list[tuple[Contact, str]]:
     c, lk = t.contacts, t.lead_links
-    out: list[tuple[Contact, str]] = []
-    for chunk in in_chunks(sorted(lead_ids)):
-        q = (
-            select(c, lk.c.lead_id)
-            .join(lk, lk.c.contact_id == c.c.contact_id)
-            .where(lk.c.lead_id.in_(chunk))
-        )
-        out += [(_contact_from_row(row), row.lead_id) for row in conn.execute(q)]
-    return out
+    if not lead_ids:
+        return []
+    keys = key_table(conn, lead_ids, "lead_keys")
+    q = (
+        select(c, lk.c.lead_id)
+        .join(lk, lk.c.contact_id == c.c.contact_id)
+        .join(keys, keys.c.k == lk.c.lead_id)
+        .order_by(lk.c.lead_id, c.c.contact_id)
+    )
+    return [(_contact_from_row(row), row.lead_id) for row in conn.execute(q)]
 
 
 def data_clock(conn: Connection) -> datetime | None:
@@ -388,22 +389,25 @@ def prior_states(conn: Connection, lead_ids: set[str]) -> dict[str, Prior]:
     """What the warehouse holds for these leads: status, and the opportunity once converted."""
     ld, o = t.leads, t.opportunities
     out: dict[str, Prior] = {}
-    for chunk in in_chunks(sorted(lead_ids)):
-        q = (
-            select(
-                ld.c.lead_id,
-                ld.c.status,
-                o.c.opportunity_id,
-                o.c.account_id,
-                o.c.created_at,
-                o.c.stage,
-            )
-            .select_from(ld.outerjoin(o, o.c.lead_id == ld.c.lead_id))
-            .where(ld.c.lead_id.in_(chunk))
+    if not lead_ids:
+        return out
+    keys = key_table(conn, lead_ids, "prior_keys")
+    q = select(
+        ld.c.lead_id,
+        ld.c.status,
+        o.c.opportunity_id,
+        o.c.account_id,
+        o.c.created_at,
+        o.c.stage,
+    ).select_from(
+        # The lead's own opportunity: a merged lead's closed one may point here too.
+        ld.join(keys, keys.c.k == ld.c.lead_id).outerjoin(
+            o, o.c.opportunity_id == ld.c.opportunity_id
         )
-        for r in conn.execute(q):
-            created = utc(r.created_at) if r.created_at is not None else None
-            out[r.lead_id] = Prior(r.status, r.opportunity_id, r.account_id, created, r.stage)
+    )
+    for r in conn.execute(q):
+        created = utc(r.created_at) if r.created_at is not None else None
+        out[r.lead_id] = Prior(r.status, r.opportunity_id, r.account_id, created, r.stage)
     return out
 
 
@@ -767,10 +771,10 @@ def contact_key_hashes(c: Contact) -> list[str]:
 
 def tombstoned(conn: Connection, hashes: Iterable[str]) -> set[str]:
     ts = t.erasure_tombstones
-    found: set[str] = set()
-    for chunk in in_chunks(sorted(set(hashes))):
-        found.update(conn.execute(select(ts.c.key_hash).where(ts.c.key_hash.in_(chunk))).scalars())
-    return found
+    if conn.execute(select(ts.c.key_hash).limit(1)).first() is None:
+        return set()  # nobody was ever erased: nothing to look up
+    keys = key_table(conn, hashes, "tombstone_keys")
+    return set(conn.execute(select(ts.c.key_hash).join(keys, keys.c.k == ts.c.key_hash)).scalars())
 
 
 def lift_tombstones(conn: Connection, hashes: Iterable[str]) -> None:
