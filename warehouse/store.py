@@ -485,6 +485,14 @@ class PublishSet:
     opportunity_moves: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     def lead_rows(self) -> list[dict[str, Any]]:
+        """The leads as rows of `leads` (built once: the gate and the merge both read them)."""
+        cached: list[dict[str, Any]] | None = self.__dict__.get("_lead_rows")
+        if cached is None:
+            cached = self._build_lead_rows()
+            object.__setattr__(self, "_lead_rows", cached)
+        return cached
+
+    def _build_lead_rows(self) -> list[dict[str, Any]]:
         quals = {q.lead_id: q for q in self.qualifications}
         rows = []
         for lead in self.leads:
@@ -531,7 +539,6 @@ def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
     upsert(conn, t.opportunities, [_row(o) for o in ps.opportunities], update=False)
     upsert(conn, t.leads, ps.lead_rows())
     record_history(conn, ps.status_history, ps.stage_history)
-    refresh_statistics(conn)
 
 
 # What the next chunk's lookups read by key lists (resolution context, priors, reviews).
@@ -548,8 +555,8 @@ _LOOKUP_TABLES = (
 def refresh_statistics(conn: Connection) -> None:
     """Fresh planner statistics on PostgreSQL, inside the transaction (it sees its own rows).
 
-    Without them a table filled by this run looks empty to the planner, which then scans it
-    once per key list: the second 50k chunk of a 100k run spent a minute there.
+    Without them a table filled by this run looks empty to the planner, which then picks plans
+    for an empty table (a scan per lookup) for the next chunk's lookups.
     """
     if conn.dialect.name != "postgresql":
         return
