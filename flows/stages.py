@@ -346,8 +346,10 @@ def process_chunk(
     contacts, erased = suppress_erased(conn, contacts, rows)
     rejects = rejects + erased
     t1 = time.perf_counter()
-    existing, decisions = store.lead_context(conn, contacts)
-    resolution = resolve_contacts(contacts, existing, decisions, matching)
+    matching = matching or MatchSettings()
+    common = store.common_block_keys(conn, contacts, matching.max_block_size)
+    existing, decisions = store.lead_context(conn, contacts, common)
+    resolution = resolve_contacts(contacts, existing, decisions, matching, common)
     t2 = time.perf_counter()
     members: dict[str, list[Any]] = defaultdict(list)
     lead_of = {lk.contact_id: lk.lead_id for lk in resolution.links}

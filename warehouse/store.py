@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, delete, exists, func, not_, or_, select
 
-from transforms.match import block_keys, features
+from transforms.match import EXACT_KEYS, block_keys, features
 from transforms.qualify import Prior, Stage, StageChange, StatusChange
 from transforms.records import (
     Account,
@@ -269,13 +269,36 @@ def _insert_blocks(conn: Connection, contacts: Sequence[Contact]) -> int:
     return len(rows)
 
 
+def common_block_keys(
+    conn: Connection, new: Sequence[Contact], max_block_size: int
+) -> frozenset[str]:
+    """The blocking keys of `new` (other than the exact email and phone keys) that more than
+    `max_block_size` contacts share, counting those in the warehouse: too common to say anything,
+    so the resolver neither compares within them nor fetches their contacts."""
+    per_key = Counter(
+        k for c in new for k in set(block_keys(features(c))) if k[:2] not in EXACT_KEYS
+    )
+    b = t.contact_blocks
+    keys = key_table(conn, per_key, "common_keys")
+    q = (
+        select(b.c.block_key, func.count())
+        .join(keys, keys.c.k == b.c.block_key)
+        .group_by(b.c.block_key)
+    )
+    for key, n in conn.execute(q):
+        per_key[key] += n
+    return frozenset(k for k, n in per_key.items() if n > max_block_size)
+
+
 def lead_context(
-    conn: Connection, new: Sequence[Contact]
+    conn: Connection, new: Sequence[Contact], skip: frozenset[str] = frozenset()
 ) -> tuple[list[tuple[Contact, str]], list[ReviewDecision]]:
-    """Every contact of every existing lead that shares a blocking key with `new`, and the
-    review decisions that bind them (pending ones pull their leads in, so they apply now)."""
+    """Every contact of every existing lead that shares a blocking key (not one of `skip`) with
+    `new`, and the review decisions that bind them (pending ones pull their leads in, so they
+    apply now)."""
     b, lk = t.contact_blocks, t.lead_links
-    keys = key_table(conn, (k for c in new for k in block_keys(features(c))), "block_keys")
+    wanted = (k for c in new for k in block_keys(features(c)) if k not in skip)
+    keys = key_table(conn, wanted, "block_keys")
     lead_ids: set[str] = set(
         conn.execute(
             select(lk.c.lead_id)
