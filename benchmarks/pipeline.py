@@ -328,10 +328,16 @@ def main() -> None:
             inc_res = run_pipeline(root / "leadflow.yaml")
             out["incremental_rows"] = args.incremental
             out["incremental_s"] = round(inc_res["wall_seconds"], 2)
+            out["incremental_stages_s"] = dict(inc_res.get("process", {}).get("timings", {}))
             out["incremental_over_full"] = round(
                 inc_res["wall_seconds"] / result["wall_seconds"], 3
             )
-        out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        out["peak_rss_mb"] = round(usage.ru_maxrss / 1024)
+        # CPU seconds of this process (PostgreSQL's own work not included): on a shared machine
+        # the wall clock also counts waiting for a core.
+        out["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
+        out["load_avg_1m"] = round(os.getloadavg()[0], 1)
         print(json.dumps(out))
     finally:
         if not args.keep:
