@@ -286,7 +286,9 @@ def main() -> None:
         t0 = time.perf_counter()
         counts = generate(root, args.rows)
         gen_secs = time.perf_counter() - t0
+        before = resource.getrusage(resource.RUSAGE_SELF)
         result = run_pipeline(_config(root, url))
+        after = resource.getrusage(resource.RUSAGE_SELF)
         proc = result.get("process", {})
         stages = dict(proc.get("timings", {}))
         extract = {
@@ -332,11 +334,10 @@ def main() -> None:
             out["incremental_over_full"] = round(
                 inc_res["wall_seconds"] / result["wall_seconds"], 3
             )
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        out["peak_rss_mb"] = round(usage.ru_maxrss / 1024)
-        # CPU seconds of this process (PostgreSQL's own work not included): on a shared machine
-        # the wall clock also counts waiting for a core.
-        out["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
+        out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        # CPU seconds of the full run in this process (PostgreSQL's own work not included): on a
+        # shared machine the wall clock also counts the time spent waiting for a core.
+        out["cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
         out["load_avg_1m"] = round(os.getloadavg()[0], 1)
         print(json.dumps(out))
     finally:
