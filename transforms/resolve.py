@@ -219,10 +219,14 @@ def _scored_pairs(
     common_keys: frozenset[str] = frozenset(),
 ) -> list[tuple[float, int, int, str, dict[str, Any], bool]]:
     """Every blocked pair with at least one new contact, scored, strongest first."""
+    # Only blocks holding a new contact produce pairs: an existing contact's other keys are
+    # not collected (the blocks that are kept, and their order, stay the same).
+    wanted = {key for f in feats[n_old:] for key in block_keys(f)}
     blocks: dict[str, list[int]] = defaultdict(list)
     for i, f in enumerate(feats):
         for key in block_keys(f):
-            blocks[key].append(i)
+            if key in wanted:
+                blocks[key].append(i)
     done: set[int] = set()
     n = len(feats)
     out: list[tuple[float, int, int, str, dict[str, Any], bool]] = []

@@ -207,14 +207,12 @@ def release_landed_rejects(conn: Connection, run_id: str, now: datetime) -> int:
 _CONTACT_FIELDS = [f.name for f in dataclasses.fields(Contact)]
 
 
-def _contact_from_row(row: Any) -> Contact:
-    d = dict(row._mapping)
-    d.pop("lead_id", None)
-    d["received_at"] = utc(d["received_at"])
-    d["issues"] = tuple(d["issues"] or ())
-    if isinstance(d.get("budget_amount"), Decimal):
-        d["budget_amount"] = float(d["budget_amount"])
-    return Contact(**{k: d[k] for k in _CONTACT_FIELDS})
+def _contact_from_values(values: dict[str, Any]) -> Contact:
+    values["received_at"] = utc(values["received_at"])
+    values["issues"] = tuple(values["issues"] or ())
+    if isinstance(values.get("budget_amount"), Decimal):
+        values["budget_amount"] = float(values["budget_amount"])
+    return Contact(**values)
 
 
 def contact_block_rows(contacts: Sequence[Contact]) -> list[dict[str, Any]]:
@@ -374,7 +372,14 @@ def contacts_of_leads(conn: Connection, lead_ids: set[str]) -> list[tuple[Contac
         .join(keys, keys.c.k == lk.c.lead_id)
         .order_by(lk.c.lead_id, c.c.contact_id)
     )
-    return [(_contact_from_row(row), row.lead_id) for row in conn.execute(q)]
+    result = conn.execute(q)
+    # Positions once per query, not a mapping per row: this reads the resolution context.
+    columns = list(result.keys())
+    at = [(name, columns.index(name)) for name in _CONTACT_FIELDS]
+    lead_at = len(columns) - 1
+    return [
+        (_contact_from_values({name: row[i] for name, i in at}), row[lead_at]) for row in result
+    ]
 
 
 def data_clock(conn: Connection) -> datetime | None:
