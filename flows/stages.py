@@ -383,8 +383,10 @@ def process_chunk(
     contacts, erased = suppress_erased(conn, contacts, rows)
     rejects = rejects + erased
     t1 = time.perf_counter()
-    existing, decisions = store.lead_context(conn, contacts)
-    resolution = resolve_contacts(contacts, existing, decisions, matching)
+    matching = matching or MatchSettings()
+    common = store.common_block_keys(conn, contacts, matching.max_block_size)
+    existing, decisions = store.lead_context(conn, contacts, common)
+    resolution = resolve_contacts(contacts, existing, decisions, matching, common)
     t2 = time.perf_counter()
     members: dict[str, list[Any]] = defaultdict(list)
     lead_of = {lk.contact_id: lk.lead_id for lk in resolution.links}
@@ -569,6 +571,7 @@ def _process_all(
     """stage → validate → merge per chunk, then validate the merged state; one transaction."""
     now = datetime.now(UTC)
     baseline = quality.previous_counts(conn)
+    chunk_no = 0
     for rows in chunks:
         ps, t = process_chunk(conn, rows, opts, rules, matching)
         for k, v in t.items():
@@ -581,6 +584,9 @@ def _process_all(
         t0 = time.perf_counter()
         store.publish(conn, ps, run_id)
         store.scrub_raw(conn, [j.raw_id for j in ps.rejects if j.code == store.ERASED and j.raw_id])
+        chunk_no += 1
+        if chunk_no & (chunk_no - 1) == 0:  # after chunks 1, 2, 4, 8…: whenever the tables doubled
+            store.refresh_statistics(conn)
         timings["publish"] += time.perf_counter() - t0
         stats["raw_processed"] += len(rows)
         stats["contacts"] += len(ps.contacts)

@@ -393,6 +393,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
+@lru_cache(maxsize=16384)
 def header_key(header: str) -> str:
     """Case-, accent-, spacing- and punctuation-insensitive key of a column header."""
     text = header.replace("ı", "i").replace("İ", "I").replace("ß", "ss")

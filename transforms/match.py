@@ -218,6 +218,10 @@ def _street(raw: str | None) -> str:
     return " ".join(w for w in (_STREET_WORDS.get(x, x) for x in words) if w)
 
 
+# Prefixes of the keys that link on their own (same email key, same phone): never "too common".
+EXACT_KEYS = ("e:", "p:")
+
+
 def block_keys(f: Features) -> tuple[str, ...]:
     """Keys that put plausible pairs in the same block; a pair is compared if it shares one."""
     keys: list[str] = []

@@ -321,6 +321,35 @@ def name_key(first: str | None, last: str | None) -> str | None:
     return " ".join(fold(p) for p in (first, last) if p)
 
 
+# A plain ASCII dot-atom local part: email_validator accepts it as it is, so only the domain
+# (which repeats across many addresses) needs its checks, once per domain.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*")
+
+
+@lru_cache(maxsize=16384)
+def _domain_parts(domain: str) -> tuple[str, str] | None:
+    """(domain, ASCII domain) as email_validator normalizes them, or None when it refuses it."""
+    try:
+        info = validate_email(f"a@{domain}", check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return info.domain, info.ascii_domain
+
+
+def _simple_address(text: str) -> tuple[str, str, str] | None:
+    """(local, domain, ASCII domain) of a plain address, ("", "", "") for an invalid domain, or
+    None when the address needs email_validator's full treatment."""
+    local, at, domain = text.rpartition("@")
+    if not at or len(local) > 64 or not _DOT_ATOM.fullmatch(local):
+        return None
+    parts = _domain_parts(domain)
+    if parts is None:
+        return "", "", ""
+    if len(local) + 1 + len(parts[1]) > 254:
+        return None
+    return local, parts[0], parts[1]
+
+
 @lru_cache(maxsize=65536)
 def normalize_email(raw: str) -> tuple[str | None, str | None, tuple[str, ...]]:
     """(email, matching key, issues). The key folds Gmail dots and +tags, googlemail → gmail."""
@@ -330,12 +359,17 @@ def normalize_email(raw: str) -> tuple[str | None, str | None, tuple[str, ...]]:
     text = text.split("?")[0].strip("<>")
     if not text:
         return None, None, ()
-    try:
-        info = validate_email(text, check_deliverability=False)
-    except EmailNotValidError:
+    parts = _simple_address(text)
+    if parts is None:
+        try:
+            info = validate_email(text, check_deliverability=False)
+        except EmailNotValidError:
+            return None, None, ("email_invalid",)
+        parts = info.local_part, info.domain, info.ascii_domain
+    elif not parts[1]:
         return None, None, ("email_invalid",)
-    local, domain = info.local_part, info.ascii_domain.lower()
-    email = f"{local.lower()}@{info.domain.lower()}"
+    local, domain = parts[0], parts[2].lower()
+    email = f"{local.lower()}@{parts[1].lower()}"
     key_local = local.lower()
     if domain in {"gmail.com", "googlemail.com"}:
         domain = "gmail.com"
@@ -471,6 +505,11 @@ def parse_budget(raw: Any) -> tuple[float | None, str | None]:
     text = _clean(raw)
     if not text:
         return None, None
+    return _parse_budget_text(text)
+
+
+@lru_cache(maxsize=16384)
+def _parse_budget_text(text: str) -> tuple[float | None, str | None]:
     low = text.casefold()
     currency = next((c for s, c in _CURRENCIES.items() if s in low), None)
     m = _AMOUNT.search(text)
@@ -496,8 +535,11 @@ def parse_budget(raw: Any) -> tuple[float | None, str | None]:
 def parse_timeline(raw: Any) -> int | None:
     """Months until the intended purchase, from '3 months', '2 ay', 'sofort', 'this quarter'."""
     text = _clean(raw)
-    if not text:
-        return None
+    return _parse_timeline_text(text) if text else None
+
+
+@lru_cache(maxsize=16384)
+def _parse_timeline_text(text: str) -> int | None:
     low = fold(text)
     if any(w in low for w in ("immediate", "asap", "now", "hemen", "sofort", "acil")):
         return 0

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from transforms.match import Features, MatchSettings, block_keys, compare, features, probability
+from transforms.match import (
+    EXACT_KEYS,
+    Features,
+    MatchSettings,
+    block_keys,
+    compare,
+    features,
+    probability,
+)
 from transforms.records import Contact, Lead, Link, stable_id
 
 MUST_LINK, CANNOT_LINK = "must_link", "cannot_link"
@@ -134,10 +142,13 @@ def resolve_contacts(
     existing: Sequence[tuple[Contact, str]],
     decisions: Sequence[ReviewDecision] = (),
     settings: MatchSettings | None = None,
+    common_keys: frozenset[str] = frozenset(),
 ) -> Resolution:
     """Match new contacts with each other and with the existing leads' contacts.
 
     `existing` holds every contact of every lead that could be affected, with its lead id.
+    `common_keys` are blocking keys known to be too common (counted over the whole warehouse,
+    of which `existing` holds only a part): no pair is compared for sharing one of them.
     An existing lead keeps its id; when new evidence joins two leads, the older lead survives.
     Review decisions are honoured: must-link pairs are joined, cannot-link pairs never are.
     """
@@ -185,7 +196,7 @@ def resolve_contacts(
             if x >= n_old:
                 reason.setdefault(x, (MUST_LINK, 1.0, y, {"decision": MUST_LINK}))
 
-    candidates = _scored_pairs(feats, n_old, cfg)
+    candidates = _scored_pairs(feats, n_old, cfg, common_keys)
     # Exact keys first, then the strongest probabilistic evidence: a weak pair can never
     # chain two clusters that a stronger pair's constraint has already kept apart.
     reviews: list[tuple[int, int, float, dict[str, Any]]] = []
@@ -202,21 +213,28 @@ def resolve_contacts(
 
 
 def _scored_pairs(
-    feats: Sequence[Features], n_old: int, cfg: MatchSettings
+    feats: Sequence[Features],
+    n_old: int,
+    cfg: MatchSettings,
+    common_keys: frozenset[str] = frozenset(),
 ) -> list[tuple[float, int, int, str, dict[str, Any], bool]]:
     """Every blocked pair with at least one new contact, scored, strongest first."""
+    # Only blocks holding a new contact produce pairs: an existing contact's other keys are
+    # not collected (the blocks that are kept, and their order, stay the same).
+    wanted = {key for f in feats[n_old:] for key in block_keys(f)}
     blocks: dict[str, list[int]] = defaultdict(list)
     for i, f in enumerate(feats):
         for key in block_keys(f):
-            blocks[key].append(i)
+            if key in wanted:
+                blocks[key].append(i)
     done: set[int] = set()
     n = len(feats)
     out: list[tuple[float, int, int, str, dict[str, Any], bool]] = []
     for key, members in blocks.items():
         if len(members) < 2 or members[-1] < n_old:
             continue
-        exact = key[:2] in ("e:", "p:")
-        if not exact and len(members) > cfg.max_block_size:
+        exact = key[:2] in EXACT_KEYS
+        if not exact and (len(members) > cfg.max_block_size or key in common_keys):
             continue  # too common a key to say anything; other blocks carry these pairs
         rule = "email_key" if key[:2] == "e:" else "phone_and_name" if exact else "probabilistic"
         pairs: Iterable[tuple[int, int]]

@@ -6,9 +6,10 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import JSON, Connection, Table, delete
+from sqlalchemy import JSON, Connection, Table, Text, column, delete, func, select, table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.expression import TableClause
 
 if TYPE_CHECKING:
     import psycopg
@@ -23,9 +24,7 @@ def _dedupe(table: Table, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]
     return list(by_key.values())
 
 
-def _pg_copy_merge(
-    conn: Connection, table: Table, rows: list[dict[str, Any]], update: bool
-) -> None:
+def _pg_copy_merge(conn: Connection, table: Table, rows: list[dict[str, Any]], update: bool) -> int:
     """COPY every row into a temporary copy of the table, then merge it in one statement.
 
     Identifiers come from the MetaData (a fixed whitelist) and are quoted by psycopg; values only
@@ -86,23 +85,24 @@ def _pg_copy_merge(
                 action,
             )
         )
+        return max(cur.rowcount, 0)
 
 
 def upsert(
     conn: Connection, table: Table, rows: Sequence[dict[str, Any]], update: bool = True
-) -> None:
+) -> int:
     """Insert rows, updating (or, with update=False, keeping) the row already under each key.
 
+    Returns how many rows were written (with update=False: how many were new).
     PostgreSQL: one COPY and one merge statement per call. SQLite: executemany in chunks that
     stay under its bound-parameter limit.
     """
     if not rows:
-        return
+        return 0
     unique = _dedupe(table, rows)
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        _pg_copy_merge(conn, table, unique, update)
-        return
+        return _pg_copy_merge(conn, table, unique, update)
     if dialect != "sqlite":
         raise NotImplementedError(f"no bulk path for the {dialect} dialect")
     stmt = sqlite_insert(table)
@@ -114,8 +114,53 @@ def upsert(
         )
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=pk)
+    written = 0
     for start in range(0, len(unique), CHUNK):
-        conn.execute(stmt, unique[start : start + CHUNK])
+        written += max(conn.execute(stmt, unique[start : start + CHUNK]).rowcount, 0)
+    return written
+
+
+def key_table(conn: Connection, keys: Iterable[Any], name: str = "lookup_keys") -> TableClause:
+    """The distinct `keys` in a temporary one-column table (`k`), to join against.
+
+    One bulk load and one join replace a query per list of bound keys: on a table filled by this
+    run and not analyzed yet, PostgreSQL scans the whole table once per list. The table lives
+    until the transaction ends (PostgreSQL) or the next call with the same name.
+    """
+    unique = sorted(set(keys))
+    tmp = table(name, column("k", Text))
+    if conn.dialect.name == "postgresql":
+        from psycopg import sql
+
+        dbapi = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
+        ident = sql.Identifier(name)
+        with dbapi.cursor() as cur:
+            cur.execute(
+                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (k text) ON COMMIT DROP").format(ident)
+            )
+            cur.execute(sql.SQL("TRUNCATE {}").format(ident))
+            with cur.copy(sql.SQL("COPY {} (k) FROM STDIN").format(ident)) as copy:
+                for k in unique:
+                    copy.write_row((k,))
+            cur.execute(sql.SQL("ANALYZE {}").format(ident))
+        return tmp
+    quoted = conn.dialect.identifier_preparer.quote(name)
+    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {quoted} (k TEXT)")
+    conn.execute(delete(tmp))
+    if unique:
+        conn.execute(tmp.insert(), [{"k": k} for k in unique])
+    return tmp
+
+
+def count_present(conn: Connection, table_: Table, column_name: str, keys: Iterable[Any]) -> int:
+    """How many of the distinct `keys` are in `table_.column_name` (one join, any number)."""
+    tmp = key_table(conn, keys, "present_keys")
+    col = table_.c[column_name]
+    return int(
+        conn.execute(
+            select(func.count()).select_from(tmp.join(table_, col == tmp.c.k))
+        ).scalar_one()
+    )
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -142,4 +187,4 @@ def in_chunks(keys: Iterable[Any], size: int = 900) -> Iterable[list[Any]]:
         yield keys[start : start + size]
 
 
-__all__ = ["delete_keys", "in_chunks", "insert_rows", "upsert"]
+__all__ = ["count_present", "delete_keys", "in_chunks", "insert_rows", "key_table", "upsert"]

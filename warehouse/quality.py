@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -319,13 +319,30 @@ class Thresholds:
 # ---- frames ------------------------------------------------------------------------------
 
 
-def _frame(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
-    df = pd.DataFrame(list(rows), columns=list(columns))
+def _frame(data: Mapping[str, list[Any]]) -> pd.DataFrame:
+    # No rows: untyped (object) columns, as a frame built from no records has.
+    df = (
+        pd.DataFrame(dict(data), columns=list(data))
+        if _has_rows(data)
+        else pd.DataFrame(columns=list(data))
+    )
     for col in df.columns:
         # Decimals and mixed objects confuse GX's numeric checks; NaN stands for "not set".
         if col in {"amount", "score", "probability", "contact_count"}:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     return df
+
+
+def _has_rows(data: Mapping[str, list[Any]]) -> bool:
+    return any(len(v) for v in data.values())
+
+
+def _of_objects(objs: Sequence[Any], columns: Sequence[str]) -> pd.DataFrame:
+    return _frame({c: [getattr(o, c) for o in objs] for c in columns})
+
+
+def _of_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    return _frame({c: [r[c] for r in rows] for c in columns})
 
 
 def _columns(suite: str, scope: str) -> list[str]:
@@ -337,27 +354,19 @@ def _columns(suite: str, scope: str) -> list[str]:
 
 
 def staged_frames(ps: PublishSet, raw_rows: Sequence[Any]) -> dict[str, pd.DataFrame]:
-    """The rows one chunk is about to merge, one frame per table suite."""
-    from warehouse.store import _row
-
-    raw = [
-        {
-            "raw_id": r.raw_id,
-            "source": r.source,
-            "source_record_id": r.source_record_id,
-            "received_at": r.received_at,
-        }
-        for r in raw_rows
-    ]
-    tables: dict[str, list[dict[str, Any]]] = {
-        "raw_contacts": raw,
-        "contacts": [_row(c) for c in ps.contacts],
-        "leads": ps.lead_rows(),
-        "lead_links": [_row(lk) for lk in ps.links],
-        "opportunities": [_row(o) for o in ps.opportunities],
-        "accounts": [_row(a) for a in ps.accounts],
+    """The rows one chunk is about to merge, one frame per table suite (only the columns the
+    checks read, built column by column)."""
+    objects: dict[str, Sequence[Any]] = {
+        "raw_contacts": raw_rows,
+        "contacts": ps.contacts,
+        "lead_links": ps.links,
+        "opportunities": ps.opportunities,
+        "accounts": ps.accounts,
     }
-    return {name: _frame(rows, _columns(name, STAGED)) for name, rows in tables.items()}
+    frames = {name: _of_objects(objs, _columns(name, STAGED)) for name, objs in objects.items()}
+    frames["leads"] = _of_rows(ps.lead_rows(), _columns("leads", STAGED))
+    order = ("raw_contacts", "contacts", "leads", "lead_links", "opportunities", "accounts")
+    return {name: frames[name] for name in order}
 
 
 def published_frames(
@@ -488,7 +497,9 @@ class QualityGate:
         self.results: list[CheckResult] = []
         self._ctx: AbstractDataContext | None = None
         self._source: Any = None
-        self._runs = 0
+        # One suite and validation definition per (scope, table), built once and run per chunk:
+        # building them costs more than validating a chunk of rows.
+        self._definitions: dict[tuple[str, str], Any] = {}
 
     def _context(self) -> AbstractDataContext:
         if self._ctx is None:
@@ -516,23 +527,24 @@ class QualityGate:
             checks = [c for c in SUITES if c.suite == name and c.scope == scope]
             if not checks:
                 continue
-            self._runs += 1
-            key = f"{scope}.{name}.{self._runs}"
-            suite = ctx.suites.add(
-                gx.ExpectationSuite(name=f"{scope}.{name}"[:60] + f".{self._runs}")
-            )
-            for c in checks:
-                suite.add_expectation(
-                    getattr(gxe, c.expectation)(
-                        **_bounded(c, self.thresholds),
-                        description=c.description,
-                        meta={"severity": c.severity},
+            vd = self._definitions.get((scope, name))
+            if vd is None:
+                key = f"{scope}.{name}"
+                suite = ctx.suites.add(gx.ExpectationSuite(name=key))
+                for c in checks:
+                    suite.add_expectation(
+                        getattr(gxe, c.expectation)(
+                            **_bounded(c, self.thresholds),
+                            description=c.description,
+                            meta={"severity": c.severity},
+                        )
                     )
+                asset = source.add_dataframe_asset(key)
+                batch_def = asset.add_batch_definition_whole_dataframe(key)
+                vd = ctx.validation_definitions.add(
+                    gx.ValidationDefinition(name=key, data=batch_def, suite=suite)
                 )
-            batch_def = source.add_dataframe_asset(key).add_batch_definition_whole_dataframe(key)
-            vd = ctx.validation_definitions.add(
-                gx.ValidationDefinition(name=key, data=batch_def, suite=suite)
-            )
+                self._definitions[(scope, name)] = vd
             id_col = ID_COLUMNS[name]
             res = vd.run(
                 batch_parameters={"dataframe": frame.reset_index(drop=True)},

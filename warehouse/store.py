@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, delete, exists, func, not_, or_, select
 
-from transforms.match import block_keys, features
+from transforms.match import EXACT_KEYS, block_keys, features
 from transforms.qualify import Prior, Stage, StageChange, StatusChange
 from transforms.records import (
     Account,
@@ -28,7 +28,7 @@ from transforms.records import (
 )
 from transforms.resolve import CANNOT_LINK, MUST_LINK, ReviewDecision, ReviewPair, review_id
 from warehouse import schema as t
-from warehouse.load import delete_keys, in_chunks, upsert
+from warehouse.load import count_present, delete_keys, in_chunks, key_table, upsert
 
 
 def utc(value: datetime) -> datetime:
@@ -73,8 +73,7 @@ def land_batch(
         }
         for r in records
     ]
-    before = _count_existing(conn, [r["raw_id"] for r in rows])
-    upsert(conn, t.raw_contacts, rows, update=False)
+    new = upsert(conn, t.raw_contacts, rows, update=False)
     reject_rows = [
         _reject_row(
             Reject(j.source, j.source_record_id, "extract", j.code, j.message, j.raw), run_id
@@ -84,20 +83,11 @@ def land_batch(
     upsert(conn, t.rejects, reject_rows, update=False)
     if move_cursor and cursor is not None:
         upsert(conn, t.source_cursors, [{"source": source, "cursor": cursor, "run_id": run_id}])
-    return len({r["raw_id"] for r in rows}) - before
+    return new
 
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _count_existing(conn: Connection, raw_ids: list[str]) -> int:
-    n = 0
-    for chunk in in_chunks(set(raw_ids)):
-        n += conn.execute(
-            select(func.count()).where(t.raw_contacts.c.raw_id.in_(chunk))
-        ).scalar_one()
-    return n
 
 
 # ---- reading what is pending ---------------------------------------------------------------
@@ -217,14 +207,12 @@ def release_landed_rejects(conn: Connection, run_id: str, now: datetime) -> int:
 _CONTACT_FIELDS = [f.name for f in dataclasses.fields(Contact)]
 
 
-def _contact_from_row(row: Any) -> Contact:
-    d = dict(row._mapping)
-    d.pop("lead_id", None)
-    d["received_at"] = utc(d["received_at"])
-    d["issues"] = tuple(d["issues"] or ())
-    if isinstance(d.get("budget_amount"), Decimal):
-        d["budget_amount"] = float(d["budget_amount"])
-    return Contact(**{k: d[k] for k in _CONTACT_FIELDS})
+def _contact_from_values(values: dict[str, Any]) -> Contact:
+    values["received_at"] = utc(values["received_at"])
+    values["issues"] = tuple(values["issues"] or ())
+    if isinstance(values.get("budget_amount"), Decimal):
+        values["budget_amount"] = float(values["budget_amount"])
+    return Contact(**values)
 
 
 def contact_block_rows(contacts: Sequence[Contact]) -> list[dict[str, Any]]:
@@ -279,22 +267,44 @@ def _insert_blocks(conn: Connection, contacts: Sequence[Contact]) -> int:
     return len(rows)
 
 
+def common_block_keys(
+    conn: Connection, new: Sequence[Contact], max_block_size: int
+) -> frozenset[str]:
+    """The blocking keys of `new` (other than the exact email and phone keys) that more than
+    `max_block_size` contacts share, counting those in the warehouse: too common to say anything,
+    so the resolver neither compares within them nor fetches their contacts."""
+    per_key = Counter(
+        k for c in new for k in set(block_keys(features(c))) if k[:2] not in EXACT_KEYS
+    )
+    b = t.contact_blocks
+    keys = key_table(conn, per_key, "common_keys")
+    q = (
+        select(b.c.block_key, func.count())
+        .join(keys, keys.c.k == b.c.block_key)
+        .group_by(b.c.block_key)
+    )
+    for key, n in conn.execute(q):
+        per_key[key] += n
+    return frozenset(k for k, n in per_key.items() if n > max_block_size)
+
+
 def lead_context(
-    conn: Connection, new: Sequence[Contact]
+    conn: Connection, new: Sequence[Contact], skip: frozenset[str] = frozenset()
 ) -> tuple[list[tuple[Contact, str]], list[ReviewDecision]]:
-    """Every contact of every existing lead that shares a blocking key with `new`, and the
-    review decisions that bind them (pending ones pull their leads in, so they apply now)."""
+    """Every contact of every existing lead that shares a blocking key (not one of `skip`) with
+    `new`, and the review decisions that bind them (pending ones pull their leads in, so they
+    apply now)."""
     b, lk = t.contact_blocks, t.lead_links
-    keys = sorted({k for c in new for k in block_keys(features(c))})
-    lead_ids: set[str] = set()
-    for chunk in in_chunks(keys):
-        q = (
+    wanted = (k for c in new for k in block_keys(features(c)) if k not in skip)
+    keys = key_table(conn, wanted, "block_keys")
+    lead_ids: set[str] = set(
+        conn.execute(
             select(lk.c.lead_id)
             .distinct()
             .join(b, b.c.contact_id == lk.c.contact_id)
-            .where(b.c.block_key.in_(chunk))
-        )
-        lead_ids.update(conn.execute(q).scalars())
+            .join(keys, keys.c.k == b.c.block_key)
+        ).scalars()
+    )
     mr = t.match_review
     pending = select(mr.c.contact_a, mr.c.contact_b).where(
         mr.c.decision != "open",
@@ -312,13 +322,14 @@ def lead_context(
 def review_decisions(conn: Connection, contact_ids: Sequence[str]) -> list[ReviewDecision]:
     """Decided review pairs that touch any of `contact_ids`."""
     mr = t.match_review
-    out: dict[str, ReviewDecision] = {}
-    for chunk in in_chunks(list(contact_ids)):
-        q = select(mr.c.review_id, mr.c.contact_a, mr.c.contact_b, mr.c.decision).where(
-            mr.c.decision != "open", or_(mr.c.contact_a.in_(chunk), mr.c.contact_b.in_(chunk))
-        )
-        for row in conn.execute(q):
-            out[row.review_id] = ReviewDecision(row.contact_a, row.contact_b, row.decision)
+    ids = select(key_table(conn, contact_ids, "decision_keys").c.k)
+    q = select(mr.c.review_id, mr.c.contact_a, mr.c.contact_b, mr.c.decision).where(
+        mr.c.decision != "open", or_(mr.c.contact_a.in_(ids), mr.c.contact_b.in_(ids))
+    )
+    out = {
+        row.review_id: ReviewDecision(row.contact_a, row.contact_b, row.decision)
+        for row in conn.execute(q)
+    }
     return [out[k] for k in sorted(out)]
 
 
@@ -352,15 +363,23 @@ def decide_review(
 
 def contacts_of_leads(conn: Connection, lead_ids: set[str]) -> list[tuple[Contact, str]]:
     c, lk = t.contacts, t.lead_links
-    out: list[tuple[Contact, str]] = []
-    for chunk in in_chunks(sorted(lead_ids)):
-        q = (
-            select(c, lk.c.lead_id)
-            .join(lk, lk.c.contact_id == c.c.contact_id)
-            .where(lk.c.lead_id.in_(chunk))
-        )
-        out += [(_contact_from_row(row), row.lead_id) for row in conn.execute(q)]
-    return out
+    if not lead_ids:
+        return []
+    keys = key_table(conn, lead_ids, "lead_keys")
+    q = (
+        select(c, lk.c.lead_id)
+        .join(lk, lk.c.contact_id == c.c.contact_id)
+        .join(keys, keys.c.k == lk.c.lead_id)
+        .order_by(lk.c.lead_id, c.c.contact_id)
+    )
+    result = conn.execute(q)
+    # Positions once per query, not a mapping per row: this reads the resolution context.
+    columns = list(result.keys())
+    at = [(name, columns.index(name)) for name in _CONTACT_FIELDS]
+    lead_at = len(columns) - 1
+    return [
+        (_contact_from_values({name: row[i] for name, i in at}), row[lead_at]) for row in result
+    ]
 
 
 def data_clock(conn: Connection) -> datetime | None:
@@ -398,22 +417,25 @@ def prior_states(conn: Connection, lead_ids: set[str]) -> dict[str, Prior]:
     """What the warehouse holds for these leads: status, and the opportunity once converted."""
     ld, o = t.leads, t.opportunities
     out: dict[str, Prior] = {}
-    for chunk in in_chunks(sorted(lead_ids)):
-        q = (
-            select(
-                ld.c.lead_id,
-                ld.c.status,
-                o.c.opportunity_id,
-                o.c.account_id,
-                o.c.created_at,
-                o.c.stage,
-            )
-            .select_from(ld.outerjoin(o, o.c.lead_id == ld.c.lead_id))
-            .where(ld.c.lead_id.in_(chunk))
+    if not lead_ids:
+        return out
+    keys = key_table(conn, lead_ids, "prior_keys")
+    q = select(
+        ld.c.lead_id,
+        ld.c.status,
+        o.c.opportunity_id,
+        o.c.account_id,
+        o.c.created_at,
+        o.c.stage,
+    ).select_from(
+        # The lead's own opportunity: a merged lead's closed one may point here too.
+        ld.join(keys, keys.c.k == ld.c.lead_id).outerjoin(
+            o, o.c.opportunity_id == ld.c.opportunity_id
         )
-        for r in conn.execute(q):
-            created = utc(r.created_at) if r.created_at is not None else None
-            out[r.lead_id] = Prior(r.status, r.opportunity_id, r.account_id, created, r.stage)
+    )
+    for r in conn.execute(q):
+        created = utc(r.created_at) if r.created_at is not None else None
+        out[r.lead_id] = Prior(r.status, r.opportunity_id, r.account_id, created, r.stage)
     return out
 
 
@@ -438,8 +460,18 @@ def iter_leads(conn: Connection, batch_size: int = 5_000) -> Iterator[list[Lead]
 # ---- publishing ----------------------------------------------------------------------------
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _row(obj: Any) -> dict[str, Any]:
-    d = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    d = {name: getattr(obj, name) for name in _field_names(type(obj))}
     for k, v in d.items():
         if isinstance(v, tuple):
             d[k] = list(v)
@@ -480,6 +512,14 @@ class PublishSet:
     reparented: dict[str, str] = dataclasses.field(default_factory=dict)  # opportunity → lead
 
     def lead_rows(self) -> list[dict[str, Any]]:
+        """The leads as rows of `leads` (built once: the gate and the merge both read them)."""
+        cached: list[dict[str, Any]] | None = self.__dict__.get("_lead_rows")
+        if cached is None:
+            cached = self._build_lead_rows()
+            object.__setattr__(self, "_lead_rows", cached)
+        return cached
+
+    def _build_lead_rows(self) -> list[dict[str, Any]]:
         quals = {q.lead_id: q for q in self.qualifications}
         rows = []
         for lead in self.leads:
@@ -526,6 +566,29 @@ def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
         )
     upsert(conn, t.leads, ps.lead_rows())
     record_history(conn, ps.status_history, ps.stage_history)
+
+
+# What the next chunk's lookups read by key lists (resolution context, priors, reviews).
+_LOOKUP_TABLES = (
+    "contacts",
+    "contact_blocks",
+    "lead_links",
+    "leads",
+    "opportunities",
+    "match_review",
+)
+
+
+def refresh_statistics(conn: Connection) -> None:
+    """Fresh planner statistics on PostgreSQL, inside the transaction (it sees its own rows).
+
+    Without them a table filled by this run looks empty to the planner, which then picks plans
+    for an empty table (a scan per lookup) for the next chunk's lookups.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    names = ", ".join(conn.dialect.identifier_preparer.quote(n) for n in _LOOKUP_TABLES)
+    conn.exec_driver_sql(f"ANALYZE {names}")
 
 
 def record_history(
@@ -755,10 +818,10 @@ def contact_key_hashes(c: Contact) -> list[str]:
 
 def tombstoned(conn: Connection, hashes: Iterable[str]) -> set[str]:
     ts = t.erasure_tombstones
-    found: set[str] = set()
-    for chunk in in_chunks(sorted(set(hashes))):
-        found.update(conn.execute(select(ts.c.key_hash).where(ts.c.key_hash.in_(chunk))).scalars())
-    return found
+    if conn.execute(select(ts.c.key_hash).limit(1)).first() is None:
+        return set()  # nobody was ever erased: nothing to look up
+    keys = key_table(conn, hashes, "tombstone_keys")
+    return set(conn.execute(select(ts.c.key_hash).join(keys, keys.c.k == ts.c.key_hash)).scalars())
 
 
 def lift_tombstones(conn: Connection, hashes: Iterable[str]) -> None:
@@ -993,7 +1056,7 @@ def rejects_by_reason(conn: Connection, run_id: str | None = None) -> list[dict[
 
 def count_raw(conn: Connection, raw_ids: Iterable[str]) -> int:
     """How many of these raw ids are in the warehouse (a landing's reconciliation)."""
-    return _count_existing(conn, list(raw_ids))
+    return count_present(conn, t.raw_contacts, "raw_id", raw_ids)
 
 
 def scrub_raw(conn: Connection, raw_ids: Sequence[str]) -> None:

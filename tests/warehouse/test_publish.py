@@ -72,3 +72,42 @@ def test_readers_see_old_or_new_state_during_a_publish(
     # While the merge sat uncommitted, readers saw exactly the old state.
     assert during == [old] * 5
     assert len(seen) > 5 and set(seen) <= {old, new}, set(seen) - {old, new}
+
+
+def test_an_opportunity_follows_its_lead_into_the_lead_it_merged_into(
+    warehouse: tuple[Settings, Engine],
+) -> None:
+    _, engine = warehouse
+    with engine.begin() as conn:
+        row = conn.execute(
+            text("select opportunity_id, lead_id from opportunities order by opportunity_id")
+        ).first()
+        assert row is not None
+        opp_id, merged = row
+        survivor = conn.execute(
+            text("select min(lead_id) from leads where opportunity_id is null")
+        ).scalar_one()
+        ps = store.PublishSet(
+            contacts=[],
+            rejects=[],
+            links=[],
+            leads=[],
+            qualifications=[],
+            merges=[(merged, survivor)],
+            accounts=[],
+            opportunities=[],
+            conversions={},
+            reparented={opp_id: survivor},
+        )
+        store.publish(conn, ps, "run_merge")
+        moved = conn.execute(
+            text("select lead_id from opportunities where opportunity_id = :o"), {"o": opp_id}
+        ).scalar_one()
+        orphans = conn.execute(
+            text(
+                "select count(*) from opportunities o "
+                "where not exists (select 1 from leads l where l.lead_id = o.lead_id)"
+            )
+        ).scalar_one()
+    assert survivor and moved == survivor
+    assert orphans == 0

@@ -9,6 +9,8 @@ from sqlalchemy import Engine, func, select
 
 from flows.settings import Settings
 from flows.stages import load_rules, normalize_options, process_chunk
+from transforms.match import MatchSettings
+from transforms.normalize import normalize_batch
 from transforms.records import RawRow, raw_id_for
 from warehouse import schema as t
 from warehouse import store
@@ -98,3 +100,27 @@ def test_resolution_thresholds_come_from_settings() -> None:
     assert (m.link_weight, m.review_weight, m.max_block_size) == (25, 12, 60)
     with pytest.raises(ValidationError, match="link_weight"):
         Settings.model_validate({"resolution": {"link_weight": 5, "review_weight": 8}})
+
+
+def test_common_blocking_keys_are_neither_fetched_nor_compared(warehouse_url: str) -> None:
+    """A key more contacts share than a block may hold says nothing: counted over the warehouse,
+    its contacts are not fetched as context, and the outcome is what comparing would give."""
+    engine = make_engine(warehouse_url)
+    upgrade(engine)
+    small = MatchSettings(max_block_size=3)
+    webers = [
+        raw(i, name="Hans Weber", postal_code="30159", email=f"hans{i}@gmx.de") for i in (1, 2, 3)
+    ]
+    with engine.begin() as conn:
+        ps, _ = process_chunk(conn, webers, normalize_options(SETTINGS), load_rules(None), small)
+        store.publish(conn, ps, "run_test")
+    paper = raw(4, name="WEBER Hans", postal_code="30159", street="Gartenweg 3")
+    with engine.begin() as conn:
+        contacts, _ = normalize_batch([paper], normalize_options(SETTINGS))
+        common = store.common_block_keys(conn, contacts, small.max_block_size)
+        assert common == {"n:ins:vbr", "pl:30159:vbr", "pf:30159:ins"}
+        assert store.lead_context(conn, contacts, common)[0] == []
+        assert len(store.lead_context(conn, contacts)[0]) == 3  # all three share those keys
+        ps, _ = process_chunk(conn, [paper], normalize_options(SETTINGS), load_rules(None), small)
+    assert [lk.rule for lk in ps.links] == ["new_lead"]
+    engine.dispose()
