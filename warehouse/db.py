@@ -23,6 +23,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # The sqlite3 module opens a transaction at the first write of a block; IMMEDIATE
+            # takes the write lock right there, waiting on busy_timeout. A deferred one (the
+            # default) can hold a read snapshot from that point (a write to a temporary key table,
+            # then a join) and then fail at once with "database is locked" when it upgrades to
+            # a writer after another connection committed: no busy wait can help that.
+            dbapi_conn.isolation_level = "IMMEDIATE"
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
