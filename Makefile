@@ -5,7 +5,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: install run test lint pg services clean
+.PHONY: install run test lint pg services bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,6 +35,12 @@ lint: install
 
 test: install services lint
 	$(PY) -m pytest
+
+# the end-to-end benchmark into a fresh PostgreSQL database: `make bench ROWS=1000000 INCREMENTAL=10000`
+ROWS ?= 100000
+INCREMENTAL ?= 10000
+bench: install pg
+	$(PY) benchmarks/pipeline.py --rows $(ROWS) --incremental $(INCREMENTAL)
 
 clean:
 	rm -rf $(VENV) .prefect leadflow.db leadflow.db-wal leadflow.db-shm .pytest_cache .mypy_cache .ruff_cache
