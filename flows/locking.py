@@ -71,6 +71,20 @@ def holder_is_dead(holder: str | None) -> bool:
     return now is None or (bool(started) and now != started)
 
 
+def sweep_dead_runs(engine: Engine) -> list[str]:
+    """Runs still marked running whose process is gone (killed before it took or after it let
+    go of every lock) are marked failed; returns their ids."""
+    with engine.connect() as conn:
+        running = store.running_runs(conn)
+    dead = [run_id for run_id, holder in running if holder_is_dead(holder)]
+    for run_id, holder in running:
+        if run_id in dead:
+            log.warning("run %s died before it finished (process %s is gone)", run_id, holder)
+            with engine.begin() as conn:
+                store.fail_run(conn, run_id, f"its process ({holder}) died before the run finished")
+    return dead
+
+
 class LockTimeout(RuntimeError):
     """Another run held the lock longer than this run was willing to wait."""
 

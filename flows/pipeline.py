@@ -14,7 +14,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from sqlalchemy import Engine
 
-from flows import logmask, stages
+from flows import locking, logmask, stages
 from flows.settings import Settings, load_settings
 from warehouse import db, store
 
@@ -232,8 +232,9 @@ def run(
         "reason": reason,
     }
     if not dry_run:
+        locking.sweep_dead_runs(engine)
         with engine.begin() as conn:
-            store.start_run(conn, run_id, kind, params)
+            store.start_run(conn, run_id, kind, params, locking.this_holder())
     stats: dict[str, Any] = {"sources": {}, "seconds": {}}
     failed: dict[str, str] = {}
     t0 = time.perf_counter()

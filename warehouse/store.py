@@ -651,7 +651,10 @@ def _publish_reviews(conn: Connection, ps: PublishSet, run_id: str) -> None:
 # ---- run log and counts --------------------------------------------------------------------
 
 
-def start_run(conn: Connection, run_id: str, flow: str, params: dict[str, Any]) -> None:
+def start_run(
+    conn: Connection, run_id: str, flow: str, params: dict[str, Any], holder: str | None = None
+) -> None:
+    """A run begins; `holder` (host:pid:start of its process) lets a later run tell it died."""
     upsert(
         conn,
         t.pipeline_runs,
@@ -663,10 +666,27 @@ def start_run(conn: Connection, run_id: str, flow: str, params: dict[str, Any]) 
                 "started_at": datetime.now(UTC),
                 "finished_at": None,
                 "params": params,
-                "stats": {},
+                "stats": {"holder": holder} if holder else {},
                 "error": None,
             }
         ],
+    )
+
+
+def running_runs(conn: Connection) -> list[tuple[str, str | None]]:
+    """(run id, holder) of every run still marked running."""
+    r = t.pipeline_runs
+    rows = conn.execute(select(r.c.run_id, r.c.stats).where(r.c.status == "running"))
+    return [(run_id, (stats or {}).get("holder")) for run_id, stats in rows]
+
+
+def fail_run(conn: Connection, run_id: str, why: str) -> None:
+    """Mark a run that is still marked running as failed (its process is known to be dead)."""
+    r = t.pipeline_runs
+    conn.execute(
+        r.update()
+        .where(and_(r.c.run_id == run_id, r.c.status == "running"))
+        .values(status="failed", finished_at=datetime.now(UTC), error=why)
     )
 
 

@@ -129,3 +129,47 @@ def test_two_runs_started_at_once_wait_for_each_other_and_match_a_single_run(
     with engine.connect() as conn:
         assert conn.execute(text("select count(*) from pipeline_locks")).scalar_one() == 0
     engine.dispose()
+
+
+START_AND_HANG = """
+import sys, time
+from flows import locking
+from warehouse import db, store
+engine = db.make_engine(sys.argv[1])
+with engine.begin() as conn:
+    store.start_run(conn, "run_lockless", "pipeline", {}, locking.this_holder())
+print("started", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_run_killed_before_taking_any_lock_is_marked_failed_by_the_next(
+    warehouse_url: str,
+) -> None:
+    engine = _engine(warehouse_url)
+    with engine.begin() as conn:  # a live run of this very process: never swept
+        store.start_run(conn, "run_alive", "pipeline", {}, locking.this_holder())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", START_AND_HANG, warehouse_url],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+        assert locking.sweep_dead_runs(engine) == []  # alive: left alone
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert locking.sweep_dead_runs(engine) == ["run_lockless"]
+    with engine.connect() as conn:
+        rows = {
+            r.run_id: r
+            for r in conn.execute(
+                select(pipeline_runs.c.run_id, pipeline_runs.c.status, pipeline_runs.c.error)
+            )
+        }
+    assert rows["run_lockless"].status == "failed"
+    assert "died before the run finished" in rows["run_lockless"].error
+    assert rows["run_alive"].status == "running" and rows["run_alive"].error is None
+    engine.dispose()
