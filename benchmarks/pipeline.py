@@ -113,6 +113,14 @@ def _variant(rnd: random.Random, p: dict[str, Any]) -> dict[str, Any]:
     return v
 
 
+SHEET_FIELDS = ("first", "last", "email", "phone", "company", "budget", "timeline", "message")
+
+
+def _cells(p: dict[str, Any]) -> list[Any]:
+    """One person as a sheet row, in the header's order."""
+    return [p[k] for k in SHEET_FIELDS]
+
+
 def generate(root: Path, n: int, seed: int = 42) -> dict[str, int]:
     """Write N raw contacts: ~85% CSV, 5% XLSX, 5% mbox, 5% JSON form exports; 30% duplicates."""
     rnd = random.Random(seed)
@@ -134,18 +142,7 @@ def generate(root: Path, n: int, seed: int = 42) -> dict[str, int]:
             w = csv.writer(fh, delimiter=";")
             w.writerow(header)
             for p in rows[start : min(start + per_file, cut[0])]:
-                w.writerow(
-                    [
-                        p["first"],
-                        p["last"],
-                        p["email"],
-                        p["phone"],
-                        p["company"],
-                        p["budget"],
-                        p["timeline"],
-                        p["message"],
-                    ]
-                )
+                w.writerow(_cells(p))
                 counts["csv"] += 1
     from openpyxl import Workbook
 
@@ -153,18 +150,7 @@ def generate(root: Path, n: int, seed: int = 42) -> dict[str, int]:
     ws = wb.create_sheet("Leads")
     ws.append(header)
     for p in rows[cut[0] : cut[1]]:
-        ws.append(
-            [
-                p["first"],
-                p["last"],
-                p["email"],
-                p["phone"],
-                p["company"],
-                p["budget"],
-                p["timeline"],
-                p["message"],
-            ]
-        )
+        ws.append(_cells(p))
         counts["xlsx"] += 1
     wb.save(csv_dir / "fair.xlsx")
     box = mailbox.mbox(str(root / "inbox.mbox"))
