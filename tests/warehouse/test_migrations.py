@@ -59,3 +59,8 @@ def test_upgrade_from_the_first_migration_keeps_the_data(warehouse_url: str) -> 
     db.upgrade(engine)
     assert db.current_revisions(engine) == db.head_revisions()
     engine.dispose()
+
+
+def test_the_schema_has_one_head() -> None:
+    # Two heads made `db upgrade` print "0003, 0006"; every migration now chains on one head.
+    assert len(db.head_revisions()) == 1, db.head_revisions()
