@@ -324,19 +324,22 @@ def _build(
     return Resolution(links=links, leads=leads, merges=sorted(merges), reviews=review_pairs)
 
 
-def _pick(members: Sequence[Contact], fields: tuple[str, ...], policy: str) -> Contact | None:
-    """The contact whose values survive for a group of fields under the group's policy."""
-    having = [c for c in members if getattr(c, fields[0])]
-    if not having:
-        return None
+def _ranked(members: Sequence[Contact], fields: tuple[str, ...], policy: str) -> list[Contact]:
+    """The contacts holding any field of a group, best first under the group's policy."""
+    having = [c for c in members if any(getattr(c, f) for f in fields)]
+    if len(having) < 2:
+        return having
+
+    def value(c: Contact) -> Any:  # the group's leading value that this contact holds
+        return next(v for f in fields if (v := getattr(c, f)))
+
     if policy == "most_frequent":
-        counts: dict[Any, int] = {}
+        counts: dict[Any, int] = defaultdict(int)
         for c in having:
-            v = getattr(c, fields[0])
-            counts[v] = counts.get(v, 0) + 1
-        return max(having, key=lambda c: (counts[getattr(c, fields[0])], _order(c)))
+            counts[value(c)] += 1
+        return sorted(having, key=lambda c: (counts[value(c)], _order(c)), reverse=True)
     if policy == "source_priority":
-        return min(
+        return sorted(
             having,
             key=lambda c: (
                 SOURCE_PRIORITY.get(c.source_kind, 9),
@@ -344,23 +347,47 @@ def _pick(members: Sequence[Contact], fields: tuple[str, ...], policy: str) -> C
                 c.contact_id,
             ),
         )
-    persons = [c for c in having if not c.email_is_role] if fields == ("email",) else having
-    return max(persons or having, key=_order)
+    if fields == ("email",):
+        persons = [c for c in having if not c.email_is_role]
+        rest = [c for c in having if c.email_is_role]
+        return sorted(persons, key=_order, reverse=True) + sorted(rest, key=_order, reverse=True)
+    return sorted(having, key=_order, reverse=True)
+
+
+def _survive(
+    ranked: Sequence[Contact], fields: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A group's golden values: the best contact's, and each field it lacks from the next best
+    contact that has it and contradicts nothing already chosen (no Berlin under Austria)."""
+    values: dict[str, Any] = {}
+    supplied: dict[str, str] = {}
+    for c in ranked:
+        own = {f: v for f in fields if (v := getattr(c, f))}
+        if any(values.get(f) not in (None, own[f]) for f in own):
+            continue
+        for f, v in own.items():
+            if f not in values:
+                values[f] = v
+                supplied[f] = c.contact_id
+        if len(values) == len(fields):
+            break
+    return values, supplied
 
 
 def golden_record(lead_id: str, members: Sequence[Contact]) -> Lead:
-    """Survivorship per field group, remembering which contact supplied each golden value."""
+    """Survivorship per field group, remembering which contact supplied each golden value.
+
+    Every golden value comes from a contact that holds it: a group's best contact (by the
+    group's policy) supplies what it has, and a field it lacks comes from the next best contact
+    that has it without contradicting the values chosen.
+    """
     ordered = sorted(members, key=_order) if len(members) > 1 else members
     values: dict[str, Any] = dict.fromkeys(GOLDEN_FIELDS)
     supplied: dict[str, str] = {}
     for fields, policy in SURVIVORSHIP:
-        c = _pick(ordered, fields, policy) if len(ordered) > 1 else ordered[0]
-        if c is None:
-            continue
-        for f in fields:
-            v = values[f] = getattr(c, f)
-            if v:
-                supplied[f] = c.contact_id
+        got, who = _survive(_ranked(ordered, fields, policy), fields)
+        values.update(got)
+        supplied.update(who)
     first = ordered[0]
     return Lead(
         lead_id=lead_id,
