@@ -760,9 +760,15 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
     if f.get("country") and not country:
         issues.append("country_unknown")
 
-    if f.get("first_name") or f.get("last_name"):
-        joined = " ".join(str(f[k]) for k in ("first_name", "last_name") if f.get(k))
+    if f.get("first_name") and f.get("last_name"):
+        joined = " ".join(str(f[k]) for k in ("first_name", "last_name"))
         first, last, full = split_name(joined, country)
+    elif f.get("last_name"):
+        # A register with the surname alone: it stays the surname, not a first name.
+        first, last, full = split_name(str(f["last_name"]), country)
+        first, last = None, full
+    elif f.get("first_name"):
+        first, last, full = split_name(str(f["first_name"]), country)
     else:
         first, last, full = split_name(str(f.get("full_name") or ""), country)
 
@@ -785,17 +791,29 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
     if not domain and ekey and not (is_free or is_disposable):
         domain = ekey.partition("@")[2]
     postal = _clean(f.get("postal_code"))
+    street = street_line(f.get("street"), f.get("street_number"), f.get("address_line2"))
+    city = _clean(f.get("city"))
+    birth = parse_date(f.get("birth_date"))
+    if f.get("birth_date") and birth is None:
+        issues.append("birth_date_unparseable")
     has_person_email = bool(ekey) and not is_role
     has_address = bool(full and last and postal)
-    if not (has_person_email or phone.e164 or has_address or (ekey and full)):
-        reason = "no email, phone or name with postal address identifies a person"
+    # One name part is enough with a street and a postal code or city, or with a birth date
+    # and a postal code: a person register has no email and no phone.
+    one_name = bool(first or last)
+    has_street = one_name and bool(street) and bool(postal or city)
+    has_birth = one_name and birth is not None and bool(postal)
+    if not (
+        has_person_email or phone.e164 or has_address or has_street or has_birth or (ekey and full)
+    ):
+        reason = (
+            "no email, phone, full name with postal code, or name with street and postal code"
+            " or city, or name with birth date and postal code identifies a person"
+        )
         if issues:
             reason += f" ({', '.join(issues)})"
         return _reject(row, "no_identity", reason)
 
-    birth = parse_date(f.get("birth_date"))
-    if f.get("birth_date") and birth is None:
-        issues.append("birth_date_unparseable")
     postal, pissue = normalize_postal_code(postal, country)
     issues += pissue
     budget_amount, budget_currency = parse_budget(f.get("budget"))
@@ -822,8 +840,8 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
         company_key=company_key(company) if company else None,
         company_domain=domain,
         job_title=_clean(f.get("job_title")),
-        street=_clean(f.get("street")),
-        city=_clean(f.get("city")),
+        street=street,
+        city=city,
         postal_code=postal,
         region=_clean(f.get("region")),
         country=country,
@@ -836,6 +854,18 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
         consent=parse_consent(f.get("consent")),
         issues=tuple(sorted(set(issues))),
     )
+
+
+def street_line(street: Any, number: Any = None, line2: Any = None) -> str | None:
+    """One street line from a register's street, house number and second address line."""
+    base, num, extra = _clean(street), _clean(number), _clean(line2)
+    if num and base and num not in base.split():
+        base = f"{num} {base}"
+    elif num and not base:
+        base = num if extra else None
+    if extra:
+        base = f"{base}, {extra}" if base else extra
+    return base
 
 
 def _reject(row: RawRow, code: str, message: str) -> Reject:

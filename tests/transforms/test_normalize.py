@@ -221,3 +221,68 @@ def test_parse_date(raw: str, expected: date | None) -> None:
 )
 def test_parse_datetime_to_utc(raw: str, expected: datetime | None) -> None:
     assert parse_datetime(raw) == expected
+
+
+REGISTER = [
+    # (header layout of a person register, expected (first, last, street, city, postal, birth))
+    (
+        {
+            "given_name": "Sienna",
+            "surname": "Fitzpatrick",
+            "street_number": "12",
+            "address_1": "Lawrence Street",
+            "address_2": "Unit 4",
+            "suburb": "Hawthorn",
+            "postcode": "3122",
+            "state": "vic",
+            "date_of_birth": "19801105",
+        },
+        (
+            "Sienna",
+            "Fitzpatrick",
+            "12 Lawrence Street, Unit 4",
+            "Hawthorn",
+            "3122",
+            date(1980, 11, 5),
+        ),
+    ),
+    (
+        {"Soyadı": "Yılmaz", "Sokak": "Atatürk Cd.", "Kapı No": "5", "Semt": "Kadıköy"},
+        (None, "Yılmaz", "5 Atatürk Cd.", "Kadıköy", None, None),
+    ),
+    (
+        {"Vorname": "Jürgen", "Geburtsdatum": "01.02.1970", "PLZ": "10115", "Hausnummer": "3"},
+        ("Jürgen", None, None, None, "10115", date(1970, 2, 1)),
+    ),
+]
+
+
+@pytest.mark.parametrize(("payload", "expected"), REGISTER)
+def test_person_register_rows_are_contacts(
+    payload: dict[str, str], expected: tuple[object, ...]
+) -> None:
+    """One name part with a street and a postcode or suburb, or with a birth date and a
+    postcode, identifies a person: such a row is a contact, not a `no_identity` reject."""
+    from transforms.normalize import NormalizeOptions, normalize_batch
+    from transforms.records import RawRow, raw_id_for
+
+    row = RawRow(
+        raw_id_for("reg", "1"), "reg", "spreadsheet", "1", datetime(2026, 1, 1, tzinfo=UTC), payload
+    )
+    contacts, rejects = normalize_batch([row], NormalizeOptions())
+    assert not rejects, rejects
+    (c,) = contacts
+    got = (c.first_name, c.last_name, c.street, c.city, c.postal_code, c.birth_date)
+    assert got == expected
+
+
+def test_one_name_part_alone_is_still_no_identity() -> None:
+    from transforms.normalize import NormalizeOptions, normalize_batch
+    from transforms.records import RawRow, raw_id_for
+
+    payload = {"surname": "Smith", "suburb": "Hawthorn", "date_of_birth": "1980-11-05"}
+    row = RawRow(
+        raw_id_for("reg", "2"), "reg", "spreadsheet", "2", datetime(2026, 1, 1, tzinfo=UTC), payload
+    )
+    contacts, rejects = normalize_batch([row], NormalizeOptions())
+    assert not contacts and rejects[0].code == "no_identity"
