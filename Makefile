@@ -23,10 +23,12 @@ pg:
 	  echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1
 
 # dovecot for the IMAP tests: installed once if missing; the tests start their own instance
-# and the system service stays down
+# and the system service stays down. Chromium and its driver for the console's browser tests.
 services: pg
 	@command -v dovecot >/dev/null || test -x /usr/sbin/dovecot || \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q dovecot-imapd >/dev/null
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,4 @@
-"""The `leadflow` command line: run, backfill, rebuild, status, serve, forget, rejects, webhooks and db."""
+"""The `leadflow` command line: run, backfill, rebuild, status, serve, forget, rejects, webhooks, console and db."""
 
 from __future__ import annotations
 
@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     wh.add_argument("--port", type=int, default=8787)
     wh.add_argument("--source", action="append", dest="sources", help="only this source")
+    con = command("console", "the data steward console: review pairs, explore and split leads")
+    con.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    con.add_argument("--port", type=int, default=8765)
+    con.add_argument(
+        "--token-block", default=None, help="a Prefect Secret block holding the console token"
+    )
     return p
 
 
@@ -608,6 +614,26 @@ def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS["webhooks"] = _webhooks
+
+
+def _console(args: argparse.Namespace, settings: Settings) -> int:
+    """The steward console until Ctrl-C; refuses to start without a token."""
+    _quiet_prefect_defaults()
+    from console.auth import TokenError, read_token
+
+    try:
+        token = read_token(args.token_block)
+    except TokenError as exc:
+        print(f"leadflow: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    from console.app import create_app
+    from console.server import serve
+
+    serve(create_app(settings, token, config_path=args.config), args.host, args.port)
+    return 0
+
+
+COMMANDS["console"] = _console
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,7 +55,7 @@ contacts = Table(
     Column("first_name", Text),
     Column("last_name", Text),
     Column("full_name", Text),
-    Column("name_key", Text),
+    Column("name_key", Text, index=True),
     Column("email", Text),
     Column("email_key", Text, index=True),
     Column("email_is_role", Boolean, nullable=False, default=False),
@@ -64,7 +64,7 @@ contacts = Table(
     Column("phone", String(20), index=True),
     Column("phone_raw", Text),
     Column("company", Text),
-    Column("company_key", Text),
+    Column("company_key", Text, index=True),
     Column("company_domain", Text),
     Column("job_title", Text),
     Column("street", Text),
@@ -107,6 +107,24 @@ match_review = Table(
     Column("decided_at", TS),
     Column("applied", Boolean, nullable=False),
     Column("run_id", ID, nullable=False),
+    # 'pair' (found by the resolver) or 'split' (a steward: this contact is not its lead's person)
+    Column("kind", String(16), nullable=False, server_default="pair"),
+    Column("lead_id", ID),  # a split: the lead the contact was taken out of
+    Column("revoked_by", Text),
+    Column("revoked_at", TS),
+    Index("ix_match_review_decision_kind", "decision", "kind"),
+)
+
+# Every decision and revocation a steward made, in order: who, what, when.
+review_log = Table(
+    "review_log",
+    metadata,
+    Column("log_id", Integer, primary_key=True, autoincrement=True),
+    Column("review_id", ID, nullable=False, index=True),
+    Column("action", String(16), nullable=False),  # 'decide' or 'revoke'
+    Column("decision", String(16), nullable=False),
+    Column("steward", Text, nullable=False),
+    Column("at", TS, nullable=False),
 )
 
 leads = Table(

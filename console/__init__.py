@@ -1,0 +1,1 @@
+"""The data steward console: a web app over the warehouse (review queue, lead explorer, splits)."""
