@@ -412,6 +412,20 @@ def create_app(
     # ---- the review queue ----------------------------------------------------------------------
 
     prior = settings.resolution.prior_log2
+    queue_cache: dict[str, Any] = {"version": None, "order": []}
+    queue_lock = threading.Lock()
+
+    def queue_page(c: Connection, page_no: int, per_page: int) -> tuple[list[dict[str, Any]], int]:
+        """A page of the queue; the whole order is computed once per queue version."""
+        version = stewardship.queue_version(c)
+        with queue_lock:
+            if queue_cache["version"] != version:
+                queue_cache["order"] = stewardship.queue_order(c, prior)
+                queue_cache["version"] = version
+            order = queue_cache["order"]
+        return stewardship.review_queue(
+            c, page=page_no, per_page=per_page, prior_log2=prior, order=order
+        )
 
     @app.get("/reviews", response_class=HTMLResponse)
     def reviews(
@@ -422,13 +436,11 @@ def create_app(
     ) -> HTMLResponse:
         pos = max(0, pos)
         page_no = pos // PER_PAGE + 1
-        rows, total = stewardship.review_queue(c, page=page_no, per_page=PER_PAGE, prior_log2=prior)
+        rows, total = queue_page(c, page_no, PER_PAGE)
         if pos >= total and total:
             pos = total - 1
             page_no = pos // PER_PAGE + 1
-            rows, total = stewardship.review_queue(
-                c, page=page_no, per_page=PER_PAGE, prior_log2=prior
-            )
+            rows, total = queue_page(c, page_no, PER_PAGE)
         current = rows[pos % PER_PAGE] if rows and pos % PER_PAGE < len(rows) else None
         detail = stewardship.review_detail(c, current["review_id"]) if current else None
         return page(
@@ -452,9 +464,7 @@ def create_app(
         s: Session = Depends(api_session),
         c: Connection = Depends(conn),
     ) -> Any:
-        rows, total = stewardship.review_queue(
-            c, page=page, per_page=min(max(per_page, 1), 200), prior_log2=prior
-        )
+        rows, total = queue_page(c, max(page, 1), min(max(per_page, 1), 200))
         return jsonable_encoder({"total": total, "page": page, "reviews": rows})
 
     @app.get("/reviews/{rid}", response_class=HTMLResponse)

@@ -170,17 +170,13 @@ def _uncertainty(score: Any, prior_log2: float) -> Any:
     )
 
 
-def review_queue(
-    conn: Connection, *, page: int = 1, per_page: int = 25, prior_log2: float = -10.0
-) -> tuple[list[dict[str, Any]], int]:
-    """Open grey-zone pairs whose contacts are still in different leads, the decision that matters
-    most first (uncertainty × the contacts of both leads), and how many there are in all."""
+def _queue_select(prior_log2: float) -> Any:
     mr, lk, ld = t.match_review, t.lead_links, t.leads
     ka, kb = lk.alias("ka"), lk.alias("kb")
     la, lb = ld.alias("la"), ld.alias("lb")
     size = la.c.contact_count + lb.c.contact_count
     priority = (_uncertainty(mr.c.score, prior_log2) * size).label("priority")
-    base = (
+    return (
         select(
             mr.c.review_id,
             mr.c.contact_a,
@@ -201,10 +197,55 @@ def review_queue(
         .join(lb, lb.c.lead_id == kb.c.lead_id)
         .where(mr.c.decision == OPEN, mr.c.kind == PAIR, ka.c.lead_id != kb.c.lead_id)
     )
-    total = int(conn.execute(select(func.count()).select_from(base.subquery())).scalar_one())
+
+
+def queue_version(conn: Connection) -> tuple[Any, ...]:
+    """Changes whenever the queue's order may have changed: a run finished, a pair was decided or
+    reopened (two cheap reads: the run log's newest end, the open pairs' count by index)."""
+    pr, mr = t.pipeline_runs, t.match_review
+    finished = conn.execute(select(func.max(pr.c.finished_at), func.count())).one()
+    open_pairs = conn.execute(
+        select(func.count()).select_from(mr).where(mr.c.decision == OPEN, mr.c.kind == PAIR)
+    ).scalar_one()
+    return (str(finished[0]), int(finished[1]), int(open_pairs))
+
+
+def queue_order(conn: Connection, prior_log2: float = -10.0) -> list[str]:
+    """Every open pair's review id, the decision that matters most first: the whole queue is
+    ordered once (callers cache it per `queue_version`), pages then read 25 pairs by id."""
+    q = _queue_select(prior_log2).subquery()
+    ordered = select(q.c.review_id).order_by(q.c.priority.desc(), q.c.review_id)
+    return list(conn.execute(ordered).scalars())
+
+
+def queue_rows(
+    conn: Connection, review_ids: list[str], prior_log2: float = -10.0
+) -> list[dict[str, Any]]:
+    """The named pairs as queue rows (in the given order), those still open only."""
+    if not review_ids:
+        return []
+    q = _queue_select(prior_log2).where(t.match_review.c.review_id.in_(review_ids))
+    by_id = {r["review_id"]: r for r in _rows(conn, q)}
+    return [by_id[i] for i in review_ids if i in by_id]
+
+
+def review_queue(
+    conn: Connection,
+    *,
+    page: int = 1,
+    per_page: int = 25,
+    prior_log2: float = -10.0,
+    order: list[str] | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """Open grey-zone pairs whose contacts are still in different leads, the decision that matters
+    most first (uncertainty × the contacts of both leads), and how many there are in all.
+
+    `order` is a `queue_order` computed before (possibly a little stale: pairs decided since
+    are left out of the page)."""
+    order = queue_order(conn, prior_log2) if order is None else order
     page = max(1, page)
-    q = base.order_by(priority.desc(), mr.c.review_id).limit(per_page).offset((page - 1) * per_page)
-    return _rows(conn, q), total
+    ids = order[(page - 1) * per_page : page * per_page]
+    return queue_rows(conn, ids, prior_log2), len(order)
 
 
 def contacts_by_id(conn: Connection, contact_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -519,7 +560,7 @@ def lead_detail(conn: Connection, lead_id: str) -> dict[str, Any] | None:
         _rows(
             conn,
             select(mr)
-            .where(or_(mr.c.contact_a.in_(ids), mr.c.contact_b.in_(ids), mr.c.lead_id == lead_id))
+            .where(or_(mr.c.contact_a.in_(ids), mr.c.contact_b.in_(ids)))
             .order_by(mr.c.kind, mr.c.review_id),
         )
         if ids

@@ -9,3 +9,4 @@ document.addEventListener("keydown", function (event) {
   event.preventDefault();
   button.click();
 });
+document.documentElement.setAttribute("data-keys", "on");
