@@ -1,11 +1,15 @@
-"""Which raw field means what: header aliases in many languages, mapped onto canonical fields."""
+"""Which raw field means what: the header alias table (header_aliases.csv), vendor layouts, questions."""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 CANONICAL = (
@@ -31,471 +35,40 @@ CANONICAL = (
     "timeline",
     "consent",
     "received_at",
+    "phone_country_code",
 )
 
-_ALIASES: dict[str, tuple[str, ...]] = {
-    "full_name": (
-        "name",
-        "full name",
-        "fullname",
-        "contact name",
-        "ad soyad",
-        "adi soyadi",
-        "isim",
-        "isim soyisim",
-        "vollstandiger name",
-        "nom complet",
-        "nombre completo",
-        "your name",
-        "contact",
-        "display name",
-        "file as",
-        "contact full name",
-        "full_name",
-        "nom et prenom",
-        "nombre y apellidos",
-        "name des kontakts",
-        "ad ve soyad",
-        "adiniz soyadiniz",
-        "musteri adi",
-        "kontaktname",
-    ),
-    "first_name": (
-        "given names",
-        "forename",
-        "forenames",
-        "first given name",
-        "rufname",
-        "ilk ad",
-        "first name",
-        "firstname",
-        "given name",
-        "ad",
-        "adi",
-        "vorname",
-        "prenom",
-        "nombre",
-        "fname",
-        "first_name",
-        "nombre de pila",
-        "adiniz",
-    ),
-    "last_name": (
-        "family names",
-        "familienname",
-        "zuname",
-        "aile adi",
-        "last name",
-        "lastname",
-        "surname",
-        "family name",
-        "soyad",
-        "soyadi",
-        "nachname",
-        "nom",
-        "apellido",
-        "apellidos",
-        "lname",
-        "last_name",
-        "nom de famille",
-        "soyadiniz",
-        "soyisim",
-    ),
-    "email": (
-        "email",
-        "e-mail",
-        "email address",
-        "e-mail address",
-        "mail",
-        "e posta",
-        "eposta",
-        "e-posta",
-        "e-posta adresi",
-        "e-mail-adresse",
-        "courriel",
-        "correo",
-        "correo electronico",
-        "primary email",
-        "e-mail 1 - value",
-        "email 1",
-        "your email",
-        "e-mail 2 - value",
-        "e-mail adresi",
-        "mail adresi",
-        "email_address",
-        "emailaddress",
-        "adresse e-mail",
-        "adresse email",
-        "adresse courriel",
-        "direccion de correo",
-        "direccion de correo electronico",
-        "e mail",
-    ),
-    "phone": (
-        "phone",
-        "phone number",
-        "telephone",
-        "tel",
-        "mobile",
-        "mobile phone",
-        "cell",
-        "telefon",
-        "telefon numarasi",
-        "cep",
-        "cep telefonu",
-        "gsm",
-        "telefonnummer",
-        "handy",
-        "mobil",
-        "telephone portable",
-        "telefono",
-        "movil",
-        "phone 1 - value",
-        "business phone",
-        "your phone",
-        "mobilephone",
-        "mobile phone number",
-        "home phone",
-        "primary phone",
-        "mobilnummer",
-        "mobiltelefon",
-        "numero de telephone",
-        "portable",
-        "telefono movil",
-        "celular",
-        "cep tel",
-        "cep no",
-        "telefon no",
-        "is telefonu",
-        "phone_number",
-    ),
-    "company": (
-        "company",
-        "company name",
-        "organization",
-        "organisation",
-        "firma",
-        "sirket",
-        "sirket adi",
-        "kurum",
-        "unternehmen",
-        "firmenname",
-        "entreprise",
-        "societe",
-        "empresa",
-        "account name",
-        "organization 1 - name",
-        "organization name",
-        "company_name",
-        "firma adi",
-        "nom de l entreprise",
-        "nombre de la empresa",
-        "kurum adi",
-        "isletme",
-    ),
-    "job_title": (
-        "title",
-        "job title",
-        "position",
-        "role",
-        "unvan",
-        "gorev",
-        "pozisyon",
-        "berufsbezeichnung",
-        "position im unternehmen",
-        "titel",
-        "poste",
-        "cargo",
-        "puesto",
-        "organization 1 - title",
-        "organization title",
-        "jobtitle",
-        "job_title",
-        "unvani",
-        "gorevi",
-        "fonction",
-        "titre du poste",
-    ),
-    "website": (
-        "website",
-        "web site",
-        "url",
-        "web",
-        "web sitesi",
-        "webseite",
-        "site web",
-        "sitio web",
-        "homepage",
-        "website url",
-        "web page",
-        "website 1 - value",
-        "site internet",
-        "internet",
-    ),
-    "street": (
-        "address line1",
-        "address 1",
-        "address1",
-        "adres satiri 1",
-        "adres 1",
-        "adresszeile 1",
-        "street name",
-        "strassenname",
-        "cadde sokak",
-        "sokak",
-        "cadde",
-        "street",
-        "address",
-        "street address",
-        "adres",
-        "acik adres",
-        "strasse",
-        "anschrift",
-        "adresse",
-        "direccion",
-        "mailing street",
-        "address 1 - street",
-        "address 1 - formatted",
-        "business street",
-        "home street",
-        "street_address",
-        "address line 1",
-        "calle",
-        "postal address",
-        "mailing address",
-    ),
-    "city": (
-        "suburb",
-        "locality",
-        "town city",
-        "semt",
-        "ortsteil",
-        "wohnort",
-        "mahalle",
-        "city",
-        "town",
-        "sehir",
-        "il",
-        "ilce",
-        "stadt",
-        "ort",
-        "ville",
-        "ciudad",
-        "mailing city",
-        "address 1 - city",
-        "business city",
-        "home city",
-        "il ilce",
-        "localidad",
-        "poblacion",
-    ),
-    "postal_code": (
-        "post code",
-        "postal zip",
-        "postal code",
-        "postcode",
-        "zip",
-        "zip code",
-        "posta kodu",
-        "plz",
-        "postleitzahl",
-        "code postal",
-        "codigo postal",
-        "mailing zip/postal code",
-        "address 1 - postal code",
-        "business postal code",
-        "home postal code",
-        "zip/postal code",
-        "postalcode",
-        "mailingpostalcode",
-        "postal_code",
-        "cp",
-    ),
-    "street_number": (
-        "street number",
-        "street no",
-        "house number",
-        "house no",
-        "building number",
-        "hausnummer",
-        "hausnr",
-        "hnr",
-        "kapi no",
-        "kapi numarasi",
-        "bina no",
-        "dis kapi no",
-    ),
-    "address_line2": (
-        "address line 2",
-        "address line2",
-        "address 2",
-        "address2",
-        "adres satiri 2",
-        "adres 2",
-        "adresszeile 2",
-        "adresszusatz",
-        "apartment",
-        "apt suite",
-        "daire",
-    ),
-    "region": (
-        "region",
-        "state",
-        "province",
-        "county",
-        "bolge",
-        "bundesland",
-        "provincia",
-        "mailing state/province",
-        "state/region",
-        "state/province",
-        "business state",
-        "home state",
-        "address 1 - region",
-        "departement",
-        "comunidad autonoma",
-        "eyalet",
-    ),
-    "country": (
-        "country",
-        "ulke",
-        "land",
-        "pays",
-        "pais",
-        "mailing country",
-        "address 1 - country",
-        "country/region",
-        "business country/region",
-        "home country/region",
-        "country_code",
-    ),
-    "birth_date": (
-        "date of birth dd mm yyyy",
-        "birth_date",
-        "date_of_birth",
-        "geb datum",
-        "geboren am",
-        "dogum",
-        "birth date",
-        "birthday",
-        "date of birth",
-        "dob",
-        "dogum tarihi",
-        "geburtsdatum",
-        "date de naissance",
-        "fecha de nacimiento",
-        "birthdate",
-        "dogum gunu",
-        "geburtstag",
-        "cumpleanos",
-    ),
-    "interest": (
-        "interest",
-        "product",
-        "product interest",
-        "interested in",
-        "ilgi alani",
-        "urun",
-        "ilgilendigi urun",
-        "produkt",
-        "interesse",
-        "produit",
-        "producto",
-        "service",
-    ),
-    "message": (
-        "message",
-        "comments",
-        "comment",
-        "notes",
-        "note",
-        "mesaj",
-        "aciklama",
-        "not",
-        "nachricht",
-        "bemerkung",
-        "kommentar",
-        "commentaire",
-        "mensaje",
-        "body",
-        "how can we help",
-        "description",
-    ),
-    "budget": (
-        "budget",
-        "butce",
-        "estimated budget",
-        "budget range",
-        "presupuesto",
-        "annual budget",
-    ),
-    "timeline": (
-        "timeline",
-        "timeframe",
-        "purchase timeframe",
-        "when",
-        "zaman",
-        "zamanlama",
-        "satin alma zamani",
-        "zeitrahmen",
-        "zeitraum",
-        "delai",
-        "plazo",
-    ),
-    "consent": (
-        "consent",
-        "gdpr consent",
-        "marketing consent",
-        "opt in",
-        "optin",
-        "kvkk",
-        "kvkk onayi",
-        "izin",
-        "einwilligung",
-        "consentement",
-        "consentimiento",
-        "email opt out",
-    ),
-    # When the person reached us (the row's own date): it dates the record instead of the file.
-    "received_at": (
-        "received_at",
-        "received at",
-        "received",
-        "created",
-        "created at",
-        "created on",
-        "created date",
-        "date created",
-        "creation date",
-        "submitted",
-        "submitted at",
-        "submitted on",
-        "submission date",
-        "submission time",
-        "submit date",
-        "signed up",
-        "signed up at",
-        "signup date",
-        "sign up date",
-        "registered at",
-        "registration date",
-        "timestamp",
-        "date",
-        "kayit tarihi",
-        "olusturma tarihi",
-        "olusturulma tarihi",
-        "basvuru tarihi",
-        "gonderim tarihi",
-        "tarih",
-        "erstellt am",
-        "erstellt",
-        "erstellungsdatum",
-        "anmeldedatum",
-        "registriert am",
-        "eingegangen am",
-        "datum",
-    ),
-}
+IGNORE = "ignore"
+"""The field of a header that a layout documents but that carries nothing a contact holds."""
+ALIASES_FILE = "header_aliases.csv"
+LAYOUT_MIN_HEADERS = (
+    3  # a header row is read in a vendor's layout when this many of its cells match
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    """One row of the alias table: a header, the field it means, the layout it comes from."""
+
+    header: str
+    field: str
+    layout: str
+    language: str
+    match: str  # "exact": the whole header; "words": words a question-style header contains
+
+
+def _read_aliases() -> tuple[Alias, ...]:
+    text = resources.files("transforms").joinpath(ALIASES_FILE).read_text(encoding="utf-8")
+    rows = tuple(Alias(**row) for row in csv.DictReader(io.StringIO(text)))
+    for n, a in enumerate(rows, start=2):
+        if a.field not in CANONICAL and a.field != IGNORE:
+            raise ValueError(f"{ALIASES_FILE} line {n}: unknown field {a.field!r}")
+        if a.match not in {"exact", "words"}:
+            raise ValueError(f"{ALIASES_FILE} line {n}: match must be exact or words")
+    return rows
+
+
+ALIASES: tuple[Alias, ...] = _read_aliases()
 
 
 @lru_cache(maxsize=16384)
@@ -507,29 +80,157 @@ def header_key(header: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text).strip()
 
 
-_LOOKUP: dict[str, str] = {
-    header_key(alias): canon for canon, aliases in _ALIASES.items() for alias in aliases
-}
-_LOOKUP.update({header_key(c): c for c in CANONICAL})
+def _generic_lookup() -> dict[str, str]:
+    """header key → field: the generic rows first, then what the vendor layouts add.
+
+    A layout's header joins the generic lookup unless it is a short code (CC, #, Id) that
+    means something only inside its own layout; the first row for a key wins.
+    """
+    out: dict[str, str] = {}
+    exact = [a for a in ALIASES if a.match == "exact" and a.field != IGNORE]
+    for a in sorted(exact, key=lambda a: a.layout != "generic"):
+        key = header_key(a.header)
+        if a.layout != "generic" and len(key) <= 3:
+            continue
+        out.setdefault(key, a.field)
+    out.update({header_key(c): c for c in CANONICAL})
+    return out
+
+
+_LOOKUP: dict[str, str] = _generic_lookup()
+_LAYOUTS: dict[str, dict[str, str]] = {}
+for _a in ALIASES:
+    if _a.match == "exact" and _a.layout != "generic":
+        _LAYOUTS.setdefault(_a.layout, {}).setdefault(header_key(_a.header), _a.field)
+_KNOWN: frozenset[str] = frozenset(_LOOKUP) | {k for m in _LAYOUTS.values() for k in m}
+_QUESTION_WORDS: tuple[tuple[tuple[str, ...], str], ...] = tuple(
+    (tuple(header_key(a.header).split()), a.field) for a in ALIASES if a.match == "words"
+)
+# a header reads as a question or a prompt: "What is your email address?", "Your phone",
+# "Bitte geben Sie Ihre E-Mail an", "E-posta adresiniz nedir?"
+_PROMPT_START = frozenset(
+    "what whats which how when where who your please enter provide tell may can could "
+    "wie was welche welcher wann wo ihre ihr ihren deine dein bitte geben lutfen sizin".split()
+)
+_PROMPT_END = frozenset("nedir nelerdir giriniz yaziniz misiniz musunuz belirtiniz".split())
+_PREFIX_MIN = 5  # a question's word of at least this length also matches its inflected forms
+
+
+def _words_match(tokens: Sequence[str], words: tuple[str, ...]) -> bool:
+    n = len(words)
+    for i in range(len(tokens) - n + 1):
+        if all(
+            t == w or (len(w) >= _PREFIX_MIN and t.startswith(w))
+            for t, w in zip(tokens[i : i + n], words, strict=True)
+        ):
+            return True
+    return False
+
+
+@lru_cache(maxsize=4096)
+def question_field(header: str) -> str | None:
+    """The field a question-style header asks for, by the words it names the field with."""
+    tokens = header_key(header).split()
+    if not tokens:
+        return None
+    asks = "?" in header or tokens[0] in _PROMPT_START or tokens[-1] in _PROMPT_END
+    # Turkish addresses the reader with a possessive: "E-posta Adresiniz", "Telefon Numaranız"
+    # (and its case endings: "Şirketinizin Adı")
+    asks = asks or any(len(t) >= 5 and ("niz" in t or "nuz" in t) for t in tokens)
+    if not asks and len(tokens) < 4:
+        return None
+    for words, field in _QUESTION_WORDS:
+        if _words_match(tokens, words):
+            return field
+    return None
 
 
 @lru_cache(maxsize=4096)
 def canonical_field(header: str) -> str | None:
-    return _LOOKUP.get(header_key(header))
+    """The field a header means in any layout: an exact alias, else the words of a question."""
+    key = header_key(header)
+    found = _LOOKUP.get(key)
+    if found is not None or key in _KNOWN:
+        return found
+    return question_field(header)
+
+
+def known_header(header: str) -> bool:
+    """Whether the table knows this header: it maps to a field, or a layout documents it as
+    carrying nothing a contact holds (a rating, an owner, an internal id)."""
+    return header_key(header) in _KNOWN or canonical_field(header) is not None
+
+
+def layouts() -> tuple[str, ...]:
+    """The vendor layouts the alias table documents, in table order."""
+    return tuple(_LAYOUTS)
+
+
+@lru_cache(maxsize=1024)
+def detect_layout(headers: tuple[str, ...]) -> str | None:
+    """The vendor layout a header row is written in: the one naming most of its cells
+    (at least LAYOUT_MIN_HEADERS); on a tie, the one whose own headers the row covers best."""
+    keys = {header_key(h) for h in headers if h}
+    best: tuple[int, float, str] | None = None
+    for name, table in _LAYOUTS.items():
+        hits = len(keys & table.keys())
+        if hits < LAYOUT_MIN_HEADERS:
+            continue
+        score = (hits, hits / len(table), name)
+        if best is None or score[:2] > best[:2]:
+            best = score
+    return best[2] if best else None
+
+
+def field_for(header: str, layout: str | None = None) -> str | None:
+    """The field a header means in a layout (its own entry wins), else in any layout."""
+    if layout is not None:
+        own = _LAYOUTS.get(layout, {}).get(header_key(header))
+        if own is not None:
+            return None if own == IGNORE else own
+    return canonical_field(header)
+
+
+@lru_cache(maxsize=1024)
+def _header_plan(
+    headers: tuple[str, ...], explicit: tuple[tuple[str, str], ...]
+) -> tuple[str | None, ...]:
+    """Each header's field for one header row, computed once per distinct row."""
+    by_key = {header_key(k): v for k, v in explicit}
+    layout = detect_layout(headers)
+    return tuple(by_key.get(header_key(h)) or field_for(h, layout) for h in headers)
+
+
+# a row may carry several addresses or numbers (work, mobile, E-mail 2): the first is the
+# contact's, the others are kept beside it
+MULTI_VALUED = {"email": "other_emails", "phone": "other_phones"}
+_OTHERS = frozenset(MULTI_VALUED.values())
 
 
 def map_fields(
     values: Mapping[str, Any], explicit: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """Canonical field → value; an explicit column map wins; the first non-empty value is kept."""
+    """Canonical field → value; an explicit column map wins; the first non-empty value is kept.
+
+    The header row's vendor layout is detected once per distinct row, so a header that means
+    one thing in a layout and another elsewhere (Outlook's "Title" is a salutation, LinkedIn's
+    "URL" a profile link) is read as its layout means it. Further emails and phones of the row
+    come back as lists under `other_emails` and `other_phones`.
+    """
     out: dict[str, Any] = {}
-    by_key = {header_key(k): v for k, v in (explicit or {}).items()}
-    for header, value in values.items():
-        if value is None or (isinstance(value, str) and not value.strip()):
+    plan = _header_plan(tuple(values), tuple((explicit or {}).items()))
+    for (header, value), canon in zip(values.items(), plan, strict=True):
+        if canon is None and header in _OTHERS and isinstance(value, list):
+            out.setdefault(header, []).extend(v for v in value if v not in out.get(header, []))
             continue
-        canon = by_key.get(header_key(header)) or canonical_field(header)
-        if canon is not None and canon not in out:
+        if canon is None or value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if canon not in out:
             out[canon] = value
+        elif canon in MULTI_VALUED and str(value).strip() != str(out[canon]).strip():
+            extra = out.setdefault(MULTI_VALUED[canon], [])
+            if value not in extra:
+                extra.append(value)
     return out
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from transforms.fields import canonical_field, header_key, map_fields
+from transforms.vcard import vcard_fields
 
 MAX_MESSAGE_CHARS = 4000
 _LINE = re.compile(r"^\s*[*•-]?\s*([^\n:\t]{1,50}?)\s*[:\t]\s*(.*?)\s*$")
@@ -124,65 +125,6 @@ def signature_fields(body: str, sender_name: str | None) -> dict[str, Any]:
             out["company"] = line
         elif "job_title" not in out and _TITLE_WORDS.search(line):
             out["job_title"] = line.split("|")[0].strip(" ,")
-    return out
-
-
-def _unfold(text: str) -> list[str]:
-    # RFC 6350 §3.2: a line starting with a space or tab continues the previous one
-    return re.sub(r"\r?\n[ \t]", "", text).splitlines()
-
-
-def _vcard_value(value: str) -> str:
-    return (
-        value.replace("\\n", " ")
-        .replace("\\N", " ")
-        .replace("\\,", ",")
-        .replace("\\;", ";")
-        .strip()
-    )
-
-
-def vcard_fields(text: str) -> dict[str, Any]:
-    """One vCard entry (2.1, 3.0 or 4.0) → canonical fields; the first of each kind wins."""
-    out: dict[str, Any] = {}
-    for line in _unfold(text):
-        if ":" not in line:
-            continue
-        head, _, value = line.partition(":")
-        name = head.split(";")[0].split(".")[-1].upper()
-        if "ENCODING=QUOTED-PRINTABLE" in head.upper():
-            value = re.sub(r"=([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
-            value = value.encode("latin-1", "replace").decode("utf-8", "replace")
-        if name == "FN":
-            out.setdefault("full_name", _vcard_value(value))
-        elif name == "N":
-            parts = [_vcard_value(p) for p in (value.split(";") + ["", ""])[:2]]
-            if parts[0]:
-                out.setdefault("last_name", parts[0])
-            if parts[1]:
-                out.setdefault("first_name", parts[1])
-        elif name == "EMAIL":
-            out.setdefault("email", _vcard_value(value))
-        elif name == "TEL":
-            out.setdefault("phone", _vcard_value(value).removeprefix("tel:"))
-        elif name == "ORG":
-            out.setdefault("company", _vcard_value(value.split(";")[0]))
-        elif name in {"TITLE", "ROLE"}:
-            out.setdefault("job_title", _vcard_value(value))
-        elif name == "URL":
-            out.setdefault("website", _vcard_value(value))
-        elif name == "BDAY":
-            out.setdefault("birth_date", _vcard_value(value))
-        elif name == "ADR":
-            # post office box; extended; street; locality; region; postal code; country
-            p = [_vcard_value(x) for x in (value.split(";") + [""] * 7)[:7]]
-            for key, v in zip(
-                ("street", "city", "region", "postal_code", "country"), p[2:], strict=True
-            ):
-                if v:
-                    out.setdefault(key, v)
-        elif name == "NOTE":
-            out.setdefault("message", _vcard_value(value))
     return out
 
 

@@ -18,6 +18,7 @@ from email_validator import EmailNotValidError, validate_email
 from transforms.fields import flatten_submission, map_fields
 from transforms.mail_fields import contact_fields
 from transforms.records import Contact, RawRow, Reject
+from transforms.vcard import vcard_fields
 
 ROLE_LOCALPARTS = frozenset(
     "info sales admin contact hello support office noreply no-reply marketing team mail "
@@ -421,6 +422,12 @@ def parse_phone(raw: str, region: str) -> Phone:
         return Phone(None, ext, None, ("phone_unparseable",))
     ext = ext or num.extension or None
     if not phonenumbers.is_valid_number(num):
+        bare = re.sub(r"[\s().-]", "", text)
+        if bare.isdigit() and len(bare) >= 11 and bare[0] != "0":
+            # marketing tools (Brevo's SMS, WhatsApp) write the country code without its "+"
+            again = parse_phone("+" + bare, region)
+            if again.e164:
+                return Phone(again.e164, ext or again.extension, again.is_mobile, ())
         return Phone(None, ext, None, ("phone_invalid",))
     kind = phonenumbers.number_type(num)
     mobile = True if kind in _MOBILE_TYPES else False if kind in _FIXED_TYPES else None
@@ -597,7 +604,16 @@ _WORD_DATE = re.compile(
 
 @lru_cache(maxsize=16384)
 def _parse_date_text(text: str) -> date | None:
-    """'2024-03-05', '05.03.2024', '5/3/2024' (day first), '5 Mart 2024', 'March 5, 2024'."""
+    """'2024-03-05', '05.03.2024', '5/3/2024' (day first), '5 Mart 2024', 'March 5, 2024', or
+    the date of a timestamp."""
+    day = _calendar_date(text)
+    if day is not None:
+        return day
+    dt = parse_datetime(text)
+    return dt.date() if dt else None
+
+
+def _calendar_date(text: str) -> date | None:
     t = fold(text).strip()
     m = _NUMERIC_DATE.match(t)
     try:
@@ -615,8 +631,7 @@ def _parse_date_text(text: str) -> date | None:
             return date(int(y), month, int(d)) if month else None
     except ValueError:
         return None
-    dt = parse_datetime(text)
-    return dt.date() if dt else None
+    return None
 
 
 def parse_date(raw: Any) -> date | None:
@@ -640,6 +655,16 @@ _TZ_NAMES = {
     "pst": "-08:00",
     "pdt": "-07:00",
 }
+
+
+# the day-first forms exports write timestamps in (reports, forms, badge scanners)
+_DATETIME_FORMATS = (
+    "%d.%m.%Y %H:%M:%S",
+    "%d.%m.%Y %H:%M",
+    "%d/%m/%Y %H:%M:%S",
+    "%d/%m/%Y %H:%M",
+    "%d.%m.%Y",
+)
 
 
 def parse_datetime(raw: Any, default_offset: str = "+00:00") -> datetime | None:
@@ -669,14 +694,18 @@ def parse_datetime(raw: Any, default_offset: str = "+00:00") -> datetime | None:
         except (TypeError, ValueError, IndexError):
             pass
     if not candidates:
-        for fmt in ("%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d/%m/%Y %H:%M", "%d.%m.%Y"):
+        for fmt in _DATETIME_FORMATS:
             try:
                 candidates.append(datetime.strptime(text, fmt))
                 break
             except ValueError:
                 continue
     if not candidates:
-        return None
+        # a date alone, as exports write it ("05 Mar 2026", "05/03/2026"): its midnight
+        day = _calendar_date(text) if ":" not in text else None
+        if day is None:
+            return None
+        candidates.append(datetime(day.year, day.month, day.day))
     dt = candidates[0]
     if dt.tzinfo is None:
         dt = datetime.fromisoformat(dt.isoformat() + default_offset)
@@ -746,18 +775,77 @@ def extract_fields(row: RawRow, columns: Mapping[str, str] | None = None) -> dic
         return map_fields(contact_fields(row.payload), columns)
     if row.source_kind == "webform":
         return map_fields(flatten_submission(row.payload), columns)
+    if row.source_kind == "vcard":
+        return vcard_fields(str(row.payload.get("vcard") or ""))
     return map_fields(row.payload, columns)
 
 
 _NO_PHONE = Phone(None, None, None, ())
+_DIAL_CODE = re.compile(r"^(?:\+|00)?\s*(\d{1,4})$")
+
+
+def _dial_code(raw: Any) -> str | None:
+    """The digits of a calling code column ("+49", "0049", "90"), or None."""
+    m = _DIAL_CODE.match(_clean(raw) or "")
+    return m.group(1) if m else None
+
+
+def _with_dial_code(phone: str, dial_code: str | None) -> str:
+    """A national number written beside its calling code, as one international number."""
+    if not dial_code or phone.startswith(("+", "00")):
+        return phone
+    digits = phone.lstrip()
+    if digits.startswith(dial_code) and len(re.sub(r"\D", "", digits)) > 10:
+        return "+" + digits  # the code was written into the number already
+    return f"+{dial_code} {digits.removeprefix('0')}"
+
+
+def _others(
+    f: Mapping[str, Any],
+    email: str | None,
+    phone: str | None,
+    dial_code: str | None,
+    region: str,
+    issues: list[str],
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The record's further emails and phones, normalized, without the contact's own; an
+    invalid one is an issue (its text stays in the raw payload)."""
+    emails: list[str] = []
+    for raw in [f.get("email"), *(f.get("other_emails") or [])]:
+        if not raw:
+            continue
+        e = normalize_email(str(raw))[0]
+        if e is None:
+            if raw != f.get("email"):
+                issues.append("other_email_invalid")
+        elif e != email and e not in emails:
+            emails.append(e)
+    phones: list[str] = []
+    for raw in [f.get("phone"), *(f.get("other_phones") or [])]:
+        text = _clean(raw)
+        if not text:
+            continue
+        p = parse_phone(_with_dial_code(text, dial_code), region).e164
+        if p is None:
+            if raw != f.get("phone"):
+                issues.append("other_phone_invalid")
+        elif p != phone and p not in phones:
+            phones.append(p)
+    return tuple(emails), tuple(phones)
 
 
 def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
     """One raw record → a contact, or a reject saying why it identifies nobody."""
     f = extract_fields(row, opts.columns.get(row.source))
     issues: list[str] = []
-    country = normalize_country(str(f["country"])) if f.get("country") else None
-    if f.get("country") and not country:
+    dial_code, country_raw = _dial_code(f.get("phone_country_code")), _clean(f.get("country"))
+    if country_raw and _DIAL_CODE.match(country_raw):
+        # a "Country Code" column holding +49 is the phone's calling code, not a country
+        dial_code, country_raw = dial_code or _dial_code(country_raw), None
+    if not country_raw and f.get("phone_country_code") and not dial_code:
+        country_raw = _clean(f.get("phone_country_code"))  # an ISO code ("DE") in that column
+    country = normalize_country(country_raw) if country_raw else None
+    if country_raw and not country:
         issues.append("country_unknown")
 
     if f.get("first_name") and f.get("last_name"):
@@ -773,18 +861,35 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
         first, last, full = split_name(str(f.get("full_name") or ""), country)
 
     email = ekey = None
-    if f.get("email"):
-        email, ekey, eissues = normalize_email(str(f["email"]))
-        issues += eissues
+    # the first address of the row that is valid is the contact's; the row's others stay in
+    # its raw payload
+    for i, candidate in enumerate([f.get("email"), *(f.get("other_emails") or [])]):
+        if not candidate:
+            continue
+        email, ekey, eissues = normalize_email(str(candidate))
+        if email:
+            break
+        if i == 0:
+            issues += eissues
     is_role, is_free, is_disposable = email_flags(ekey)
     if is_disposable:
         issues.append("email_disposable")
     if ekey and ekey.partition("@")[2] in opts.internal_domains:
         return _reject(row, "internal_sender", f"sender {email} is one of our own domains")
 
-    phone_raw = _clean(f.get("phone"))
-    phone = parse_phone(phone_raw, country or opts.default_region) if phone_raw else _NO_PHONE
+    region = country or opts.default_region
+    phone_raw, phone = None, _NO_PHONE
+    for i, candidate in enumerate([f.get("phone"), *(f.get("other_phones") or [])]):
+        text = _clean(candidate)
+        if not text:
+            continue
+        parsed = parse_phone(_with_dial_code(text, dial_code), region)
+        if i == 0 or parsed.e164:
+            phone_raw, phone = text, parsed
+        if parsed.e164:
+            break
     issues += phone.issues
+    other_emails, other_phones = _others(f, email, phone.e164, dial_code, region, issues)
 
     company = _clean(f.get("company"))
     domain = _domain_of(_clean(f.get("website")))
@@ -793,8 +898,11 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
     postal = _clean(f.get("postal_code"))
     street = street_line(f.get("street"), f.get("street_number"), f.get("address_line2"))
     city = _clean(f.get("city"))
-    birth = parse_date(f.get("birth_date"))
-    if f.get("birth_date") and birth is None:
+    birth_raw = f.get("birth_date")
+    if isinstance(birth_raw, str) and not birth_raw.strip("0/.- "):
+        birth_raw = None  # Outlook writes "0/0/00" for no birthday
+    birth = parse_date(birth_raw)
+    if birth_raw and birth is None:
         issues.append("birth_date_unparseable")
     has_person_email = bool(ekey) and not is_role
     has_address = bool(full and last and postal)
@@ -853,6 +961,8 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
         timeline_months=parse_timeline(f.get("timeline")),
         consent=parse_consent(f.get("consent")),
         issues=tuple(sorted(set(issues))),
+        other_emails=other_emails,
+        other_phones=other_phones,
     )
 
 

@@ -86,6 +86,10 @@ class Contact:
     issues: tuple[str, ...] = ()
     phone_ext: str | None = None
     phone_is_mobile: bool | None = None
+    # the record's further addresses and numbers (a work and a mobile phone, "E-mail 2"),
+    # normalized; the contact's own email and phone are the first valid of each
+    other_emails: tuple[str, ...] = ()
+    other_phones: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,8 @@ contacts = Table(
     Column("issues", JSON, nullable=False),
     Column("phone_ext", String(10)),
     Column("phone_is_mobile", Boolean),
+    Column("other_emails", JSON),
+    Column("other_phones", JSON),
 )
 
 # Blocking keys of each contact (email key, phone, phonetic name, postal code + name …): new

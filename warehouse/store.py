@@ -210,6 +210,8 @@ _CONTACT_FIELDS = [f.name for f in dataclasses.fields(Contact)]
 def _contact_from_values(values: dict[str, Any]) -> Contact:
     values["received_at"] = utc(values["received_at"])
     values["issues"] = tuple(values["issues"] or ())
+    for name in ("other_emails", "other_phones"):
+        values[name] = tuple(values.get(name) or ())
     if isinstance(values.get("budget_amount"), Decimal):
         values["budget_amount"] = float(values["budget_amount"])
     return Contact(**values)

@@ -176,6 +176,7 @@ EXPORTS: dict[str, dict[str, str]] = {
         "street": "3 Oak Rd  Austin  TX  73301  US",
         "phone": "+1 512 555 0102",
         "birth_date": "05/17",
+        "received_at": "2026-01-01 10:00:00",  # OPTIN_TIME: the audience's own date column
     },
     "full_name_only.csv": {"full_name": "Rosa Sanz", "email": "rosa@sanz.example.es"},
 }
