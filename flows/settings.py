@@ -229,7 +229,17 @@ class WebformSource(_SourceBase):
         return self
 
 
-Source = Annotated[SpreadsheetSource | EmailSource | WebformSource, Field(discriminator="kind")]
+class VcardSource(_SourceBase):
+    """vCard (.vcf) files: one file, a folder of them, or a glob; read again only when changed."""
+
+    kind: Literal["vcard"]
+    path: str
+    max_file_bytes: Annotated[int, Field(gt=0)] = 512 * 1024 * 1024
+
+
+Source = Annotated[
+    SpreadsheetSource | EmailSource | WebformSource | VcardSource, Field(discriminator="kind")
+]
 
 
 class Settings(_Strict):
@@ -265,7 +275,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in {"spreadsheet", "email", "webform"}:
+        elif part in {"spreadsheet", "email", "webform", "vcard"}:
             continue  # the discriminator tag pydantic adds to the path
         else:
             out += f".{part}" if out else str(part)
@@ -273,7 +283,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 
 
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
-    sources = []
+    sources: list[Source] = []
     for i, src in enumerate(settings.sources):
         if isinstance(src, EmailSource) and src.internal_domains is None:
             src = src.model_copy(update={"internal_domains": list(settings.internal_domains)})

@@ -21,6 +21,7 @@ from connectors.http import HttpClient, RateLimit, RetryPolicy, TokenBucket
 from connectors.imap import ImapConfig, ImapError, ImapSession, iter_imap
 from connectors.imap import connect as imap_connect
 from connectors.spreadsheet import iter_spreadsheet, iter_spreadsheet_url
+from connectors.vcard import iter_vcard
 from connectors.webform import (
     ApiSpec,
     api_spec,
@@ -34,6 +35,7 @@ from flows.settings import (
     Settings,
     Source,
     SpreadsheetSource,
+    VcardSource,
     WebformSource,
 )
 from transforms.fields import header_scorer
@@ -232,6 +234,8 @@ def iter_source(
         return _iter_spreadsheet(source, cursor)
     if isinstance(source, EmailSource):
         return _iter_email(source, cursor, start, end)
+    if isinstance(source, VcardSource):
+        return iter_vcard(source.name, source.path, cursor, max_file_bytes=source.max_file_bytes)
     return _iter_webform(source, cursor, start, end)
 
 

@@ -74,8 +74,9 @@ SURVIVORSHIP: tuple[tuple[tuple[str, ...], str], ...] = (
     (("city", "postal_code", "country"), "source_priority"),
 )
 GOLDEN_FIELDS = tuple(f for group, _ in SURVIVORSHIP for f in group)
-# Typed-in forms and sheets beat a mail signature or a From header for company and address.
-SOURCE_PRIORITY = {"webform": 0, "spreadsheet": 1, "email": 2}
+# Typed-in forms, sheets and address cards beat a mail signature or a From header for company
+# and address.
+SOURCE_PRIORITY = {"webform": 0, "spreadsheet": 1, "vcard": 1, "email": 2}
 
 
 def names_compatible(a: Contact, b: Contact) -> bool:
