@@ -283,10 +283,6 @@ def parse_cards(fh: IO[bytes], digest: Any = None) -> Iterator[ParsedCard | tupl
         yield finish(card, ("vcard_unterminated", msg))
 
 
-class FileChanged(RuntimeError):
-    """A file's bytes changed between its fingerprint and its read."""
-
-
 def _settle(path: str, now: Callable[[], float] = time.time) -> None:
     age = now() - os.stat(path).st_mtime
     if 0 <= age < SETTLE_SECONDS:
