@@ -14,7 +14,8 @@ import io
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from datetime import time as dtime
 from itertools import chain
@@ -42,6 +43,23 @@ _TURKISH_BYTES = frozenset(b"\xd0\xf0\xdd\xfd\xde\xfe")
 
 HeaderScore = Callable[[Sequence[str]], tuple[int, bool]]
 """(how many cells name a known field, whether those fields can identify a person)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowDating:
+    """How a sheet's rows are dated: the row's own date column when the header has one (which
+    column and how its cells read are the flow's to say), else `fixed`, else the time the file's
+    content was first landed (kept in the cursor by content hash, so a copy, clone or touch of
+    the file never moves it). `shape` names the config that shapes the rows: it is part of the
+    file's fingerprint, so changing it reads the files again."""
+
+    column: Callable[[Sequence[str]], int | None] = lambda header: None
+    parse: Callable[[Any], datetime | None] = lambda value: None
+    fixed: datetime | None = None
+    shape: str = ""
+
+
+NO_DATING = RowDating()
 
 
 def _default_score(row: Sequence[str]) -> tuple[int, bool]:
@@ -178,9 +196,11 @@ def iter_row_chunks(
     received_at: datetime,
     score: HeaderScore = _default_score,
     chunk_rows: int = CHUNK_ROWS,
+    dating: RowDating = NO_DATING,
 ) -> Iterator[tuple[list[RawRecord], list[ExtractReject]]]:
     """Records for the rows under the header, `chunk_rows` at a time; a row with the wrong
-    number of cells is a reject."""
+    number of cells is a reject. A row is dated by its own date column when the header has one
+    and the cell reads as a date, else by `received_at`."""
     records: list[RawRecord] = []
     rejects: list[ExtractReject] = []
     it = iter(rows)
@@ -203,6 +223,8 @@ def iter_row_chunks(
     while width and not header[width - 1]:
         width -= 1
     header = [h or f"column_{i + 1}" for i, h in enumerate(header[:width])]
+    date_at = dating.column(header)
+    parse_date = dating.parse
     # A row's id: sha256 of header and cells (the header's part hashed once per sheet), numbered
     # #2, #3 … when the same cells come again. Computed inline: this loop is a big CSV's hot path.
     prefix = f"{fname}:{sheet}:"
@@ -245,7 +267,8 @@ def iter_row_chunks(
             repeats[key] += 1
             rid = f"{prefix}{key}#{repeats[key] + 1}"
         payload = dict(zip(header, cells, strict=False))  # lengths checked above
-        records.append(RawRecord(source, "spreadsheet", rid, received_at, payload))
+        when = received_at if date_at is None else parse_date(cells[date_at]) or received_at
+        records.append(RawRecord(source, "spreadsheet", rid, when, payload))
         if len(records) >= chunk_rows:
             yield records, rejects
             records, rejects = [], []
@@ -261,6 +284,7 @@ def iter_table(
     score: HeaderScore,
     is_xlsx: bool,
     chunk_rows: int = CHUNK_ROWS,
+    dating: RowDating = NO_DATING,
 ) -> Iterator[tuple[list[RawRecord], list[ExtractReject]]]:
     """Every sheet of a workbook, or the one table of a CSV, in chunks; a broken file is a reject."""
     try:
@@ -278,7 +302,9 @@ def iter_table(
                 msg = f"no sheet named {sheet!r}"
                 yield [], [ExtractReject(source, f"{fname}:{sheet}", "sheet_not_found", msg, "")]
                 continue
-            yield from iter_row_chunks(source, fname, sheet, rows, received_at, score, chunk_rows)
+            yield from iter_row_chunks(
+                source, fname, sheet, rows, received_at, score, chunk_rows, dating
+            )
     except Exception as exc:
         # a corrupt workbook (not a zip, broken XML: openpyxl and zipfile raise many kinds) or
         # an unreadable file: one reject, the other files go on
@@ -353,6 +379,16 @@ def read_settled(path: str, now: Callable[[], float] = time.time) -> tuple[bytes
     raise FileChanging(f"{os.path.basename(path)} kept changing while it was read")
 
 
+def first_landed(cursor: Mapping[str, Any] | None) -> dict[str, str]:
+    """Content hash → when that content was first landed (ISO), as a file cursor keeps it."""
+    return dict((cursor or {}).get("first_landed", {}))
+
+
+def fingerprint(content: str, shape: str) -> str:
+    """A file's cursor fingerprint: its content, and the config that shapes its rows."""
+    return content if not shape else content_hash(f"{content}\x1f{shape}")
+
+
 def iter_spreadsheet(
     source: str,
     path: str,
@@ -362,41 +398,61 @@ def iter_spreadsheet(
     score: HeaderScore = _default_score,
     max_file_bytes: int = 512 * 1024 * 1024,
     chunk_rows: int = CHUNK_ROWS,
+    dating: RowDating = NO_DATING,
+    now: datetime | None = None,
+    landed: Mapping[str, str] | None = None,
 ) -> Iterator[RawBatch]:
     """Batches of up to `chunk_rows` records per changed file; unchanged files are not read again.
 
     A file is read once, as one consistent version (`read_settled`), and fingerprinted by the
-    bytes read. Only a file's last batch carries its new fingerprint: a run stopped halfway reads
-    the file again next time, and what was landed already is not landed twice. A file being
-    rewritten while it is read is read again once it settles; one that never does is a
-    `file_changing` reject and its cursor entry does not move, so the next run reads it again.
+    bytes read and `dating.shape`. Only a file's last batch carries its new fingerprint: a run
+    stopped halfway reads the file again next time, and what was landed already is not landed
+    twice. A file being rewritten while it is read is read again once it settles; one that never
+    does is a `file_changing` reject and its cursor entry does not move, so the next run reads it
+    again. Rows without a date of their own are dated `dating.fixed`, else by when the file's
+    content was first landed: `landed` (content hash → ISO time; default: the cursor's), else
+    `now`, which the cursor then keeps. A file's modification time dates nothing.
     """
     seen: dict[str, str] = dict((cursor or {}).get("files", {}))
+    firsts: dict[str, str] = first_landed(cursor) if landed is None else dict(landed)
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+
+    def state() -> dict[str, Any]:
+        return {"files": dict(seen), "first_landed": dict(firsts)}
+
     for fpath in expand_paths(path, SUFFIXES):
         fname = os.path.basename(fpath)
         size = os.path.getsize(fpath)
         if size > max_file_bytes:
-            after = {"files": {**seen, fpath: f"size:{size}"}}
             msg = f"file is {size} bytes, limit {max_file_bytes}"
-            if seen.get(fpath) != after["files"][fpath]:
-                seen[fpath] = after["files"][fpath]
-                yield RawBatch([], after, [ExtractReject(source, fname, "file_too_large", msg, "")])
+            if seen.get(fpath) != f"size:{size}":
+                seen[fpath] = f"size:{size}"
+                yield RawBatch(
+                    [], state(), [ExtractReject(source, fname, "file_too_large", msg, "")]
+                )
             continue
         try:
-            data, mtime = read_settled(fpath)
+            data, _ = read_settled(fpath)
         except FileChanging as exc:
             reject = ExtractReject(source, fname, "file_changing", str(exc), "")
-            yield RawBatch([], {"files": dict(seen)}, [reject])
+            yield RawBatch([], state(), [reject])
             continue
-        fp = content_hash(data)
+        content = content_hash(data)
+        fp = fingerprint(content, dating.shape)
         if seen.get(fpath) == fp:
             continue
-        before = {"files": dict(seen)}
+        received = dating.fixed
+        if received is None:
+            # kept by the first batch already: a read stopped halfway dates the rest the same
+            firsts.setdefault(content, stamp.isoformat())
+            received = datetime.fromisoformat(firsts[content])
+        before = state()
         seen[fpath] = fp
-        after = {"files": dict(seen)}
+        after = state()
         is_xlsx = fpath.lower().endswith((".xlsx", ".xlsm"))
-        received = datetime.fromtimestamp(int(mtime), tz=UTC)
-        chunks = iter_table(source, fname, data, received, sheets, score, is_xlsx, chunk_rows)
+        chunks = iter_table(
+            source, fname, data, received, sheets, score, is_xlsx, chunk_rows, dating
+        )
         del data  # the table reader holds the bytes only until it has decoded them
         held: tuple[list[RawRecord], list[ExtractReject]] = ([], [])
         for i, part in enumerate(_paused_chunks(chunks)):
@@ -414,8 +470,11 @@ def iter_spreadsheet_url(
     *,
     score: HeaderScore = _default_score,
     now: datetime,
+    dating: RowDating = NO_DATING,
 ) -> Iterator[RawBatch]:
-    """A published CSV export (Google Sheets `…/pub?output=csv`); skipped when its bytes are unchanged."""
+    """A published CSV export (Google Sheets `…/pub?output=csv`); skipped when its bytes and
+    the config shaping its rows are unchanged. Rows without a date of their own are dated
+    `dating.fixed`, else by when this content was first fetched (`now`)."""
     try:
         data = fetch(url)
     except HttpError as exc:
@@ -426,7 +485,7 @@ def iter_spreadsheet_url(
             [ExtractReject(source, url.split("?")[0], "http_error", str(exc), "")],
         )
         return
-    fp = content_hash(data)
+    fp = fingerprint(content_hash(data), dating.shape)
     if (cursor or {}).get("sha256") == fp:
         return
     # one name per URL (gid included): the same row in two tabs is two records
@@ -434,7 +493,16 @@ def iter_spreadsheet_url(
     recs: list[RawRecord] = []
     rejs: list[ExtractReject] = []
     for part in _paused_chunks(
-        iter_table(source, fname, data, now, None, score, data[:2] == b"PK")
+        iter_table(
+            source,
+            fname,
+            data,
+            dating.fixed or now,
+            None,
+            score,
+            data[:2] == b"PK",
+            dating=dating,
+        )
     ):
         recs += part[0]
         rejs += part[1]

@@ -62,9 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     dbp.add_argument(
         "--role", default="bi_reader", help="grant-bi-reader: the role to create (PostgreSQL)"
     )
-    rj = command("rejects", "the quarantine: list or replay rejected records")
-    rj.add_argument("action", choices=["list", "replay"])
+    rj = command("rejects", "the quarantine: list, replay or dismiss rejected records")
+    rj.add_argument("action", choices=["list", "replay", "dismiss"])
+    rj.add_argument("ids", nargs="*", default=[], help="dismiss: these reject ids")
     rj.add_argument("--reason", default=None, help="only records rejected with this code")
+    rj.add_argument("--by", default=None, help="dismiss: who decides to drop them")
+    rj.add_argument("--why", default=None, help="dismiss: why they are dropped")
     rj.add_argument(
         "--all", action="store_true", dest="include_replayed", help="list: also replayed ones"
     )
@@ -263,6 +266,10 @@ def _run_flow(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_CONFIG
     if args.command == "rebuild" and args.rules:
         return _rescore(settings, args.rules, args.apply)
+    refused = _refused_rules(settings)
+    if refused:
+        print(f"leadflow: {args.command}: {refused}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         with progress_display():
             if args.command == "rebuild":
@@ -501,14 +508,47 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS["serve"] = _serve
 
 
+def _refused_rules(settings: Settings) -> str | None:
+    """Why the config's rules cannot be used (changed under a version already applied), or None."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from flows.stages import check_rules_version, rules_text
+    from transforms.qualify import RulesError, rules_from_yaml
+    from warehouse import db
+
+    if settings.warehouse.url.startswith("sqlite") and not os.path.exists(
+        settings.warehouse.url.split("///", 1)[-1]
+    ):
+        return None  # a new warehouse has applied nothing
+    engine = db.make_engine(settings.warehouse.url)
+    try:
+        text, origin = rules_text(settings.rules)
+        with engine.connect() as conn:
+            check_rules_version(conn, rules_from_yaml(text, origin), text, origin)
+    except RulesError as exc:
+        return str(exc)
+    except (SQLAlchemyError, OSError):  # unreachable, not upgraded, unreadable: the run says
+        return None
+    finally:
+        engine.dispose()
+    return None
+
+
 def _rescore(settings: Settings, rules_path: str, apply: bool) -> int:
     """Re-score every lead under RULES: print what changes, write it only with --apply."""
-    from flows.stages import QualityGateError, load_rules, rescore_leads
-    from transforms.qualify import RulesError
+    from flows.stages import (
+        QualityGateError,
+        check_rules_version,
+        rescore_leads,
+        rules_sha,
+        rules_text,
+    )
+    from transforms.qualify import RulesError, rules_from_yaml
     from warehouse import db, store
 
     try:
-        rules = load_rules(rules_path)
+        text, origin = rules_text(rules_path)
+        rules = rules_from_yaml(text, origin)
     except (RulesError, OSError) as exc:
         msg = exc if isinstance(exc, RulesError) else f"{rules_path}: {exc.strerror}"
         print(f"leadflow: rebuild: {msg}", file=sys.stderr)
@@ -518,6 +558,12 @@ def _rescore(settings: Settings, rules_path: str, apply: bool) -> int:
     run_id = f"run_{uuid.uuid4().hex[:20]}"
     try:
         with engine.connect() as conn:
+            try:
+                check_rules_version(conn, rules, text, origin)
+            except RulesError as exc:
+                print(f"leadflow: rebuild: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            conn.rollback()
             txn = conn.begin()
             try:
                 plan = rescore_leads(conn, rules)
@@ -548,16 +594,24 @@ def _rescore(settings: Settings, rules_path: str, apply: bool) -> int:
                 "new_conversions": plan.new_conversions,
             }
             store.start_run(conn, run_id, "rescore", {"rules": rules_path})
+            store.record_applied_rules(
+                conn,
+                rules.version,
+                rules_sha(text),
+                text,
+                os.path.abspath(rules_path),
+                run_id,
+                datetime.now(UTC),
+            )
             store.finish_run(conn, run_id, "succeeded", stats)
             txn.commit()
     finally:
         engine.dispose()
     print(f"Applied in one transaction (run {run_id}).")
-    if os.path.abspath(rules_path) != os.path.abspath(settings.rules or ""):
-        print(
-            f"Note: later runs score with {settings.rules or 'the default rules'}; point "
-            "`rules:` in the config at this file to keep these results."
-        )
+    print(
+        f"Rules {rules.version} are recorded in the warehouse: later runs and rebuilds score "
+        "with them until another `rebuild --rules FILE --apply`."
+    )
     return 0
 
 
@@ -585,11 +639,15 @@ def _rejects(args: argparse.Namespace, settings: Settings) -> int:
         p = result["process"]
         print(
             f"replay {result['run_id']}: {p.get('replay_candidates', 0)} quarantined records "
-            f"re-processed, {p.get('rejects_released', 0)} landed and left the quarantine, "
-            f"{p.get('replay_not_replayable', 0)} extraction rejects need a backfill of their source"
+            f"re-processed, {p.get('rejects_released', 0)} landed and left the quarantine; "
+            f"{p.get('replay_reread_sources', 0)} sheet source(s) read again, "
+            f"{p.get('replay_extract_closed', 0)} extraction rejects closed, "
+            f"{p.get('replay_not_replayable', 0)} still open"
         )
         _print_quality(p)
         return 0
+    if args.action == "dismiss":
+        return _dismiss(args, settings)
     engine = db.make_engine(settings.warehouse.url)
     db.upgrade(engine)
     with engine.connect() as conn:
@@ -607,6 +665,37 @@ def _rejects(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS["rejects"] = _rejects
+
+
+def _dismiss(args: argparse.Namespace, settings: Settings) -> int:
+    """Close the open rejects a person decides to drop, with who and why."""
+    from warehouse import db, store
+
+    if not args.reason and not args.ids:
+        print("leadflow: rejects dismiss: give --reason CODE or reject ids", file=sys.stderr)
+        return EXIT_CONFIG
+    if not (args.by or "").strip() or not (args.why or "").strip():
+        print("leadflow: rejects dismiss: --by NAME and --why TEXT are required", file=sys.stderr)
+        return EXIT_CONFIG
+    engine = db.make_engine(settings.warehouse.url)
+    db.upgrade(engine)
+    try:
+        with engine.begin() as conn:
+            n = store.dismiss_rejects(
+                conn,
+                reason=args.reason,
+                reject_ids=args.ids,
+                by=args.by.strip(),
+                why=args.why.strip(),
+                now=datetime.now(UTC),
+            )
+    finally:
+        engine.dispose()
+    if n == 0:
+        print("leadflow: rejects dismiss: no open reject matches", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"dismissed {n} reject(s) by {args.by.strip()}: {args.why.strip()}")
+    return 0
 
 
 def _webhooks(args: argparse.Namespace, settings: Settings) -> int:

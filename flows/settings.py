@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -141,6 +142,8 @@ class SpreadsheetSource(_SourceBase):
     url: str | None = None  # a published CSV export (Google Sheets: …/pub?output=csv)
     sheets: list[str] | None = None
     columns: dict[str, str] = Field(default_factory=dict)
+    # dates rows that have no date column of their own: a fixed date, or the column to read
+    received_at: datetime | date | str | None = None
     max_file_bytes: Annotated[int, Field(gt=0)] = 512 * 1024 * 1024
     http: HttpSettings = HttpSettings()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -20,7 +22,12 @@ from connectors.email import MailOptions, iter_email_files
 from connectors.http import HttpClient, RateLimit, RetryPolicy, TokenBucket
 from connectors.imap import ImapConfig, ImapError, ImapSession, iter_imap
 from connectors.imap import connect as imap_connect
-from connectors.spreadsheet import iter_spreadsheet, iter_spreadsheet_url
+from connectors.spreadsheet import (
+    RowDating,
+    first_landed,
+    iter_spreadsheet,
+    iter_spreadsheet_url,
+)
 from connectors.vcard import iter_vcard
 from connectors.webform import (
     ApiSpec,
@@ -38,10 +45,10 @@ from flows.settings import (
     VcardSource,
     WebformSource,
 )
-from transforms.fields import header_scorer
+from transforms.fields import header_scorer, received_at_column
 from transforms.match import MatchSettings
-from transforms.normalize import NormalizeOptions, normalize_batch
-from transforms.qualify import Rules, qualify_leads, rules_from_yaml
+from transforms.normalize import NormalizeOptions, normalize_batch, parse_received
+from transforms.qualify import Rules, RulesError, qualify_leads, rules_from_yaml
 from transforms.records import Contact, RawRow, Reject, raw_id_for
 from transforms.resolve import resolve_contacts
 from warehouse import quality, store
@@ -199,10 +206,37 @@ def _iter_email(
         raise SourceError(f"sources.{source.name}: {exc}") from None
 
 
+def row_dating(source: SpreadsheetSource) -> RowDating:
+    """How a sheet source's rows are dated (see `connectors.spreadsheet.RowDating`): the row's
+    own date column, else the config's `received_at:` (a date, or the column to read), else the
+    time the file's content was first landed."""
+    given = source.received_at
+    fixed = parse_received(given) if given is not None else None
+    named = given if isinstance(given, str) and fixed is None else None
+    shape = json.dumps(
+        {
+            "columns": source.columns,
+            "received_at": str(given) if given else None,
+            "sheets": source.sheets,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    empty = not source.columns and given is None and source.sheets is None
+    return RowDating(
+        column=lambda header: received_at_column(header, source.columns, named),
+        parse=parse_received,
+        fixed=fixed,
+        shape="" if empty else shape,
+    )
+
+
 def _iter_spreadsheet(
-    source: SpreadsheetSource, cursor: dict[str, Any] | None
+    source: SpreadsheetSource, cursor: dict[str, Any] | None, landed: dict[str, str] | None
 ) -> Iterator[RawBatch]:
     score = header_scorer(source.columns)
+    dating = row_dating(source)
+    now = datetime.now(UTC)
     if source.url is None:
         assert source.path is not None
         yield from iter_spreadsheet(
@@ -212,12 +246,15 @@ def _iter_spreadsheet(
             source.sheets,
             score=score,
             max_file_bytes=source.max_file_bytes,
+            dating=dating,
+            now=now,
+            landed=landed,
         )
         return
     client = http_client(source, None)
     try:
         yield from iter_spreadsheet_url(
-            source.name, source.url, cursor, client.get_bytes, score=score, now=datetime.now(UTC)
+            source.name, source.url, cursor, client.get_bytes, score=score, now=now, dating=dating
         )
     finally:
         client.close()
@@ -228,10 +265,12 @@ def iter_source(
     cursor: dict[str, Any] | None,
     start: date | None = None,
     end: date | None = None,
+    landed: dict[str, str] | None = None,
 ) -> Iterator[RawBatch]:
-    """The connector for a source's kind and config; `start`/`end` narrow what sources can ask for."""
+    """The connector for a source's kind and config; `start`/`end` narrow what sources can ask
+    for; `landed` (a file source's first-landed times) dates a read without a cursor."""
     if isinstance(source, SpreadsheetSource):
-        return _iter_spreadsheet(source, cursor)
+        return _iter_spreadsheet(source, cursor, landed)
     if isinstance(source, EmailSource):
         return _iter_email(source, cursor, start, end)
     if isinstance(source, VcardSource):
@@ -252,6 +291,7 @@ def extract_and_land(
     end: date | None = None,
     *,
     raise_read_failures: bool = False,
+    reread: bool = False,
 ) -> dict[str, int]:
     """Pull a source from its cursor and land each batch with the cursor, in one transaction.
 
@@ -260,7 +300,9 @@ def extract_and_land(
     seen = landed + already_landed + duplicates + rejected + skipped + outside_window + missing,
     where `missing` (records extracted but not found in the warehouse afterwards) must be 0.
     With `raise_read_failures`, a read that stopped short raises SourceReadError once what was
-    read is landed (otherwise it is only an extract reject).
+    read is landed (otherwise it is only an extract reject). With `reread`, a file source reads
+    every file again whatever its fingerprint (a replay of its extraction rejects). A sheet read
+    again whole closes its open extraction rejects that did not come back.
     """
     backfill = start is not None or end is not None
     read_failures: list[str] = []
@@ -268,9 +310,21 @@ def extract_and_land(
     stats: dict[str, int] = defaultdict(int)
     with locking.hold(engine, locking.source_lock(source.name), run_id) as refresh:
         with engine.connect() as conn:
-            cursor = None if backfill else store.read_cursor(conn, source.name)
-        for batch in iter_source(source, cursor, start, end):
+            live = store.read_cursor(conn, source.name)
+        cursor = None if backfill else live
+        if reread and cursor is not None and isinstance(source, SpreadsheetSource):
+            cursor = {**cursor, "files": {}}
+        files_read = dict((cursor or {}).get("files", {}))
+        produced: set[str] = set()
+        # a backfill reads without the cursor, but dates undated rows as the live run did
+        for batch in iter_source(source, cursor, start, end, first_landed(live)):
             batch = within_limits(batch, source.max_field_chars)
+            produced.update(j.source_record_id for j in batch.rejects)
+            finished = []
+            if isinstance(source, SpreadsheetSource) and source.url is None:
+                now_files = batch.cursor.get("files", {})
+                finished = [p for p, fp in now_files.items() if files_read.get(p) != fp]
+                files_read = dict(now_files)
             records = batch.records
             if backfill:
                 records = [r for r in records if _in_window(r.received_at, start, end)]
@@ -286,6 +340,10 @@ def extract_and_land(
                     move_cursor=not backfill,
                 )
                 present = store.count_raw(conn, raw_ids)
+                for fpath in finished:
+                    stats["rejects_closed"] += store.close_reread_rejects(
+                        conn, source.name, os.path.basename(fpath), produced, run_id, _now()
+                    )
             skipped = sum(batch.skipped.values())
             stats["seen"] += len(batch.records) + len(batch.rejects) + skipped
             stats["landed"] += new
@@ -327,6 +385,10 @@ def extract_and_land(
     return dict(stats)
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def count_source(source: Source, start: date | None, end: date | None) -> dict[str, int]:
     """A dry run: read the source as a backfill would (no cursor) and count, writing nothing."""
     stats: dict[str, int] = defaultdict(int)
@@ -342,12 +404,47 @@ def count_source(source: Source, start: date | None, end: date | None) -> dict[s
     return dict(stats)
 
 
+def rules_text(path: str | None) -> tuple[str, str]:
+    """(text, origin) of the rules file at `path`, or of the bundled defaults."""
+    if path:
+        return Path(path).read_text(encoding="utf-8"), path
+    text = resources.files("transforms").joinpath("default_rules.yaml").read_text("utf-8")
+    return text, "default_rules.yaml"
+
+
 def load_rules(path: str | None) -> Rules:
     """The rules file at `path`, or the bundled defaults; RulesError names what is wrong."""
-    if path:
-        return rules_from_yaml(Path(path).read_text(encoding="utf-8"), path)
-    text = resources.files("transforms").joinpath("default_rules.yaml").read_text("utf-8")
-    return rules_from_yaml(text, "default_rules.yaml")
+    return rules_from_yaml(*rules_text(path))
+
+
+def rules_sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def check_rules_version(conn: Connection, rules: Rules, text: str, origin: str) -> None:
+    """Refuse rules whose content changed under a `rules_version` already applied (RulesError)."""
+    for row in store.applied_rules(conn):
+        if row["rules_version"] == rules.version and row["sha256"] != rules_sha(text):
+            raise RulesError(
+                f"{origin}: rules_version {rules.version!r} was applied with other content "
+                f"(sha256 {row['sha256'][:12]}…, run {row['run_id']}); "
+                "give the changed rules a new rules_version"
+            )
+
+
+def rules_for_run(engine: Engine, settings: Settings) -> Rules:
+    """The rules a run scores with: the newest `rebuild --rules --apply` recorded in the
+    warehouse, else the config's (or the bundled) rules, which must not have changed under a
+    version already applied."""
+    text, origin = rules_text(settings.rules)
+    rules = rules_from_yaml(text, origin)
+    with engine.connect() as conn:
+        check_rules_version(conn, rules, text, origin)
+        applied = store.applied_rules(conn)
+    if applied:
+        newest = applied[0]
+        return rules_from_yaml(newest["rules_text"], f"applied rules {newest['rules_version']}")
+    return rules
 
 
 def normalize_options(settings: Settings) -> NormalizeOptions:
@@ -400,9 +497,10 @@ def process_chunk(
         members[lead_of[c.contact_id]].append(c)
     merged = {a for a, _ in resolution.merges}
     prior = store.prior_states(conn, {ld.lead_id for ld in resolution.leads} | merged)
-    newest_here = max(r.received_at for r in rows)
     clock = store.data_clock(conn)
-    as_of = max(clock, newest_here) if clock else newest_here
+    newest_here = max((r.received_at for r in rows), default=clock)
+    as_of = max(clock, newest_here) if clock and newest_here else newest_here or clock
+    assert as_of is not None  # rows, or a warehouse with raw records (a decisions-only chunk)
     result = qualify_leads(
         resolution.leads,
         members,
@@ -429,6 +527,7 @@ def process_chunk(
         reparented=result.reparented,
         reviews=resolution.reviews,
         decisions=decisions,
+        splits=resolution.splits,
     )
     return ps, timings
 
@@ -481,9 +580,16 @@ def process_pending(
     back and raises QualityGateError. Runs that publish wait for each other (a warehouse lock).
     """
 
+    def pending(conn: Connection) -> Iterator[list[RawRow]]:
+        yield from store.iter_pending_raw(conn)
+        # Review decisions take effect on the next run even when nothing new arrived: one chunk
+        # without raw rows pulls in the leads they touch, merges or splits them, marks them applied.
+        if store.pending_decisions(conn):
+            yield []
+
     def chunks(conn: Connection) -> Iterable[list[RawRow]]:
         if not rebuild:
-            return store.iter_pending_raw(conn)
+            return pending(conn)
         store.clear_derived(conn)
         # Replay the landing runs in order, so conversions happen when they first did.
         return (
@@ -501,13 +607,34 @@ def replay_rejects(
     """Re-process quarantined records (after a fix) through the same gate and publish.
 
     Records that land as contacts leave the quarantine in the same transaction; the others stay.
-    Extraction rejects never became raw records: a backfill of their source brings them back.
+    Extraction rejects never became raw records: the sheet sources that have them read their
+    files again first (`reread`), which lands the rows a fixed config now reads and closes the
+    rejects that do not come back; those rows are processed here too. Extraction rejects of
+    other kinds of source still need a backfill of their source.
     """
     with engine.connect() as conn:
+        names = store.extract_reject_sources(conn, reason)
+    reread = [
+        s
+        for s in settings.sources
+        if s.name in names and isinstance(s, SpreadsheetSource) and s.path is not None
+    ]
+    closed = 0
+    for source in reread:
+        closed += extract_and_land(engine, source, run_id, reread=True).get("rejects_closed", 0)
+    with engine.connect() as conn:
         raw_ids, not_replayable = store.quarantined_raw_ids(conn, reason)
-    stats = _gated_publish(engine, settings, run_id, lambda conn: store.iter_raw(conn, raw_ids))
+
+    def rows(conn: Connection) -> Iterator[list[RawRow]]:
+        yield from store.iter_raw(conn, raw_ids)
+        if reread:  # the rows the re-read landed
+            yield from store.iter_pending_raw(conn)
+
+    stats = _gated_publish(engine, settings, run_id, rows)
     stats["replay_candidates"] = len(raw_ids)
     stats["replay_not_replayable"] = not_replayable
+    stats["replay_reread_sources"] = len(reread)
+    stats["replay_extract_closed"] = closed
     return stats
 
 
@@ -517,7 +644,7 @@ RowSource = Callable[[Connection], Iterable[list[RawRow]]]
 def _gated_publish(
     engine: Engine, settings: Settings, run_id: str, rows_of: RowSource
 ) -> dict[str, Any]:
-    opts, rules = normalize_options(settings), load_rules(settings.rules)
+    opts, rules = normalize_options(settings), rules_for_run(engine, settings)
     matching = match_settings(settings)
     stats: dict[str, Any] = defaultdict(int)
     timings: dict[str, float] = defaultdict(float)

@@ -234,6 +234,24 @@ def map_fields(
     return out
 
 
+def received_at_column(
+    header: Sequence[str], explicit: Mapping[str, str] | None = None, named: str | None = None
+) -> int | None:
+    """Which column of a header dates its rows: the one the config names, else one the column
+    map sends to `received_at`, else the first whose header means `received_at`."""
+    keys = [header_key(h) for h in header]
+    if named:
+        return keys.index(header_key(named)) if header_key(named) in keys else None
+    by_key = {header_key(k): v for k, v in (explicit or {}).items()}
+    for i, k in enumerate(keys):
+        if by_key.get(k) == "received_at":
+            return i
+    for i, (h, k) in enumerate(zip(header, keys, strict=True)):
+        if h and k not in by_key and canonical_field(h) == "received_at":
+            return i
+    return None
+
+
 IDENTIFYING = frozenset({"email", "phone", "full_name", "first_name", "last_name"})
 # Typeform answer types whose value says what it is, whatever the field's ref
 _TYPEFORM_TYPES = {"email": "email", "phone_number": "phone", "url": "website"}

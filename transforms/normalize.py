@@ -712,6 +712,27 @@ def parse_datetime(raw: Any, default_offset: str = "+00:00") -> datetime | None:
     return dt.astimezone(UTC)
 
 
+@lru_cache(maxsize=65536)
+def _received_text(text: str, default_offset: str) -> datetime | None:
+    dt = parse_datetime(text, default_offset)
+    if dt is None:
+        d = _parse_date_text(text)
+        dt = datetime(d.year, d.month, d.day, tzinfo=UTC) if d else None
+    # a year before 1970 or far ahead is no arrival time (a birth date, a typo)
+    return dt if dt is not None and 1970 <= dt.year <= 2200 else None
+
+
+def parse_received(raw: Any, default_offset: str = "+00:00") -> datetime | None:
+    """When a row says it arrived: a timestamp or a date (in the formats and languages
+    `parse_datetime` and `parse_date` read; a bare date is midnight UTC), else None."""
+    if isinstance(raw, datetime):
+        return parse_datetime(raw)
+    if isinstance(raw, date):
+        return datetime(raw.year, raw.month, raw.day, tzinfo=UTC)
+    text = _clean(raw)
+    return _received_text(text, default_offset) if text else None
+
+
 _POSTAL_FORMATS = {
     "TR": re.compile(r"^\d{5}$"),
     "DE": re.compile(r"^\d{5}$"),

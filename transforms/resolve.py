@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -56,12 +56,13 @@ def review_id(a: str, b: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Resolution:
     """Links for every contact whose lead is new or changed, golden records, merges (old→new),
-    and grey-zone pairs for review."""
+    grey-zone pairs for review, and the leads a cannot-link decision split off (new, from)."""
 
     links: list[Link]
     leads: list[Lead]
     merges: list[tuple[str, str]] = field(default_factory=list)
     reviews: list[ReviewPair] = field(default_factory=list)
+    splits: list[tuple[str, str]] = field(default_factory=list)  # (new lead, split from)
 
 
 # Per field: how the golden value is chosen. Fields in one group come from the same contact.
@@ -154,6 +155,7 @@ def resolve_contacts(
     Review decisions are honoured: must-link pairs are joined, cannot-link pairs never are.
     """
     cfg = settings or MatchSettings()
+    existing, new, split = _unpin_split_leads(existing, new, decisions)
     old = sorted(existing, key=lambda x: _order(x[0]))
     seen = {c.contact_id for c, _ in old}
     fresh = sorted((c for c in new if c.contact_id not in seen), key=_order)
@@ -210,7 +212,75 @@ def resolve_contacts(
         if weight >= cfg.review_weight and cl.find(i) != cl.find(j):
             reviews.append((i, j, weight, levels))
 
-    return _build(contacts, n_old, old, cl, reason, reviews, cfg)
+    resolution = _build(contacts, n_old, old, cl, reason, reviews, cfg)
+    return _renamed_splits(resolution, split, {lead_id for _, lead_id in old})
+
+
+def _unpin_split_leads(
+    existing: Sequence[tuple[Contact, str]],
+    new: Sequence[Contact],
+    decisions: Sequence[ReviewDecision],
+) -> tuple[list[tuple[Contact, str]], list[Contact], dict[str, list[Contact]]]:
+    """A lead holding both contacts of a cannot-link decision is split: its contacts are
+    resolved again like new ones (so the decision keeps them apart), and the lead id goes to
+    the part holding its earliest contact (`_renamed_splits`)."""
+    lead_of = {c.contact_id: lead_id for c, lead_id in existing}
+    broken = {
+        lead_of[d.contact_a]
+        for d in decisions
+        if d.decision == CANNOT_LINK
+        and d.contact_a in lead_of
+        and lead_of[d.contact_a] == lead_of.get(d.contact_b)
+    }
+    if not broken:
+        return list(existing), list(new), {}
+    split: dict[str, list[Contact]] = defaultdict(list)
+    kept: list[tuple[Contact, str]] = []
+    for c, lead_id in existing:
+        if lead_id in broken:
+            split[lead_id].append(c)
+        else:
+            kept.append((c, lead_id))
+    return kept, [*new, *(c for cs in split.values() for c in cs)], dict(split)
+
+
+def _renamed_splits(
+    res: Resolution, split: dict[str, list[Contact]], pinned: set[str]
+) -> Resolution:
+    """Give each split lead's id back to the part holding its earliest contact; the other parts
+    are new leads, recorded in `splits` as (new lead, the lead it was split from). `pinned` are
+    the other existing leads: one of them that took the earliest contact absorbs the split lead."""
+    if not split:
+        return res
+    lead_of = {lk.contact_id: lk.lead_id for lk in res.links}
+    rename: dict[str, str] = {}
+    merged: list[tuple[str, str]] = []
+    for old_id in sorted(split):
+        target = lead_of[min(split[old_id], key=_order).contact_id]
+        if target not in pinned and target not in rename:
+            rename[target] = old_id
+        else:  # its earliest contact joined another existing lead: the split lead merges into it
+            merged.append((old_id, target))
+    splits = sorted(
+        {
+            (rename.get(lead_of[c.contact_id], lead_of[c.contact_id]), old_id)
+            for old_id, cs in split.items()
+            for c in cs
+            if rename.get(lead_of[c.contact_id]) != old_id
+        }
+    )
+
+    def renamed(lead_id: str) -> str:
+        return rename.get(lead_id, lead_id)
+
+    links = [replace(lk, lead_id=renamed(lk.lead_id)) for lk in res.links]
+    leads = sorted(
+        (replace(ld, lead_id=renamed(ld.lead_id)) for ld in res.leads), key=lambda ld: ld.lead_id
+    )
+    merges = sorted(
+        {(renamed(a), renamed(b)) for a, b in [*res.merges, *merged] if renamed(a) != renamed(b)}
+    )
+    return Resolution(links, leads, merges, res.reviews, splits)
 
 
 def _scored_pairs(

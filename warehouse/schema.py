@@ -223,6 +223,10 @@ rejects = Table(
     Column("status", String(16), nullable=False, server_default="open"),
     Column("replayed_at", TS),
     Column("replay_run_id", ID),
+    # 'dismissed' by a person who decided to drop it: who, why and when
+    Column("dismissed_by", Text),
+    Column("dismissed_why", Text),
+    Column("dismissed_at", TS),
     Index("ix_rejects_status_code", "status", "code"),
 )
 
@@ -307,6 +311,7 @@ DATA_TABLES = (
     "leads",
     "lead_links",
     "lead_merges",
+    "lead_splits",
     "contact_blocks",
     "match_review",
     "accounts",
@@ -339,4 +344,26 @@ erasure_tombstones = Table(
     Column("key_hash", String(64), primary_key=True),
     Column("kind", String(8), nullable=False),
     Column("erased_at", TS, nullable=False),
+)
+
+# The qualification rules `rebuild --rules … --apply` applied, by version: later runs score with
+# the newest of them, and a file whose content changed under a recorded version is refused.
+applied_rules = Table(
+    "applied_rules",
+    metadata,
+    Column("rules_version", String(32), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("rules_text", Text, nullable=False),
+    Column("path", Text),
+    Column("applied_at", TS, nullable=False),
+    Column("run_id", ID, nullable=False),
+)
+
+# A lead split by a cannot-link decision: the new lead, the lead it came from (which kept its id).
+lead_splits = Table(
+    "lead_splits",
+    metadata,
+    Column("lead_id", ID, primary_key=True),
+    Column("split_from_lead_id", ID, nullable=False, index=True),
+    Column("run_id", ID, nullable=False),
 )

@@ -204,6 +204,64 @@ def release_landed_rejects(conn: Connection, run_id: str, now: datetime) -> int:
     return int(res.rowcount or 0)
 
 
+DISMISSED = "dismissed"
+
+
+def close_reread_rejects(
+    conn: Connection, source: str, fname: str, again: set[str], run_id: str, now: datetime
+) -> int:
+    """Open extraction rejects of a file that was just read again whole and did not come back
+    (the sheet now has a header, the row is no longer ragged): their records landed, they close."""
+    j = t.rejects
+    q = select(j.c.reject_id, j.c.source_record_id).where(
+        j.c.source == source, j.c.stage == "extract", j.c.status == QUARANTINED
+    )
+    done = [
+        r.reject_id
+        for r in conn.execute(q)
+        if (r.source_record_id == fname or r.source_record_id.startswith(fname + ":"))
+        and r.source_record_id not in again
+    ]
+    for chunk in in_chunks(done):
+        conn.execute(
+            j.update()
+            .where(j.c.reject_id.in_(chunk))
+            .values(status=REPLAYED, replayed_at=now, replay_run_id=run_id)
+        )
+    return len(done)
+
+
+def extract_reject_sources(conn: Connection, reason: str | None = None) -> set[str]:
+    """Sources with open extraction rejects (of `reason`)."""
+    j = t.rejects
+    q = select(j.c.source).distinct().where(j.c.stage == "extract", j.c.status == QUARANTINED)
+    if reason:
+        q = q.where(j.c.code == reason)
+    return set(conn.execute(q).scalars())
+
+
+def dismiss_rejects(
+    conn: Connection,
+    *,
+    reason: str | None,
+    reject_ids: Sequence[str],
+    by: str,
+    why: str,
+    now: datetime,
+) -> int:
+    """Close open rejects a person decided to drop (by reason code or by id), with who and why."""
+    j = t.rejects
+    q = j.update().where(j.c.status == QUARANTINED)
+    if reason:
+        q = q.where(j.c.code == reason)
+    if reject_ids:
+        q = q.where(j.c.reject_id.in_(sorted(set(reject_ids))))
+    res = conn.execute(
+        q.values(status=DISMISSED, dismissed_by=by, dismissed_why=why, dismissed_at=now)
+    )
+    return int(res.rowcount or 0)
+
+
 _CONTACT_FIELDS = [f.name for f in dataclasses.fields(Contact)]
 
 
@@ -319,6 +377,13 @@ def lead_context(
     existing = contacts_of_leads(conn, lead_ids)
     ids = sorted({c.contact_id for c, _ in existing} | {c.contact_id for c in new})
     return existing, review_decisions(conn, ids)
+
+
+def pending_decisions(conn: Connection) -> int:
+    """How many review decisions no run has applied yet."""
+    mr = t.match_review
+    q = select(func.count()).where(mr.c.decision != "open", mr.c.applied == False)  # noqa: E712
+    return int(conn.execute(q).scalar_one())
 
 
 def review_decisions(conn: Connection, contact_ids: Sequence[str]) -> list[ReviewDecision]:
@@ -438,6 +503,17 @@ def prior_states(conn: Connection, lead_ids: set[str]) -> dict[str, Prior]:
     for r in conn.execute(q):
         created = utc(r.created_at) if r.created_at is not None else None
         out[r.lead_id] = Prior(r.status, r.opportunity_id, r.account_id, created, r.stage)
+    # A lead not (yet) in `leads` — a rebuild recomputing it — still owns its opportunity.
+    orphans = select(o.c.lead_id, o.c.opportunity_id, o.c.account_id, o.c.created_at, o.c.stage)
+    orphans = orphans.join(keys, keys.c.k == o.c.lead_id)
+    for o_row in conn.execute(orphans):
+        lead_id = o_row.lead_id
+        if lead_id not in out or out[lead_id].opportunity_id is None:
+            status = out[lead_id].status if lead_id in out else None
+            created = utc(o_row.created_at) if o_row.created_at is not None else None
+            out[lead_id] = Prior(
+                status, o_row.opportunity_id, o_row.account_id, created, o_row.stage
+            )
     return out
 
 
@@ -512,6 +588,7 @@ class PublishSet:
     status_history: list[StatusChange] = dataclasses.field(default_factory=list)
     stage_history: list[StageChange] = dataclasses.field(default_factory=list)
     reparented: dict[str, str] = dataclasses.field(default_factory=dict)  # opportunity → lead
+    splits: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (new lead, from)
 
     def lead_rows(self) -> list[dict[str, Any]]:
         """The leads as rows of `leads` (built once: the gate and the merge both read them)."""
@@ -556,6 +633,9 @@ def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
             [{"merged_lead_id": a, "into_lead_id": b, "run_id": run_id} for a, b in ps.merges],
         )
         delete_keys(conn, t.leads, "lead_id", [a for a, _ in ps.merges])
+    if ps.splits:
+        rows = [{"lead_id": a, "split_from_lead_id": b, "run_id": run_id} for a, b in ps.splits]
+        upsert(conn, t.lead_splits, rows, update=False)
     upsert(conn, t.accounts, [_row(a) for a in ps.accounts])
     upsert(conn, t.opportunities, [_row(o) for o in ps.opportunities], update=False)
     if ps.reparented:
@@ -796,7 +876,15 @@ def held_locks(conn: Connection) -> list[dict[str, Any]]:
 # ---- rebuild -------------------------------------------------------------------------------
 
 # Everything derived from raw_contacts; a rebuild empties these and processes every raw record.
-DERIVED_TABLES = ("contacts", "lead_links", "lead_merges", "leads", "accounts", "opportunities")
+DERIVED_TABLES = (
+    "contacts",
+    "lead_links",
+    "lead_merges",
+    "lead_splits",
+    "leads",
+    "accounts",
+    "opportunities",
+)
 
 
 def landing_runs(conn: Connection) -> list[str]:
@@ -812,11 +900,54 @@ def landing_runs(conn: Connection) -> list[str]:
     return [run_id for _, run_id in sorted(rows)]
 
 
+# Conversion is sticky: a rebuild recomputes the leads but never removes an opportunity (nor the
+# account it belongs to); the leads re-find their opportunities by lead id (`prior_states`).
+KEPT_BY_REBUILD = ("accounts", "opportunities")
+
+
 def clear_derived(conn: Connection) -> None:
-    """Forget every derived row so all landed raw records are pending again (same transaction)."""
+    """Forget every derived row so all landed raw records are pending again (same transaction);
+    opportunities and their accounts stay."""
     for name in DERIVED_TABLES:
-        conn.execute(delete(t.metadata.tables[name]))
+        if name not in KEPT_BY_REBUILD:
+            conn.execute(delete(t.metadata.tables[name]))
     conn.execute(delete(t.rejects).where(t.rejects.c.stage != "extract"))
+
+
+# ---- applied rules -------------------------------------------------------------------------
+
+
+def applied_rules(conn: Connection) -> list[dict[str, Any]]:
+    """The rules `rebuild --rules --apply` applied, newest first."""
+    ar = t.applied_rules
+    q = select(ar).order_by(ar.c.applied_at.desc(), ar.c.rules_version)
+    return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def record_applied_rules(
+    conn: Connection,
+    version: str,
+    sha256: str,
+    text: str,
+    path: str | None,
+    run_id: str,
+    at: datetime,
+) -> None:
+    """Record (or re-date) the rules applied under `version`; the caller checked the hash."""
+    upsert(
+        conn,
+        t.applied_rules,
+        [
+            {
+                "rules_version": version,
+                "sha256": sha256,
+                "rules_text": text,
+                "path": path,
+                "applied_at": at,
+                "run_id": run_id,
+            }
+        ],
+    )
 
 
 # ---- erasure -------------------------------------------------------------------------------

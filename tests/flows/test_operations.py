@@ -77,17 +77,20 @@ def _set_mtime(path: Path, day: date) -> None:
 def test_backfill_leaves_cursors_untouched_and_reconciles(
     sample_config: Path, warehouse_url: str
 ) -> None:
+    # the fair's rows are dated by the config (March), the other samples are from October
+    dated = sample_config.read_text().replace("received_at: 2026-10-14", "received_at: 2026-03-10")
+    sample_config.write_text(dated)
     settings = _settings(sample_config, warehouse_url)
     engine = _engine(warehouse_url)
     csv = sample_config.parent / "sources" / "fair_istanbul_2026.csv"
-    _set_mtime(csv, date(2026, 3, 10))
+    _set_mtime(csv, date(2025, 1, 1))  # the file's mtime dates nothing
     _run(engine, settings, "run_live")
     live = cursors(engine)
     assert len(live) == 4
 
     # The sheet changes; a backfill of its window re-reads it, lands the new row, keeps cursors.
     csv.write_text(csv.read_text() + "Deniz Ak;deniz@akdeniz-tur.com.tr;;;;;TR;;;;Evet\n")
-    _set_mtime(csv, date(2026, 3, 10))
+    _set_mtime(csv, date(2026, 10, 20))
     stats = _run(engine, settings, "run_bf", date(2026, 3, 1), date(2026, 4, 1))
     assert cursors(engine) == live
     fair = stats["fair_istanbul"]

@@ -1,0 +1,127 @@
+"""Review decisions take effect on the next run, even when nothing new arrived: a must_link
+merges the two leads (recorded in lead_merges), a cannot_link splits the lead that holds both
+contacts (recorded in lead_splits, the lead keeping its id), and each is marked applied."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select, text
+
+from flows.settings import Settings
+from flows.stages import extract_and_land, process_pending
+from transforms.resolve import review_id
+from warehouse import schema as t
+from warehouse import store
+from warehouse.db import make_engine, upgrade
+
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+SHEET = """\
+Name;E-Mail;Stadt;PLZ;Straße;Erstellt am
+Hans Weber;;Hannover;30159;Gartenweg 3;2026-10-01
+Hans Weber;h.weber@gmx.de;Hannover;;;2026-10-02
+Ayşe Kaya;ayse@kaya.com.tr;;;;2026-10-03
+Ayse Kaya;AYSE@kaya.com.tr;;;;2026-10-04
+"""
+
+
+def _setup(tmp_path: Path, url: str) -> tuple[Engine, Settings]:
+    sheet = tmp_path / "fair.csv"
+    sheet.write_text(SHEET, encoding="utf-8")
+    settings = Settings.model_validate(
+        {
+            "warehouse": {"url": url},
+            "sources": [{"name": "fair", "kind": "spreadsheet", "path": str(sheet)}],
+            "quality": {"docs_dir": str(tmp_path / "docs")},
+        }
+    )
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine, settings
+
+
+def _leads(engine: Engine) -> dict[str, str]:
+    """contact's name/email → lead id"""
+    with engine.connect() as conn:
+        q = select(t.contacts.c.contact_id, t.contacts.c.received_at, t.lead_links.c.lead_id).join(
+            t.lead_links, t.lead_links.c.contact_id == t.contacts.c.contact_id
+        )
+        rows = sorted(conn.execute(q), key=lambda r: str(r.received_at))
+    return {f"c{i + 1}": r.lead_id for i, r in enumerate(rows)}
+
+
+def _contacts(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        q = select(t.contacts.c.contact_id, t.contacts.c.received_at)
+        return [r.contact_id for r in sorted(conn.execute(q), key=lambda r: str(r.received_at))]
+
+
+def _decide(engine: Engine, a: str, b: str, decision: str) -> str:
+    rid = review_id(a, b)
+    with engine.begin() as conn:
+        row: dict[str, Any] = {
+            "review_id": rid,
+            "contact_a": min(a, b),
+            "contact_b": max(a, b),
+            "score": 0.0,
+            "evidence": {},
+            "decision": "open",
+            "decided_by": None,
+            "decided_at": None,
+            "applied": False,
+            "run_id": "run_seed",
+        }
+        store.upsert(conn, t.match_review, [row], update=False)
+        store.decide_review(conn, rid, decision, "steward", NOW)
+    return rid
+
+
+def _applied(engine: Engine, rid: str) -> bool:
+    with engine.connect() as conn:
+        return bool(
+            conn.execute(
+                select(t.match_review.c.applied).where(t.match_review.c.review_id == rid)
+            ).scalar_one()
+        )
+
+
+def test_decisions_apply_on_the_next_run(tmp_path: Path, warehouse_url: str) -> None:
+    engine, settings = _setup(tmp_path, warehouse_url)
+    extract_and_land(engine, settings.sources[0], "run_1")
+    process_pending(engine, settings, "run_1")
+    c1, c2, c3, c4 = _contacts(engine)
+    first = _leads(engine)
+    assert first["c1"] != first["c2"]  # the grey pair: two leads
+    assert first["c3"] == first["c4"]  # one email: one lead
+
+    # a steward says c1 and c2 are one person, c3 and c4 two: the next run, with nothing new
+    merge = _decide(engine, c1, c2, "must_link")
+    split = _decide(engine, c3, c4, "cannot_link")
+    stats = process_pending(engine, settings, "run_2")
+    assert stats["raw_processed"] == 0
+    after = _leads(engine)
+    assert after["c1"] == after["c2"] == first["c1"]  # the lead seen first survives
+    assert after["c3"] == first["c3"] and after["c4"] != first["c3"]
+    assert _applied(engine, merge) and _applied(engine, split)
+    with engine.connect() as conn:
+        merges = conn.execute(text("select merged_lead_id, into_lead_id, run_id from lead_merges"))
+        assert [tuple(r) for r in merges] == [(first["c2"], first["c1"], "run_2")]
+        splits = conn.execute(text("select lead_id, split_from_lead_id, run_id from lead_splits"))
+        assert [tuple(r) for r in splits] == [(after["c4"], first["c3"], "run_2")]
+        leads: dict[str, int] = {
+            r[0]: r[1] for r in conn.execute(text("select lead_id, contact_count from leads"))
+        }
+    assert leads == {after["c1"]: 2, after["c3"]: 1, after["c4"]: 1}
+
+    # applied once: the next run changes nothing, and a new sighting keeps the two apart
+    process_pending(engine, settings, "run_3")
+    assert _leads(engine) == after
+    sheet = Path(settings.sources[0].path or "")
+    sheet.write_text(SHEET + "Ayşe Kaya;ayse@kaya.com.tr;Ankara;;;2026-10-05\n", encoding="utf-8")
+    extract_and_land(engine, settings.sources[0], "run_4")
+    process_pending(engine, settings, "run_4")
+    final = _leads(engine)
+    assert final["c3"] != final["c4"] and {final["c3"], final["c4"]} == {after["c3"], after["c4"]}
+    engine.dispose()
