@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from datetime import time as dtime
+from functools import lru_cache
 from itertools import chain
 from typing import Any
 
@@ -224,7 +225,8 @@ def iter_row_chunks(
         width -= 1
     header = [h or f"column_{i + 1}" for i, h in enumerate(header[:width])]
     date_at = dating.column(header)
-    parse_date = dating.parse
+    # once per distinct cell: a date column repeats its values (days), and parsing is the cost
+    parse_date = lru_cache(maxsize=65536)(dating.parse)
     # A row's id: sha256 of header and cells (the header's part hashed once per sheet), numbered
     # #2, #3 … when the same cells come again. Computed inline: this loop is a big CSV's hot path.
     prefix = f"{fname}:{sheet}:"
