@@ -23,7 +23,7 @@ pg:
 	  echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1
 
 # dovecot for the IMAP tests: installed once if missing; the tests start their own instance
-# and the system service stays down. Chromium and its driver for the console's browser tests.
+# and the system service stays down. Chromium and its driver for the browser tests (console, Data Docs).
 services: pg
 	@command -v dovecot >/dev/null || test -x /usr/sbin/dovecot || \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q dovecot-imapd >/dev/null

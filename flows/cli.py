@@ -18,6 +18,7 @@ from flows.settings import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
 EXIT_PARTIAL = 3
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `cat big | head`
 
 # A command: (arguments, settings) → exit status. Adding one is a parser function and a handler.
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     command("serve", "run the schedules on this machine (hourly ingestion, nightly rebuild)")
     fg = command("forget", "erase a person everywhere and suppress them from now on")
     fg.add_argument("who", help="an email address or a lead id (lead_…)")
+    fg.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     dbp = command("db", "warehouse schema")
     dbp.add_argument("action", choices=["upgrade", "grant-bi-reader"])
     dbp.add_argument(
@@ -129,6 +131,26 @@ def _quiet_prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+class _EngineErrorsOffConsole(logging.Filter):
+    """Prefect's own report of a failed task or flow run (with its traceback) stays in the Prefect
+    API and UI; on the console the command line says what failed, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        engine = record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
+        return not (engine and record.levelno >= logging.ERROR)
+
+
+def _quiet_engine_errors() -> None:
+    """Call after Prefect is imported (importing it sets up its console handler)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+            isinstance(f, _EngineErrorsOffConsole) for f in handler.filters
+        ):
+            handler.addFilter(_EngineErrorsOffConsole())
+
+
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
     line = "  ".join(c.ljust(widths[c]) for c in cols)
@@ -143,6 +165,7 @@ def print_funnel(settings: Settings) -> None:
     with engine.connect() as conn:
         rows = store.funnel(conn)
     engine.dispose()
+    print_warehouse(settings)
     total = {
         k: sum(r[k] for r in rows) for k in ("contacts", "leads", "qualified", "opportunities")
     }
@@ -249,12 +272,33 @@ def progress_display() -> Iterator[None]:
             logger.propagate = old_propagate
 
 
-def _run_flow(args: argparse.Namespace, settings: Settings) -> int:
-    _quiet_prefect_defaults()
-    from flows import pipeline
-    from flows.pipeline import PartialRunError
-    from flows.stages import QualityGateError
+def print_warehouse(settings: Settings, note: str = "") -> None:
+    from warehouse import db
 
+    print(f"warehouse: {db.masked(settings.warehouse.url)}{note}")
+
+
+def _print_failed_sources(failed: dict[str, str]) -> None:
+    for name, reason in sorted(failed.items()):
+        print(f"leadflow: source {name} failed: {reason}", file=sys.stderr)
+
+
+def _dry_run(settings: Settings, sources: list[str] | None) -> int:
+    """Count what a run would land, from the stored cursors, without Prefect and writing nothing."""
+    from flows import dryrun
+
+    chosen = [s.name for s in settings.sources if s.enabled and (not sources or s.name in sources)]
+    result = dryrun.count_sources(settings, chosen)
+    print_summary(result)
+    print_warehouse(settings, " (read only: nothing was written)")
+    failed = result.get("failed_sources") or {}
+    if failed:
+        _print_failed_sources(failed)
+        return EXIT_PARTIAL
+    return 0
+
+
+def _run_flow(args: argparse.Namespace, settings: Settings) -> int:
     start, end = getattr(args, "start", None), getattr(args, "end", None)
     if start and end and start >= end:
         print("leadflow: backfill: --start must be before --end", file=sys.stderr)
@@ -264,6 +308,14 @@ def _run_flow(args: argparse.Namespace, settings: Settings) -> int:
     if unknown:
         print(f"leadflow: --source: no source named {unknown[0]!r}", file=sys.stderr)
         return EXIT_CONFIG
+    if getattr(args, "dry_run", False):
+        return _dry_run(settings, sources)
+    _quiet_prefect_defaults()
+    from flows import pipeline
+    from flows.pipeline import PartialRunError
+    from flows.stages import QualityGateError
+
+    _quiet_engine_errors()
     if args.command == "rebuild" and args.rules:
         return _rescore(settings, args.rules, args.apply)
     refused = _refused_rules(settings)
@@ -280,9 +332,7 @@ def _run_flow(args: argparse.Namespace, settings: Settings) -> int:
                     start=start, end=end, sources=sources, config=args.config
                 )
             else:
-                result = pipeline.pipeline(
-                    config=args.config, sources=sources, dry_run=args.dry_run
-                )
+                result = pipeline.pipeline(config=args.config, sources=sources)
     except QualityGateError as exc:
         print(f"leadflow: run failed, nothing published: {exc}", file=sys.stderr)
         return 1
@@ -293,8 +343,7 @@ def _run_flow(args: argparse.Namespace, settings: Settings) -> int:
         print_summary(result)
         _print_quality(result.get("process", {}))
         print_funnel(settings)
-        for name, reason in sorted(exc.failed.items()):
-            print(f"leadflow: source {name} failed: {reason}", file=sys.stderr)
+        _print_failed_sources(exc.failed)
         print(
             f"leadflow: run {result['run_id']} is partial: the other sources were published; "
             "failed sources keep their cursors and are read again by the next run",
@@ -414,8 +463,15 @@ def _db(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS["db"] = _db
 
 
-def forget(settings: Settings, who: str) -> dict[str, int]:
-    """Erase one person (email or lead id) in one transaction; returns what was erased."""
+Confirm = Callable[[str, dict[str, int]], bool]
+
+
+def forget(settings: Settings, who: str, confirm: Confirm | None = None) -> dict[str, int] | None:
+    """Erase one person (email or lead id) in one transaction; returns what was erased.
+
+    With `confirm`, what the erasure would remove is worked out first (and rolled back) and
+    `confirm(who, counts)` decides; None when it says no (nothing written).
+    """
     import uuid
 
     from flows import locking
@@ -433,29 +489,72 @@ def forget(settings: Settings, who: str) -> dict[str, int]:
         raise ValueError("forget: give an email address or a lead id (lead_…)")
     engine = db.make_engine(settings.warehouse.url)
     db.upgrade(engine)
+
+    def erase(conn: Any) -> dict[str, int]:
+        leads = store.find_person(conn, email_key=email_key, lead_id=lead_id)
+        if lead_id and not leads:
+            raise LookupError(f"forget: no lead {lead_id}")
+        return store.erase_person(
+            conn, leads, email=email, email_key=email_key, now=datetime.now(UTC)
+        )
+
     run_id = f"run_{uuid.uuid4().hex[:20]}"
     try:
+        if confirm is not None:
+            # The same erasure, rolled back: what it would remove, before anyone is asked.
+            with engine.connect() as conn:
+                with conn.begin() as txn:
+                    counts = erase(conn)
+                    txn.rollback()
+            if not confirm(who, counts):
+                return None
         with locking.hold(engine, locking.PUBLISH_LOCK, run_id):
             with engine.begin() as conn:
                 # The run log never holds who was erased: only that an erasure happened.
                 store.start_run(conn, run_id, "forget", {})
-                leads = store.find_person(conn, email_key=email_key, lead_id=lead_id)
-                if lead_id and not leads:
-                    raise LookupError(f"forget: no lead {lead_id}")
-                counts = store.erase_person(
-                    conn, leads, email=email, email_key=email_key, now=datetime.now(UTC)
-                )
+                counts = erase(conn)
                 store.finish_run(conn, run_id, "succeeded", {"erased": counts})
     finally:
         engine.dispose()
     return counts
 
 
+def _ask(yes: bool) -> Confirm:
+    def confirm(who: str, counts: dict[str, int]) -> bool:
+        found = {k: v for k, v in counts.items() if v and k != "tombstones"}
+        if found:
+            what = ", ".join(f"{k}={v}" for k, v in found.items())
+            print(f"forget {who}: will erase {what} and keep a hashed tombstone")
+        else:
+            print(
+                f"forget {who}: nothing in the warehouse matches; will only keep a hashed "
+                "tombstone, so later sightings of this address are rejected as erased"
+            )
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            print(
+                "leadflow: forget: not confirmed (no terminal to ask on): give --yes to erase; "
+                "nothing was written",
+                file=sys.stderr,
+            )
+            return False
+        answer = input("Proceed? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("leadflow: forget: cancelled; nothing was written", file=sys.stderr)
+            return False
+        return True
+
+    return confirm
+
+
 def _forget(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        counts = forget(settings, args.who)
+        counts = forget(settings, args.who, _ask(args.yes))
     except (ValueError, LookupError) as exc:
         print(f"leadflow: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if counts is None:
         return EXIT_CONFIG
     print("erased: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     print("a hashed tombstone suppresses this person in later runs unless they consent again")
@@ -617,19 +716,49 @@ def _rescore(settings: Settings, rules_path: str, apply: bool) -> int:
 
 def _print_quality(stats: dict[str, Any]) -> None:
     if stats.get("data_docs"):
+        n = stats.get("dq_warnings", 0)
         print(
             f"data quality: {stats.get('dq_checks', 0)} checks, "
-            f"{stats.get('dq_warnings', 0)} warnings; Data Docs: {stats['data_docs']}"
+            f"{n} warning{'' if n == 1 else 's'}; Data Docs: {stats['data_docs']}"
         )
+        for line in stats.get("dq_warning_names", []):
+            print(f"  warning: {line}")
+
+
+def _quarantine_state(settings: Settings, reason: str | None) -> tuple[list[str], int]:
+    """Every reason a record was ever rejected for, and how many are quarantined for `reason`."""
+    from warehouse import db, store
+
+    engine = db.make_engine(settings.warehouse.url)
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        codes = store.reject_codes(conn)
+        ids, not_replayable = store.quarantined_raw_ids(conn, reason)
+    engine.dispose()
+    return codes, len(ids) + not_replayable
 
 
 def _rejects(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_prefect_defaults()
     from warehouse import db, store
 
+    codes, quarantined = _quarantine_state(settings, args.reason)
+    if args.reason and args.reason not in codes:
+        print(
+            f"leadflow: --reason {args.reason}: no record was ever rejected for this reason "
+            f"(reasons seen: {', '.join(codes) or 'none yet'})",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    if args.action == "replay" and not quarantined:
+        which = f" with reason {args.reason}" if args.reason else ""
+        print(f"nothing to replay: no quarantined records{which}")
+        return 0
     if args.action == "replay":
         from flows.pipeline import replay
         from flows.stages import QualityGateError
+
+        _quiet_engine_errors()
 
         try:
             result = replay(config=args.config, reason=args.reason)
@@ -725,17 +854,68 @@ def _console(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS["console"] = _console
 
 
+# Commands that open the warehouse: a URL that cannot be used is one line and exit 2 before they
+# start (a dry run opens it read-only itself, and creates nothing).
+WAREHOUSE_COMMANDS = {"run", "backfill", "rebuild", "status", "forget", "db", "rejects"}
+
+
+def default_prefect_home(config: str | None) -> None:
+    """Prefect's database and settings go beside the config file unless PREFECT_HOME is set.
+
+    Prefect reads PREFECT_HOME when it is first imported, so this runs before any import of it.
+    """
+    folder = Path(config or "leadflow.yaml").resolve().parent
+    os.environ.setdefault("PREFECT_HOME", str(folder / ".prefect"))
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`leadflow status | head`): stop quietly, as cat or grep do. Later
+        # writes (the interpreter's final flush) go nowhere instead of raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
+    default_prefect_home(args.config)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
         print(f"leadflow: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     from flows import logmask
+    from flows.errors import RunFailed
+    from warehouse import db
 
     logmask.install(settings.logging.mask_personal_data)
-    return COMMANDS[args.command](args, settings)
+    url = settings.warehouse.url
+    try:
+        if args.command in WAREHOUSE_COMMANDS and not getattr(args, "dry_run", False):
+            db.check(url)
+        return COMMANDS[args.command](args, settings)
+    except db.WarehouseUnavailable as exc:
+        print(f"leadflow: {logmask.mask(str(exc), False)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RunFailed as exc:
+        print(f"leadflow: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        from sqlalchemy.exc import DBAPIError
+
+        if not isinstance(exc, DBAPIError):
+            raise
+        # The warehouse went away after the command started (a restart, a dropped connection).
+        reason = logmask.mask(db.cause(exc), settings.logging.mask_personal_data)
+        print(
+            f"leadflow: {args.command} failed: the warehouse ({db.describe(url)}) failed: "
+            f"{reason}; run it again once the warehouse is back",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
-from flows import locking, logmask, stages
+from flows import dryrun, locking, logmask, stages
+from flows.errors import RunFailed
 from flows.settings import Settings, load_settings
 from warehouse import db, store
 
@@ -67,11 +69,8 @@ def extract_source(
     run_id: str,
     start: date | None,
     end: date | None,
-    dry_run: bool = False,
 ) -> dict[str, int]:
     logmask.install(settings.logging.mask_personal_data)
-    if dry_run:
-        return stages.count_source(settings.source(name), start, end)
     engine = db.make_engine(settings.warehouse.url)
     try:
         return stages.extract_and_land(
@@ -151,13 +150,12 @@ def extract_sources(
     run_id: str,
     start: date | None,
     end: date | None,
-    dry_run: bool = False,
 ) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
     """Every source at once, on the task runner the config chose: (stats, failures) per source.
 
     One source failing (after its retries) does not stop the others: its reason is returned.
     """
-    futures = {n: extract_source.submit(settings, n, run_id, start, end, dry_run) for n in names}
+    futures = {n: extract_source.submit(settings, n, run_id, start, end) for n in names}
     done: dict[str, dict[str, int]] = {}
     failed: dict[str, str] = {}
     logger = get_run_logger()
@@ -213,16 +211,20 @@ def run(
 ) -> dict[str, Any]:
     """One run of any kind, recorded in `pipeline_runs` with its parameters, timings and counts.
 
-    A dry run only reads and counts the sources: it writes nothing, not even the run log.
+    A dry run only reads the sources from their cursors and counts what would land: it writes
+    nothing, not even the run log (flows/dryrun.py).
     """
     logmask.install(settings.logging.mask_personal_data)
     logger = get_run_logger()
     run_id = run_id or f"run_{uuid.uuid4().hex[:20]}"
-    engine = db.make_engine(settings.warehouse.url)
-    db.upgrade(engine)
     chosen = [s.name for s in settings.sources if s.enabled and (not sources or s.name in sources)]
     if rebuild or replay:
         chosen = []
+    if dry_run:
+        result = dryrun.count_sources(settings, chosen, start, end, run_id)
+        if result.get("failed_sources"):
+            raise PartialRunError(result, result["failed_sources"])
+        return result
     params = {
         "start": str(start) if start else None,
         "end": str(end) if end else None,
@@ -231,52 +233,70 @@ def run(
         "runner": settings.runner,
         "reason": reason,
     }
-    if not dry_run:
-        locking.sweep_dead_runs(engine)
-        with engine.begin() as conn:
-            store.start_run(conn, run_id, kind, params, locking.this_holder())
+    stage = "prepare"  # which stage a failure names: prepare, extract, process, record
+    engine = db.make_engine(settings.warehouse.url)
     stats: dict[str, Any] = {"sources": {}, "seconds": {}}
     failed: dict[str, str] = {}
     t0 = time.perf_counter()
     try:
+        db.upgrade(engine)
+        locking.sweep_dead_runs(engine)
+        with engine.begin() as conn:
+            store.start_run(conn, run_id, kind, params, locking.this_holder())
+    except DBAPIError as exc:
+        engine.dispose()
+        raise _warehouse_failed(settings, run_id, stage, exc) from None
+    try:
         if chosen:
+            stage = "extract"
             runner = task_runner(settings, len(chosen))
             stats["sources"], failed = extract_sources.with_options(task_runner=runner)(
-                settings, chosen, run_id, start, end, dry_run
+                settings, chosen, run_id, start, end
             )
             if failed:
                 stats["failed_sources"] = failed
         stats["seconds"]["extract"] = round(time.perf_counter() - t0, 3)
-        if not dry_run:
-            t1 = time.perf_counter()
-            stats["process"] = process(settings, run_id, rebuild, replay, reason)
-            stats["seconds"]["process"] = round(time.perf_counter() - t1, 3)
-    except Exception as exc:
+        stage = "process"
+        t1 = time.perf_counter()
+        stats["process"] = process(settings, run_id, rebuild, replay, reason)
+        stats["seconds"]["process"] = round(time.perf_counter() - t1, 3)
+        stage = "record"
         stats["seconds"]["total"] = round(time.perf_counter() - t0, 3)
-        if dry_run:
-            raise
-        reason = failure_reason(exc, settings.logging.mask_personal_data)
-        with engine.begin() as conn:
-            store.finish_run(conn, run_id, "failed", stats, error=reason)
-        engine.dispose()
-        raise
-    stats["seconds"]["total"] = round(time.perf_counter() - t0, 3)
-    # Partial: what the healthy sources gave is published; the run says which source failed and why.
-    status = "partial" if failed else "succeeded"
-    error = "; ".join(f"{n}: {r}" for n, r in sorted(failed.items())) or None
-    if not dry_run:
+        # Partial: what the healthy sources gave is published; the run says which failed and why.
+        status = "partial" if failed else "succeeded"
+        error = "; ".join(f"{n}: {r}" for n, r in sorted(failed.items())) or None
         with engine.begin() as conn:
             store.finish_run(conn, run_id, status, stats, error=error)
+    except Exception as exc:
+        stats["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+        problem = failure_reason(exc, settings.logging.mask_personal_data)
         try:
-            publish_artifacts(settings, run_id)
-        except Exception as exc:  # the run is done and published; a missing report must not fail it
-            logger.warning("could not publish the run's artifacts: %s", exc)
+            with engine.begin() as conn:
+                store.finish_run(conn, run_id, "failed", stats, error=f"{stage}: {problem}")
+        except DBAPIError as again:
+            # The warehouse is still away: the next run marks this one failed (its holder died).
+            logger.info("could not record run %s as failed: %s", run_id, db.cause(again))
+        finally:
+            engine.dispose()
+        if isinstance(exc, DBAPIError):
+            raise _warehouse_failed(settings, run_id, stage, exc) from None
+        raise
+    try:
+        publish_artifacts(settings, run_id)
+    except Exception as exc:  # the run is done and published; a missing report must not fail it
+        logger.warning("could not publish the run's artifacts: %s", exc)
     engine.dispose()
     logger.info("%s %s %s in %.1f s", kind, run_id, status, stats["seconds"]["total"])
     result = {"run_id": run_id, "status": status, **stats}
     if failed:
         raise PartialRunError(result, failed)
     return result
+
+
+def _warehouse_failed(settings: Settings, run_id: str, stage: str, exc: DBAPIError) -> RunFailed:
+    where = db.describe(settings.warehouse.url)
+    cause = logmask.mask(db.cause(exc), settings.logging.mask_personal_data)
+    return RunFailed(run_id, stage, f"the warehouse ({where}) failed: {cause}")
 
 
 @flow(name="leadflow-pipeline", log_prints=False)

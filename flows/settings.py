@@ -50,6 +50,7 @@ class QualitySettings(_Strict):
     """Thresholds of the data-quality gate and where each run's Data Docs site is written."""
 
     docs_dir: str = "leadflow_docs"
+    docs_keep: Annotated[int, Field(ge=1)] = 30  # the newest sites kept; older ones are removed
     volume_max_change: Annotated[float, Field(gt=0)] = 0.5
     freshness_hours: Annotated[float, Field(gt=0)] = 24 * 7
 

@@ -51,7 +51,7 @@ from transforms.normalize import NormalizeOptions, normalize_batch, parse_receiv
 from transforms.qualify import Rules, RulesError, qualify_leads, rules_from_yaml
 from transforms.records import Contact, RawRow, Reject, raw_id_for
 from transforms.resolve import resolve_contacts
-from warehouse import quality, store
+from warehouse import docs_site, quality, store
 from warehouse.quality import CheckResult, QualityGate, Thresholds
 from warehouse.schema import dq_results
 
@@ -389,21 +389,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def count_source(source: Source, start: date | None, end: date | None) -> dict[str, int]:
-    """A dry run: read the source as a backfill would (no cursor) and count, writing nothing."""
-    stats: dict[str, int] = defaultdict(int)
-    for batch in iter_source(source, None, start, end):
-        batch = within_limits(batch, source.max_field_chars)
-        inside = sum(1 for r in batch.records if _in_window(r.received_at, start, end))
-        skipped = sum(batch.skipped.values())
-        stats["seen"] += len(batch.records) + len(batch.rejects) + skipped
-        stats["would_land"] += inside
-        stats["rejected"] += len(batch.rejects)
-        stats["skipped"] += skipped
-        stats["outside_window"] += len(batch.records) - inside
-    return dict(stats)
-
-
 def rules_text(path: str | None) -> tuple[str, str]:
     """(text, origin) of the rules file at `path`, or of the bundled defaults."""
     if path:
@@ -663,7 +648,7 @@ def _gated_publish(
         failure = exc
     finally:
         t0 = time.perf_counter()
-        docs = _build_docs(gate, Path(q.docs_dir) / run_id)
+        docs = _build_docs(gate, Path(q.docs_dir) / run_id, q.docs_keep)
         with engine.begin() as conn:
             record_quality(conn, run_id, gate.results)
         timings["docs"] = time.perf_counter() - t0
@@ -673,14 +658,27 @@ def _gated_publish(
     checks = [r for r in gate.results if r.expectation != "row_count"]
     stats["dq_checks"] = len(checks)
     stats["dq_warnings"] = sum(1 for x in checks if not x.success)
+    stats["dq_warning_names"] = [quality.warning_line(x) for x in checks if not x.success]
     stats["data_docs"] = str(docs) if docs else None
     stats["timings"] = {k: round(v, 3) for k, v in timings.items()}
     return dict(stats)
 
 
-def _build_docs(gate: QualityGate, folder: Path) -> Path | None:
+def _build_docs(gate: QualityGate, folder: Path, keep: int) -> Path | None:
     try:
-        return gate.build_docs(folder)
+        index = gate.build_docs(folder)
+        if index is not None:
+            checks = [r for r in gate.results if r.expectation != "row_count"]
+            docs_site.finish(
+                index.parent,
+                gate.run_id,
+                checks=len(checks),
+                failed=sum(1 for r in checks if not r.success),
+                critical=sum(1 for r in checks if not r.success and r.severity == "critical"),
+                keep=keep,
+                now=datetime.now(UTC),
+            )
+        return index
     except (
         Exception
     ):  # the docs are a report: failing to write them must not hide the run's outcome

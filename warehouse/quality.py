@@ -623,6 +623,15 @@ def _samples(result: Mapping[str, Any], id_col: str) -> list[str]:
     return seen
 
 
+def warning_line(r: CheckResult) -> str:
+    """A failed check in one line: suite, expectation, column, how many rows, what it means."""
+    column = f" on {r.column}" if r.column else ""
+    rows = f": {r.unexpected_count} unexpected" if r.unexpected_count else ""
+    observed = f" (observed {r.observed_value:g})" if r.observed_value is not None else ""
+    what = f" ({r.description})" if r.description else ""
+    return f"{r.suite} {r.expectation}{column}{rows}{observed}{what}"
+
+
 def dq_rows(run_id: str, results: Sequence[CheckResult]) -> list[dict[str, Any]]:
     return [
         {

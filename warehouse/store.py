@@ -181,6 +181,11 @@ def quarantine(
     return [dict(row._mapping) for row in conn.execute(q)]
 
 
+def reject_codes(conn: Connection) -> list[str]:
+    """Every reason a record was ever rejected for, quarantined or not."""
+    return sorted(conn.execute(select(t.rejects.c.code).distinct()).scalars())
+
+
 def quarantined_raw_ids(conn: Connection, reason: str | None = None) -> tuple[list[str], int]:
     """Raw ids of quarantined records a replay can re-process, and how many it cannot."""
     j = t.rejects

@@ -99,7 +99,7 @@ def test_merging_converted_leads_keeps_every_opportunity_and_one_open(
 
     # She asks to be erased: the duplicate under the merged lead id loses her name too, and the
     # next run still passes the quality gate.
-    assert main(["forget", "--config", str(cfg), "ayse@kaya-lojistik.com.tr"]) == 0
+    assert main(["forget", "--config", str(cfg), "--yes", "ayse@kaya-lojistik.com.tr"]) == 0
     engine = db.make_engine(warehouse_url)
     with engine.connect() as conn:
         values = [

@@ -247,6 +247,7 @@ def test_forget_erases_a_person_everywhere_and_suppresses_them(
     assert any(ISMAIL in v.lower() for v in _all_text(engine))
 
     counts = forget(settings, "Ismail.Isik@IsikTekstil.com.tr")
+    assert counts is not None
     assert counts["leads"] == 1 and counts["contacts"] == 2 and counts["raw_contacts"] == 2
 
     def leftovers() -> list[str]:
