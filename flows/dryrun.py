@@ -22,7 +22,6 @@ from flows.stages import _in_window, iter_source
 from transforms.records import raw_id_for
 from warehouse import db, peek, store
 
-
 COUNTS = (
     "seen",
     "would_land",

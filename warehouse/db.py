@@ -31,9 +31,13 @@ def _url(url: str) -> URL:
 def masked(url: str) -> str:
     """The URL with its password replaced by ***, as the summary and the errors show it."""
     try:
-        return _url(url).render_as_string(hide_password=True)
+        u = _url(url)
     except exc.ArgumentError:
         return "(not a URL)"
+    path = _sqlite_path(u) if u.get_backend_name() == "sqlite" else None
+    if path is not None:
+        u = u.set(database=str(path))  # the file a relative path names from here
+    return u.render_as_string(hide_password=True)
 
 
 def describe(url: str) -> str:
@@ -123,7 +127,10 @@ def read_only_engine(url: str) -> Engine | None:
         path = _sqlite_path(u)
         if path is None or not path.is_file():
             return None
-        uri = f"file:{path}?mode=ro"
+        # Without a -wal file the database is whole in its main file: `immutable` reads it without
+        # creating -wal and -shm files. With one (a writer has it open), read through it.
+        wal = path.with_name(path.name + "-wal").exists()
+        uri = f"file:{path}?mode=ro" + ("" if wal else "&immutable=1")
         return create_engine(
             "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
         )
