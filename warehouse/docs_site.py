@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -183,7 +184,8 @@ tr.warnings td {{ background: #fff6e0; }} tr.critical td {{ background: #fde8e8;
 </tbody></table></body></html>
 """
     index = docs_dir / "index.html"
-    tmp = index.with_suffix(".tmp")
+    # two runs may finish at once: each writes its own file, the last rename wins whole
+    tmp = docs_dir / f".index.{os.getpid()}.{threading.get_ident()}.tmp"
     tmp.write_text(page, "utf-8")
     os.replace(tmp, index)
     return index
