@@ -275,9 +275,10 @@ _SUFFIXES = {"jr", "sr", "ii", "iii", "iv", "phd", "md"}
 
 
 def _is_upper(token: str) -> bool:
-    letters = [c for c in token if c.isalpha()]
-    # ß has no capital in common use: "WEIß" is an upper-case word.
-    return len(letters) > 1 and all(c.isupper() or c == "ß" for c in letters)
+    # ß has no capital in common use: "WEIß" is an upper-case word, but "Aß" is just capitalised,
+    # so ß neither counts nor disqualifies.
+    letters = [c for c in token if c.isalpha() and c != "ß"]
+    return len(letters) > 1 and all(c.isupper() for c in letters)
 
 
 @lru_cache(maxsize=65536)
@@ -296,13 +297,24 @@ def split_name(raw: str, country: str | None = None) -> tuple[str | None, str | 
     ]
     while tokens and fold(tokens[-1].strip(".")) in _SUFFIXES:
         tokens.pop()
+    rest = tokens[1:]
+    if (
+        rest
+        and _is_upper(tokens[0])
+        and not any(_is_upper(t) for t in rest)
+        and any(c.isalpha() for t in rest for c in t)
+    ):
+        # Registers and badges write "YILMAZ Mehmet": the capitalised word is the surname
+        # (a given name is needed for that: "AB 0" is left as written).
+        tokens = tokens[1:] + tokens[:1]
+        # ... unless it was a suffix ("II Ab"): at the end it is one, and the output must
+        # split the same way again
+        while tokens and fold(tokens[-1].strip(".")) in _SUFFIXES:
+            tokens.pop()
     if not tokens:
         return None, None, None
     if not any(c.isalpha() for c in "".join(tokens)):
         return None, None, None
-    if len(tokens) > 1 and _is_upper(tokens[0]) and not any(_is_upper(t) for t in tokens[1:]):
-        # Registers and badges write "YILMAZ Mehmet": the capitalised word is the surname.
-        tokens = tokens[1:] + tokens[:1]
     cased = [
         t.casefold() if t.casefold() in _PARTICLES and i else _cap_word(t, turkish)
         for i, t in enumerate(tokens)

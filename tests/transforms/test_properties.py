@@ -77,6 +77,10 @@ TEXT = st.one_of(st.text(), st.lists(PIECES, max_size=8).map("".join))
 @example("ǅenan Ǆukić", None)
 @example("ß ß", None)
 @example("YILMAZ ﬁrat", "TR")
+@example("0,II", None)
+@example("II Ab", None)
+@example("Aẞ 0", None)
+@example("aß A", None)
 def test_split_name_never_raises_and_is_idempotent(raw: str, country: str | None) -> None:
     first, last, full = split_name(raw, country)
     if full is None:
