@@ -46,13 +46,72 @@ READ_FAILURES = frozenset({"http_error", "pagination", "malformed_page", "file_c
 
 
 @dataclass(frozen=True, slots=True)
+class SourceWarning:
+    """Something about a source's file that a person should see: it is on stderr, in the run's
+    summary and in `pipeline_runs.stats`, never only in a log.
+
+    `loses_data` marks a file that had content and yielded nothing: the run is then partial.
+    `header` is the header row found (or the likeliest one when none named a known field) and
+    `fix` the config that would help, e.g. `sources.fair.columns: {"Correo": email}`.
+    """
+
+    source: str
+    file: str
+    code: str
+    message: str
+    header: tuple[str, ...] = ()
+    fix: str = ""
+    loses_data: bool = False
+
+    def line(self) -> str:
+        """The warning in one line, as stderr and the summary print it."""
+        text = f"source {self.source}: {self.file}: {self.message}"
+        if self.header:
+            text += f"; header row found: {' | '.join(self.header)}"
+        if self.fix:
+            text += f"; fix: {self.fix}"
+        return text
+
+    def as_dict(self) -> dict[str, JSONValue]:
+        return {
+            "source": self.source,
+            "file": self.file,
+            "code": self.code,
+            "message": self.message,
+            "header": list(self.header),
+            "fix": self.fix,
+            "loses_data": self.loses_data,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TableShape:
+    """What a connector found in one table (a CSV, a sheet of a workbook, a JSON export): the
+    header row and the first rows under it, so the columns can be checked against the field map
+    without reading the file again. `found` is False when no row qualified as the header; then
+    `header` is the likeliest candidate (the first row with the most text cells)."""
+
+    source: str
+    file: str
+    header: tuple[str, ...]
+    found: bool
+    samples: tuple[tuple[JSONValue, ...], ...] = ()
+    data_rows: int = 0
+    records: int = 0
+    header_row: int = 0  # 1-based row of the header in the table; 0 when there is none
+
+
+@dataclass(frozen=True, slots=True)
 class RawBatch:
-    """A batch of records and the cursor that holds once they are landed."""
+    """A batch of records and the cursor that holds once they are landed; `warnings` and
+    `tables` tell what the connector noticed about the files it read."""
 
     records: list[RawRecord]
     cursor: dict[str, JSONValue]
     rejects: list[ExtractReject] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    warnings: list[SourceWarning] = field(default_factory=list)
+    tables: list[TableShape] = field(default_factory=list)
 
 
 # What a record may hold: longer text or deeper nesting is no contact, and would cost every later
@@ -97,7 +156,7 @@ def within_limits(batch: RawBatch, max_chars: int) -> RawBatch:
             rejects.append(ExtractReject(r.source, r.source_record_id, "too_large", why, preview))
     if len(records) == len(batch.records):
         return batch
-    return RawBatch(records, batch.cursor, rejects, batch.skipped)
+    return RawBatch(records, batch.cursor, rejects, batch.skipped, batch.warnings, batch.tables)
 
 
 class Connector(Protocol):

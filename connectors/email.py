@@ -190,6 +190,14 @@ def _body(msg: EmailMessage) -> str:
     return text.replace("\x00", "")[:MAX_BODY_CHARS]
 
 
+def _body_or_empty(msg: EmailMessage) -> str:
+    """The text of a message whose MIME structure is broken, as far as it can be read."""
+    try:
+        return _body(msg)
+    except Exception:  # the email package fails in many ways on a broken structure
+        return ""
+
+
 def _vcards(msg: EmailMessage) -> list[str]:
     """The entries of every vCard attached or inlined, as text, in order."""
     out: list[str] = []
@@ -298,20 +306,24 @@ def read_message(
             raise MessageRejected(
                 "oversized", f"message is {full_size} bytes, limit {opts.max_message_bytes}"
             )
-        broken = [d for d in _defects(msg) if d in _BROKEN_MIME]
-        if broken:
-            raise MessageRejected("malformed_mime", ", ".join(sorted(set(broken))))
-        body = _body(msg)
+        broken = sorted({d for d in _defects(msg) if d in _BROKEN_MIME})
+        # A broken body costs the body, not the sender: with a From or Reply-To that parses,
+        # the message is a record and its defects travel with it (the contact's issues).
+        if broken and not (_addresses(msg, "From") or _addresses(msg, "Reply-To")):
+            raise MessageRejected("malformed_mime", ", ".join(broken))
+        body = _body(msg) if not broken else _body_or_empty(msg)
         reason = skip_reason(msg, body, opts)
         if reason:
             out.skipped[reason] += 1
             return out
         payload = message_payload(msg, body)
+        if broken:
+            payload["mime_defects"] = broken
         if not payload["from"] and not payload["reply_to"] and not body.strip():
             raise MessageRejected("malformed_mime", "no sender and no text: not a readable mail")
         when = _received_at(payload["date"], fallback)
         out.records.append(RawRecord(source, "email", mid, when, payload))
-        for i, card in enumerate(_vcards(msg), start=1):
+        for i, card in enumerate(_vcards(msg) if not broken else [], start=1):
             vpayload = {k: payload[k] for k in ("message_id", "date", "from", "subject")}
             vpayload |= {"vcard": card, "vcard_index": i}
             out.records.append(RawRecord(source, "email", f"{mid}#vcard{i}", when, vpayload))

@@ -13,6 +13,7 @@ from connectors.base import (
     ExtractReject,
     RawBatch,
     RawRecord,
+    SourceWarning,
     content_hash,
     file_mtime,
     iter_changed_files,
@@ -103,6 +104,11 @@ def iter_webform_export(
         fallback = file_mtime(fpath)
         with open(fpath, "rb") as fh:
             raw = fh.read()
+        fname = os.path.basename(fpath)
+        if not raw.strip():
+            warning = SourceWarning(source, fname, "empty_file", "the file is empty")
+            yield RawBatch([], after, warnings=[warning])
+            continue
         try:
             items = [
                 submission_record(source, s, fallback, f"{fpath}#{i}")
@@ -112,11 +118,97 @@ def iter_webform_export(
             # one submission nested too deeply for the parser must not cost the others theirs
             items = _one_by_one(source, raw, fallback, fpath)
         except (ValueError, UnicodeDecodeError) as exc:
-            text = raw[:4000].decode("utf-8", "replace")
-            yield RawBatch([], after, [_reject(source, fpath, "malformed_json", str(exc), text)])
-            continue
+            # cut short or broken part-way: what parses before the break still lands
+            items = _salvaged(source, raw, fallback, fpath, exc)
         records, rejects = _split(items)
-        yield RawBatch(records=records, cursor=after, rejects=rejects)
+        warnings = []
+        if not records:
+            why = "; ".join(sorted({f"{j.code}: {j.message}" for j in rejects}))[:300]
+            msg = f"no submission could be read ({why or 'the list of submissions is empty'})"
+            warnings.append(
+                SourceWarning(source, fname, "nothing_read", msg, loses_data=bool(rejects))
+            )
+        yield RawBatch(records=records, cursor=after, rejects=rejects, warnings=warnings)
+
+
+def _salvaged(
+    source: str, raw: bytes, fallback: datetime, fpath: str, exc: Exception
+) -> list[RawRecord | ExtractReject]:
+    """The submissions of a broken export up to the break, then one reject for the rest that
+    says at which byte it broke; the whole file one reject when no list of submissions opens it."""
+    text = raw.decode("utf-8", "surrogateescape")
+    found = complete_items(text)
+    if found is None:
+        return [_reject(source, fpath, "malformed_json", str(exc), text[:4000])]
+    subs, stop, why = found
+    out = [submission_record(source, s, fallback, f"{fpath}#{i}") for i, s in enumerate(subs)]
+    if stop is not None:
+        offset = len(text[:stop].encode("utf-8", "surrogateescape"))
+        msg = (
+            f"the export breaks at byte {offset} ({why}): the {len(subs)} submission(s) "
+            "before it were read, the rest from there is kept here"
+        )
+        tail = text[stop:].encode("utf-8", "surrogateescape")[:4000].decode("utf-8", "replace")
+        out.append(_reject(source, f"{fpath}@{offset}", "malformed_json", msg, tail))
+    return out
+
+
+def complete_items(text: str) -> tuple[list[Any], int | None, str] | None:
+    """(the complete elements of the submissions list, where the first broken one starts or None,
+    why it is broken); None when the text does not open with such a list (a list, or an object
+    with one of the export keys)."""
+    dec = json.JSONDecoder()
+    ws = " \t\n\r"
+
+    def skip(i: int) -> int:
+        while i < len(text) and text[i] in ws:
+            i += 1
+        return i
+
+    i = skip(1 if text.startswith("\ufeff") else 0)
+    if text[i : i + 1] == "{":
+        i = skip(i + 1)
+        while True:  # the top-level keys, until the one holding the list
+            try:
+                key, i = dec.raw_decode(text, i)
+            except ValueError:
+                return None
+            i = skip(i)
+            if not isinstance(key, str) or text[i : i + 1] != ":":
+                return None
+            i = skip(i + 1)
+            if key in _LIST_KEYS and text[i : i + 1] == "[":
+                break
+            try:
+                _value, i = dec.raw_decode(text, i)
+            except ValueError:
+                return None
+            i = skip(i)
+            if text[i : i + 1] != ",":
+                return None
+            i = skip(i + 1)
+    if text[i : i + 1] != "[":
+        return None
+    items: list[Any] = []
+    i = skip(i + 1)
+    if text[i : i + 1] == "]":
+        return items, None, ""
+    while True:
+        start = i
+        try:
+            item, i = dec.raw_decode(text, i)
+        except json.JSONDecodeError as err:
+            return items, start, err.msg if err.pos < len(text) else "the file ends here"
+        except RecursionError:
+            return items, start, "nested too deeply to parse"
+        items.append(item)
+        i = skip(i)
+        if text[i : i + 1] == ",":
+            i = skip(i + 1)
+            continue
+        if text[i : i + 1] == "]":
+            return items, None, ""
+        return items, i, "expected , or ]" if i < len(text) else "the file ends inside the list"
 
 
 def _top_level_items(text: str) -> list[str] | None:

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,6 +22,7 @@ from pydantic import (
 )
 
 from connectors.base import DEFAULT_MAX_FIELD_CHARS
+from transforms.fields import CANONICAL
 from transforms.qualify import RulesError, rules_from_yaml
 
 DEFAULT_CONFIG = "leadflow.yaml"
@@ -93,6 +95,24 @@ _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 EnvName = Annotated[str, Field(pattern=_ENV_NAME)]
 
 
+def _column_map(columns: dict[str, str]) -> dict[str, str]:
+    """A `columns:` map whose every target is a field leadflow has; else one line naming it."""
+    import difflib
+
+    for header, target in columns.items():
+        if target not in CANONICAL:
+            close = difflib.get_close_matches(str(target).lower(), CANONICAL, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(
+                f"{header!r} maps to {target!r}, which is not a field{hint}; "
+                f"valid fields: {', '.join(CANONICAL)}"
+            )
+    return columns
+
+
+ColumnMap = Annotated[dict[str, str], AfterValidator(_column_map)]
+
+
 def _one_of(src: BaseModel, names: tuple[str, ...]) -> None:
     url = getattr(src, "url", None)
     if url is not None and not str(url).startswith(("https://", "http://")):
@@ -142,7 +162,7 @@ class SpreadsheetSource(_SourceBase):
     path: str | None = None
     url: str | None = None  # a published CSV export (Google Sheets: …/pub?output=csv)
     sheets: list[str] | None = None
-    columns: dict[str, str] = Field(default_factory=dict)
+    columns: ColumnMap = Field(default_factory=dict)
     # dates rows that have no date column of their own: a fixed date, or the column to read
     received_at: datetime | date | str | None = None
     max_file_bytes: Annotated[int, Field(gt=0)] = 512 * 1024 * 1024
@@ -214,7 +234,7 @@ class WebformSource(_SourceBase):
     next_link_path: str | None = None
     page_param: str | None = None
     params: dict[str, str] = Field(default_factory=dict)
-    columns: dict[str, str] = Field(default_factory=dict)  # field map; wins over aliases
+    columns: ColumnMap = Field(default_factory=dict)  # field map; wins over aliases
     webhook: WebhookSettings | None = None
 
     @model_validator(mode="after")

@@ -871,6 +871,8 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
     """One raw record → a contact, or a reject saying why it identifies nobody."""
     f = extract_fields(row, opts.columns.get(row.source))
     issues: list[str] = []
+    if row.source_kind == "email" and row.payload.get("mime_defects"):
+        issues.append("malformed_mime")  # the body was broken; the sender came from the headers
     dial_code, country_raw = _dial_code(f.get("phone_country_code")), _clean(f.get("country"))
     if country_raw and _DIAL_CODE.match(country_raw):
         # a "Country Code" column holding +49 is the phone's calling code, not a country

@@ -154,6 +154,15 @@ RECORDS: dict[str, list[tuple[str, datetime, list[dict[str, str]], dict[str, Any
         )
     ],
 }
+# a broken MIME body costs the body, not the sender: the headers still name who wrote
+RECORDS["13_broken_mime.eml"] = [
+    (
+        "<broken-1@broken.example>",
+        FALLBACK,
+        [{"name": "Eve", "email": "eve@broken.example.com"}],
+        {"email": "eve@broken.example.com", "full_name": "Eve"},
+    )
+]
 SKIPPED = {
     "08_bounce.eml": "bounce",
     "09_autoreply.eml": "auto_reply",
@@ -162,11 +171,6 @@ SKIPPED = {
     "12_internal.eml": "internal_sender",
 }
 REJECTED = {
-    "13_broken_mime.eml": (
-        "<broken-1@broken.example>",
-        "malformed_mime",
-        "MultipartInvariantViolationDefect, NoBoundaryInMultipartDefect",
-    ),
     "14_unknown_charset.eml": (
         "<cs-1@charset.example>",
         "unknown_charset",
@@ -284,7 +288,7 @@ def test_an_mbox_that_grows_lands_only_the_new_message(tmp_path: Path) -> None:
         return land_source(cfg, "inbox")
 
     first = land()
-    assert (first["seen"], first["landed"], first["rejected"], first["skipped"]) == (18, 10, 3, 5)
+    assert (first["seen"], first["landed"], first["rejected"], first["skipped"]) == (18, 11, 2, 5)
     assert land()["seen"] == 0  # same fingerprint: the file is not read again
 
     box = mailbox.mbox(str(path))
@@ -294,8 +298,38 @@ def test_an_mbox_that_grows_lands_only_the_new_message(tmp_path: Path) -> None:
     )
     box.close()
     third = land()
-    assert (third["seen"], third["landed"], third["already_landed"]) == (19, 1, 10)
+    assert (third["seen"], third["landed"], third["already_landed"]) == (19, 1, 11)
     assert third["reconciled"] == 1
 
-    assert len(rows_of(cfg, raw_contacts.c.raw_id)) == 11
-    assert len(rows_of(cfg, rejects.c.reject_id)) == 3  # not landed twice
+    assert len(rows_of(cfg, raw_contacts.c.raw_id)) == 12
+    assert len(rows_of(cfg, rejects.c.reject_id)) == 2  # not landed twice
+
+
+def test_a_broken_mime_body_keeps_its_sender_and_carries_its_defects() -> None:
+    from transforms.normalize import NormalizeOptions, normalize_contact
+    from transforms.records import RawRow, raw_id_for
+
+    out = read_message("inbox", (MAIL / "13_broken_mime.eml").read_bytes(), FALLBACK, OPTS)
+    [record] = out.records
+    assert out.rejects == []
+    assert record.payload["mime_defects"] == [
+        "MultipartInvariantViolationDefect",
+        "NoBoundaryInMultipartDefect",
+    ]
+    rid = raw_id_for(record.source, record.source_record_id)
+    row = RawRow(rid, "inbox", "email", record.source_record_id, FALLBACK, record.payload)
+    contact = normalize_contact(row, NormalizeOptions())
+    assert getattr(contact, "email", None) == "eve@broken.example.com"
+    assert "malformed_mime" in getattr(contact, "issues", ())
+
+
+def test_a_broken_mime_message_without_a_sender_is_still_a_reject() -> None:
+    raw = (
+        b"Subject: broken\nMessage-ID: <broken-2@broken.example>\nMIME-Version: 1.0\n"
+        b"Content-Type: multipart/mixed\n\n--nothing\nContent-Type: text/plain\n\nhi\n"
+    )
+    out = read_message("inbox", raw, FALLBACK, OPTS)
+    assert out.records == []
+    [reject] = out.rejects
+    assert (reject.source_record_id, reject.code) == ("<broken-2@broken.example>", "malformed_mime")
+    assert "NoBoundaryInMultipartDefect" in reject.message

@@ -82,6 +82,17 @@ CASES = [
         " http: {rate_limit: {requests_per_second: 0}}}\n",
         "sources[0].http.rate_limit.requests_per_second",
     ),
+    (
+        "column_map_to_no_field",
+        "sources:\n  - {name: s, kind: spreadsheet, path: m.mbox, columns: {E-posta: e_mail}}\n",
+        "sources[0].columns: 'E-posta' maps to 'e_mail', which is not a field (did you mean "
+        "email?); valid fields: full_name, first_name, last_name, email, phone,",
+    ),
+    (
+        "webform_column_map_to_no_field",
+        "sources:\n  - {name: s, kind: webform, path: m.mbox, columns: {tel: telephone}}\n",
+        "sources[0].columns: 'tel' maps to 'telephone', which is not a field",
+    ),
     ("not_yaml", "warehouse: [unclosed\n", "is not valid YAML"),
     (
         "dupe_names",
