@@ -5,7 +5,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: install run test lint pg services bench clean
+.PHONY: install run test lint pg services bench clean dbt-venv dbt-build
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -13,6 +13,19 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# dbt in a virtual environment of its own (examples/dbt): its pins never meet Prefect's
+DBT_VENV := examples/dbt/.venv
+$(DBT_VENV)/.installed: examples/dbt/requirements.txt
+	python3 -m venv $(DBT_VENV)
+	$(DBT_VENV)/bin/pip install --quiet --disable-pip-version-check -r examples/dbt/requirements.txt
+	touch $@
+
+dbt-venv: $(DBT_VENV)/.installed
+
+# dbt build of examples/dbt against a warehouse: LEADFLOW_DBT_DBNAME=… [LEADFLOW_DBT_USER=…]
+dbt-build: dbt-venv
+	cd examples/dbt && .venv/bin/dbt build --profiles-dir .
 
 run: install
 	$(VENV)/bin/leadflow run --config leadflow.yaml
@@ -35,7 +48,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: install services lint
+test: install dbt-venv services lint
 	$(PY) -m pytest
 
 # the end-to-end benchmark into a fresh PostgreSQL database: `make bench ROWS=1000000 INCREMENTAL=10000`

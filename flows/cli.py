@@ -219,6 +219,8 @@ def print_summary(result: dict[str, Any]) -> None:
             f"{proc.get('leads_touched', 0)} leads touched, "
             f"{proc.get('opportunities_new', 0)} new opportunities ({timings})"
         )
+        for warning in proc.get("mart_warnings", []):
+            print(f"marts: warning: {warning}")
 
 
 class _ProgressHandler(logging.Handler):
@@ -440,21 +442,25 @@ COMMANDS["status"] = _status
 
 def _db(args: argparse.Namespace, settings: Settings) -> int:
     action, role = args.action, args.role
+    from flows.stages import refresh_marts
     from warehouse import access, db
 
     engine = db.make_engine(settings.warehouse.url)
     try:
         db.upgrade(engine)
+        with engine.begin() as conn:
+            refresh_marts(conn, settings)  # a new or changed mart exists (and is filled) at once
         if action == "upgrade":
             print("warehouse schema is at", ", ".join(sorted(db.head_revisions())))
             return 0
         try:
             with engine.begin() as conn:
-                views = access.grant_bi_reader(conn, role)
+                marts = access.grant_bi_reader(conn, role, settings.marts.schema_name)
         except ValueError as exc:
             print(f"leadflow: db grant-bi-reader: {exc}", file=sys.stderr)
             return EXIT_CONFIG
-        print(f"role {role} may select: {', '.join(views) or '(no mart_* views yet)'}")
+        schema = settings.marts.schema_name
+        print(f"role {role} may select in schema {schema}: {', '.join(marts)}")
         return 0
     finally:
         engine.dispose()
@@ -475,6 +481,7 @@ def forget(settings: Settings, who: str, confirm: Confirm | None = None) -> dict
     import uuid
 
     from flows import locking
+    from flows.stages import refresh_marts
     from transforms.normalize import normalize_email
     from warehouse import db, store
 
@@ -513,6 +520,7 @@ def forget(settings: Settings, who: str, confirm: Confirm | None = None) -> dict
                 # The run log never holds who was erased: only that an erasure happened.
                 store.start_run(conn, run_id, "forget", {})
                 counts = erase(conn)
+                refresh_marts(conn, settings)  # no mart keeps a row of the erased person
                 store.finish_run(conn, run_id, "succeeded", {"erased": counts})
     finally:
         engine.dispose()
@@ -638,6 +646,7 @@ def _rescore(settings: Settings, rules_path: str, apply: bool) -> int:
     from flows.stages import (
         QualityGateError,
         check_rules_version,
+        refresh_marts,
         rescore_leads,
         rules_sha,
         rules_text,
@@ -692,6 +701,7 @@ def _rescore(settings: Settings, rules_path: str, apply: bool) -> int:
                 "status_changes": plan.changed_leads,
                 "new_conversions": plan.new_conversions,
             }
+            refresh_marts(conn, settings)
             store.start_run(conn, run_id, "rescore", {"rules": rules_path})
             store.record_applied_rules(
                 conn,

@@ -84,6 +84,36 @@ class LoggingSettings(_Strict):
     mask_personal_data: bool = True  # emails and phones in log lines become <email>, <phone>
 
 
+_CURRENCY = r"^[A-Z]{3}$"
+
+
+class MartSettings(_Strict):
+    """Where the BI marts live and the one currency their amounts are summed in."""
+
+    schema_: Annotated[str, Field(alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "marts"
+    reporting_currency: Annotated[str, Field(pattern=_CURRENCY)] = "EUR"
+
+    @property
+    def schema_name(self) -> str:
+        return self.schema_
+
+
+class FxSettings(_Strict):
+    """Exchange-rate files (the ECB's eurofxref CSV, or `date,currency,rate` rows) and their base."""
+
+    base_currency: Annotated[str, Field(pattern=_CURRENCY)] = "EUR"
+    rates: list[str] = Field(default_factory=list)
+
+
+class OpportunityUpdatesSource(_Strict):
+    """CRM exports of opportunities (won, lost, moved) to apply to the warehouse's opportunities."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,30}$")]
+    path: str  # a file or a glob, relative to the config file
+    layout: Literal["auto", "salesforce", "hubspot", "plain"] = "auto"
+    stage_map: dict[str, str] = Field(default_factory=dict)  # CRM stage → opportunity_stages
+
+
 class _SourceBase(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     enabled: bool = True
@@ -276,6 +306,9 @@ class Settings(_Strict):
     runner: Literal["threads", "dask"] = "threads"
     dask: DaskSettings = DaskSettings()
     logging: LoggingSettings = LoggingSettings()
+    marts: MartSettings = MartSettings()
+    fx: FxSettings = FxSettings()
+    opportunity_updates: list[OpportunityUpdatesSource] = Field(default_factory=list)
     sources: list[Source] = Field(default_factory=list)
 
     @field_validator("sources")
@@ -306,6 +339,11 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+def _under(base: Path, raw: str) -> str:
+    path = os.path.expanduser(raw)
+    return path if os.path.isabs(path) else str(base / path)
+
+
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
     sources: list[Source] = []
     for i, src in enumerate(settings.sources):
@@ -320,6 +358,20 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
             raise ConfigError(f"sources[{i}].path: file not found: {src.path}")
         sources.append(src.model_copy(update={"path": path}))
     update: dict[str, object] = {"sources": sources}
+    if settings.fx.rates:
+        files = []
+        for i, raw in enumerate(settings.fx.rates):
+            path = os.path.expanduser(raw)
+            path = path if os.path.isabs(path) else str(base / path)
+            if not os.path.isfile(path):
+                raise ConfigError(f"fx.rates[{i}]: file not found: {raw}")
+            files.append(path)
+        update["fx"] = settings.fx.model_copy(update={"rates": files})
+    if settings.opportunity_updates:
+        update["opportunity_updates"] = [
+            u.model_copy(update={"path": _under(base, u.path)})
+            for u in settings.opportunity_updates
+        ]
     if settings.rules:
         rules = settings.rules if os.path.isabs(settings.rules) else str(base / settings.rules)
         if not os.path.isfile(rules):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,9 +20,11 @@ from sqlalchemy import Connection, Engine
 
 from connectors.base import READ_FAILURES, RawBatch, within_limits
 from connectors.email import MailOptions, iter_email_files
+from connectors.fx_rates import read_rates_file
 from connectors.http import HttpClient, RateLimit, RetryPolicy, TokenBucket
 from connectors.imap import ImapConfig, ImapError, ImapSession, iter_imap
 from connectors.imap import connect as imap_connect
+from connectors.opportunity_updates import iter_export_files
 from connectors.spreadsheet import (
     RowDating,
     first_landed,
@@ -46,12 +49,15 @@ from flows.settings import (
     WebformSource,
 )
 from transforms.fields import header_scorer, received_at_column
+from transforms.fx import parse_rates
 from transforms.match import MatchSettings
 from transforms.normalize import NormalizeOptions, normalize_batch, parse_received
+from transforms.outcomes import parse_updates, plan_updates
 from transforms.qualify import Rules, RulesError, qualify_leads, rules_from_yaml
 from transforms.records import Contact, RawRow, Reject, raw_id_for
 from transforms.resolve import resolve_contacts
-from warehouse import docs_site, quality, store
+from warehouse import docs_site, fx, marts, quality, store
+from warehouse import outcomes as outcomes_store
 from warehouse.quality import CheckResult, QualityGate, Thresholds
 from warehouse.schema import dq_results
 
@@ -644,6 +650,13 @@ def _gated_publish(
                 _process_all(
                     conn, rows_of(conn), opts, rules, matching, run_id, gate, stats, timings
                 )
+                t0 = time.perf_counter()
+                for k, v in apply_opportunity_updates(conn, settings, run_id).items():
+                    stats[k] += v
+                refreshed = refresh_marts(conn, settings, run_id)
+                gate.results.extend(refreshed.checks())
+                stats["mart_warnings"] = refreshed.warnings()
+                timings["marts"] += time.perf_counter() - t0
     except QualityGateError as exc:
         failure = exc
     finally:
@@ -662,6 +675,59 @@ def _gated_publish(
     stats["data_docs"] = str(docs) if docs else None
     stats["timings"] = {k: round(v, 3) for k, v in timings.items()}
     return dict(stats)
+
+
+def refresh_marts(conn: Connection, settings: Settings, run_id: str = "marts") -> marts.MartRefresh:
+    """Changed rates files loaded, then the marts rebuilt, all in the caller's transaction."""
+    bad: list[str] = []
+    for path in settings.fx.rates:
+        bad += load_fx_file(conn, path, settings.fx.base_currency, run_id)
+    refreshed = marts.refresh_marts(
+        conn,
+        schema=settings.marts.schema_name,
+        as_of=store.data_clock(conn),
+        reporting_currency=settings.marts.reporting_currency,
+        base_currency=settings.fx.base_currency,
+    )
+    return dataclasses.replace(refreshed, bad_rate_rows=tuple(bad))
+
+
+def apply_opportunity_updates(conn: Connection, settings: Settings, run_id: str) -> dict[str, int]:
+    """New or changed CRM export files applied to the opportunities, in the caller's transaction."""
+    stats: dict[str, int] = defaultdict(int)
+    if not settings.opportunity_updates:
+        return stats
+    stage_table = store.read_stages(conn)
+    as_of = store.data_clock(conn) or datetime(1970, 1, 1, tzinfo=UTC)
+    for src in settings.opportunity_updates:
+        for path, body, fingerprint in iter_export_files(src.path):
+            if outcomes_store.already_applied(conn, src.name, path, fingerprint):
+                continue
+            updates, rejects = parse_updates(body, src.name, Path(path).name, src.layout)
+            refs = [u.opportunity_ref for u in updates if u.opportunity_ref]
+            keys = [u.email_key for u in updates if u.email_key]
+            by_id, by_email = outcomes_store.opportunity_context(conn, refs, keys)
+            plan = plan_updates(updates, by_id, by_email, stage_table, as_of, src.stage_map)
+            plan = dataclasses.replace(plan, rejects=tuple(rejects) + plan.rejects)
+            outcomes_store.write_plan(conn, plan, src.name, path, fingerprint, run_id)
+            stats["opportunity_updates_read"] += len(updates) + len(rejects)
+            stats["opportunity_updates_applied"] += plan.applied
+            stats["opportunity_updates_rejected"] += len(plan.rejects)
+            stats["opportunity_stage_moves"] += len(plan.history)
+    return stats
+
+
+def load_fx_file(conn: Connection, path: str, base: str, run_id: str) -> list[str]:
+    """A rates file into `fx_rates` unless unchanged since its last load; its unreadable rows."""
+    try:
+        body, fingerprint = read_rates_file(path)
+    except OSError as exc:
+        return [f"{Path(path).name}: cannot read: {exc.strerror}"]
+    if fx.already_loaded(conn, path, fingerprint):
+        return []
+    parsed = parse_rates(body, base)
+    fx.load_rates(conn, path, fingerprint, parsed.rates, run_id)
+    return [f"{Path(path).name}:{b.line}: {b.reason}" for b in parsed.bad]
 
 
 def _build_docs(gate: QualityGate, folder: Path, keep: int) -> Path | None:

@@ -304,6 +304,16 @@ opportunity_stage_history = Table(
     Column("rules_version", String(32), nullable=False),
 )
 
+# Exchange rates from a rates file: one unit of the base currency (`fx.base_currency`, EUR for
+# the ECB's file) is `rate` units of `currency` on `rate_date`.
+fx_rates = Table(
+    "fx_rates",
+    metadata,
+    Column("rate_date", Date, primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("rate", Numeric(18, 8), nullable=False),
+)
+
 # Tables whose content is a function of the sources alone: re-running a run must leave them equal.
 DATA_TABLES = (
     "raw_contacts",

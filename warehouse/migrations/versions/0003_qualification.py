@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from warehouse.marts import create_marts, drop_marts
+from warehouse.migrations.legacy_views import create_legacy_views, drop_legacy_views
 
 revision = "0003"
 down_revision = "0005"
@@ -81,12 +81,12 @@ def upgrade() -> None:
             batch_op.f("ix_opportunity_stage_history_opportunity_id"), ["opportunity_id"]
         )
 
-    create_marts(op.get_bind())
+    create_legacy_views(op.get_bind())
 
 
 def downgrade() -> None:
     bind = op.get_bind()
-    drop_marts(bind)
+    drop_legacy_views(bind)
     if bind.dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS strftime(text, timestamptz)")
     op.drop_table("opportunity_stage_history")

@@ -1,0 +1,117 @@
+"""CRM opportunity updates in the warehouse: what they match, and their moves written with history."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import Connection, bindparam, select
+
+from transforms.outcomes import OpportunityState, UpdatePlan
+from warehouse import schema as t
+from warehouse.load import in_chunks, upsert
+from warehouse.store import _reject_row, read_cursor
+
+
+def cursor_name(source: str, path: str) -> str:
+    # One cursor per export file: its bytes' digest says whether it was applied already.
+    return f"{source[:30]}:" + hashlib.sha256(path.encode()).hexdigest()[:24]
+
+
+def already_applied(conn: Connection, source: str, path: str, fingerprint: str) -> bool:
+    cursor = read_cursor(conn, cursor_name(source, path))
+    return cursor is not None and cursor.get("sha256") == fingerprint
+
+
+def opportunity_context(
+    conn: Connection, refs: Sequence[str], email_keys: Sequence[str]
+) -> tuple[dict[str, OpportunityState], dict[str, tuple[str, ...]]]:
+    """The opportunities the updates may touch: by id, and by the email of their lead's contacts."""
+    o, c, lk, ld = t.opportunities, t.contacts, t.lead_links, t.leads
+    by_email: dict[str, set[str]] = defaultdict(set)
+    for chunk in in_chunks(sorted(set(email_keys))):
+        q = (
+            select(c.c.email_key, ld.c.opportunity_id)
+            .select_from(
+                c.join(lk, lk.c.contact_id == c.c.contact_id).join(ld, ld.c.lead_id == lk.c.lead_id)
+            )
+            .where(c.c.email_key.in_(chunk), ld.c.opportunity_id.is_not(None))
+        )
+        for key, opp in conn.execute(q):
+            by_email[key].add(opp)
+    ids = set(refs) | {opp for opps in by_email.values() for opp in opps}
+    by_id: dict[str, OpportunityState] = {}
+    for chunk in in_chunks(sorted(ids)):
+        for r in conn.execute(select(o).where(o.c.opportunity_id.in_(chunk))):
+            by_id[r.opportunity_id] = OpportunityState(
+                r.opportunity_id,
+                r.lead_id,
+                r.stage,
+                r.probability,
+                Decimal(str(r.amount)) if r.amount is not None else None,
+                r.currency,
+                r.close_date
+                if isinstance(r.close_date, date)
+                else date.fromisoformat(r.close_date),
+            )
+    return by_id, {k: tuple(sorted(v)) for k, v in by_email.items()}
+
+
+def write_plan(
+    conn: Connection, plan: UpdatePlan, source: str, path: str, fingerprint: str, run_id: str
+) -> None:
+    """The moves, their history and the rejects, and the file's cursor, in the caller's transaction."""
+    o = t.opportunities
+    if plan.states:
+        conn.execute(
+            o.update()
+            .where(o.c.opportunity_id == bindparam("oid"))
+            .values(
+                stage=bindparam("st"),
+                probability=bindparam("p"),
+                amount=bindparam("amt"),
+                currency=bindparam("cur"),
+                close_date=bindparam("close"),
+            ),
+            [
+                {
+                    "oid": s.opportunity_id,
+                    "st": s.stage,
+                    "p": s.probability,
+                    "amt": s.amount,
+                    "cur": s.currency,
+                    "close": s.close_date,
+                }
+                for s in plan.states
+            ],
+        )
+    rows = []
+    for h in plan.history:
+        rows.append(
+            {
+                "history_id": h.history_id,
+                "opportunity_id": h.opportunity_id,
+                "lead_id": h.lead_id,
+                "from_stage": h.from_stage,
+                "to_stage": h.to_stage,
+                "changed_at": h.changed_at,
+                "reason": h.reason,
+                "rules_version": h.rules_version,
+            }
+        )
+    upsert(conn, t.opportunity_stage_history, rows, update=False)
+    upsert(conn, t.rejects, [_reject_row(j, run_id) for j in plan.rejects], update=False)
+    upsert(
+        conn,
+        t.source_cursors,
+        [
+            {
+                "source": cursor_name(source, path),
+                "cursor": {"sha256": fingerprint, "path": path},
+                "run_id": run_id,
+            }
+        ],
+    )
