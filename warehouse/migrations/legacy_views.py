@@ -1,7 +1,7 @@
 """The first BI marts, frozen as revision 0003 created them: plain `mart_*` views in the default schema.
 
 Migrations import this module, never `warehouse.marts` (which changes with the live marts): a
-migration must create what it created when it was written. Revision 0010 drops these views.
+migration must create what it created when it was written. Revision 0011 drops these views.
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ def marts_set_aside(conn: Connection) -> Iterator[None]:
 
     SQLite refuses to rename a table while a view names a table that is missing, which is what
     a batch migration (copy, drop, rename) does to `contacts`, `leads` and the others. Once
-    revision 0010 replaced the views with mart tables, there is nothing to set aside.
+    revision 0011 replaced the views with mart tables, there is nothing to set aside.
     """
     present = legacy_views_present(conn)
     if present:

@@ -1,7 +1,7 @@
 """mart tables: the BI marts become typed tables in their own schema; exchange rates
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 
 The `mart_*` views of the default schema go: `warehouse.marts` now builds typed tables (in the
 `marts` schema on PostgreSQL, the main database on SQLite) and refreshes them in every publish.
@@ -14,8 +14,8 @@ from alembic import op
 
 from warehouse.migrations.legacy_views import create_legacy_views, drop_legacy_views
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
