@@ -368,7 +368,8 @@ def normalize_email(raw: str) -> tuple[str | None, str | None, tuple[str, ...]]:
     """(email, matching key, issues). The key folds Gmail dots and +tags, googlemail → gmail."""
     text = raw.strip().strip("<>\"' ").replace(" ", "")
     if text.lower().startswith("mailto:"):
-        text = text[7:]
+        # what follows the scheme is trimmed like the whole value, so the result trims to itself
+        text = text[7:].strip("<>\"'")
     text = text.split("?")[0].strip("<>")
     if not text:
         return None, None, ()

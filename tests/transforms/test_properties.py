@@ -108,6 +108,7 @@ EMAILS = st.one_of(
 
 @SETTINGS
 @given(EMAILS)
+@example("MAILTO:'@0.A")
 def test_normalize_email_never_raises_and_is_idempotent(raw: str) -> None:
     email, key, issues = normalize_email(raw)
     if email is None:
