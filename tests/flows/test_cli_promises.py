@@ -230,7 +230,7 @@ def test_a_reason_nobody_was_rejected_for_is_an_error(project: Project, action: 
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("leadflow: --reason nosuch: no record was ever rejected")
-    assert "reasons seen: " in line and "no_identity" in line
+    assert "(reasons seen: " in line  # the reasons in the warehouse, or "none yet"
     assert project.scalar("select count(*) from pipeline_runs") == runs  # no replay run started
 
 
