@@ -37,11 +37,14 @@ pg:
 
 # dovecot for the IMAP tests: installed once if missing; the tests start their own instance
 # and the system service stays down. Chromium and its driver for the browser tests (console, Data Docs).
+# a new machine's package lists may be missing or old: refresh them once if an install fails
+APT_INSTALL = sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$$@" >/dev/null 2>&1 || \
+  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$$@" >/dev/null; }' apt
 services: pg
 	@command -v dovecot >/dev/null || test -x /usr/sbin/dovecot || \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q dovecot-imapd >/dev/null
+	  $(APT_INSTALL) dovecot-imapd
 	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
+	  $(APT_INSTALL) chromium chromium-driver
 
 lint: install
 	$(VENV)/bin/ruff check .
