@@ -51,8 +51,11 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# the tests wait on servers, browsers and subprocesses as much as they compute: three workers on
+# two cores, a test file per worker (module fixtures are built once)
+PYTEST_WORKERS ?= 3
 test: install dbt-venv services lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # the end-to-end benchmark into a fresh PostgreSQL database: `make bench ROWS=1000000 INCREMENTAL=10000`
 ROWS ?= 100000

@@ -75,7 +75,11 @@ def write_sample(folder: Path, rows: int = 300, files: int = 3, seed: int = 7) -
         (ROOT / "leadflow.yaml").read_text(encoding="utf-8").replace("examples/sources", "sources")
     )
     body = body.replace("url: sqlite:///leadflow.db", "url: sqlite:///unused.db")
+    # The generated sheets have no date column: the source dates them, so a clean run and a
+    # crashed one (landed minutes apart) give the same rows; undated, each warehouse would date
+    # them by its own first landing.
     body += "  - name: fair_bulk\n    kind: spreadsheet\n    path: sources/bulk\n"
+    body += "    received_at: 2026-10-20\n"
     body += f"quality:\n  docs_dir: {folder / 'docs'}\n"
     cfg.write_text(body, encoding="utf-8")
     return cfg

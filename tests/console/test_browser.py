@@ -69,7 +69,6 @@ def _wait(driver: Any, condition: Any, seconds: float = 60) -> Any:
 def test_steward_signs_in_decides_searches_and_splits(
     console: Console, browser: Any, tmp_path: Path
 ) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
@@ -88,7 +87,9 @@ def test_steward_signs_in_decides_searches_and_splits(
     # "d" on the page: different people.
     rid = d.find_element(By.ID, "pair").get_attribute("data-review")
     _wait(d, ec.presence_of_element_located((By.CSS_SELECTOR, 'html[data-keys="on"]')))
-    ActionChains(d).send_keys("d").perform()
+    # typed on the page itself (focus on the body, as after a click on the page), not into
+    # whatever field the browser left focused
+    d.find_element(By.TAG_NAME, "body").send_keys("d")
     _wait(d, lambda drv: rid not in drv.page_source.split("Recent decisions")[0])
     row = _review(console, str(rid))
     assert row.decision == "cannot_link" and row.decided_by == "Browser Steward"

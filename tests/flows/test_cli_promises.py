@@ -144,9 +144,22 @@ def test_the_summary_names_every_warning_and_the_warehouse(project: Project) -> 
     m = re.search(r"data quality: \d+ checks, (\d+) warnings?;", out)
     assert m, out
     assert int(m.group(1)) == failed >= 1
-    named = [ln for ln in out.splitlines() if ln.startswith("  warning: ")]
+    named = sorted(ln for ln in out.splitlines() if ln.startswith("  warning: "))
     assert len(named) == failed
-    assert all(re.match(r"  warning: \w+ Expect\w+", ln) for ln in named), named
+    # each line names its check as dq_results does: suite, expectation and the column it is on
+    engine = create_engine(f"sqlite:///{project.db}")
+    with engine.connect() as conn:
+        checks = conn.execute(
+            text(
+                "select suite, expectation, column_name from dq_results "
+                "where not success and expectation != 'row_count'"
+            )
+        ).all()
+    engine.dispose()
+    heads = sorted(f"  warning: {s} {e}" + (f" on {c}:" if c else ":") for s, e, c in checks)
+    assert len(heads) == len(named)
+    assert all(ln.startswith(h) for ln, h in zip(named, heads, strict=True)), (named, heads)
+    assert any("freshness ExpectColumnValuesToBeBetween" in ln for ln in named), named
     assert f"warehouse: sqlite:///{project.db}\n" in out
 
 

@@ -130,6 +130,7 @@ def _requested(driver: WebDriver) -> list[str]:
 def test_a_run_site_renders_offline_in_headless_chromium(
     sites: Sites, server: str, browser: WebDriver, tmp_path: Path
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -137,10 +138,16 @@ def test_a_run_site_renders_offline_in_headless_chromium(
     run_id = sites.runs[-1]
     driver.get(f"{server}/{run_id}/index.html")
     rows_css = "table.ge-index-page-validation-results-table tbody tr"
-    WebDriverWait(driver, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, rows_css)) > 0)
-    rows = driver.find_elements(By.CSS_SELECTOR, rows_css)
-    text = " ".join(r.text for r in rows)
-    assert all(r.is_displayed() for r in rows)
+    # bootstrap-table draws its rows more than once while the page settles: an element found in
+    # one drawing goes stale in the next, so rows are read (and clicked) inside a retrying wait.
+    settle = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,))
+
+    def shown_rows(d: WebDriver) -> str | bool:
+        rows = d.find_elements(By.CSS_SELECTOR, rows_css)
+        return bool(rows) and all(r.is_displayed() for r in rows) and " ".join(r.text for r in rows)
+
+    text = settle.until(shown_rows)
+    assert isinstance(text, str)
     assert "published.leads" in text and run_id in text
     # Font Awesome's solid font drew the pass/fail icons
     family = driver.execute_script(
@@ -152,7 +159,11 @@ def test_a_run_site_renders_offline_in_headless_chromium(
     assert shot.stat().st_size > 20_000  # a rendered table, not a blank frame
 
     # one validation page, reached by clicking its row as a user would
-    rows[0].click()
+    def click_first_row(d: WebDriver) -> bool:
+        d.find_elements(By.CSS_SELECTOR, rows_css)[0].click()
+        return True
+
+    settle.until(click_first_row)
     WebDriverWait(driver, 30).until(
         lambda d: (
             "/validations/" in d.current_url
