@@ -211,3 +211,11 @@ def test_a_changed_definition_recreates_only_that_mart(sqlite_url: str) -> None:
         kept = {r[1] for r in conn.execute(text("pragma table_info(mart_pipeline)"))}
     engine.dispose()
     assert "stale" not in cols and "kept" in kept
+
+
+def test_the_readme_shows_a_query_per_mart() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The BI marts", 1)[1].split("\n## ", 1)[0]
+    queries = " ".join(block.split("```", 1)[0] for block in section.split("```sql")[1:])
+    missing = [m.name for m in MARTS if f"FROM {m.name}" not in queries]
+    assert missing == []
