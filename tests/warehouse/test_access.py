@@ -83,3 +83,27 @@ def test_role_and_schema_names_are_not_sql(pg_url: str) -> None:
     with engine.begin() as conn, pytest.raises(ValueError):
         access.grant_bi_reader(conn, "bi_reader", schema="marts; drop table leads")
     engine.dispose()
+
+
+def test_a_configured_marts_schema_is_the_one_built_and_granted(
+    pg_url: str, tmp_path: Path
+) -> None:
+    role = f"bi_reader_{uuid.uuid4().hex[:8]}"
+    cfg = write_config(tmp_path / "leadflow.yaml", pg_url, "marts:\n  schema: sales_bi\n")
+    engine = db.make_engine(pg_url)
+    try:
+        assert main(["db", "grant-bi-reader", "--role", role, "--config", str(cfg)]) == 0
+        with engine.connect() as conn:
+            built = access.schema_relations(conn, "sales_bi")
+            default = access.schema_relations(conn, marts.DEFAULT_SCHEMA)
+        assert built == sorted(marts.mart_names()) and default == []
+        as_reader = create_engine(pg_url.replace("postgres@", f"{role}@"))
+        with as_reader.connect() as conn:
+            assert conn.execute(text("select count(*) from mart_catalog")).scalar_one() == len(
+                marts.MARTS
+            )
+        as_reader.dispose()
+    finally:
+        with engine.begin() as conn:
+            access.drop_bi_reader(conn, role)
+        engine.dispose()
