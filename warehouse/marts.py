@@ -47,6 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeEngine
 
 from warehouse.quality import PUBLISHED, WARNING, CheckResult
+from warehouse.schema import fx_rates
 
 DEFAULT_SCHEMA = "marts"
 FX_MAX_AGE_DAYS = 7  # a weekend and a holiday week: older than that, a rate is missing, not stale
@@ -912,7 +913,7 @@ class MartRefresh:
                 unexpected_count=m.opportunities,
                 sample_ids=[f"{m.currency} {m.on.isoformat()}"],
                 scope=PUBLISHED,
-                description=f"an exchange rate {m.currency} → reporting currency on {m.on}",
+                description=f"an exchange rate for {m.currency} on {m.on} (or the days before)",
             )
             for m in self.missing_rates
         ] + (
@@ -1053,17 +1054,29 @@ def refresh_marts(
             for m in MARTS
         ],
     )
-    missing = _missing_rates(conn, tables, clock_day)
+    missing = _missing_rates(conn, tables, clock_day, reporting_currency, base_currency)
     if saved_path is not None:
         conn.execute(text("SELECT set_config('search_path', :p, true)"), {"p": saved_path})
     return MartRefresh(schema, as_of, rows, seconds, missing)
 
 
-def _missing_rates(conn: Connection, tables: dict[str, Table], on: date) -> tuple[MissingRate, ...]:
+def _missing_rates(
+    conn: Connection, tables: dict[str, Table], on: date, reporting: str, base: str
+) -> tuple[MissingRate, ...]:
     o = tables[OPPORTUNITIES.name]
+    unconverted = o.c.amount.is_not(None), o.c.amount_reporting.is_(None)
+    if reporting != base:
+        # Every amount goes through the reporting currency's rate: without it none converts,
+        # and the rate to name is that one, not each amount's own.
+        f = fx_rates
+        window = f.c.rate_date.between(on - timedelta(days=FX_MAX_AGE_DAYS), on)
+        has_rate = select(f.c.rate).where(f.c.currency == reporting, window).limit(1)
+        if conn.execute(has_rate).first() is None:
+            n = conn.execute(select(func.count()).select_from(o).where(*unconverted)).scalar_one()
+            return (MissingRate(reporting, on, int(n)),) if n else ()
     q = (
         select(o.c.currency, func.count())
-        .where(o.c.amount.is_not(None), o.c.amount_reporting.is_(None))
+        .where(*unconverted)
         .group_by(o.c.currency)
         .order_by(o.c.currency)
     )

@@ -439,3 +439,31 @@ def test_history_marts_refresh_incrementally(hand: Engine) -> None:
         ids = set(conn.execute(select(table.c.history_id)).scalars())
         assert "s_L4_new" in ids and "s_L4_4" not in ids
         txn.rollback()
+
+
+def test_a_reporting_currency_other_than_the_base(hand: Engine) -> None:
+    with hand.connect() as conn, conn.begin() as txn:
+        refresh = marts.refresh_marts(conn, as_of=CLOCK, reporting_currency="USD")
+        assert refresh.missing_rates == ()
+        table = marts.mart_tables(marts.schema_of(conn, None))["mart_opportunities"]
+        got = dict(conn.execute(select(table.c.opportunity_id, table.c.amount_reporting)).all())
+        # EUR × 1.25; USD as it is; TRY ÷ 40 × 1.25.
+        assert got == {
+            "O1": D("1250.00"),
+            "O2": D("500.00"),
+            "O3": D("625.00"),
+            "O4": D("2000.00"),
+            "O5": D("375.00"),
+        }
+        txn.rollback()
+
+
+def test_a_missing_reporting_currency_rate_names_that_currency(hand: Engine) -> None:
+    """Without a GBP rate nothing converts to GBP: the warning names GBP, not every amount's."""
+    with hand.connect() as conn, conn.begin() as txn:
+        refresh = marts.refresh_marts(conn, as_of=CLOCK, reporting_currency="GBP")
+        assert [(m.currency, m.on, m.opportunities) for m in refresh.missing_rates] == [
+            ("GBP", date(2026, 3, 10), len(OPPS))
+        ]
+        assert "GBP on 2026-03-10" in refresh.warnings()[0]
+        txn.rollback()
