@@ -182,6 +182,10 @@ class HttpClient:
     def get_json(self, url: str, params: Mapping[str, Any] | None = None) -> Any:
         return self._call("GET", url, lambda r: r.json(), params=params)[1]
 
+    def post_json(self, url: str, body: Any) -> Any:
+        """A JSON body posted for a JSON answer (search and batch-read APIs), retried like a GET."""
+        return self._call("POST", url, lambda r: r.json(), json=body)[1]
+
     def close(self) -> None:
         self.session.close()
 

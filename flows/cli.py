@@ -221,6 +221,8 @@ def print_summary(result: dict[str, Any]) -> None:
         )
         for warning in proc.get("mart_warnings", []):
             print(f"marts: warning: {warning}")
+        for failure in proc.get("opportunity_update_failures", []):
+            print(f"opportunity updates: warning: read stopped short: {failure}")
 
 
 class _ProgressHandler(logging.Handler):

@@ -105,15 +105,6 @@ class FxSettings(_Strict):
     rates: list[str] = Field(default_factory=list)
 
 
-class OpportunityUpdatesSource(_Strict):
-    """CRM exports of opportunities (won, lost, moved) to apply to the warehouse's opportunities."""
-
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,30}$")]
-    path: str  # a file or a glob, relative to the config file
-    layout: Literal["auto", "salesforce", "hubspot", "plain"] = "auto"
-    stage_map: dict[str, str] = Field(default_factory=dict)  # CRM stage → opportunity_stages
-
-
 class _SourceBase(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     enabled: bool = True
@@ -291,6 +282,41 @@ class VcardSource(_SourceBase):
     max_file_bytes: Annotated[int, Field(gt=0)] = 512 * 1024 * 1024
 
 
+class OpportunityUpdatesSource(_Strict):
+    """The CRM's opportunities (won, lost, moved) to apply to the warehouse's: its export files, or
+    its API (Salesforce REST query, HubSpot CRM search) read from the last change seen on."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,30}$")]
+    path: str | None = None  # a file or a glob, relative to the config file
+    layout: Literal["auto", "salesforce", "hubspot", "plain"] = "auto"
+    stage_map: dict[str, str] = Field(default_factory=dict)  # CRM stage → opportunity_stages
+    api: Literal["salesforce", "hubspot"] | None = None
+    # Salesforce: the instance (My Domain) URL; HubSpot: its API host, https://api.hubapi.com
+    url: str | None = None
+    token_env: EnvName | None = None
+    token_block: str | None = None  # a Prefect Secret block holding the token
+    http: HttpSettings = HttpSettings()
+    page_size: Annotated[int, Field(ge=1, le=200)] = 100  # HubSpot search pages (at most 200)
+    multi_currency: bool = False  # Salesforce: the org has CurrencyIsoCode on opportunities
+    # a field or property of the CRM's opportunity holding leadflow's opportunity id, if any
+    opportunity_id_field: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,79}$")] | None = (
+        None
+    )
+
+    @model_validator(mode="after")
+    def _where(self) -> OpportunityUpdatesSource:
+        if (self.path is None) == (self.api is None):
+            raise ValueError("give exactly one of path or api")
+        if self.api == "salesforce" and self.url is None:
+            raise ValueError("api salesforce needs url: the instance (My Domain) URL")
+        if self.url is not None and not self.url.startswith(("https://", "http://")):
+            raise ValueError("url must start with https:// or http://")
+        if self.api is not None:
+            if (self.token_env is None) == (self.token_block is None):
+                raise ValueError("an api needs exactly one of token_env or token_block")
+        return self
+
+
 Source = Annotated[
     SpreadsheetSource | EmailSource | WebformSource | VcardSource, Field(discriminator="kind")
 ]
@@ -369,7 +395,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         update["fx"] = settings.fx.model_copy(update={"rates": files})
     if settings.opportunity_updates:
         update["opportunity_updates"] = [
-            u.model_copy(update={"path": _under(base, u.path)})
+            u.model_copy(update={"path": _under(base, u.path)}) if u.path is not None else u
             for u in settings.opportunity_updates
         ]
     if settings.rules:

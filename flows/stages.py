@@ -21,10 +21,22 @@ from sqlalchemy import Connection, Engine
 from connectors.base import READ_FAILURES, RawBatch, within_limits
 from connectors.email import MailOptions, iter_email_files
 from connectors.fx_rates import read_rates_file
-from connectors.http import HttpClient, RateLimit, RetryPolicy, TokenBucket
+from connectors.http import (
+    HttpClient,
+    HttpError,
+    PaginationError,
+    RateLimit,
+    RetryPolicy,
+    TokenBucket,
+)
 from connectors.imap import ImapConfig, ImapError, ImapSession, iter_imap
 from connectors.imap import connect as imap_connect
-from connectors.opportunity_updates import iter_export_files
+from connectors.opportunity_updates import (
+    HUBSPOT_API_URL,
+    iter_export_files,
+    iter_hubspot_deals,
+    iter_salesforce_opportunities,
+)
 from connectors.spreadsheet import (
     RowDating,
     first_landed,
@@ -42,6 +54,7 @@ from connectors.webform import (
 from flows import locking
 from flows.settings import (
     EmailSource,
+    OpportunityUpdatesSource,
     Settings,
     Source,
     SpreadsheetSource,
@@ -52,7 +65,13 @@ from transforms.fields import header_scorer, received_at_column
 from transforms.fx import parse_rates
 from transforms.match import MatchSettings
 from transforms.normalize import NormalizeOptions, normalize_batch, parse_received
-from transforms.outcomes import parse_updates, plan_updates
+from transforms.outcomes import (
+    OpportunityUpdate,
+    parse_updates,
+    plan_updates,
+    updates_from_hubspot,
+    updates_from_salesforce,
+)
 from transforms.qualify import Rules, RulesError, qualify_leads, rules_from_yaml
 from transforms.records import Contact, RawRow, Reject, raw_id_for
 from transforms.resolve import resolve_contacts
@@ -108,14 +127,13 @@ class SourceReadError(RuntimeError):
         return (type(self), (str(self), self.stats))
 
 
-def http_client(source: WebformSource | SpreadsheetSource, token: str | None) -> HttpClient:
+def http_client(
+    source: WebformSource | SpreadsheetSource | OpportunityUpdatesSource, token: str | None
+) -> HttpClient:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     rate = source.http.rate_limit
-    limit = (
-        RateLimit(rate.per_second, rate.burst)
-        if rate
-        else preset_rate_limit(getattr(source, "preset", None))
-    )
+    preset = getattr(source, "preset", None) or getattr(source, "api", None)
+    limit = RateLimit(rate.per_second, rate.burst) if rate else preset_rate_limit(preset)
     return HttpClient(
         headers=headers,
         timeout=(min(10.0, source.http.timeout_seconds), source.http.timeout_seconds),
@@ -646,13 +664,18 @@ def _gated_publish(
         # The publish transaction is long and, on SQLite, holds the write lock: the lock row cannot
         # be refreshed meanwhile, so it is taken for longer than a publish can take.
         with locking.hold(engine, locking.PUBLISH_LOCK, run_id, ttl=locking.PUBLISH_TTL):
+            # The CRM's APIs are read before the transaction opens: no HTTP while it holds locks.
+            crm = read_crm_apis(engine, settings)
             with engine.begin() as conn:
                 _process_all(
                     conn, rows_of(conn), opts, rules, matching, run_id, gate, stats, timings
                 )
                 t0 = time.perf_counter()
-                for k, v in apply_opportunity_updates(conn, settings, run_id).items():
+                for k, v in apply_opportunity_updates(conn, settings, run_id, crm).items():
                     stats[k] += v
+                failures = [f"{r.source.name}: {r.failure}" for r in crm if r.failure]
+                if failures:
+                    stats["opportunity_update_failures"] = failures
                 refreshed = refresh_marts(conn, settings, run_id)
                 gate.results.extend(refreshed.checks())
                 stats["mart_warnings"] = refreshed.warnings()
@@ -692,28 +715,121 @@ def refresh_marts(conn: Connection, settings: Settings, run_id: str = "marts") -
     return dataclasses.replace(refreshed, bad_rate_rows=tuple(bad))
 
 
-def apply_opportunity_updates(conn: Connection, settings: Settings, run_id: str) -> dict[str, int]:
-    """New or changed CRM export files applied to the opportunities, in the caller's transaction."""
+@dataclass(frozen=True)
+class CrmRead:
+    """What one CRM API gave since its cursor: its rows as updates and rejects, the cursor after
+    them (None: unmoved), and why the read stopped short, if it did."""
+
+    source: OpportunityUpdatesSource
+    updates: tuple[OpportunityUpdate, ...]
+    rejects: tuple[Reject, ...]
+    cursor: dict[str, Any] | None
+    failure: str | None = None
+
+
+def read_crm_apis(engine: Engine, settings: Settings) -> list[CrmRead]:
+    """Each API source's opportunities changed since its cursor, oldest change first.
+
+    A read that fails part-way keeps what came before the failure (the pages are in time order,
+    so the cursor stops at the last change read) and says why; the rest of the run goes on.
+    """
+    reads = []
+    for src in settings.opportunity_updates:
+        if src.api is None:
+            continue
+        with engine.connect() as conn:
+            cursor = store.read_cursor(conn, outcomes_store.api_cursor_name(src.name))
+        since = parse_received((cursor or {}).get("modified_since"))
+        token = read_secret(src.token_env, src.token_block, f"opportunity_updates.{src.name}.token")
+        client = http_client(src, token)
+        updates: list[OpportunityUpdate] = []
+        rejects: list[Reject] = []
+        failure = None
+        try:
+            for u, j in _iter_crm_api(client, src, since):
+                updates += u
+                rejects += j
+        except (HttpError, PaginationError) as exc:
+            failure = str(exc)
+            logger.warning("opportunity updates %s: %s", src.name, failure)
+        finally:
+            client.close()
+        newest = max((u.changed_at for u in updates if u.changed_at), default=None)
+        after = {"modified_since": newest.isoformat()} if newest else None
+        reads.append(CrmRead(src, tuple(updates), tuple(rejects), after, failure))
+    return reads
+
+
+def _iter_crm_api(
+    client: HttpClient, src: OpportunityUpdatesSource, since: datetime | None
+) -> Iterator[tuple[list[OpportunityUpdate], list[Reject]]]:
+    line = 1
+    if src.api == "salesforce":
+        assert src.url is not None  # the settings require it
+        for records in iter_salesforce_opportunities(
+            client,
+            src.url,
+            since,
+            multi_currency=src.multi_currency,
+            id_field=src.opportunity_id_field,
+            max_pages=src.http.max_pages,
+        ):
+            yield updates_from_salesforce(records, src.name, src.opportunity_id_field, line)
+            line += len(records)
+        return
+    for deals, emails in iter_hubspot_deals(
+        client,
+        src.url or HUBSPOT_API_URL,
+        since,
+        id_property=src.opportunity_id_field,
+        page_size=src.page_size,
+        max_pages=src.http.max_pages,
+    ):
+        yield updates_from_hubspot(deals, emails, src.name, src.opportunity_id_field, line)
+        line += len(deals)
+
+
+def apply_opportunity_updates(
+    conn: Connection, settings: Settings, run_id: str, api_reads: Sequence[CrmRead] = ()
+) -> dict[str, int]:
+    """New or changed CRM export files, and what the CRM APIs gave, applied to the opportunities
+    in the caller's transaction."""
     stats: dict[str, int] = defaultdict(int)
     if not settings.opportunity_updates:
         return stats
     stage_table = store.read_stages(conn)
     as_of = store.data_clock(conn) or datetime(1970, 1, 1, tzinfo=UTC)
+
+    def apply(
+        src: OpportunityUpdatesSource,
+        updates: Sequence[OpportunityUpdate],
+        rejects: Sequence[Reject],
+        cursor: tuple[str, dict[str, Any]] | None,
+    ) -> None:
+        refs = [u.opportunity_ref for u in updates if u.opportunity_ref]
+        keys = [u.email_key for u in updates if u.email_key]
+        by_id, by_email = outcomes_store.opportunity_context(conn, refs, keys)
+        plan = plan_updates(updates, by_id, by_email, stage_table, as_of, src.stage_map)
+        plan = dataclasses.replace(plan, rejects=tuple(rejects) + plan.rejects)
+        outcomes_store.write_plan(conn, plan, cursor, run_id)
+        stats["opportunity_updates_read"] += len(updates) + len(rejects)
+        stats["opportunity_updates_applied"] += plan.applied
+        stats["opportunity_updates_rejected"] += len(plan.rejects)
+        stats["opportunity_stage_moves"] += len(plan.history)
+
     for src in settings.opportunity_updates:
+        if src.path is None:
+            continue
         for path, body, fingerprint in iter_export_files(src.path):
             if outcomes_store.already_applied(conn, src.name, path, fingerprint):
                 continue
             updates, rejects = parse_updates(body, src.name, Path(path).name, src.layout)
-            refs = [u.opportunity_ref for u in updates if u.opportunity_ref]
-            keys = [u.email_key for u in updates if u.email_key]
-            by_id, by_email = outcomes_store.opportunity_context(conn, refs, keys)
-            plan = plan_updates(updates, by_id, by_email, stage_table, as_of, src.stage_map)
-            plan = dataclasses.replace(plan, rejects=tuple(rejects) + plan.rejects)
-            outcomes_store.write_plan(conn, plan, src.name, path, fingerprint, run_id)
-            stats["opportunity_updates_read"] += len(updates) + len(rejects)
-            stats["opportunity_updates_applied"] += plan.applied
-            stats["opportunity_updates_rejected"] += len(plan.rejects)
-            stats["opportunity_stage_moves"] += len(plan.history)
+            apply(src, updates, rejects, outcomes_store.file_cursor(src.name, path, fingerprint))
+    for read in api_reads:
+        if read.updates or read.rejects:
+            name = outcomes_store.api_cursor_name(read.source.name)
+            cursor = (name, read.cursor) if read.cursor else None
+            apply(read.source, read.updates, read.rejects, cursor)
     return stats
 
 

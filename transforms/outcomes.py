@@ -8,18 +8,22 @@ associated contact's email) and a plain CSV (`opportunity_id` or `email`, `stage
 `currency`, `close_date`, `outcome` won/lost, optional `changed_at`). An update names
 leadflow's opportunity id or the lead's email; it moves the stage (the catalogue's probability
 comes with it), the amount, the currency and the close date. Rows that cannot be applied come
-back as rejects with their reason.
+back as rejects with their reason. Records of the Salesforce REST query resource and of HubSpot's
+deal search are read as rows of the same two layouts (`updates_from_salesforce`,
+`updates_from_hubspot`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from transforms.normalize import normalize_email
 from transforms.qualify import Stage, StageChange
@@ -69,7 +73,8 @@ _ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 
-# HubSpot's default sales pipeline, by label, onto the Salesforce-style catalogue.
+# HubSpot's default sales pipeline onto the Salesforce-style catalogue: by label (exports) and by
+# internal id (the API).
 HUBSPOT_STAGES = {
     "appointment scheduled": "Qualification",
     "qualified to buy": "Needs Analysis",
@@ -78,6 +83,13 @@ HUBSPOT_STAGES = {
     "contract sent": "Negotiation/Review",
     "closed won": "Closed Won",
     "closed lost": "Closed Lost",
+    "appointmentscheduled": "Qualification",
+    "qualifiedtobuy": "Needs Analysis",
+    "presentationscheduled": "Value Proposition",
+    "decisionmakerboughtin": "Id. Decision Makers",
+    "contractsent": "Negotiation/Review",
+    "closedwon": "Closed Won",
+    "closedlost": "Closed Lost",
 }
 
 _EMAIL_IN = re.compile(r"[^\s<>()\"',;]+@[^\s<>()\"',;]+")
@@ -189,62 +201,130 @@ def parse_updates(
         return [], []
     header = [h.strip().lower() for h in rows[0]]
     kind = detect_layout(header) if layout == "auto" else layout
+    parsed = [
+        _parse_row(kind, dict(zip(header, cells, strict=False)), source, f"{file_name}:{line}",
+                   line, ",".join(cells))
+        for line, cells in enumerate(rows[1:], start=2)
+        if any(c.strip() for c in cells)
+    ]  # fmt: skip
+    return _split(parsed)
+
+
+def _split(
+    parsed: Sequence[OpportunityUpdate | Reject],
+) -> tuple[list[OpportunityUpdate], list[Reject]]:
+    updates = [u for u in parsed if isinstance(u, OpportunityUpdate)]
+    return updates, [j for j in parsed if isinstance(j, Reject)]
+
+
+def _parse_row(
+    kind: str, row: Mapping[str, str], source: str, where: str, line: int, raw: str
+) -> OpportunityUpdate | Reject:
+    """One row of a layout (headers lower-cased) as an update, or a reject with its reason."""
     aliases = _ALIASES[kind]
-    updates: list[OpportunityUpdate] = []
-    rejects: list[Reject] = []
-    for line, cells in enumerate(rows[1:], start=2):
-        if not any(c.strip() for c in cells):
-            continue
-        row = dict(zip(header, cells, strict=False))
-        raw = ",".join(cells)
-        record_id = _pick(row, aliases["record_id"]) or f"{file_name}:{line}"
+    record_id = _pick(row, aliases["record_id"]) or where
 
-        def bad(code: str, message: str, record_id: str = record_id, raw: str = raw) -> None:
-            rejects.append(Reject(source, record_id, REJECT_STAGE, code, message, raw))
+    def bad(code: str, message: str) -> Reject:
+        return Reject(source, record_id, REJECT_STAGE, code, message, raw)
 
-        ref = _pick(row, aliases["opportunity_ref"]) or None
-        found = _EMAIL_IN.search(_pick(row, aliases["email"]))
-        email_key = normalize_email(found.group(0))[1] if found else None
-        if ref is None and email_key is None:
-            bad("no_opportunity_key", "neither an opportunity id nor a valid email")
-            continue
-        stage = _pick(row, aliases["stage"]) or None
-        outcome = _outcome(kind, row, aliases, stage)
-        if stage is None and outcome is None:
-            bad("no_stage", "neither a stage nor won/lost")
-            continue
-        amount_text = _pick(row, aliases["amount"])
-        amount = _amount(amount_text) if amount_text else None
-        if amount_text and amount is None:
-            bad("bad_amount", f"not an amount: {amount_text[:30]!r}")
-            continue
-        currency = _pick(row, aliases["currency"]).upper() or None
-        if currency is not None and not re.fullmatch(r"[A-Z]{3}", currency):
-            bad("bad_currency", f"not an ISO currency: {currency[:10]!r}")
-            continue
-        close_text = _pick(row, aliases["close_date"])
-        close = _datetime(close_text)
-        if close_text and close is None:
-            bad("bad_close_date", f"not a date: {close_text[:30]!r}")
-            continue
-        changed = _datetime(_pick(row, aliases["changed_at"]))
-        updates.append(
-            OpportunityUpdate(
-                source,
-                record_id,
-                line,
-                ref,
-                email_key,
-                stage,
-                outcome,
-                amount,
-                currency,
-                close.date() if close else None,
-                changed,
-                raw,
-            )
-        )
-    return updates, rejects
+    ref = _pick(row, aliases["opportunity_ref"]) or None
+    found = _EMAIL_IN.search(_pick(row, aliases["email"]))
+    email_key = normalize_email(found.group(0))[1] if found else None
+    if ref is None and email_key is None:
+        return bad("no_opportunity_key", "neither an opportunity id nor a valid email")
+    stage = _pick(row, aliases["stage"]) or None
+    outcome = _outcome(kind, row, aliases, stage)
+    if stage is None and outcome is None:
+        return bad("no_stage", "neither a stage nor won/lost")
+    amount_text = _pick(row, aliases["amount"])
+    amount = _amount(amount_text) if amount_text else None
+    if amount_text and amount is None:
+        return bad("bad_amount", f"not an amount: {amount_text[:30]!r}")
+    currency = _pick(row, aliases["currency"]).upper() or None
+    if currency is not None and not re.fullmatch(r"[A-Z]{3}", currency):
+        return bad("bad_currency", f"not an ISO currency: {currency[:10]!r}")
+    close_text = _pick(row, aliases["close_date"])
+    close = _datetime(close_text)
+    if close_text and close is None:
+        return bad("bad_close_date", f"not a date: {close_text[:30]!r}")
+    changed = _datetime(_pick(row, aliases["changed_at"]))
+    return OpportunityUpdate(
+        source,
+        record_id,
+        line,
+        ref,
+        email_key,
+        stage,
+        outcome,
+        amount,
+        currency,
+        close.date() if close else None,
+        changed,
+        raw,
+    )
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def updates_from_salesforce(
+    records: Sequence[Mapping[str, Any]],
+    source: str,
+    id_field: str | None = None,
+    first_line: int = 1,
+) -> tuple[list[OpportunityUpdate], list[Reject]]:
+    """Opportunity records of the REST query resource, read like the rows of a report export."""
+    parsed = []
+    for line, r in enumerate(records, start=first_line):
+        roles = (r.get("OpportunityContactRoles") or {}).get("records") or []
+        email = (roles[0].get("Contact") or {}).get("Email") if roles else None
+        row = {
+            "opportunity id": _text(r.get("Id")),
+            "leadflow opportunity id": _text(r.get(id_field)) if id_field else "",
+            "contact: email": _text(email),
+            "stage": _text(r.get("StageName")),
+            "amount": _text(r.get("Amount")),
+            "opportunity currency": _text(r.get("CurrencyIsoCode")),
+            "close date": _text(r.get("CloseDate")),
+            "won": _text(r.get("IsWon")),
+            "closed": _text(r.get("IsClosed")),
+            "last modified date": _text(r.get("LastModifiedDate")),
+        }
+        raw = json.dumps(r, sort_keys=True, default=str)
+        parsed.append(_parse_row("salesforce", row, source, f"api:{line}", line, raw))
+    return _split(parsed)
+
+
+def updates_from_hubspot(
+    deals: Sequence[Mapping[str, Any]],
+    emails: Mapping[str, Sequence[str]],
+    source: str,
+    id_property: str | None = None,
+    first_line: int = 1,
+) -> tuple[list[OpportunityUpdate], list[Reject]]:
+    """Deals of the CRM search API (internal stage ids), with their contacts' emails by deal id."""
+    parsed = []
+    for line, d in enumerate(deals, start=first_line):
+        props = d.get("properties") or {}
+        deal_id = _text(d.get("id"))
+        row = {
+            "record id": deal_id,
+            "leadflow opportunity id": _text(props.get(id_property)) if id_property else "",
+            "associated contact email": next(iter(emails.get(deal_id, ())), ""),
+            "deal stage": _text(props.get("dealstage")),
+            "amount": _text(props.get("amount")),
+            "currency": _text(props.get("deal_currency_code")),
+            "close date": _text(props.get("closedate")),
+            "last modified date": _text(props.get("hs_lastmodifieddate") or d.get("updatedAt")),
+        }
+        raw = json.dumps(d, sort_keys=True, default=str)
+        parsed.append(_parse_row("hubspot", row, source, f"api:{line}", line, raw))
+    return _split(parsed)
 
 
 def _outcome(

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
@@ -19,6 +20,11 @@ from warehouse.store import _reject_row, read_cursor
 def cursor_name(source: str, path: str) -> str:
     # One cursor per export file: its bytes' digest says whether it was applied already.
     return f"{source[:30]}:" + hashlib.sha256(path.encode()).hexdigest()[:24]
+
+
+def api_cursor_name(source: str) -> str:
+    # An API source's cursor: the newest modification time it has applied.
+    return f"{source[:30]}:api"
 
 
 def already_applied(conn: Connection, source: str, path: str, fingerprint: str) -> bool:
@@ -60,10 +66,18 @@ def opportunity_context(
     return by_id, {k: tuple(sorted(v)) for k, v in by_email.items()}
 
 
+def file_cursor(source: str, path: str, fingerprint: str) -> tuple[str, dict[str, Any]]:
+    return cursor_name(source, path), {"sha256": fingerprint, "path": path}
+
+
 def write_plan(
-    conn: Connection, plan: UpdatePlan, source: str, path: str, fingerprint: str, run_id: str
+    conn: Connection,
+    plan: UpdatePlan,
+    cursor: tuple[str, dict[str, Any]] | None,
+    run_id: str,
 ) -> None:
-    """The moves, their history and the rejects, and the file's cursor, in the caller's transaction."""
+    """The moves, their history and the rejects, and the source's cursor (a file's digest, an
+    API's last modification time), in the caller's transaction."""
     o = t.opportunities
     if plan.states:
         conn.execute(
@@ -104,14 +118,6 @@ def write_plan(
         )
     upsert(conn, t.opportunity_stage_history, rows, update=False)
     upsert(conn, t.rejects, [_reject_row(j, run_id) for j in plan.rejects], update=False)
-    upsert(
-        conn,
-        t.source_cursors,
-        [
-            {
-                "source": cursor_name(source, path),
-                "cursor": {"sha256": fingerprint, "path": path},
-                "run_id": run_id,
-            }
-        ],
-    )
+    if cursor is not None:
+        name, value = cursor
+        upsert(conn, t.source_cursors, [{"source": name, "cursor": value, "run_id": run_id}])

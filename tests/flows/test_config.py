@@ -93,6 +93,27 @@ CASES = [
         "sources:\n  - {name: s, kind: webform, path: m.mbox, columns: {tel: telephone}}\n",
         "sources[0].columns: 'tel' maps to 'telephone', which is not a field",
     ),
+    (
+        "crm_path_and_api",
+        "opportunity_updates:\n  - {name: c, path: m.mbox, api: hubspot, token_env: T}\n",
+        "opportunity_updates[0]: give exactly one of path or api",
+    ),
+    (
+        "crm_api_without_token",
+        "opportunity_updates:\n  - {name: c, api: hubspot}\n",
+        "opportunity_updates[0]: an api needs exactly one of token_env or token_block",
+    ),
+    (
+        "salesforce_without_url",
+        "opportunity_updates:\n  - {name: c, api: salesforce, token_env: SF_TOKEN}\n",
+        "opportunity_updates[0]: api salesforce needs url",
+    ),
+    (
+        "salesforce_id_field_not_a_name",
+        "opportunity_updates:\n  - {name: c, api: salesforce, url: 'https://x', token_env: T,"
+        " opportunity_id_field: 'Id FROM User --'}\n",
+        "opportunity_updates[0].opportunity_id_field",
+    ),
     ("not_yaml", "warehouse: [unclosed\n", "is not valid YAML"),
     (
         "dupe_names",
