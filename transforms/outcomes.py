@@ -43,7 +43,7 @@ _ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
         "close_date": ("close date",),
         "won": ("won",),
         "closed": ("closed",),
-        "changed_at": ("last modified date", "last stage change date", "stage duration"),
+        "changed_at": ("last modified date", "last stage change date"),
     },
     "hubspot": {
         "record_id": ("record id", "deal id"),
