@@ -782,6 +782,27 @@ FROM lead_status_history
     incremental=("lead_status_history", "history_id"),
 )
 
+STATUS_CHANGES_DAILY = Mart(
+    "mart_status_changes_daily",
+    "One row per UTC day and status change (from, to): how many leads made it that day "
+    "(mart_status_transitions counted up, for charts over time).",
+    (
+        Col("changed_on", DAY, "UTC day of the changes", False),
+        Col("from_status", String(32), "status before; NULL for leads' first status"),
+        Col("to_status", String(32), "status after", False),
+        Col("changes", COUNT, "changes from from_status to to_status that day", False),
+    ),
+    lambda d: (
+        """
+SELECT changed_on, from_status, to_status, COUNT(*)
+FROM mart_status_transitions
+GROUP BY changed_on, from_status, to_status
+"""
+    ),
+    ("changed_on", "from_status", "to_status"),
+    indexes=(("changed_on",),),
+)
+
 STAGE_TRANSITIONS = Mart(
     "mart_stage_transitions",
     "One row per stage an opportunity entered: its first stage at conversion, then every move "
@@ -850,6 +871,7 @@ MARTS: tuple[Mart, ...] = (
     LEAD_AGING,
     AGING_SUMMARY,
     STATUS_TRANSITIONS,
+    STATUS_CHANGES_DAILY,
     STAGE_TRANSITIONS,
     CATALOG,
 )

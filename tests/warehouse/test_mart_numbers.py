@@ -467,3 +467,48 @@ def test_a_missing_reporting_currency_rate_names_that_currency(hand: Engine) -> 
         ]
         assert "GBP on 2026-03-10" in refresh.warnings()[0]
         txn.rollback()
+
+
+def test_status_changes_by_day(hand: Engine) -> None:
+    daily = rows(hand, "mart_status_changes_daily", "changed_on")
+    got = sorted(
+        (r["changed_on"], r["from_status"] or "", r["to_status"], r["changes"]) for r in daily
+    )
+    # Two changes of L2 on 03-03; one first status a day on the other days.
+    assert got == [
+        (date(2026, 2, 27), "", "Qualified", 1),
+        (date(2026, 3, 2), "", "Qualified", 1),
+        (date(2026, 3, 3), "", "Nurturing", 1),
+        (date(2026, 3, 3), "Nurturing", "Qualified", 1),
+        (date(2026, 3, 4), "", "Qualified", 1),
+        (date(2026, 3, 5), "", "Qualified", 1),
+        (date(2026, 3, 10), "", "Nurturing", 1),
+    ]
+    # Two leads making the same change on the same day are one row of two changes.
+    with hand.connect() as conn, conn.begin() as txn:
+        h = t.lead_status_history
+        conn.execute(
+            h.insert(),
+            [
+                {
+                    "history_id": f"s_{lead}_again",
+                    "lead_id": lead,
+                    "from_status": "Qualified",
+                    "to_status": "Nurturing",
+                    "changed_at": at("2026-03-10", hour),
+                    "score": 60,
+                    "reason": "hand",
+                    "rules_version": "r1",
+                }
+                for lead, hour in (("L1", 6), ("L5", 18))
+            ],
+        )
+        marts.refresh_marts(conn, as_of=CLOCK)
+        table = marts.mart_tables(marts.schema_of(conn, None))["mart_status_changes_daily"]
+        on_10th = conn.execute(
+            select(table.c.from_status, table.c.changes).where(
+                table.c.changed_on == date(2026, 3, 10)
+            )
+        ).all()
+        assert {tuple(r) for r in on_10th} == {(None, 1), ("Qualified", 2)}
+        txn.rollback()
