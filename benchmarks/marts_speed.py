@@ -1,11 +1,12 @@
 """Prints what the marts cost on a big PostgreSQL warehouse: refresh time per mart, dashboard queries.
 
 The warehouse is made by bulk SQL (generate_series), not by the pipeline: N leads over a year
-from four sources, 1.2 contacts a lead, one status change a lead plus one more for a fifth, an
-opportunity for every tenth lead (stages spread over the catalogue, a third of them closed,
-amounts in EUR, USD and TRY) with two stage changes each, and daily ECB-style rates. Then: one
-full refresh (timed per mart), a second refresh after a small run's worth of new leads, and
-each dashboard query 7 times (median and worst), as the BI reader would send it.
+from four sources, 1.2 contacts a lead, a first status for every lead and a second for about
+half of them, an opportunity for every tenth lead (stages spread over the catalogue, a fifth of
+them closed, amounts in EUR, USD and TRY) with its first stage and, unless still there, one move,
+and daily ECB-style rates. Then: one full refresh (timed per mart), a second refresh after a
+hundredth of new leads, and each dashboard query 7 times (median and worst), as the BI reader
+would send it. Run it from the checkout it measures (its package is the one installed).
 
     .venv/bin/python benchmarks/marts_speed.py --leads 1000000 [--keep]
 """
