@@ -309,8 +309,13 @@ OPPORTUNITIES = Mart(
         Col("created_month", DAY, "first day of the UTC month of created_at", False),
         Col("close_date", DAY, "expected close date, or the actual one once closed", False),
         Col("close_month", DAY, "first day of the month of close_date", False),
-        Col("closed_at", TS, "when it entered its closing stage; NULL while open"),
-        Col("sales_cycle_days", DAYS, "days from created_at to closed_at; NULL while open"),
+        Col(
+            "closed_at",
+            TS,
+            "when it entered its closing stage; NULL while open, and when its stage history "
+            "went with an erased lead",
+        ),
+        Col("sales_cycle_days", DAYS, "days from created_at to closed_at; NULL without closed_at"),
     ),
     lambda d: (
         f"""

@@ -68,6 +68,27 @@ def _merge_a_converted_lead(conn: Connection) -> None:
     conn.execute(t.lead_merges.insert().values(merged_lead_id="L7", into_lead_id="L1", run_id="r"))
 
 
+def _erase_a_customer(conn: Connection) -> None:
+    """L8 won O8 and was then erased: the opportunity stays for the sales figures, its lead and
+    every row naming the lead (its stage history too) are gone, so its close time is unknown."""
+    conn.execute(
+        t.opportunities.insert().values(
+            opportunity_id="O8",
+            lead_id="L8",
+            account_id="acc_L8",
+            name="erased",
+            primary_contact_id="erased",
+            lead_source="web",
+            stage="Closed Won",
+            probability=100,
+            amount=100,
+            currency="EUR",
+            close_date=date(2026, 3, 10),
+            created_at=CLOCK.replace(day=3),
+        )
+    )
+
+
 def test_dbt_build_passes_reading_as_bi_reader(pg_url: str, tmp_path: Path) -> None:
     assert DBT.exists(), "the dbt environment is missing: run `make dbt-venv`"
     engine = db.make_engine(pg_url)
@@ -77,6 +98,7 @@ def test_dbt_build_passes_reading_as_bi_reader(pg_url: str, tmp_path: Path) -> N
     with engine.begin() as conn:
         fill(conn)
         _merge_a_converted_lead(conn)
+        _erase_a_customer(conn)
         marts.refresh_marts(conn, as_of=CLOCK)
         access.grant_bi_reader(conn, reader)
         # The dbt user reads only through its membership of the reader role and writes only
@@ -115,7 +137,8 @@ def test_dbt_build_passes_reading_as_bi_reader(pg_url: str, tmp_path: Path) -> N
                 r.week_start: r
                 for r in conn.execute(text("select * from analytics.kpi_weekly order by 1"))
             }
-        # O1 won, O2 and O7 lost in the week of 2 March; O4 and O5 won in the week of 9 March.
+        # O1 won, O2 and O7 lost in the week of 2 March; O4 and O5 won in the week of 9 March,
+        # and O8, whose close time went with its erased lead, by its close date (10 March).
         first, second = kpi[date(2026, 3, 2)], kpi[date(2026, 3, 9)]
         assert (first.new_leads, first.won, first.lost, first.win_rate) == (
             4,
@@ -124,10 +147,11 @@ def test_dbt_build_passes_reading_as_bi_reader(pg_url: str, tmp_path: Path) -> N
             Decimal("0.3333"),
         )
         assert (second.won, second.won_amount, second.reporting_currency) == (
-            2,
-            Decimal("1900.00"),
+            3,
+            Decimal("2000.00"),
             "EUR",
         )
+        assert None not in kpi
         as_analyst = create_engine(pg_url.replace("postgres@", f"{analyst}@"))
         with as_analyst.connect() as conn, pytest.raises(ProgrammingError):
             conn.execute(text("select email from public.leads"))

@@ -9,7 +9,10 @@ with funnel as (
     group by week_start
 ),
 closed as (
-    select cast(date_trunc('week', closed_at at time zone 'UTC') as date) as week_start,
+    -- an opportunity whose close time is gone (its lead was erased, with the lead's stage
+    -- history) closed in the week of its close date
+    select cast(date_trunc('week', coalesce(closed_at at time zone 'UTC', close_date)) as date)
+               as week_start,
            count(*) filter (where is_won) as won,
            count(*) filter (where not is_won) as lost,
            sum(amount_reporting) filter (where is_won) as won_amount,
