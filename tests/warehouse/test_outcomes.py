@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, select, text
 from werkzeug import Request, Response
 
 from flows.settings import HttpSettings, OpportunityUpdatesSource, Settings, WarehouseSettings
@@ -409,4 +409,48 @@ def test_a_crm_api_failing_part_way_keeps_what_came_before(
         cursor = store.read_cursor(conn, "sf:api")
     assert o3.stage == "Negotiation/Review"
     assert cursor == {"modified_since": "2026-03-08T11:00:00+00:00"}  # the last change read
+    engine.dispose()
+
+
+def test_a_run_reads_the_crm_api_and_a_refusing_one_is_a_warning(
+    prefect_api: None,
+    sample_config: Path,
+    sqlite_url: str,
+    httpserver: HTTPServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from flows.cli import main
+    from tests.flows.test_pipeline import _use
+
+    _use(sample_config, sqlite_url)
+    monkeypatch.setenv("CRM_TOKEN", "hs-test-token")
+    hubspot(httpserver)
+    with sample_config.open("a", encoding="utf-8") as cfg:
+        cfg.write(
+            "opportunity_updates:\n"
+            f"  - {{name: hs, api: hubspot, url: '{httpserver.url_for('/')}', token_env: CRM_TOKEN}}\n"
+        )
+    assert main(["run", "--config", str(sample_config)]) == 0
+    engine = db.make_engine(sqlite_url)
+    with engine.connect() as conn:
+        cursor = store.read_cursor(conn, "hs:api")
+        outcome_rejects = conn.execute(
+            select(func.count()).select_from(t.rejects).where(t.rejects.c.stage == "outcome")
+        ).scalar_one()
+    # None of the samples' people has a deal in this CRM: every deal is quarantined.
+    assert (cursor, outcome_rejects) == ({"modified_since": "2026-03-09T12:00:00+00:00"}, 3)
+    capsys.readouterr()
+
+    # The token is refused: the run still publishes, says why, and the cursor stays.
+    httpserver.clear()
+    httpserver.expect_request("/crm/v3/objects/deals/search", method="POST").respond_with_data(
+        "{}", status=401
+    )
+    assert main(["run", "--config", str(sample_config)]) == 0
+    out = capsys.readouterr().out
+    assert "opportunity updates: warning: read stopped short: hs: POST" in out
+    assert "HTTP 401" in out
+    with engine.connect() as conn:
+        assert store.read_cursor(conn, "hs:api") == cursor
     engine.dispose()
