@@ -816,6 +816,8 @@ def apply_opportunity_updates(
         stats["opportunity_updates_applied"] += plan.applied
         stats["opportunity_updates_rejected"] += len(plan.rejects)
         stats["opportunity_stage_moves"] += len(plan.history)
+        if plan.stale:
+            stats["opportunity_updates_stale"] += plan.stale
 
     for src in settings.opportunity_updates:
         if src.path is None:

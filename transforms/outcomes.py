@@ -122,6 +122,8 @@ class OpportunityState:
     amount: Decimal | None
     currency: str | None
     close_date: date
+    # its latest known change (stage history, then the updates applied): an older update is stale
+    changed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class UpdatePlan:
     history: tuple[StageChange, ...]
     rejects: tuple[Reject, ...]
     applied: int  # rows that matched (changing something or not)
+    stale: int = 0  # rows older than their opportunity's latest change: they change nothing
 
 
 def detect_layout(header: Sequence[str]) -> str:
@@ -369,7 +372,7 @@ def plan_updates(
     state: dict[str, OpportunityState] = {}
     history: list[StageChange] = []
     rejects: list[Reject] = []
-    applied = 0
+    applied = stale = 0
     ordered = sorted(updates, key=lambda u: (u.changed_at or as_of, u.source, u.line))
     for u in ordered:
 
@@ -397,8 +400,13 @@ def plan_updates(
                 bad("unknown_stage", f"stage {u.stage!r} is not in opportunity_stages (map it)")
                 continue
             target = found_stage
-        applied += 1
         before = state.get(opp_id, by_id[opp_id])
+        when = u.changed_at or as_of
+        if before.changed_at is not None and when < before.changed_at:
+            # An export read again, or an older one after a newer: what it says was overtaken.
+            stale += 1
+            continue
+        applied += 1
         after = replace(
             before,
             stage=target.name,
@@ -406,6 +414,7 @@ def plan_updates(
             amount=u.amount if u.amount is not None else before.amount,
             currency=u.currency or before.currency,
             close_date=u.close_date or before.close_date,
+            changed_at=when,
         )
         if target.name != before.stage:
             history.append(
@@ -415,15 +424,15 @@ def plan_updates(
                     before.stage,
                     target.name,
                     target.probability,
-                    u.changed_at or as_of,
+                    when,
                     f"CRM update {u.record_id} from {u.source}",
                     f"crm:{u.source}"[:32],
                 )
             )
-        if after != by_id[opp_id]:
+        if replace(after, changed_at=by_id[opp_id].changed_at) != by_id[opp_id]:
             state[opp_id] = after
         else:
             state.pop(opp_id, None)
     return UpdatePlan(
-        tuple(state[k] for k in sorted(state)), tuple(history), tuple(rejects), applied
+        tuple(state[k] for k in sorted(state)), tuple(history), tuple(rejects), applied, stale
     )

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from transforms.outcomes import OpportunityState, UpdatePlan
 from warehouse import schema as t
@@ -50,7 +50,15 @@ def opportunity_context(
             by_email[key].add(opp)
     ids = set(refs) | {opp for opps in by_email.values() for opp in opps}
     by_id: dict[str, OpportunityState] = {}
+    h = t.opportunity_stage_history
     for chunk in in_chunks(sorted(ids)):
+        last = dict(
+            conn.execute(
+                select(h.c.opportunity_id, func.max(h.c.changed_at))
+                .where(h.c.opportunity_id.in_(chunk))
+                .group_by(h.c.opportunity_id)
+            ).all()
+        )
         for r in conn.execute(select(o).where(o.c.opportunity_id.in_(chunk))):
             by_id[r.opportunity_id] = OpportunityState(
                 r.opportunity_id,
@@ -62,12 +70,21 @@ def opportunity_context(
                 r.close_date
                 if isinstance(r.close_date, date)
                 else date.fromisoformat(r.close_date),
+                _utc(last.get(r.opportunity_id)),
             )
     return by_id, {k: tuple(sorted(v)) for k, v in by_email.items()}
 
 
 def file_cursor(source: str, path: str, fingerprint: str) -> tuple[str, dict[str, Any]]:
     return cursor_name(source, path), {"sha256": fingerprint, "path": path}
+
+
+def _utc(value: datetime | str | None) -> datetime | None:
+    # SQLite hands timestamps back naive (stored in UTC), PostgreSQL aware.
+    if value is None:
+        return None
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 
 def write_plan(

@@ -454,3 +454,31 @@ def test_a_run_reads_the_crm_api_and_a_refusing_one_is_a_warning(
     with engine.connect() as conn:
         assert store.read_cursor(conn, "hs:api") == cursor
     engine.dispose()
+
+
+def test_an_update_older_than_the_last_stage_change_moves_nothing(
+    warehouse_url: str, tmp_path: Path
+) -> None:
+    """An export touched again later, or an older one read after a newer, does not reopen a deal."""
+    exports = tmp_path / "crm"
+    exports.mkdir()
+    (exports / "b.csv").write_text(
+        "email,stage,outcome,changed_at\nayse@fair.example,,won,2026-03-09T12:00:00Z\n"
+    )
+    settings = Settings(
+        warehouse=WarehouseSettings(url=warehouse_url),
+        opportunity_updates=[OpportunityUpdatesSource(name="crm", path=str(exports / "*.csv"))],
+    )
+    engine = _crm_warehouse(warehouse_url)
+    with engine.begin() as conn:
+        apply_opportunity_updates(conn, settings, "run_1")
+    (exports / "a.csv").write_text(
+        "email,stage,amount,changed_at\n"
+        "ayse@fair.example,Negotiation/Review,99,2026-03-08T10:00:00Z\n"
+    )
+    with engine.begin() as conn:
+        stats = apply_opportunity_updates(conn, settings, "run_2")
+    o3, moves = _o3(engine)
+    assert (o3.stage, Decimal(str(o3.amount))) == ("Closed Won", Decimal("20000"))
+    assert moves[-1][1] == "Closed Won" and stats["opportunity_stage_moves"] == 0
+    engine.dispose()
