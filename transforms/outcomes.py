@@ -208,9 +208,15 @@ def parse_updates(
         _parse_row(kind, dict(zip(header, cells, strict=False)), source, f"{file_name}:{line}",
                    line, ",".join(cells))
         for line, cells in enumerate(rows[1:], start=2)
-        if any(c.strip() for c in cells)
+        if any(c.strip() for c in cells) and not (kind == "salesforce" and _footer(cells))
     ]  # fmt: skip
     return _split(parsed)
+
+
+def _footer(cells: Sequence[str]) -> bool:
+    # A Salesforce report ends with lines of one cell (grand totals, the confidentiality notice,
+    # the copyright, who generated it); a row of the report always fills more than one.
+    return sum(1 for c in cells if c.strip()) == 1 and bool(cells[0].strip())
 
 
 def _split(
