@@ -263,6 +263,11 @@ def create_app(
         with engine.begin() as c:
             yield c
 
+    # A write commits before its response is sent (FastAPI runs the code after a dependency's
+    # yield after the response unless its scope is "function"): the steward's next page, or an
+    # API client's next call, sees the decision it was just told about.
+    committed = Depends(tx, scope="function")
+
     # ---- login -------------------------------------------------------------------------------
 
     @app.get("/login", response_class=HTMLResponse)
@@ -497,7 +502,7 @@ def create_app(
 
     @app.post("/reviews/{rid}/decide")
     def decide(
-        rid: str, p: tuple[Session, dict[str, str]] = Depends(posted), c: Connection = Depends(tx)
+        rid: str, p: tuple[Session, dict[str, str]] = Depends(posted), c: Connection = committed
     ) -> Response:
         s, data = p
         pos = _int(data.get("pos"))
@@ -516,14 +521,14 @@ def create_app(
         rid: str,
         s: Session = Depends(api_session),
         data: dict[str, Any] = Depends(json_body),
-        c: Connection = Depends(tx),
+        c: Connection = committed,
     ) -> Any:
         decision = _decide(c, rid, str(data.get("decision", "")), s.steward)
         return {"review_id": rid, "decision": decision, "decided_by": s.steward}
 
     @app.post("/reviews/{rid}/revoke")
     def revoke(
-        rid: str, p: tuple[Session, dict[str, str]] = Depends(posted), c: Connection = Depends(tx)
+        rid: str, p: tuple[Session, dict[str, str]] = Depends(posted), c: Connection = committed
     ) -> Response:
         s, data = p
         stewardship.revoke(c, rid, s.steward, datetime.now(UTC))
@@ -531,7 +536,7 @@ def create_app(
         return RedirectResponse(_safe_next(back) if back else "/reviews", status_code=303)
 
     @app.post("/api/reviews/{rid}/revoke")
-    def api_revoke(rid: str, s: Session = Depends(api_session), c: Connection = Depends(tx)) -> Any:
+    def api_revoke(rid: str, s: Session = Depends(api_session), c: Connection = committed) -> Any:
         return {"revoked": stewardship.revoke(c, rid, s.steward, datetime.now(UTC))}
 
     # ---- the lead explorer ---------------------------------------------------------------------
@@ -598,7 +603,7 @@ def create_app(
     def split(
         lead_id: str,
         p: tuple[Session, dict[str, str]] = Depends(posted),
-        c: Connection = Depends(tx),
+        c: Connection = committed,
     ) -> Response:
         s, data = p
         stewardship.split_contact(
@@ -611,7 +616,7 @@ def create_app(
         lead_id: str,
         s: Session = Depends(api_session),
         data: dict[str, Any] = Depends(json_body),
-        c: Connection = Depends(tx),
+        c: Connection = committed,
     ) -> Any:
         ids = stewardship.split_contact(
             c, lead_id, str(data.get("contact_id", "")), s.steward, datetime.now(UTC)

@@ -163,7 +163,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             dbapi_conn.isolation_level = "IMMEDIATE"
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            # SQLite has one writer: a run landing a batch waits while another run's publish
+            # holds the write lock for its whole transaction, minutes on a big chunk or a busy
+            # machine. Runs are serialized by design (`pipeline_locks`); this is how long a
+            # writer waits for SQLite's own lock before the run fails.
+            cur.execute("PRAGMA busy_timeout=600000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 

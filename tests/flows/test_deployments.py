@@ -52,8 +52,9 @@ def _tail(path: Path) -> str:
 def _wait_for(
     what: str, ready: Callable[[], bool], log: Path, proc: subprocess.Popen[bytes]
 ) -> None:
-    """Poll `ready` every 0.2 s for up to a minute; fail with the process's log if it dies first."""
-    deadline = time.monotonic() + 60
+    """Poll `ready` every 0.2 s for up to four minutes (a server's first start migrates its
+    database, slow on a busy machine); fail with the process's log if it dies first."""
+    deadline = time.monotonic() + 240
     while not ready():
         if proc.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"{what}: {_tail(log)}")
