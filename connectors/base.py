@@ -72,6 +72,10 @@ class SourceWarning:
             text += f"; fix: {self.fix}"
         return text
 
+    @classmethod
+    def from_dict(cls, d: dict[str, JSONValue]) -> SourceWarning:
+        return cls(**{**d, "header": tuple(d.get("header") or ())})
+
     def as_dict(self) -> dict[str, JSONValue]:
         return {
             "source": self.source,
@@ -84,12 +88,17 @@ class SourceWarning:
         }
 
 
+# rows under a table's header kept on its shape, enough to tell what each column holds
+SAMPLE_ROWS = 50
+
+
 @dataclass(frozen=True, slots=True)
 class TableShape:
     """What a connector found in one table (a CSV, a sheet of a workbook, a JSON export): the
     header row and the first rows under it, so the columns can be checked against the field map
     without reading the file again. `found` is False when no row qualified as the header; then
-    `header` is the likeliest candidate (the first row with the most text cells)."""
+    `header` is the likeliest candidate (the first row with the most text cells). `data_rows`
+    counts the non-blank rows under the header, `records` those that became records."""
 
     source: str
     file: str
@@ -99,6 +108,11 @@ class TableShape:
     data_rows: int = 0
     records: int = 0
     header_row: int = 0  # 1-based row of the header in the table; 0 when there is none
+    table: str = ""  # the sheet of a workbook; "" for a CSV or a JSON export
+
+    @property
+    def where(self) -> str:
+        return f"{self.file} (sheet {self.table})" if self.table else self.file
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as dtime
 from functools import lru_cache
@@ -23,9 +23,12 @@ from itertools import chain
 from typing import Any
 
 from connectors.base import (
+    SAMPLE_ROWS,
     ExtractReject,
     RawBatch,
     RawRecord,
+    SourceWarning,
+    TableShape,
     content_hash,
     expand_paths,
     gc_paused,
@@ -44,6 +47,17 @@ _TURKISH_BYTES = frozenset(b"\xd0\xf0\xdd\xfd\xde\xfe")
 
 HeaderScore = Callable[[Sequence[str]], tuple[int, bool]]
 """(how many cells name a known field, whether those fields can identify a person)."""
+
+
+@dataclass(slots=True)
+class TablePart:
+    """A chunk of a table's records and rejects; a table's last part also carries its shape,
+    and a file that cannot be read as a table carries a warning saying why."""
+
+    records: list[RawRecord]
+    rejects: list[ExtractReject]
+    tables: list[TableShape] = field(default_factory=list)
+    warnings: list[SourceWarning] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +99,31 @@ def decode_text(data: bytes) -> tuple[str, str]:
         pass
     enc = "cp1254" if any(b in _TURKISH_BYTES for b in data) else "cp1252"
     return data.decode(enc, "replace"), enc
+
+
+# what other kinds of file start with: (magic bytes, what the file is, how to get a sheet from it)
+_MAGIC = (
+    (b"PK\x03\x04", "a ZIP archive", "an XLSX workbook named .csv? rename it .xlsx"),
+    (b"%PDF", "a PDF document", "export the sheet as CSV or XLSX"),
+    (b"\x89PNG", "a PNG image", "export the sheet as CSV or XLSX"),
+    (b"\xff\xd8\xff", "a JPEG image", "export the sheet as CSV or XLSX"),
+    (b"\x1f\x8b", "a gzip archive", "unpack it first"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel (.xls) or Office file", "save it as XLSX or CSV"),
+)
+# bytes no text file holds (NUL aside: UTF-16 is half NULs, and a stray NUL is dropped)
+_CONTROL = frozenset(set(range(1, 32)) - {9, 10, 12, 13}) | {127}
+
+
+def not_text(data: bytes) -> tuple[str, str] | None:
+    """(what the bytes are, how to get a sheet from them) when they are plainly no text file:
+    a known binary format, or more than 5% control bytes in the first 8 KiB; else None."""
+    for magic, what, fix in _MAGIC:
+        if data.startswith(magic):
+            return what, fix
+    head = data[:8192]
+    if head and sum(b in _CONTROL for b in head) > len(head) // 20:
+        return "binary data", "export the sheet as CSV or XLSX"
+    return None
 
 
 def sniff_delimiter(text: str) -> str:
@@ -198,10 +237,12 @@ def iter_row_chunks(
     score: HeaderScore = _default_score,
     chunk_rows: int = CHUNK_ROWS,
     dating: RowDating = NO_DATING,
-) -> Iterator[tuple[list[RawRecord], list[ExtractReject]]]:
+) -> Iterator[TablePart]:
     """Records for the rows under the header, `chunk_rows` at a time; a row with the wrong
-    number of cells is a reject. A row is dated by its own date column when the header has one
-    and the cell reads as a date, else by `received_at`."""
+    number of cells is a reject (empty cells past the header's width do not count). A row is
+    dated by its own date column when the header has one and the cell reads as a date, else by
+    `received_at`. The last part carries the table's shape; a table without a single non-blank
+    cell has none."""
     records: list[RawRecord] = []
     rejects: list[ExtractReject] = []
     it = iter(rows)
@@ -210,20 +251,38 @@ def iter_row_chunks(
         head.append(list(row))
         if len(head) >= HEADER_SCAN_ROWS:
             break
+    table = "" if sheet == "csv" else sheet
     found = _find_header(head, score)
     if found is None:
-        if any(any(c not in (None, "") for c in r) for r in head):
+        if any(_filled(r) for r in head):
             msg = f"no header row in the first {HEADER_SCAN_ROWS} rows names an email, phone or name column"
             rejects.append(
                 ExtractReject(source, f"{fname}:{sheet}", "no_header", msg, repr(head[:3])[:2000])
             )
-        yield records, rejects
+            # the likeliest header: the first row with the most text cells
+            top = max(range(len(head)), key=lambda i: (_texts(head[i]), -i))
+            under: list[tuple[Any, ...]] = []
+            rows_under = 0
+            for r in chain(head[top + 1 :], it):  # counted, not kept: the file may be big
+                if _filled(r):
+                    rows_under += 1
+                    if len(under) < SAMPLE_ROWS:
+                        under.append(tuple(r))
+            header_found = tuple(_cells(head[top]))
+            shape = TableShape(
+                source, fname, header_found, False, tuple(under), rows_under, 0, top + 1, table
+            )
+            yield TablePart(records, rejects, [shape])
+            return
+        yield TablePart(records, rejects)
         return
     hidx, header = found
     width = len(header)
     while width and not header[width - 1]:
         width -= 1
     header = [h or f"column_{i + 1}" for i, h in enumerate(header[:width])]
+    samples: tuple[tuple[Any, ...], ...] = ()
+    landed = ragged = 0
     date_at = dating.column(header)
     # once per distinct cell: a date column repeats its values (days), and parsing is the cost
     parse_date = lru_cache(maxsize=65536)(dating.parse)
@@ -237,13 +296,14 @@ def iter_row_chunks(
     # the hot loop of a big CSV: no per-cell Python work and no extra call on a well-formed row
     for lineno, row in enumerate(chain(head[hidx + 1 :], it), start=hidx + 2):
         cells = row
-        if len(cells) > width and cells[-1] in (None, ""):
+        if len(cells) > width and _empty(cells[-1]):
             cells = list(cells)
-            while len(cells) > width and cells[-1] in (None, ""):
+            while len(cells) > width and _empty(cells[-1]):
                 cells.pop()
         if not any(cells) and _blank(cells):
             continue
         if len(cells) != width:
+            ragged += 1
             rejects.append(
                 ExtractReject(
                     source,
@@ -272,9 +332,37 @@ def iter_row_chunks(
         when = received_at if date_at is None else parse_date(cells[date_at]) or received_at
         records.append(RawRecord(source, "spreadsheet", rid, when, payload))
         if len(records) >= chunk_rows:
-            yield records, rejects
+            samples = samples or _samples(records)
+            landed += len(records)
+            yield TablePart(records, rejects)
             records, rejects = [], []
-    yield records, rejects
+    samples = samples or _samples(records)
+    landed += len(records)
+    shape = TableShape(
+        source, fname, tuple(header), True, samples, landed + ragged, landed, hidx + 1, table
+    )
+    yield TablePart(records, rejects, [shape])
+
+
+def _samples(records: list[RawRecord]) -> tuple[tuple[Any, ...], ...]:
+    return tuple(tuple(r.payload.values()) for r in records[:SAMPLE_ROWS])
+
+
+def _cells(row: Sequence[Any]) -> list[str]:
+    return [str(c).strip() if c is not None else "" for c in row]
+
+
+def _texts(row: Sequence[Any]) -> int:
+    return sum(1 for c in _cells(row) if c)
+
+
+def _empty(cell: Any) -> bool:
+    """A cell with nothing in it: None, or text of spaces only."""
+    return cell is None or (isinstance(cell, str) and not cell.strip())
+
+
+def _filled(row: Sequence[Any]) -> bool:
+    return not all(_empty(c) for c in row)
 
 
 def iter_table(
@@ -287,8 +375,11 @@ def iter_table(
     is_xlsx: bool,
     chunk_rows: int = CHUNK_ROWS,
     dating: RowDating = NO_DATING,
-) -> Iterator[tuple[list[RawRecord], list[ExtractReject]]]:
-    """Every sheet of a workbook, or the one table of a CSV, in chunks; a broken file is a reject."""
+) -> Iterator[TablePart]:
+    """Every sheet of a workbook, or the one table of a CSV, in chunks; a broken file is a reject
+    and a warning, a file without a single filled cell a warning."""
+    odd = None
+    landed = shaped = False
     try:
         if is_xlsx:
             src = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
@@ -297,21 +388,50 @@ def iter_table(
             if isinstance(data_or_path, str):
                 with open(data_or_path, "rb") as fh:
                     data_or_path = fh.read()
+            odd = not_text(data_or_path)
             parts = [("csv", csv_rows(data_or_path)[0])]
             del data_or_path  # the decoded text is what is read from here on
         for sheet, rows in parts:
             if rows is None:
                 msg = f"no sheet named {sheet!r}"
-                yield [], [ExtractReject(source, f"{fname}:{sheet}", "sheet_not_found", msg, "")]
+                reject = ExtractReject(source, f"{fname}:{sheet}", "sheet_not_found", msg, "")
+                shaped = True
+                yield TablePart([], [reject])
                 continue
-            yield from iter_row_chunks(
+            for part in iter_row_chunks(
                 source, fname, sheet, rows, received_at, score, chunk_rows, dating
-            )
+            ):
+                if odd and part.tables and not part.tables[0].found:
+                    # no header in bytes that are no text: say what the file is instead
+                    msg = f"the file is {odd[0]}, not a CSV"
+                    part = TablePart(
+                        [],
+                        [ExtractReject(source, fname, "unreadable_file", msg, "")],
+                        warnings=[
+                            SourceWarning(
+                                source, fname, "not_text", msg, fix=odd[1], loses_data=True
+                            )
+                        ],
+                    )
+                landed = landed or bool(part.records)
+                shaped = shaped or bool(part.tables or part.rejects or part.warnings)
+                yield part
     except Exception as exc:
         # a corrupt workbook (not a zip, broken XML: openpyxl and zipfile raise many kinds) or
         # an unreadable file: one reject, the other files go on
         msg = f"{type(exc).__name__}: {exc}"[:500]
-        yield [], [ExtractReject(source, fname, "unreadable_file", msg, "")]
+        why = f"the file cannot be read: {msg}"
+        fix = "open it in a spreadsheet program and save it again as XLSX or CSV"
+        warning = SourceWarning(
+            source, fname, "unreadable_file", why, fix=fix, loses_data=not landed
+        )
+        yield TablePart(
+            [], [ExtractReject(source, fname, "unreadable_file", msg, "")], [], [warning]
+        )
+        return
+    if not shaped:
+        what = "the workbook has no filled cell" if is_xlsx else "the file is empty"
+        yield TablePart([], [], [], [SourceWarning(source, fname, "empty_file", what)])
 
 
 def read_table(
@@ -326,15 +446,13 @@ def read_table(
     """One whole table at once (a small file): every chunk of `iter_table` joined."""
     records: list[RawRecord] = []
     rejects: list[ExtractReject] = []
-    for recs, rejs in iter_table(source, fname, data_or_path, received_at, sheets, score, is_xlsx):
-        records += recs
-        rejects += rejs
+    for part in iter_table(source, fname, data_or_path, received_at, sheets, score, is_xlsx):
+        records += part.records
+        rejects += part.rejects
     return records, rejects
 
 
-def _paused_chunks(
-    chunks: Iterator[tuple[list[RawRecord], list[ExtractReject]]],
-) -> Iterator[tuple[list[RawRecord], list[ExtractReject]]]:
+def _paused_chunks(chunks: Iterator[TablePart]) -> Iterator[TablePart]:
     """The chunks of one file, read with the cyclic GC paused until the file is done.
 
     Re-enabled between chunks, it would scan each chunk's fresh records at once (12% of a big
@@ -456,12 +574,22 @@ def iter_spreadsheet(
             source, fname, data, received, sheets, score, is_xlsx, chunk_rows, dating
         )
         del data  # the table reader holds the bytes only until it has decoded them
-        held: tuple[list[RawRecord], list[ExtractReject]] = ([], [])
+        held = TablePart([], [])
         for i, part in enumerate(_paused_chunks(chunks)):
             if i:
-                yield RawBatch(records=held[0], cursor=before, rejects=held[1])
+                yield _batch(held, before)
             held = part
-        yield RawBatch(records=held[0], cursor=after, rejects=held[1])
+        yield _batch(held, after)
+
+
+def _batch(part: TablePart, cursor: dict[str, Any]) -> RawBatch:
+    return RawBatch(
+        records=part.records,
+        cursor=cursor,
+        rejects=part.rejects,
+        warnings=part.warnings,
+        tables=part.tables,
+    )
 
 
 def iter_spreadsheet_url(
@@ -492,8 +620,7 @@ def iter_spreadsheet_url(
         return
     # one name per URL (gid included): the same row in two tabs is two records
     fname = "url-" + content_hash(url)[:12]
-    recs: list[RawRecord] = []
-    rejs: list[ExtractReject] = []
+    whole = TablePart([], [])
     for part in _paused_chunks(
         iter_table(
             source,
@@ -506,6 +633,8 @@ def iter_spreadsheet_url(
             dating=dating,
         )
     ):
-        recs += part[0]
-        rejs += part[1]
-    yield RawBatch(records=recs, cursor={"sha256": fp}, rejects=rejs)
+        whole.records += part.records
+        whole.rejects += part.rejects
+        whole.tables += part.tables
+        whole.warnings += part.warnings
+    yield _batch(whole, {"sha256": fp})

@@ -210,6 +210,8 @@ def print_summary(result: dict[str, Any]) -> None:
     if rows:
         cols = [c for c in SUMMARY_COLS if any(c in r for r in rows)]
         print(_table(rows, cols))
+    for line in source_warnings(result):
+        print(f"warning: {line}")
     proc = result.get("process")
     if proc:
         timings = ", ".join(f"{k} {v:.2f}s" for k, v in proc.get("timings", {}).items())
@@ -276,6 +278,32 @@ def progress_display() -> Iterator[None]:
             logger.propagate = old_propagate
 
 
+def source_warnings(result: dict[str, Any]) -> list[str]:
+    """What the run noticed about its sources' files, one line each, source by source."""
+    from connectors.base import SourceWarning
+
+    return [
+        SourceWarning.from_dict(w).line()
+        for _, stats in sorted(result.get("sources", {}).items())
+        for w in stats.get("warnings", [])
+    ]
+
+
+def _print_source_warnings(result: dict[str, Any]) -> None:
+    for line in source_warnings(result):
+        print(f"leadflow: warning: {line}", file=sys.stderr)
+
+
+def _print_lost(run_id: str, lost: list[dict[str, Any]]) -> None:
+    if lost:
+        files = ", ".join(f"{w['source']}: {w['file']}" for w in lost)
+        print(
+            f"leadflow: run {run_id} is partial: nothing could be read from {files} "
+            "(see the warnings above); the rest was published",
+            file=sys.stderr,
+        )
+
+
 def print_warehouse(settings: Settings, note: str = "") -> None:
     from warehouse import db
 
@@ -292,14 +320,19 @@ def _dry_run(settings: Settings, sources: list[str] | None) -> int:
     from flows import dryrun
 
     chosen = [s.name for s in settings.sources if s.enabled and (not sources or s.name in sources)]
+    from flows.stages import lost_files
+
     result = dryrun.count_sources(settings, chosen)
     print_summary(result)
     print_warehouse(settings, " (read only: nothing was written)")
+    _print_source_warnings(result)
     failed = result.get("failed_sources") or {}
-    if failed:
-        _print_failed_sources(failed)
-        return EXIT_PARTIAL
-    return 0
+    lost = lost_files(result["sources"])
+    _print_failed_sources(failed)
+    if lost:
+        files = ", ".join(f"{w['source']}: {w['file']}" for w in lost)
+        print(f"leadflow: a run would read nothing from {files}", file=sys.stderr)
+    return EXIT_PARTIAL if failed or lost else 0
 
 
 def _run_flow(args: argparse.Namespace, settings: Settings) -> int:
@@ -347,16 +380,20 @@ def _run_flow(args: argparse.Namespace, settings: Settings) -> int:
         print_summary(result)
         _print_quality(result.get("process", {}))
         print_funnel(settings)
+        _print_source_warnings(result)
         _print_failed_sources(exc.failed)
-        print(
-            f"leadflow: run {result['run_id']} is partial: the other sources were published; "
-            "failed sources keep their cursors and are read again by the next run",
-            file=sys.stderr,
-        )
+        if exc.failed:
+            print(
+                f"leadflow: run {result['run_id']} is partial: the other sources were "
+                "published; failed sources keep their cursors and are read again by the next run",
+                file=sys.stderr,
+            )
+        _print_lost(result["run_id"], exc.lost)
         return EXIT_PARTIAL
     print_summary(result)
     _print_quality(result.get("process", {}))
     print_funnel(settings)
+    _print_source_warnings(result)
     return 0
 
 
@@ -899,6 +936,7 @@ def _main(argv: list[str] | None) -> int:
     except ConfigError as exc:
         print(f"leadflow: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+
     from flows import logmask
     from flows.errors import RunFailed
     from warehouse import db

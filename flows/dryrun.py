@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from connectors.base import within_limits
 from flows import logmask
 from flows.settings import Settings, Source
-from flows.stages import _in_window, iter_source
+from flows.stages import FileChecks, _in_window, iter_source
 from transforms.records import raw_id_for
 from warehouse import db, peek, store
 
@@ -35,17 +35,20 @@ COUNTS = (
 
 def count_source(
     source: Source, engine: Engine | None, start: date | None, end: date | None
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Read `source` as a real run would (from its cursor; a window reads from the start) and
-    count: would_land = new records, already_landed = read again but already in the warehouse."""
+    count: would_land = new records, already_landed = read again but already in the warehouse.
+    What the read noticed about the files is in `warnings`, as a real run has it."""
     backfill = start is not None or end is not None
     cursor = None
     if engine is not None and not backfill:
         with engine.connect() as conn:
             cursor = store.read_cursor(conn, source.name)
-    stats: dict[str, int] = defaultdict(int, dict.fromkeys(COUNTS, 0))
+    stats: dict[str, Any] = defaultdict(int, dict.fromkeys(COUNTS, 0))
+    checks = FileChecks(source)
     for batch in iter_source(source, cursor, start, end):
         batch = within_limits(batch, source.max_field_chars)
+        checks.add(batch)
         records = [r for r in batch.records if _in_window(r.received_at, start, end)]
         raw_ids = {raw_id_for(r.source, r.source_record_id) for r in records}
         present = 0
@@ -60,6 +63,9 @@ def count_source(
         stats["rejected"] += len(batch.rejects)
         stats["skipped"] += skipped
         stats["outside_window"] += len(batch.records) - len(records)
+    warnings = checks.warnings()
+    if warnings:
+        stats["warnings"] = [w.as_dict() for w in warnings]
     return dict(stats)
 
 
@@ -82,7 +88,7 @@ def count_sources(
             futures = {
                 n: pool.submit(count_source, settings.source(n), engine, start, end) for n in names
             }
-        done: dict[str, dict[str, int]] = {}
+        done: dict[str, dict[str, Any]] = {}
         failed: dict[str, str] = {}
         for n, f in futures.items():
             try:

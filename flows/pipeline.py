@@ -24,17 +24,26 @@ EXTRACT_RETRIES = 3
 
 
 class PartialRunError(RuntimeError):
-    """Some sources failed to extract; the others were landed and processed.
+    """Some sources failed to extract, or some files yielded nothing; the rest was landed and
+    processed.
 
     `result` is the run's summary (as a successful run returns it), `failed` maps each failed
-    source to its reason.
+    source to its reason, `lost` lists the warnings (as dicts) of files that had content and
+    yielded no record.
     """
 
-    def __init__(self, result: dict[str, Any], failed: dict[str, str]) -> None:
-        names = ", ".join(f"{n} ({r})" for n, r in sorted(failed.items()))
-        super().__init__(f"run {result['run_id']} is partial: failed source(s): {names}")
+    def __init__(
+        self,
+        result: dict[str, Any],
+        failed: dict[str, str],
+        lost: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.result = result
         self.failed = failed
+        self.lost = lost or []
+        what = [f"failed source(s): {n} ({r})" for n, r in sorted(failed.items())]
+        what += [f"{w['source']}: {w['file']} yielded nothing" for w in self.lost]
+        super().__init__(f"run {result['run_id']} is partial: {'; '.join(what)}")
 
 
 def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
@@ -69,7 +78,7 @@ def extract_source(
     run_id: str,
     start: date | None,
     end: date | None,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     logmask.install(settings.logging.mask_personal_data)
     engine = db.make_engine(settings.warehouse.url)
     try:
@@ -150,13 +159,13 @@ def extract_sources(
     run_id: str,
     start: date | None,
     end: date | None,
-) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Every source at once, on the task runner the config chose: (stats, failures) per source.
 
     One source failing (after its retries) does not stop the others: its reason is returned.
     """
     futures = {n: extract_source.submit(settings, n, run_id, start, end) for n in names}
-    done: dict[str, dict[str, int]] = {}
+    done: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
     logger = get_run_logger()
     for n, f in futures.items():
@@ -222,8 +231,9 @@ def run(
         chosen = []
     if dry_run:
         result = dryrun.count_sources(settings, chosen, start, end, run_id)
-        if result.get("failed_sources"):
-            raise PartialRunError(result, result["failed_sources"])
+        lost = stages.lost_files(result["sources"])
+        if result.get("failed_sources") or lost:
+            raise PartialRunError(result, result.get("failed_sources", {}), lost)
         return result
     params = {
         "start": str(start) if start else None,
@@ -262,9 +272,13 @@ def run(
         stats["seconds"]["process"] = round(time.perf_counter() - t1, 3)
         stage = "record"
         stats["seconds"]["total"] = round(time.perf_counter() - t0, 3)
-        # Partial: what the healthy sources gave is published; the run says which failed and why.
-        status = "partial" if failed else "succeeded"
-        error = "; ".join(f"{n}: {r}" for n, r in sorted(failed.items())) or None
+        # Partial: what the healthy sources gave is published; the run says which failed and why,
+        # and which files had content of which nothing could be read.
+        lost = stages.lost_files(stats["sources"])
+        status = "partial" if failed or lost else "succeeded"
+        problems = [f"{n}: {r}" for n, r in sorted(failed.items())]
+        problems += [f"{w['source']}: {w['file']}: {w['message']}" for w in lost]
+        error = "; ".join(problems) or None
         with engine.begin() as conn:
             store.finish_run(conn, run_id, status, stats, error=error)
     except Exception as exc:
@@ -288,8 +302,8 @@ def run(
     engine.dispose()
     logger.info("%s %s %s in %.1f s", kind, run_id, status, stats["seconds"]["total"])
     result = {"run_id": run_id, "status": status, **stats}
-    if failed:
-        raise PartialRunError(result, failed)
+    if failed or lost:
+        raise PartialRunError(result, failed, lost)
     return result
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from connectors.base import READ_FAILURES, RawBatch, within_limits
+from connectors.base import READ_FAILURES, RawBatch, SourceWarning, TableShape, within_limits
 from connectors.email import MailOptions, iter_email_files
 from connectors.fx_rates import read_rates_file
 from connectors.http import (
@@ -61,6 +61,7 @@ from flows.settings import (
     VcardSource,
     WebformSource,
 )
+from transforms.columns import check_file, submissions_shape
 from transforms.fields import header_scorer, received_at_column
 from transforms.fx import parse_rates
 from transforms.match import MatchSettings
@@ -119,7 +120,7 @@ class SourceReadError(RuntimeError):
     """The read of a source stopped short (retries used up mid-way): what came before it is
     landed with its cursor; `stats` are the counts of what was landed."""
 
-    def __init__(self, message: str, stats: dict[str, int]) -> None:
+    def __init__(self, message: str, stats: dict[str, Any]) -> None:
         super().__init__(message)
         self.stats = stats
 
@@ -302,6 +303,42 @@ def iter_source(
     return _iter_webform(source, cursor, start, end)
 
 
+@dataclass
+class FileChecks:
+    """What a source's connector noticed about its files, checked once the read is done: the
+    typed warnings a person must see (stderr, the run's summary, `pipeline_runs.stats`)."""
+
+    source: Source
+    found: list[SourceWarning] = field(default_factory=list)
+    tables: dict[str, list[TableShape]] = field(default_factory=dict)
+
+    def add(self, batch: RawBatch) -> None:
+        self.found += batch.warnings
+        for shape in batch.tables:
+            self.tables.setdefault(shape.file, []).append(shape)
+        src = self.source
+        if isinstance(src, WebformSource) and src.path and batch.records:
+            # an export's fields, flattened as normalize reads them, are its columns
+            name = os.path.basename(src.path.rstrip("/"))
+            payloads = [r.payload for r in batch.records]
+            self.tables.setdefault(name, []).append(submissions_shape(src.name, name, payloads))
+
+    def warnings(self) -> list[SourceWarning]:
+        explicit = getattr(self.source, "columns", None) or {}
+        return self.found + [w for t in self.tables.values() for w in check_file(t, explicit)]
+
+
+def lost_files(sources: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The warnings (as dicts) of files that had content and yielded no record, source by
+    source: such a run is partial."""
+    return [
+        w
+        for _, stats in sorted(sources.items())
+        for w in stats.get("warnings", [])
+        if w.get("loses_data")
+    ]
+
+
 def _in_window(ts: datetime, start: date | None, end: date | None) -> bool:
     d = ts.astimezone(UTC).date()
     return (start is None or d >= start) and (end is None or d < end)
@@ -316,7 +353,7 @@ def extract_and_land(
     *,
     raise_read_failures: bool = False,
     reread: bool = False,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Pull a source from its cursor and land each batch with the cursor, in one transaction.
 
     A window (backfill) re-reads the source from the beginning and leaves the live cursor alone.
@@ -326,12 +363,15 @@ def extract_and_land(
     With `raise_read_failures`, a read that stopped short raises SourceReadError once what was
     read is landed (otherwise it is only an extract reject). With `reread`, a file source reads
     every file again whatever its fingerprint (a replay of its extraction rejects). A sheet read
-    again whole closes its open extraction rejects that did not come back.
+    again whole closes its open extraction rejects that did not come back. What the read noticed
+    about the source's files (one that is empty, not text, without a header we know, with
+    columns that map to nothing) is in `warnings`, as dicts.
     """
     backfill = start is not None or end is not None
     read_failures: list[str] = []
     t0 = time.perf_counter()
-    stats: dict[str, int] = defaultdict(int)
+    stats: dict[str, Any] = defaultdict(int)
+    checks = FileChecks(source)
     with locking.hold(engine, locking.source_lock(source.name), run_id) as refresh:
         with engine.connect() as conn:
             live = store.read_cursor(conn, source.name)
@@ -343,6 +383,7 @@ def extract_and_land(
         # a backfill reads without the cursor, but dates undated rows as the live run did
         for batch in iter_source(source, cursor, start, end, first_landed(live)):
             batch = within_limits(batch, source.max_field_chars)
+            checks.add(batch)
             produced.update(j.source_record_id for j in batch.rejects)
             finished = []
             if isinstance(source, SpreadsheetSource) and source.url is None:
@@ -404,6 +445,9 @@ def extract_and_land(
     )
     stats["reconciled"] = int(accounted == stats["seen"] and stats["missing"] == 0)
     stats["extract_ms"] = int((time.perf_counter() - t0) * 1000)
+    warnings = checks.warnings()
+    if warnings:
+        stats["warnings"] = [w.as_dict() for w in warnings]
     if read_failures and raise_read_failures:
         raise SourceReadError(f"read stopped short: {read_failures[0]}", dict(stats))
     return dict(stats)

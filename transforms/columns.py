@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from connectors.base import SourceWarning, TableShape
+from connectors.base import SAMPLE_ROWS, SourceWarning, TableShape
 from transforms.fields import CANONICAL, canonical_field, flatten_submission, header_key
 from transforms.normalize import normalize_country, parse_consent
 
 SAMPLES_SHOWN = 5
-SAMPLE_ROWS = 50
 # a column is taken to hold a kind of value when this share of its non-empty samples has it
 KIND_SHARE = 0.6
 
@@ -155,7 +154,38 @@ def check_table(
     """What is wrong with a table's columns: no header at all, columns that hold contact data
     but map to nothing, and headers the `columns:` map names that the table does not have."""
     explicit = explicit or {}
-    source, where = shape.source, shape.file
+    return _check_columns(shape, explicit) + _missing_mapped([shape], explicit)
+
+
+def check_file(
+    shapes: Sequence[TableShape], explicit: Mapping[str, str] | None = None
+) -> list[SourceWarning]:
+    """What is wrong with one file's tables (a CSV, or the sheets of a workbook), and with the
+    file as a whole: a header with no rows under it, or rows of which none became a record —
+    then the file lost data (`loses_data`: the run is partial) unless it was empty on purpose.
+    A header the `columns:` map names is missing when no table of the file has it."""
+    if not shapes:
+        return []
+    explicit = explicit or {}
+    out = [w for s in shapes for w in _check_columns(s, explicit)] + _missing_mapped(
+        shapes, explicit
+    )
+    if sum(s.records for s in shapes):
+        return out
+    first = shapes[0]
+    if all(s.found and not s.data_rows for s in shapes):
+        msg = "the file has a header row but no rows under it"
+        return [*out, SourceWarning(first.source, first.file, "no_rows", msg, first.header)]
+    out = [replace(w, loses_data=True) if w.code == "unknown_header" else w for w in out]
+    if not any(w.loses_data for w in out):
+        rows = sum(s.data_rows for s in shapes)
+        msg = f"none of its {rows} rows became a record (see leadflow rejects list)"
+        out.append(SourceWarning(first.source, first.file, "nothing_read", msg, loses_data=True))
+    return out
+
+
+def _check_columns(shape: TableShape, explicit: Mapping[str, str]) -> list[SourceWarning]:
+    source, where = shape.source, shape.where
     if not shape.header:
         return []
     cols = map_columns(shape.header, shape.samples, explicit)
@@ -175,12 +205,25 @@ def check_table(
             msg = f"{label} maps to no field but seems to hold {c.suggested} data"
             fix = columns_fix(source, [(c.header, c.suggested)]) if c.header else ""
             out.append(SourceWarning(source, where, "unmapped_column", msg, fix=fix))
-    present = {header_key(h) for h in shape.header}
+    return out
+
+
+def _missing_mapped(
+    shapes: Sequence[TableShape], explicit: Mapping[str, str]
+) -> list[SourceWarning]:
+    """A warning for each header the `columns:` map names that none of the tables has."""
+    tables = [s for s in shapes if s.header]
+    if not tables:
+        return []
+    source = tables[0].source
+    where, what = (tables[0].where, "table") if len(shapes) == 1 else (tables[0].file, "file")
+    present = {header_key(h) for s in tables for h in s.header}
+    out: list[SourceWarning] = []
     for key, field in explicit.items():
         if header_key(key) not in present:
-            msg = f'columns maps "{key}" to {field}, but the table has no such column'
+            msg = f'columns maps "{key}" to {field}, but the {what} has no such column'
             fix = f'check the header names in source {source} columns: (is "{key}" spelled as in the file?)'
             out.append(
-                SourceWarning(source, where, "mapped_header_missing", msg, shape.header, fix)
+                SourceWarning(source, where, "mapped_header_missing", msg, tables[0].header, fix)
             )
     return out

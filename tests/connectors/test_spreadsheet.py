@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from connectors.spreadsheet import csv_rows, decode_text, iter_spreadsheet
+from connectors.spreadsheet import (
+    TablePart,
+    csv_rows,
+    decode_text,
+    iter_spreadsheet,
+    iter_table,
+    read_table,
+)
 from tests.connectors.conftest import FIXTURES, land_source, rows_of
 from transforms.fields import header_scorer, map_fields
 from warehouse.schema import raw_contacts, rejects
 
 SHEETS = FIXTURES / "sheets"
 SCORE = header_scorer({})
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 TURKISH = [
     {
@@ -339,3 +348,115 @@ def test_a_big_file_lands_in_chunks_and_only_its_last_moves_the_cursor(tmp_path:
     # the same rows read in one part get the same ids: landing them again adds nothing
     [whole] = list(iter_spreadsheet("sheets", str(path), None, score=SCORE))
     assert [r.source_record_id for r in whole.records] == ids
+
+
+def test_empty_cells_past_the_header_make_no_ragged_row() -> None:
+    data = "Name;Email\nAda Demir;ada@demir.example;;\nCan Ak;can@ak.example;  ;\t\n"
+    records, found = read_table("s", "f.csv", data.encode(), NOW, None, SCORE, False)
+    assert found == []
+    assert [r.payload for r in records] == [
+        {"Name": "Ada Demir", "Email": "ada@demir.example"},
+        {"Name": "Can Ak", "Email": "can@ak.example"},
+    ]
+
+
+def _parts(data: bytes, is_xlsx: bool = False) -> list[TablePart]:
+    return list(iter_table("s", "f.csv", data, NOW, None, SCORE, is_xlsx))
+
+
+def test_a_file_that_is_no_table_says_what_it_is() -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+    for data, what, fix in [
+        (png, "a PNG image", "export the sheet as CSV or XLSX"),
+        (b"PK\x03\x04" + bytes(300), "a ZIP archive", "rename it .xlsx"),
+        (bytes(range(1, 256)) * 8, "binary data", "export the sheet as CSV or XLSX"),
+    ]:
+        parts = _parts(data)
+        assert [p.records for p in parts] == [[]]
+        assert [(j.code, j.message) for j in parts[0].rejects] == [
+            ("unreadable_file", f"the file is {what}, not a CSV")
+        ]
+        [w] = parts[0].warnings
+        assert (w.file, w.code, w.loses_data) == ("f.csv", "not_text", True)
+        assert fix in w.fix
+
+
+def test_an_empty_file_is_a_warning_and_loses_nothing() -> None:
+    for data in (b"", b"\n\n", b" ; \n"):
+        parts = _parts(data)
+        assert [p.records for p in parts] == [[]] * len(parts)
+        [w] = [w for p in parts for w in p.warnings]
+        assert (w.code, w.message, w.loses_data) == ("empty_file", "the file is empty", False)
+
+
+def test_every_table_carries_its_shape() -> None:
+    [header_only] = _parts(b"Name;Email\n")
+    [shape] = header_only.tables
+    assert (shape.header, shape.found, shape.data_rows, shape.records) == (
+        ("Name", "Email"),
+        True,
+        0,
+        0,
+    )
+    unknown = "Nimi;Sähköposti;Puhelin\n\nAino Virtanen;aino@virtanen.fi;+358 40 123 4567\n"
+    [part] = _parts(unknown.encode())
+    assert [j.code for j in part.rejects] == ["no_header"]
+    [shape] = part.tables
+    assert shape.header == ("Nimi", "Sähköposti", "Puhelin") and not shape.found
+    assert shape.samples == (("Aino Virtanen", "aino@virtanen.fi", "+358 40 123 4567"),)
+    assert (shape.data_rows, shape.records, shape.header_row) == (1, 0, 1)
+    rows = "".join(
+        f"Ada {i};ada{i}@x.example;bad;cells\n" if i % 2 else f"Can {i};c{i}@x.example\n"
+        for i in range(6)
+    )
+    parts = list(
+        iter_table(
+            "s", "f.csv", f"Name;Email\n{rows}".encode(), NOW, None, SCORE, False, chunk_rows=2
+        )
+    )
+    assert [len(p.records) for p in parts] == [2, 1]
+    assert [len(p.tables) for p in parts] == [0, 1]
+    shape = parts[-1].tables[0]
+    assert (shape.data_rows, shape.records, len(shape.samples)) == (6, 3, 2)
+
+
+def test_a_workbook_gives_each_sheet_its_shape(tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    wb.active.title = "Leads"
+    wb.active.append(["Name", "E-Mail", "Firma"])
+    wb.create_sheet("Notes").append(["remember to call back"])
+    wb.create_sheet("Empty")
+    path = tmp_path / "leads.xlsx"
+    wb.save(path)
+    parts = list(iter_table("s", "leads.xlsx", path.read_bytes(), NOW, None, SCORE, True))
+    shapes = [t for p in parts for t in p.tables]
+    assert [(t.table, t.found, t.data_rows) for t in shapes] == [
+        ("Leads", True, 0),
+        ("Notes", False, 0),
+    ]
+    assert shapes[1].where == "leads.xlsx (sheet Notes)"
+    assert [w for p in parts for w in p.warnings] == []
+
+    (tmp_path / "blank.xlsx").write_bytes(b"")
+    wb = Workbook()
+    wb.save(tmp_path / "blank.xlsx")
+    parts = list(
+        iter_table(
+            "s", "blank.xlsx", (tmp_path / "blank.xlsx").read_bytes(), NOW, None, SCORE, True
+        )
+    )
+    [w] = [w for p in parts for w in p.warnings]
+    assert (w.code, w.message, w.loses_data) == (
+        "empty_file",
+        "the workbook has no filled cell",
+        False,
+    )
+
+
+def test_a_corrupt_workbook_warns_that_it_lost_the_file() -> None:
+    parts = _parts(b"PK\x03\x04 not really a zip", is_xlsx=True)
+    [w] = [w for p in parts for w in p.warnings]
+    assert (w.code, w.loses_data) == ("unreadable_file", True)
+    assert w.message.startswith("the file cannot be read: BadZipFile:")

@@ -48,7 +48,11 @@ def test_fix_replay_close_and_dismiss(
         f"  - {{name: c, kind: spreadsheet, path: {tmp_path / 'c.csv'}}}\n"
     )
     cfg = write_config(tmp_path / "leadflow.yaml", warehouse_url, body)
-    assert main(["run", "--config", str(cfg)]) == 0
+    # nothing could be read from a and b: the run is partial and says so
+    assert main(["run", "--config", str(cfg)]) == 3
+    err = capsys.readouterr().err
+    assert "leadflow: warning: source a: a.csv: no header row names" in err
+    assert 'fix: add to source b: columns: {"Posta": email}' in err
     assert _rejects(warehouse_url) == {
         "a:no_header": ("open", None, None),
         "b:no_header": ("open", None, None),

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from connectors.base import TableShape
-from transforms.columns import check_table, kind_of_header, kind_of_values, map_columns, value_kind
+from transforms.columns import (
+    check_file,
+    check_table,
+    kind_of_header,
+    kind_of_values,
+    map_columns,
+    value_kind,
+)
 
 
 @pytest.mark.parametrize(
@@ -139,3 +148,34 @@ def test_a_json_exports_fields_are_checked_like_columns() -> None:
         "unmapped_column",
         'add to source forms: columns: {"Kanal 2": phone}',
     )
+
+
+def test_a_header_with_no_rows_under_it_is_a_warning_that_loses_nothing() -> None:
+    [w] = check_file([shape(("Name", "Email"), [])])
+    assert (w.code, w.header, w.loses_data) == ("no_rows", ("Name", "Email"), False)
+    assert w.message == "the file has a header row but no rows under it"
+
+
+def test_a_file_of_which_nothing_became_a_record_lost_data() -> None:
+    unknown = shape(("Nimi", "Sähköposti"), [("Aino Virtanen", "aino@virtanen.fi")], found=False)
+    unknown = replace(unknown, records=0)
+    [w] = check_file([unknown])
+    assert (w.code, w.loses_data) == ("unknown_header", True)
+    assert w.fix == 'add to source fair: columns: {"Sähköposti": email}'
+    # every row rejected (ragged): the file had rows and none of them landed
+    ragged = replace(shape(("Name", "Email"), [("Ann Lee", "ann@a.example")]), records=0)
+    [w] = check_file([ragged])
+    assert (w.code, w.loses_data) == ("nothing_read", True)
+    assert w.message == "none of its 1 rows became a record (see leadflow rejects list)"
+
+
+def test_a_workbook_loses_nothing_when_one_of_its_sheets_landed() -> None:
+    leads = replace(shape(("Name", "Email"), [("Ann Lee", "ann@a.example")]), table="Leads")
+    notes = replace(shape(("remember to call",), [], found=False), records=0, table="Notes")
+    [w] = check_file([leads, notes])
+    assert (w.file, w.code, w.loses_data) == ("fair.csv:csv (sheet Notes)", "unknown_header", False)
+    # a header the map names is missing only when no sheet of the file has it
+    assert check_file([leads, notes], {"Email": "email"}) == [w]
+    [w, missing] = check_file([leads, notes], {"E-posta": "email"})
+    assert (missing.file, missing.code) == ("fair.csv:csv", "mapped_header_missing")
+    assert missing.message == 'columns maps "E-posta" to email, but the file has no such column'
