@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     rj.add_argument(
         "--all", action="store_true", dest="include_replayed", help="list: also replayed ones"
     )
+    so = command("sources", "look at source files before a run: what each column maps to")
+    so.add_argument("action", choices=["inspect"])
+    so.add_argument("path", help="a file, folder or glob of sheets (.csv, .xlsx) or JSON exports")
+    so.add_argument(
+        "--source", default=None, help="read as this source of the config would (its columns:)"
+    )
     wh = command("webhooks", "receive pushed form submissions into spools")
     wh.add_argument("action", choices=["serve"])
     wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
@@ -876,6 +882,69 @@ def _dismiss(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _sources(args: argparse.Namespace, settings: Settings) -> int:
+    """What each file under PATH holds as a source reads it: per table the header row found,
+    what each column maps to (and why), five sample values, and the warnings. Writes nothing."""
+    import glob
+
+    from flows.stages import inspect_files
+    from transforms.columns import map_columns
+
+    source = None
+    if args.source:
+        if args.source not in {s.name for s in settings.sources}:
+            print(f"leadflow: --source: no source named {args.source!r}", file=sys.stderr)
+            return EXIT_CONFIG
+        source = settings.source(args.source)
+    if not (os.path.exists(args.path) or glob.glob(args.path)):
+        print(f"leadflow: sources inspect: no such file or folder: {args.path}", file=sys.stderr)
+        return EXIT_CONFIG
+    reports = inspect_files(args.path, source)
+    if not reports:
+        print(
+            f"leadflow: sources inspect: no .csv, .xlsx or .json file in {args.path}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    explicit = dict(getattr(source, "columns", None) or {})
+    blocks = []
+    for report in reports:
+        lines = [] if report.tables else [f"{report.file}: no table"]
+        for shape in report.tables:
+            rows = "1 row" if shape.data_rows == 1 else f"{shape.data_rows} rows"
+            if shape.found:
+                lines.append(f"{shape.where}: header row {shape.header_row}, {rows} under it")
+            else:
+                lines.append(
+                    f"{shape.where}: no header row names a column leadflow knows; the likeliest, "
+                    f"row {shape.header_row}, has {rows} under it"
+                )
+            cols = [
+                {
+                    "column": c.header,
+                    "maps to": (
+                        f"{c.field} ({'columns:' if c.by == 'columns' else c.by})"
+                        if c.field
+                        else f"- (seems {c.suggested})"
+                        if c.suggested
+                        else "-"
+                    ),
+                    "samples": " | ".join(c.samples),
+                }
+                for c in map_columns(shape.header, shape.samples, explicit)
+            ]
+            if cols:
+                table = _table(cols, ["column", "maps to", "samples"])
+                lines += [ln.rstrip() for ln in table.splitlines()]
+        lines += [f"warning: {w.line()}" for w in report.warnings]
+        blocks.append("\n".join(lines))
+    print("\n\n".join(blocks))
+    return 0
+
+
+COMMANDS["sources"] = _sources
+
+
 def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
     return serve_webhooks(settings, args.host, args.port, args.sources)
 
@@ -917,6 +986,12 @@ def default_prefect_home(config: str | None) -> None:
     os.environ.setdefault("PREFECT_HOME", str(folder / ".prefect"))
 
 
+def _no_default_config() -> bool:
+    from flows.settings import DEFAULT_CONFIG
+
+    return not Path(DEFAULT_CONFIG).is_file()
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -934,8 +1009,10 @@ def _main(argv: list[str] | None) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(f"leadflow: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        if not (args.command == "sources" and args.config is None and _no_default_config()):
+            print(f"leadflow: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        settings = Settings()  # looking at files needs no config: the built-in aliases
 
     from flows import logmask
     from flows.errors import RunFailed

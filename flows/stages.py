@@ -18,7 +18,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from connectors.base import READ_FAILURES, RawBatch, SourceWarning, TableShape, within_limits
+from connectors.base import (
+    READ_FAILURES,
+    RawBatch,
+    SourceWarning,
+    TableShape,
+    expand_paths,
+    within_limits,
+)
 from connectors.email import MailOptions, iter_email_files
 from connectors.fx_rates import read_rates_file
 from connectors.http import (
@@ -37,6 +44,7 @@ from connectors.opportunity_updates import (
     iter_hubspot_deals,
     iter_salesforce_opportunities,
 )
+from connectors.spreadsheet import SUFFIXES as SHEET_SUFFIXES
 from connectors.spreadsheet import (
     RowDating,
     first_landed,
@@ -326,6 +334,39 @@ class FileChecks:
     def warnings(self) -> list[SourceWarning]:
         explicit = getattr(self.source, "columns", None) or {}
         return self.found + [w for t in self.tables.values() for w in check_file(t, explicit)]
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """One file as a source would read it: the tables found in it and the warnings."""
+
+    file: str
+    tables: list[TableShape]
+    warnings: list[SourceWarning]
+
+
+INSPECTED = (*SHEET_SUFFIXES, ".json")
+
+
+def inspect_files(path: str, source: Source | None = None) -> list[FileReport]:
+    """Every sheet or JSON export under `path` (a file, folder or glob), read as `source` would
+    read it (its `columns:` and `sheets:`), or with the built-in aliases alone: nothing is
+    landed and no cursor is read or written."""
+    reports = []
+    for fpath in expand_paths(path, INSPECTED):
+        kind = "webform" if fpath.lower().endswith(".json") else "spreadsheet"
+        base: dict[str, Any] = {"name": "inspect", "kind": kind, "path": fpath}
+        if source is not None and source.kind == kind:
+            base.update(source.model_dump(include={"columns", "sheets"}, exclude_none=True))
+        src = (SpreadsheetSource if kind == "spreadsheet" else WebformSource).model_validate(base)
+        # a name the fixes can show: the chosen source's, else a placeholder to fill in
+        src = src.model_copy(update={"name": source.name if source else "<source>"})
+        checks = FileChecks(src)
+        for batch in iter_source(src, None):
+            checks.add(batch)
+        tables = [t for shapes in checks.tables.values() for t in shapes]
+        reports.append(FileReport(os.path.basename(fpath), tables, checks.warnings()))
+    return reports
 
 
 def lost_files(sources: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

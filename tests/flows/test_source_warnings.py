@@ -201,3 +201,79 @@ def test_files_empty_on_purpose_and_unmapped_columns_are_warnings_of_a_run_that_
     found = _warnings(stats)
     assert [w["code"] for w in found["mapped"]] == ["unmapped_column", "mapped_header_missing"]
     assert not any(w["loses_data"] for ws in found.values() for w in ws)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_sources_inspect_shows_each_columns_field_and_samples_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "yhteystiedot.csv").write_text(FINNISH, encoding="utf-8")
+    (tmp_path / "in" / "mapped.csv").write_text(MAPPED, encoding="utf-8")
+    (tmp_path / "in" / "photo.csv").write_bytes(PNG)
+    before = _tree(tmp_path)
+    # no config at all: the built-in aliases
+    shown = leadflow(["sources", "inspect", "in"], env(tmp_path, PREFECT_HOME=None), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr == ""
+    assert _tree(tmp_path) == before and not (tmp_path / ".prefect").exists()
+    blocks = shown.stdout.split("\n\n")
+    mapped = blocks[0]
+    assert mapped.splitlines()[0] == "mapped.csv: header row 1, 2 rows under it"
+    assert "\nAd Soyad     full_name (alias)  Ada Demir | Can Ak" in mapped
+    assert "\nMail Adresi  email (alias)      ada@demir.com.tr | can@ak.com.tr" in mapped
+    assert "\nİletişim     - (seems phone)    0532 111 22 33 | 0533 222 33 44" in mapped
+    assert (
+        'warning: source <source>: mapped.csv: column "İletişim" maps to no field but seems to '
+        'hold phone data; fix: add to source <source>: columns: {"İletişim": phone}'
+    ) in mapped
+    photo = blocks[1]
+    assert photo.splitlines() == [
+        "photo.csv: no table",
+        "warning: source <source>: photo.csv: the file is a PNG image, not a CSV; "
+        "fix: export the sheet as CSV or XLSX",
+    ]
+    finnish = blocks[2]
+    assert finnish.splitlines()[0] == (
+        "yhteystiedot.csv: no header row names a column leadflow knows; the likeliest, row 1, "
+        "has 2 rows under it"
+    )
+    assert "\nSähköposti  - (seems email)  aino@virtanen.fi | mikko@korhonen.fi" in finnish
+    assert "\nNimi        -                Aino Virtanen | Mikko Korhonen" in finnish
+
+    # with a source of the config, its columns: map applies and names the source
+    config = tmp_path / "leadflow.yaml"
+    config.write_text(
+        "warehouse: {url: 'sqlite:///w.db'}\nsources:\n  - {name: finland, kind: spreadsheet, "
+        'path: in/yhteystiedot.csv, columns: {"Sähköposti": email, "Nimi": full_name}}\n',
+        encoding="utf-8",
+    )
+    before = _tree(tmp_path)
+    shown = leadflow(
+        [
+            "sources",
+            "--config",
+            str(config),
+            "inspect",
+            "in/yhteystiedot.csv",
+            "--source",
+            "finland",
+        ],
+        env(tmp_path, PREFECT_HOME=None),
+        cwd=tmp_path,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert _tree(tmp_path) == before and not (tmp_path / "w.db").exists()
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "yhteystiedot.csv: header row 1, 2 rows under it"
+    assert "Sähköposti  email (columns:)      aino@virtanen.fi | mikko@korhonen.fi" in lines
+    assert (
+        'warning: source finland: yhteystiedot.csv: column "Puhelin" maps to no field but '
+        'seems to hold phone data; fix: add to source finland: columns: {"Puhelin": phone}'
+    ) in lines
+    missing = leadflow(["sources", "inspect", "nowhere"], env(tmp_path), cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "leadflow: sources inspect: no such file or folder: nowhere"
