@@ -286,3 +286,25 @@ def test_one_name_part_alone_is_still_no_identity() -> None:
     )
     contacts, rejects = normalize_batch([row], NormalizeOptions())
     assert not contacts and rejects[0].code == "no_identity"
+
+
+def test_a_role_mailbox_with_a_company_is_a_contact_of_that_company() -> None:
+    from transforms.normalize import NormalizeOptions, normalize_batch
+    from transforms.records import RawRow, raw_id_for
+
+    def row(n: str, payload: dict[str, str]) -> RawRow:
+        when = datetime(2026, 1, 1, tzinfo=UTC)
+        return RawRow(raw_id_for("fair", n), "fair", "spreadsheet", n, when, payload)
+
+    company = {"E-posta": "info@karadeniz-gida.com.tr", "Şirket": "Karadeniz Gıda A.Ş."}
+    alone = {"E-posta": "sales@karadeniz-gida.com.tr", "Şehir": "Trabzon"}
+    contacts, rejects = normalize_batch([row("1", company), row("2", alone)], NormalizeOptions())
+    (c,) = contacts
+    assert (c.email, c.email_is_role, c.company) == (
+        "info@karadeniz-gida.com.tr",
+        True,
+        "Karadeniz Gıda A.Ş.",
+    )
+    assert c.company_domain == "karadeniz-gida.com.tr" and c.full_name is None
+    # a role mailbox of nobody in particular still identifies nobody
+    assert [(j.source_record_id, j.code) for j in rejects] == [("2", "no_identity")]
