@@ -125,3 +125,25 @@ def test_decisions_apply_on_the_next_run(tmp_path: Path, warehouse_url: str) -> 
     final = _leads(engine)
     assert final["c3"] != final["c4"] and {final["c3"], final["c4"]} == {after["c3"], after["c4"]}
     engine.dispose()
+
+
+def test_a_split_from_the_console_applies_on_the_next_run(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    from warehouse.stewardship import split_contact
+
+    engine, settings = _setup(tmp_path, warehouse_url)
+    extract_and_land(engine, settings.sources[0], "run_1")
+    process_pending(engine, settings, "run_1")
+    _, _, c3, c4 = _contacts(engine)
+    lead = _leads(engine)["c3"]
+    with engine.begin() as conn:
+        ids = split_contact(conn, lead, c4, "steward", NOW)
+    process_pending(engine, settings, "run_2")
+    after = _leads(engine)
+    assert after["c3"] == lead and after["c4"] != lead  # the first contact keeps the lead's id
+    assert all(_applied(engine, rid) for rid in ids)
+    with engine.connect() as conn:
+        splits = conn.execute(text("select lead_id, split_from_lead_id, run_id from lead_splits"))
+        assert [tuple(r) for r in splits] == [(after["c4"], lead, "run_2")]
+    engine.dispose()
