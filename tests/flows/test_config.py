@@ -10,6 +10,7 @@ from connectors.http import RateLimit
 from flows.cli import main
 from flows.settings import WebformSource, load_settings
 from flows.stages import http_client
+from transforms.fields import CANONICAL
 
 CASES = [
     (
@@ -192,3 +193,22 @@ def test_each_source_gets_its_rate_limit(
     assert isinstance(src, WebformSource)
     client = http_client(src, None)
     assert (client.limiter.limit if client.limiter else None) == expected
+
+
+def test_a_column_map_to_no_field_stops_the_real_command_in_one_line(tmp_path: Path) -> None:
+    from tests.clirun import env, leadflow
+
+    (tmp_path / "fair.csv").write_text("Ad Soyad;E-posta\nAda Demir;ada@demir.com.tr\n")
+    cfg = tmp_path / "leadflow.yaml"
+    cfg.write_text(
+        "warehouse: {url: 'sqlite:///w.db'}\nsources:\n"
+        '  - {name: fair, kind: spreadsheet, path: fair.csv, columns: {"E-posta": e_mail}}\n'
+    )
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = leadflow(["run", "--config", str(cfg)], env(tmp_path, PREFECT_HOME=None))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "leadflow: config: sources[0].columns: 'E-posta' maps to 'e_mail', which is not a field "
+        "(did you mean email?); valid fields: " + ", ".join(CANONICAL)
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
