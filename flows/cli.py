@@ -912,7 +912,10 @@ def _sources(args: argparse.Namespace, settings: Settings) -> int:
         lines = [] if report.tables else [f"{report.file}: no table"]
         for shape in report.tables:
             rows = "1 row" if shape.data_rows == 1 else f"{shape.data_rows} rows"
-            if shape.found:
+            if not shape.header_row:  # a JSON export: its submissions' fields are the columns
+                n = shape.data_rows
+                lines.append(f"{shape.where}: {n} submission{'' if n == 1 else 's'}, fields:")
+            elif shape.found:
                 lines.append(f"{shape.where}: header row {shape.header_row}, {rows} under it")
             else:
                 lines.append(
@@ -929,7 +932,7 @@ def _sources(args: argparse.Namespace, settings: Settings) -> int:
                         if c.suggested
                         else "-"
                     ),
-                    "samples": " | ".join(c.samples),
+                    "samples": " | ".join(v if len(v) <= 40 else v[:39] + "…" for v in c.samples),
                 }
                 for c in map_columns(shape.header, shape.samples, explicit)
             ]

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.clirun import env, leadflow
+from tests.conftest import EXAMPLES
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 FINNISH = (
@@ -274,6 +275,15 @@ def test_sources_inspect_shows_each_columns_field_and_samples_and_writes_nothing
         'warning: source finland: yhteystiedot.csv: column "Puhelin" maps to no field but '
         'seems to hold phone data; fix: add to source finland: columns: {"Puhelin": phone}'
     ) in lines
+    export = leadflow(
+        ["sources", "inspect", str(EXAMPLES / "webform_export.json")], env(tmp_path), cwd=tmp_path
+    )
+    assert export.returncode == 0, export.stderr
+    lines = export.stdout.splitlines()
+    assert lines[0] == "webform_export.json: 6 submissions, fields:"
+    assert any(
+        ln.startswith("submitted_at  received_at (alias)  2026-10-02T09:15:00Z") for ln in lines
+    )
     missing = leadflow(["sources", "inspect", "nowhere"], env(tmp_path), cwd=tmp_path)
     assert missing.returncode == 2
     assert missing.stderr.strip() == "leadflow: sources inspect: no such file or folder: nowhere"
