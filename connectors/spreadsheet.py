@@ -395,8 +395,10 @@ def iter_table(
             if rows is None:
                 msg = f"no sheet named {sheet!r}"
                 reject = ExtractReject(source, f"{fname}:{sheet}", "sheet_not_found", msg, "")
+                fix = f"check the sheet names in source {source} sheets:"
+                warning = SourceWarning(source, fname, "sheet_not_found", msg, fix=fix)
                 shaped = True
-                yield TablePart([], [reject])
+                yield TablePart([], [reject], [], [warning])
                 continue
             for part in iter_row_chunks(
                 source, fname, sheet, rows, received_at, score, chunk_rows, dating

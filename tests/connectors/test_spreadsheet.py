@@ -277,6 +277,17 @@ def test_only_the_named_sheets_are_read_and_a_missing_one_is_a_reject() -> None:
     assert [(j.source_record_id, j.code, j.message) for j in found] == [
         ("contacts.xlsx:Visitors", "sheet_not_found", "no sheet named 'Visitors'")
     ]
+    batches = list(
+        iter_spreadsheet("sheets", str(SHEETS / "contacts.xlsx"), None, ["Visitors"], score=SCORE)
+    )
+    [w] = [w for b in batches for w in b.warnings]
+    assert (w.file, w.code, w.message, w.loses_data) == (
+        "contacts.xlsx",
+        "sheet_not_found",
+        "no sheet named 'Visitors'",
+        False,
+    )
+    assert w.fix == "check the sheet names in source sheets sheets:"
 
 
 def test_a_corrupt_workbook_is_one_reject_and_other_files_go_on(tmp_path: Path) -> None:
