@@ -263,10 +263,10 @@ def create_app(
         with engine.begin() as c:
             yield c
 
-    # A write commits before its response is sent (FastAPI runs the code after a dependency's
-    # yield after the response unless its scope is "function"): the steward's next page, or an
-    # API client's next call, sees the decision it was just told about.
-    committed = Depends(tx, scope="function")
+    # Ended with the handler, before the answer is sent: a change is committed (or its failure
+    # answered) before the browser is told it is done and reads the next page.
+    read = Depends(conn, scope="function")
+    write = Depends(tx, scope="function")
 
     # ---- login -------------------------------------------------------------------------------
 
@@ -314,7 +314,7 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse)
     def overview(
-        request: Request, s: Session = Depends(session_of), c: Connection = Depends(conn)
+        request: Request, s: Session = Depends(session_of), c: Connection = read
     ) -> HTMLResponse:
         data = overview_data(c)
         steps = ["contacts", "leads", "qualified", "opportunities"]
@@ -330,7 +330,7 @@ def create_app(
         )
 
     @app.get("/api/overview")
-    def api_overview(s: Session = Depends(api_session), c: Connection = Depends(conn)) -> Any:
+    def api_overview(s: Session = Depends(api_session), c: Connection = read) -> Any:
         return jsonable_encoder(overview_data(c))
 
     def runs_data(c: Connection) -> list[dict[str, Any]]:
@@ -341,12 +341,12 @@ def create_app(
 
     @app.get("/runs", response_class=HTMLResponse)
     def runs(
-        request: Request, s: Session = Depends(session_of), c: Connection = Depends(conn)
+        request: Request, s: Session = Depends(session_of), c: Connection = read
     ) -> HTMLResponse:
         return page(request, s, "runs.html", runs=runs_data(c), jobs=jobs.recent())
 
     @app.get("/api/runs")
-    def api_runs(s: Session = Depends(api_session), c: Connection = Depends(conn)) -> Any:
+    def api_runs(s: Session = Depends(api_session), c: Connection = read) -> Any:
         return jsonable_encoder(runs_data(c))
 
     @app.get("/runs/{run_id}/docs/{doc_path:path}")
@@ -359,12 +359,12 @@ def create_app(
 
     @app.get("/rejects", response_class=HTMLResponse)
     def rejects(
-        request: Request, s: Session = Depends(session_of), c: Connection = Depends(conn)
+        request: Request, s: Session = Depends(session_of), c: Connection = read
     ) -> HTMLResponse:
         return page(request, s, "rejects.html", groups=stewardship.reject_groups(c))
 
     @app.get("/api/rejects")
-    def api_rejects(s: Session = Depends(api_session), c: Connection = Depends(conn)) -> Any:
+    def api_rejects(s: Session = Depends(api_session), c: Connection = read) -> Any:
         return jsonable_encoder(stewardship.reject_groups(c))
 
     def start_replay(steward: str, reason: str | None) -> Job:
@@ -437,7 +437,7 @@ def create_app(
         request: Request,
         pos: int = 0,
         s: Session = Depends(session_of),
-        c: Connection = Depends(conn),
+        c: Connection = read,
     ) -> HTMLResponse:
         pos = max(0, pos)
         page_no = pos // PER_PAGE + 1
@@ -467,14 +467,14 @@ def create_app(
         page: int = 1,
         per_page: int = PER_PAGE,
         s: Session = Depends(api_session),
-        c: Connection = Depends(conn),
+        c: Connection = read,
     ) -> Any:
         rows, total = queue_page(c, max(page, 1), min(max(per_page, 1), 200))
         return jsonable_encoder({"total": total, "page": page, "reviews": rows})
 
     @app.get("/reviews/{rid}", response_class=HTMLResponse)
     def review(
-        request: Request, rid: str, s: Session = Depends(session_of), c: Connection = Depends(conn)
+        request: Request, rid: str, s: Session = Depends(session_of), c: Connection = read
     ) -> HTMLResponse:
         detail = stewardship.review_detail(c, rid)
         if detail is None:
@@ -484,9 +484,7 @@ def create_app(
         )
 
     @app.get("/api/reviews/{rid}")
-    def api_review(
-        rid: str, s: Session = Depends(api_session), c: Connection = Depends(conn)
-    ) -> Any:
+    def api_review(rid: str, s: Session = Depends(api_session), c: Connection = read) -> Any:
         detail = stewardship.review_detail(c, rid)
         if detail is None:
             return JSONResponse({"detail": "no such pair"}, status_code=404)
@@ -502,7 +500,7 @@ def create_app(
 
     @app.post("/reviews/{rid}/decide")
     def decide(
-        rid: str, p: tuple[Session, dict[str, str]] = Depends(posted), c: Connection = committed
+        rid: str, p: tuple[Session, dict[str, str]] = Depends(posted), c: Connection = write
     ) -> Response:
         s, data = p
         pos = _int(data.get("pos"))
@@ -521,14 +519,14 @@ def create_app(
         rid: str,
         s: Session = Depends(api_session),
         data: dict[str, Any] = Depends(json_body),
-        c: Connection = committed,
+        c: Connection = write,
     ) -> Any:
         decision = _decide(c, rid, str(data.get("decision", "")), s.steward)
         return {"review_id": rid, "decision": decision, "decided_by": s.steward}
 
     @app.post("/reviews/{rid}/revoke")
     def revoke(
-        rid: str, p: tuple[Session, dict[str, str]] = Depends(posted), c: Connection = committed
+        rid: str, p: tuple[Session, dict[str, str]] = Depends(posted), c: Connection = write
     ) -> Response:
         s, data = p
         stewardship.revoke(c, rid, s.steward, datetime.now(UTC))
@@ -536,7 +534,7 @@ def create_app(
         return RedirectResponse(_safe_next(back) if back else "/reviews", status_code=303)
 
     @app.post("/api/reviews/{rid}/revoke")
-    def api_revoke(rid: str, s: Session = Depends(api_session), c: Connection = committed) -> Any:
+    def api_revoke(rid: str, s: Session = Depends(api_session), c: Connection = write) -> Any:
         return {"revoked": stewardship.revoke(c, rid, s.steward, datetime.now(UTC))}
 
     # ---- the lead explorer ---------------------------------------------------------------------
@@ -552,7 +550,7 @@ def create_app(
         request: Request,
         q: str = "",
         s: Session = Depends(session_of),
-        c: Connection = Depends(conn),
+        c: Connection = read,
     ) -> Response:
         q = q[:200]
         if q.strip().startswith("lead_"):
@@ -560,9 +558,7 @@ def create_app(
         return page(request, s, "leads.html", q=q, results=search(c, q) if q.strip() else None)
 
     @app.get("/api/leads")
-    def api_leads(
-        q: str = "", s: Session = Depends(api_session), c: Connection = Depends(conn)
-    ) -> Any:
+    def api_leads(q: str = "", s: Session = Depends(api_session), c: Connection = read) -> Any:
         return jsonable_encoder({"q": q, "leads": search(c, q[:200])})
 
     @app.get("/leads/{lead_id}", response_class=HTMLResponse)
@@ -570,7 +566,7 @@ def create_app(
         request: Request,
         lead_id: str,
         s: Session = Depends(session_of),
-        c: Connection = Depends(conn),
+        c: Connection = read,
     ) -> Response:
         detail = stewardship.lead_detail(c, lead_id)
         if detail is None:
@@ -588,9 +584,7 @@ def create_app(
         )
 
     @app.get("/api/leads/{lead_id}")
-    def api_lead(
-        lead_id: str, s: Session = Depends(api_session), c: Connection = Depends(conn)
-    ) -> Any:
+    def api_lead(lead_id: str, s: Session = Depends(api_session), c: Connection = read) -> Any:
         detail = stewardship.lead_detail(c, lead_id)
         if detail is None:
             return JSONResponse(
@@ -603,7 +597,7 @@ def create_app(
     def split(
         lead_id: str,
         p: tuple[Session, dict[str, str]] = Depends(posted),
-        c: Connection = committed,
+        c: Connection = write,
     ) -> Response:
         s, data = p
         stewardship.split_contact(
@@ -616,7 +610,7 @@ def create_app(
         lead_id: str,
         s: Session = Depends(api_session),
         data: dict[str, Any] = Depends(json_body),
-        c: Connection = committed,
+        c: Connection = write,
     ) -> Any:
         ids = stewardship.split_contact(
             c, lead_id, str(data.get("contact_id", "")), s.steward, datetime.now(UTC)

@@ -279,6 +279,52 @@ def test_review_queue_decision_changes_leads_exactly_as_sql(
     }
 
 
+@pytest.mark.parametrize("console", ["postgresql"], indirect=True)
+def test_a_change_is_committed_before_the_answer_says_it_is_done(console: Console) -> None:
+    """The answer to a state change comes after its transaction committed: a commit that fails
+    (here a deferred trigger refuses one steward's decisions) is an error, never a 200 or a
+    redirect over a decision that was not stored."""
+    engine = db.make_engine(console.url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                "BEGIN IF NEW.steward = 'Refused Steward' THEN "
+                "RAISE EXCEPTION 'refused at commit'; END IF; RETURN NULL; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON review_log "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()"
+            )
+        )
+    try:
+        pair = console.api("GET", "/api/reviews").json()["reviews"][0]
+        r = requests.post(
+            f"{console.base}/api/reviews/{pair['review_id']}/decide",
+            json={"decision": "different"},
+            headers={"Authorization": f"Bearer {TOKEN}", "X-Steward": "Refused Steward"},
+            timeout=60,
+        )
+        assert r.status_code == 500
+        s = console.login("Refused Steward")
+        html = s.get(console.base + "/reviews", timeout=30).text
+        r = s.post(
+            f"{console.base}/reviews/{pair['review_id']}/decide",
+            data={"decision": "different", "pos": "0", "csrf_token": csrf_of(html)},
+            allow_redirects=False,
+            timeout=60,
+        )
+        assert r.status_code == 500
+        assert _review_row(console.url, pair["review_id"]).decision == "open"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER refuse_at_commit ON review_log"))
+            conn.execute(text("DROP FUNCTION refuse_at_commit()"))
+        engine.dispose()
+
+
 @contextmanager
 def _twin(console: Console, tmp: Path) -> Iterator[tuple[str, Path, Path]]:
     """A second warehouse of the same dialect, built by the same run of the same sources."""
