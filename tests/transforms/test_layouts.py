@@ -53,6 +53,53 @@ class Layout:
     unmapped: tuple[str, ...] = ()  # columns that carry nothing a contact holds, warned about
 
 
+# Contact-book exports carry every column of their format, empty or not: the full header rows.
+GOOGLE_CONTACTS = (
+    "First Name,Middle Name,Last Name,Phonetic First Name,Phonetic Middle Name,"
+    "Phonetic Last Name,Name Prefix,Name Suffix,Nickname,File As,Organization Name,"
+    "Organization Title,Organization Department,Birthday,Notes,Photo,Labels,E-mail 1 - Label,"
+    "E-mail 1 - Value,E-mail 2 - Label,E-mail 2 - Value,Phone 1 - Label,Phone 1 - Value,"
+    "Phone 2 - Label,Phone 2 - Value,Address 1 - Label,Address 1 - Formatted,Address 1 - Street,"
+    "Address 1 - City,Address 1 - PO Box,Address 1 - Region,Address 1 - Postal Code,"
+    "Address 1 - Country,Address 1 - Extended Address"
+).split(",")
+GOOGLE_CONTACTS_LEGACY = (
+    "Name,Given Name,Additional Name,Family Name,Yomi Name,Given Name Yomi,"
+    "Additional Name Yomi,Family Name Yomi,Name Prefix,Name Suffix,Initials,Nickname,Short Name,"
+    "Maiden Name,Birthday,Gender,Location,Billing Information,Directory Server,Mileage,Occupation,"
+    "Hobby,Sensitivity,Priority,Subject,Notes,Language,Photo,Group Membership,E-mail 1 - Type,"
+    "E-mail 1 - Value,E-mail 2 - Type,E-mail 2 - Value,Phone 1 - Type,Phone 1 - Value,"
+    "Phone 2 - Type,Phone 2 - Value,Phone 3 - Type,Phone 3 - Value,Address 1 - Type,"
+    "Address 1 - Formatted,Address 1 - Street,Address 1 - City,Address 1 - PO Box,"
+    "Address 1 - Region,Address 1 - Postal Code,Address 1 - Country,Address 1 - Extended Address,"
+    "Organization 1 - Type,Organization 1 - Name,Organization 1 - Yomi Name,"
+    "Organization 1 - Title,Organization 1 - Department,Organization 1 - Symbol,"
+    "Organization 1 - Location,Organization 1 - Job Description"
+).split(",")
+OUTLOOK_CONTACTS = (
+    "Title,First Name,Middle Name,Last Name,Suffix,Company,Department,Job Title,Business Street,"
+    "Business Street 2,Business Street 3,Business City,Business State,Business Postal Code,"
+    "Business Country/Region,Home Street,Home Street 2,Home Street 3,Home City,Home State,"
+    "Home Postal Code,Home Country/Region,Other Street,Other Street 2,Other Street 3,Other City,"
+    "Other State,Other Postal Code,Other Country/Region,Assistant's Phone,Business Fax,"
+    "Business Phone,Business Phone 2,Callback,Car Phone,Company Main Phone,Home Fax,Home Phone,"
+    "Home Phone 2,ISDN,Mobile Phone,Other Fax,Other Phone,Pager,Primary Phone,Radio Phone,"
+    "TTY/TDD Phone,Telex,Account,Anniversary,Assistant's Name,Billing Information,Birthday,"
+    "Business Address PO Box,Categories,Children,Directory Server,E-mail Address,E-mail Type,"
+    "E-mail Display Name,E-mail 2 Address,E-mail 2 Type,E-mail 2 Display Name,E-mail 3 Address,"
+    "E-mail 3 Type,E-mail 3 Display Name,Gender,Government ID Number,Hobby,Home Address PO Box,"
+    "Initials,Internet Free Busy,Keywords,Language,Location,Manager's Name,Mileage,Notes,"
+    "Office Location,Organizational ID Number,Other Address PO Box,Priority,Private,Profession,"
+    "Referred By,Sensitivity,Spouse,User 1,User 2,User 3,User 4,Web Page"
+).split(",")
+
+
+def cells(header: list[str], values: dict[str, str]) -> list[str]:
+    """A row of `header` holding `values`, every other cell empty."""
+    assert set(values) <= set(header), set(values) - set(header)
+    return [values.get(h, "") for h in header]
+
+
 LAYOUTS = [
     Layout(
         "salesforce-lead-report",
@@ -744,37 +791,35 @@ LAYOUTS = [
     ),
     Layout(
         "google-contacts",
-        "First Name,Middle Name,Last Name,Nickname,File As,E-mail 1 - Label,E-mail 1 - Value,"
-        "E-mail 2 - Label,E-mail 2 - Value,Phone 1 - Label,Phone 1 - Value,Phone 2 - Label,"
-        "Phone 2 - Value,Address 1 - Label,Address 1 - Country,Address 1 - Street,"
-        "Address 1 - City,Address 1 - Region,Address 1 - Postal Code,Organization Name,"
-        "Organization Title,Birthday,Notes,Labels".split(","),
-        [
-            "Murat",
-            "",
-            "Doğan",
-            "",
-            "",
-            "Work",
-            "murat.dogan@doganhukuk.com.tr",
-            "Home",
-            "muratdogan@gmail.com",
-            "Mobile",
-            "+90 505 123 45 67",
-            "Work",
-            "+90 232 444 12 34",
-            "Work",
-            "Türkiye",
-            "Alsancak Mah. 1482 Sk. 3",
-            "İzmir",
-            "Konak",
-            "35220",
-            "Doğan Hukuk Bürosu",
-            "Avukat",
-            "1979-01-02",
-            "met at the fair",
-            "* myContacts ::: Fair 2026",
-        ],
+        GOOGLE_CONTACTS,
+        cells(
+            GOOGLE_CONTACTS,
+            {
+                "First Name": "Murat",
+                "Last Name": "Doğan",
+                "File As": "Murat Doğan",
+                "Organization Name": "Doğan Hukuk Bürosu",
+                "Organization Title": "Avukat",
+                "Birthday": "1979-01-02",
+                "Notes": "met at the fair",
+                "Labels": "* myContacts ::: Fair 2026",
+                "E-mail 1 - Label": "Work",
+                "E-mail 1 - Value": "murat.dogan@doganhukuk.com.tr",
+                "E-mail 2 - Label": "Home",
+                "E-mail 2 - Value": "muratdogan@gmail.com",
+                "Phone 1 - Label": "Mobile",
+                "Phone 1 - Value": "+90 505 123 45 67",
+                "Phone 2 - Label": "Work",
+                "Phone 2 - Value": "+90 232 444 12 34",
+                "Address 1 - Label": "Work",
+                "Address 1 - Formatted": "Alsancak Mah. 1482 Sk. 3\nKonak\n35220 İzmir\nTürkiye",
+                "Address 1 - Street": "Alsancak Mah. 1482 Sk. 3",
+                "Address 1 - City": "İzmir",
+                "Address 1 - Region": "Konak",
+                "Address 1 - Postal Code": "35220",
+                "Address 1 - Country": "Türkiye",
+            },
+        ),
         {
             "first_name": "Murat",
             "last_name": "Doğan",
@@ -795,43 +840,34 @@ LAYOUTS = [
     ),
     Layout(
         "google-contacts-legacy",
-        "Name,Given Name,Additional Name,Family Name,Yomi Name,Name Prefix,Name Suffix,Nickname,"
-        "Birthday,Gender,Location,Occupation,Notes,Group Membership,E-mail 1 - Type,"
-        "E-mail 1 - Value,Phone 1 - Type,Phone 1 - Value,Phone 2 - Type,Phone 2 - Value,"
-        "Address 1 - Type,Address 1 - Street,Address 1 - City,Address 1 - Region,"
-        "Address 1 - Postal Code,Address 1 - Country,Organization 1 - Type,"
-        "Organization 1 - Name,Organization 1 - Title".split(","),
-        [
-            "Clara Hoffmann",
-            "Clara",
-            "",
-            "Hoffmann",
-            "",
-            "",
-            "",
-            "",
-            "1988-09-15",
-            "",
-            "",
-            "",
-            "",
-            "* myContacts",
-            "* Work",
-            "clara.hoffmann@hoffmann-it.ch",
-            "Work",
-            "+41 44 123 45 67",
-            "Mobile",
-            "+41 79 123 45 67",
-            "Work",
-            "Bahnhofstrasse 10",
-            "Zürich",
-            "ZH",
-            "8001",
-            "Switzerland",
-            "",
-            "Hoffmann IT AG",
-            "Leiterin Vertrieb",
-        ],
+        GOOGLE_CONTACTS_LEGACY,
+        cells(
+            GOOGLE_CONTACTS_LEGACY,
+            {
+                "Name": "Clara Hoffmann",
+                "Given Name": "Clara",
+                "Family Name": "Hoffmann",
+                "Birthday": "1988-09-15",
+                "Group Membership": "* myContacts",
+                "E-mail 1 - Type": "* Work",
+                "E-mail 1 - Value": "clara.hoffmann@hoffmann-it.ch",
+                "Phone 1 - Type": "Work",
+                "Phone 1 - Value": "+41 44 123 45 67",
+                "Phone 2 - Type": "Mobile",
+                "Phone 2 - Value": "+41 79 123 45 67",
+                "Address 1 - Type": "Work",
+                # the whole address in one cell, beside its parts
+                "Address 1 - Formatted": "Bahnhofstrasse 10\n8001 Zürich ZH\nSwitzerland",
+                "Address 1 - Street": "Bahnhofstrasse 10",
+                "Address 1 - City": "Zürich",
+                "Address 1 - Region": "ZH",
+                "Address 1 - Postal Code": "8001",
+                "Address 1 - Country": "Switzerland",
+                "Organization 1 - Type": "",
+                "Organization 1 - Name": "Hoffmann IT AG",
+                "Organization 1 - Title": "Leiterin Vertrieb",
+            },
+        ),
         {
             "first_name": "Clara",
             "last_name": "Hoffmann",
@@ -850,34 +886,38 @@ LAYOUTS = [
     ),
     Layout(
         "outlook-contacts",
-        "Title,First Name,Middle Name,Last Name,Suffix,Company,Department,Job Title,"
-        "Business Street,Business City,Business State,Business Postal Code,"
-        "Business Country/Region,Business Phone,Mobile Phone,E-mail Address,E-mail Type,"
-        "E-mail Display Name,E-mail 2 Address,Birthday,Notes,Web Page".split(","),
-        [
-            "Dr.",
-            "Peter",
-            "",
-            "Wagner",
-            "",
-            "Wagner Medizintechnik GmbH",
-            "Vertrieb",
-            "Vertriebsleiter",
-            "Königsallee 20",
-            "Düsseldorf",
-            "NRW",
-            "40212",
-            "Germany",
-            "+49 211 1234567",
-            "+49 172 1234567",
-            "peter.wagner@wagner-medtech.de",
-            "SMTP",
-            "Peter Wagner (peter.wagner@wagner-medtech.de)",
-            "p.wagner@t-online.de",
-            "0/0/00",
-            "",
-            "wagner-medtech.de",
-        ],
+        OUTLOOK_CONTACTS,
+        cells(
+            OUTLOOK_CONTACTS,
+            {
+                "Title": "Dr.",
+                "First Name": "Peter",
+                "Last Name": "Wagner",
+                "Company": "Wagner Medizintechnik GmbH",
+                "Department": "Vertrieb",
+                "Job Title": "Vertriebsleiter",
+                "Business Street": "Königsallee 20",
+                "Business City": "Düsseldorf",
+                "Business State": "NRW",
+                "Business Postal Code": "40212",
+                "Business Country/Region": "Germany",
+                "Business Phone": "+49 211 1234567",
+                "Mobile Phone": "+49 172 1234567",
+                "Birthday": "0/0/00",
+                "E-mail Address": "peter.wagner@wagner-medtech.de",
+                "E-mail Type": "SMTP",
+                "E-mail Display Name": "Peter Wagner (peter.wagner@wagner-medtech.de)",
+                "E-mail 2 Address": "p.wagner@t-online.de",
+                "E-mail 2 Type": "SMTP",
+                "E-mail 2 Display Name": "p.wagner@t-online.de",
+                "Gender": "Unspecified",
+                "Initials": "P.W.",
+                "Priority": "Normal",
+                "Private": "False",
+                "Sensitivity": "Normal",
+                "Web Page": "wagner-medtech.de",
+            },
+        ),
         {
             "first_name": "Peter",
             "last_name": "Wagner",
