@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 import pytest
 
 from connectors.spreadsheet import iter_spreadsheet
+from flows.settings import SpreadsheetSource
+from flows.stages import row_dating
 from transforms.fields import (
     ALIASES,
     CANONICAL,
@@ -30,12 +33,14 @@ from transforms.fields import (
     layouts,
     map_fields,
 )
-from transforms.normalize import NormalizeOptions, normalize_contact, parse_datetime
+from transforms.normalize import NormalizeOptions, normalize_contact
 from transforms.records import Contact, RawRow, raw_id_for
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 OPTS = NormalizeOptions(default_region="TR")
 NAME_FIELDS = ("first_name", "last_name", "full_name")
+FIRST_LANDED = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+EMAIL_IN_TEXT = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 @dataclass(frozen=True)
@@ -1093,8 +1098,21 @@ def write_export(path: Path, lay: Layout) -> Path:
 
 
 def land(tmp_path: Path, lay: Layout) -> tuple[RawRow, Contact]:
+    """The export read as a sheet source reads it (its header scorer and row dating)."""
     path = write_export(tmp_path / f"{lay.name}.csv", lay)
-    batches = list(iter_spreadsheet("exports", str(path), None, score=header_scorer({})))
+    source = SpreadsheetSource.model_validate(
+        {"name": "exports", "kind": "spreadsheet", "path": str(path)}
+    )
+    batches = list(
+        iter_spreadsheet(
+            "exports",
+            str(path),
+            None,
+            score=header_scorer(source.columns),
+            dating=row_dating(source),
+            now=FIRST_LANDED,
+        )
+    )
     assert [j for b in batches for j in b.rejects] == []
     [rec] = [r for b in batches for r in b.records]
     row = RawRow(
@@ -1128,6 +1146,9 @@ def test_an_export_lands_every_carried_field(i: int, landed: list[tuple[RawRow, 
     assert detect_layout(tuple(lay.header)) in ((None, lay.name) if lay.form else (lay.name,))
     got = {k: getattr(contact, k) for k in lay.expect}
     assert got == lay.expect
+    # every address the row holds, in whatever column, is the contact's email or one beside it
+    addresses = {m.casefold() for cell in lay.row for m in EMAIL_IN_TEXT.findall(cell)}
+    assert addresses == {contact.email, *(contact.other_emails or ())} - {None}
     for k in ("email", "phone", "company", "first_name", "last_name", "country"):
         if k not in lay.expect:
             assert getattr(contact, k) is None, k
@@ -1139,12 +1160,11 @@ def test_an_export_is_dated_by_its_own_date_column(
 ) -> None:
     lay = LAYOUTS[i]
     row, _contact = landed[i]
-    mapped = map_fields(row.payload)
     if lay.dated is None:
-        assert "received_at" not in mapped  # dated by when the file was first landed
+        assert "received_at" not in map_fields(row.payload)
+        assert row.received_at == FIRST_LANDED  # no date of its own: when it was first landed
         return
-    when = parse_datetime(mapped["received_at"])
-    assert when == datetime.fromisoformat(lay.dated).astimezone(UTC)
+    assert row.received_at == datetime.fromisoformat(lay.dated).astimezone(UTC)
 
 
 def test_every_carried_name_email_phone_and_company_reaches_the_contact(
