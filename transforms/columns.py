@@ -15,7 +15,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from connectors.base import SAMPLE_ROWS, SourceWarning, TableShape
-from transforms.fields import CANONICAL, canonical_field, flatten_submission, header_key
+from transforms.fields import (
+    CANONICAL,
+    IGNORE,
+    canonical_field,
+    flatten_submission,
+    header_fields,
+    header_key,
+)
 from transforms.normalize import normalize_country, parse_consent
 
 SAMPLES_SHOWN = 5
@@ -91,8 +98,9 @@ def kind_of_header(header: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class ColumnMapping:
-    """One column: its header, the field it maps to and why (`columns` or `alias`), the field
-    its header or values suggest when it maps to none, and its first non-empty values."""
+    """One column: its header, the field it maps to and why (`columns` or `alias`; `layout` when
+    its vendor layout documents it as carrying nothing), the field its header or values suggest
+    when it maps to none, and its first non-empty values."""
 
     header: str
     field: str | None
@@ -106,16 +114,19 @@ def map_columns(
     rows: Sequence[Sequence[Any]],
     explicit: Mapping[str, str] | None = None,
 ) -> list[ColumnMapping]:
-    """Each column of a table: what it maps to, or what it seems to hold."""
-    by_key = {header_key(k): v for k, v in (explicit or {}).items()}
+    """Each column of a table: what it maps to (read as normalize reads the row, its vendor
+    layout included), or what it seems to hold. A column the layout documents as carrying
+    nothing a contact holds maps to nothing `by` its "layout" and suggests nothing."""
+    by_key = {header_key(k) for k in (explicit or {})}
     out: list[ColumnMapping] = []
-    for i, h in enumerate(header):
+    for i, (h, field) in enumerate(zip(header, header_fields(header, explicit), strict=True)):
         values = [r[i] for r in rows if i < len(r)]
         shown = tuple(str(v) for v in values if v is not None and str(v).strip())[:SAMPLES_SHOWN]
-        field, by = by_key.get(header_key(h)), "columns"
-        if field is None:
-            field, by = canonical_field(h), "alias"
+        if field == IGNORE:
+            out.append(ColumnMapping(h, None, "layout", None, shown))
+            continue
         if field is not None:
+            by = "columns" if header_key(h) in by_key else "alias"
             out.append(ColumnMapping(h, field, by, None, shown))
             continue
         suggested = kind_of_values(values)

@@ -182,23 +182,25 @@ def detect_layout(headers: tuple[str, ...]) -> str | None:
     return best[2] if best else None
 
 
-def field_for(header: str, layout: str | None = None) -> str | None:
-    """The field a header means in a layout (its own entry wins), else in any layout."""
-    if layout is not None:
-        own = _LAYOUTS.get(layout, {}).get(header_key(header))
-        if own is not None:
-            return None if own == IGNORE else own
-    return canonical_field(header)
-
-
 @lru_cache(maxsize=1024)
 def _header_plan(
     headers: tuple[str, ...], explicit: tuple[tuple[str, str], ...]
 ) -> tuple[str | None, ...]:
     """Each header's field for one header row, computed once per distinct row."""
     by_key = {header_key(k): v for k, v in explicit}
-    layout = detect_layout(headers)
-    return tuple(by_key.get(header_key(h)) or field_for(h, layout) for h in headers)
+    own = _LAYOUTS.get(detect_layout(headers) or "", {})
+    return tuple(
+        by_key.get(header_key(h)) or own.get(header_key(h)) or canonical_field(h) for h in headers
+    )
+
+
+def header_fields(
+    headers: Sequence[str], explicit: Mapping[str, str] | None = None
+) -> tuple[str | None, ...]:
+    """What each column of a header row means, exactly as `map_fields` reads that row: a field
+    (the explicit map first, then the row's vendor layout, then any layout), IGNORE for a column
+    its layout documents as carrying nothing a contact holds, None for a header nobody knows."""
+    return _header_plan(tuple(headers), tuple((explicit or {}).items()))
 
 
 # a row may carry several addresses or numbers (work, mobile, E-mail 2): the first is the
@@ -218,12 +220,17 @@ def map_fields(
     come back as lists under `other_emails` and `other_phones`.
     """
     out: dict[str, Any] = {}
-    plan = _header_plan(tuple(values), tuple((explicit or {}).items()))
-    for (header, value), canon in zip(values.items(), plan, strict=True):
+    for (header, value), canon in zip(
+        values.items(), header_fields(tuple(values), explicit), strict=True
+    ):
         if canon is None and header in _OTHERS and isinstance(value, list):
             out.setdefault(header, []).extend(v for v in value if v not in out.get(header, []))
             continue
-        if canon is None or value is None or (isinstance(value, str) and not value.strip()):
+        if (
+            canon in (None, IGNORE)
+            or value is None
+            or (isinstance(value, str) and not value.strip())
+        ):
             continue
         if canon not in out:
             out[canon] = value

@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
+from connectors.base import TableShape
 from connectors.spreadsheet import iter_spreadsheet
 from flows.settings import SpreadsheetSource
 from flows.stages import row_dating
+from transforms.columns import check_table, map_columns
 from transforms.fields import (
     ALIASES,
     CANONICAL,
@@ -1186,6 +1188,41 @@ def test_every_carried_name_email_phone_and_company_reaches_the_contact(
     share = reached / carried
     print(f"carried name/email/phone/company values reaching the contact: {reached}/{carried}")
     assert carried > 100 and share == 1.0, missed
+
+
+@pytest.mark.parametrize("i", range(len(LAYOUTS)), ids=IDS)
+def test_the_column_check_is_quiet_on_a_layouts_documented_columns(i: int) -> None:
+    """Columns a layout documents as carrying nothing a contact holds (a salutation, an IP
+    address, a display name, a fax) raise no unmapped-column warning, whatever they hold."""
+    lay = LAYOUTS[i]
+    shape = TableShape("exports", lay.name, tuple(lay.header), True, (tuple(lay.row),), 1, 1, 1)
+    assert [w.message for w in check_table(shape)] == []
+
+
+def test_the_column_check_reads_a_header_as_its_layout_means_it() -> None:
+    """The column check maps each header as the row's layout does, exactly as normalize reads it."""
+    by_name = {lay.name: lay for lay in LAYOUTS}
+
+    def mapped(name: str) -> dict[str, str | None]:
+        lay = by_name[name]
+        return {c.header: c.field for c in map_columns(lay.header, [lay.row])}
+
+    assert mapped("outlook-contacts")["Title"] is None  # a salutation
+    assert mapped("badge-scanner-de")["Titel"] is None  # an academic title
+    assert mapped("linkedin-connections")["URL"] is None  # the profile, not a website
+    assert mapped("google-contacts")["Address 1 - Formatted"] is None  # its parts are mapped
+    assert mapped("mailchimp-audience")["CC"] == "country"
+    assert mapped("brevo-contacts")["SMS"] == "phone"
+    assert mapped("badge-scanner")["Country Code"] == "phone_country_code"
+    # in every layout, the first filled column the check maps to a field is the value landed
+    for lay in LAYOUTS:
+        landed = map_fields(dict(zip(lay.header, lay.row, strict=True)))
+        first: dict[str, str] = {}
+        for column, value in zip(map_columns(lay.header, [lay.row]), lay.row, strict=True):
+            if column.field and value.strip():
+                first.setdefault(column.field, value)
+        assert first == {k: v for k, v in landed.items() if k in first}, lay.name
+        assert set(first) == set(landed) - {"other_emails", "other_phones"}, lay.name
 
 
 def test_the_alias_table_keeps_every_alias_the_code_had() -> None:
