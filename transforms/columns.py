@@ -20,8 +20,8 @@ from transforms.fields import (
     IGNORE,
     canonical_field,
     flatten_submission,
-    header_fields,
     header_key,
+    header_plan,
 )
 from transforms.normalize import normalize_country, parse_consent
 
@@ -98,9 +98,10 @@ def kind_of_header(header: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class ColumnMapping:
-    """One column: its header, the field it maps to and why (`columns` or `alias`; `layout` when
-    its vendor layout documents it as carrying nothing), the field its header or values suggest
-    when it maps to none, and its first non-empty values."""
+    """One column: its header, the field it maps to and why (`columns` or `alias`; `fallback`
+    when it fills the field only if no other column does; `layout` when its vendor layout
+    documents it as carrying nothing), the field its header or values suggest when it maps to
+    none, and its first non-empty values."""
 
     header: str
     field: str | None
@@ -118,8 +119,9 @@ def map_columns(
     layout included), or what it seems to hold. A column the layout documents as carrying
     nothing a contact holds maps to nothing `by` its "layout" and suggests nothing."""
     by_key = {header_key(k) for k in (explicit or {})}
+    plan = header_plan(header, explicit)
     out: list[ColumnMapping] = []
-    for i, (h, field) in enumerate(zip(header, header_fields(header, explicit), strict=True)):
+    for i, (h, field) in enumerate(zip(header, plan.fields, strict=True)):
         values = [r[i] for r in rows if i < len(r)]
         shown = tuple(str(v) for v in values if v is not None and str(v).strip())[:SAMPLES_SHOWN]
         if field == IGNORE:
@@ -127,6 +129,7 @@ def map_columns(
             continue
         if field is not None:
             by = "columns" if header_key(h) in by_key else "alias"
+            by = "fallback" if i in plan.fallback else by
             out.append(ColumnMapping(h, field, by, None, shown))
             continue
         suggested = kind_of_values(values)

@@ -54,7 +54,10 @@ class Alias:
     field: str
     layout: str
     language: str
-    match: str  # "exact": the whole header; "words": words a question-style header contains
+    # "exact": the whole header; "fallback": the whole header, whose value counts only when no
+    # other column of the row gives the field (a formatted address beside its parts); "words":
+    # words a question-style header contains
+    match: str
 
 
 def _read_aliases() -> tuple[Alias, ...]:
@@ -63,8 +66,8 @@ def _read_aliases() -> tuple[Alias, ...]:
     for n, a in enumerate(rows, start=2):
         if a.field not in CANONICAL and a.field != IGNORE:
             raise ValueError(f"{ALIASES_FILE} line {n}: unknown field {a.field!r}")
-        if a.match not in {"exact", "words"}:
-            raise ValueError(f"{ALIASES_FILE} line {n}: match must be exact or words")
+        if a.match not in {"exact", "fallback", "words"}:
+            raise ValueError(f"{ALIASES_FILE} line {n}: match must be exact, fallback or words")
     return rows
 
 
@@ -99,9 +102,12 @@ def _generic_lookup() -> dict[str, str]:
 
 _LOOKUP: dict[str, str] = _generic_lookup()
 _LAYOUTS: dict[str, dict[str, str]] = {}
+_FALLBACKS: dict[str, set[str]] = {}  # layout → header keys whose value is a last resort
 for _a in ALIASES:
-    if _a.match == "exact" and _a.layout != "generic":
+    if _a.match in ("exact", "fallback") and _a.layout != "generic":
         _LAYOUTS.setdefault(_a.layout, {}).setdefault(header_key(_a.header), _a.field)
+        if _a.match == "fallback":
+            _FALLBACKS.setdefault(_a.layout, set()).add(header_key(_a.header))
 _KNOWN: frozenset[str] = frozenset(_LOOKUP) | {k for m in _LAYOUTS.values() for k in m}
 _QUESTION_WORDS: tuple[tuple[tuple[str, ...], str], ...] = tuple(
     (tuple(header_key(a.header).split()), a.field) for a in ALIASES if a.match == "words"
@@ -182,24 +188,35 @@ def detect_layout(headers: tuple[str, ...]) -> str | None:
     return best[2] if best else None
 
 
+@dataclass(frozen=True, slots=True)
+class HeaderPlan:
+    """What each column of one header row means, exactly as `map_fields` reads that row."""
+
+    # per column: a field (the explicit map first, then the row's vendor layout, then any
+    # layout), IGNORE when the layout documents it as carrying nothing a contact holds, None
+    # for a header nobody knows
+    fields: tuple[str | None, ...]
+    # the columns whose value counts only when no other column of the row gives their field
+    fallback: frozenset[int]
+
+
 @lru_cache(maxsize=1024)
-def _header_plan(
-    headers: tuple[str, ...], explicit: tuple[tuple[str, str], ...]
-) -> tuple[str | None, ...]:
-    """Each header's field for one header row, computed once per distinct row."""
+def _header_plan(headers: tuple[str, ...], explicit: tuple[tuple[str, str], ...]) -> HeaderPlan:
     by_key = {header_key(k): v for k, v in explicit}
-    own = _LAYOUTS.get(detect_layout(headers) or "", {})
-    return tuple(
-        by_key.get(header_key(h)) or own.get(header_key(h)) or canonical_field(h) for h in headers
+    layout = detect_layout(headers) or ""
+    own, weak = _LAYOUTS.get(layout, {}), _FALLBACKS.get(layout, set())
+    keys = [header_key(h) for h in headers]
+    return HeaderPlan(
+        tuple(
+            by_key.get(k) or own.get(k) or canonical_field(h)
+            for h, k in zip(headers, keys, strict=True)
+        ),
+        frozenset(i for i, k in enumerate(keys) if k in weak and k not in by_key),
     )
 
 
-def header_fields(
-    headers: Sequence[str], explicit: Mapping[str, str] | None = None
-) -> tuple[str | None, ...]:
-    """What each column of a header row means, exactly as `map_fields` reads that row: a field
-    (the explicit map first, then the row's vendor layout, then any layout), IGNORE for a column
-    its layout documents as carrying nothing a contact holds, None for a header nobody knows."""
+def header_plan(headers: Sequence[str], explicit: Mapping[str, str] | None = None) -> HeaderPlan:
+    """Each column's meaning in one header row, computed once per distinct row."""
     return _header_plan(tuple(headers), tuple((explicit or {}).items()))
 
 
@@ -216,13 +233,14 @@ def map_fields(
 
     The header row's vendor layout is detected once per distinct row, so a header that means
     one thing in a layout and another elsewhere (Outlook's "Title" is a salutation, LinkedIn's
-    "URL" a profile link) is read as its layout means it. Further emails and phones of the row
-    come back as lists under `other_emails` and `other_phones`.
+    "URL" a profile link) is read as its layout means it; a layout's fallback column (Google's
+    formatted address) fills its field only when no other column does. Further emails and phones
+    of the row come back as lists under `other_emails` and `other_phones`.
     """
     out: dict[str, Any] = {}
-    for (header, value), canon in zip(
-        values.items(), header_fields(tuple(values), explicit), strict=True
-    ):
+    last_resort: dict[str, Any] = {}
+    plan = header_plan(tuple(values), explicit)
+    for i, ((header, value), canon) in enumerate(zip(values.items(), plan.fields, strict=True)):
         if canon is None and header in _OTHERS and isinstance(value, list):
             out.setdefault(header, []).extend(v for v in value if v not in out.get(header, []))
             continue
@@ -232,12 +250,16 @@ def map_fields(
             or (isinstance(value, str) and not value.strip())
         ):
             continue
-        if canon not in out:
+        if i in plan.fallback:
+            last_resort.setdefault(canon, value)
+        elif canon not in out:
             out[canon] = value
         elif canon in MULTI_VALUED and str(value).strip() != str(out[canon]).strip():
             extra = out.setdefault(MULTI_VALUED[canon], [])
             if value not in extra:
                 extra.append(value)
+    for canon, value in last_resort.items():
+        out.setdefault(canon, value)
     return out
 
 

@@ -1210,19 +1210,33 @@ def test_the_column_check_reads_a_header_as_its_layout_means_it() -> None:
     assert mapped("outlook-contacts")["Title"] is None  # a salutation
     assert mapped("badge-scanner-de")["Titel"] is None  # an academic title
     assert mapped("linkedin-connections")["URL"] is None  # the profile, not a website
-    assert mapped("google-contacts")["Address 1 - Formatted"] is None  # its parts are mapped
     assert mapped("mailchimp-audience")["CC"] == "country"
     assert mapped("brevo-contacts")["SMS"] == "phone"
     assert mapped("badge-scanner")["Country Code"] == "phone_country_code"
     # in every layout, the first filled column the check maps to a field is the value landed
+    # (a fallback column only when no other column gives its field)
     for lay in LAYOUTS:
         landed = map_fields(dict(zip(lay.header, lay.row, strict=True)))
+        columns = list(zip(map_columns(lay.header, [lay.row]), lay.row, strict=True))
         first: dict[str, str] = {}
-        for column, value in zip(map_columns(lay.header, [lay.row]), lay.row, strict=True):
+        for column, value in sorted(columns, key=lambda cv: cv[0].by == "fallback"):
             if column.field and value.strip():
                 first.setdefault(column.field, value)
         assert first == {k: v for k, v in landed.items() if k in first}, lay.name
         assert set(first) == set(landed) - {"other_emails", "other_phones"}, lay.name
+
+
+@pytest.mark.parametrize("header", [GOOGLE_CONTACTS, GOOGLE_CONTACTS_LEGACY])
+def test_a_formatted_address_is_the_street_only_when_no_part_is_given(header: list[str]) -> None:
+    whole = "Bahnhofstrasse 10\n8001 Zürich\nSwitzerland"
+    parts = {"Address 1 - Formatted": whole, "Address 1 - Street": "Bahnhofstrasse 10"}
+    row = dict(zip(header, cells(header, parts), strict=True))
+    assert map_fields(row)["street"] == "Bahnhofstrasse 10"
+    # an address kept as one text only: the formatted cell is all there is
+    row = dict(zip(header, cells(header, {"Address 1 - Formatted": whole}), strict=True))
+    assert map_fields(row)["street"] == whole
+    by = {c.header: (c.field, c.by) for c in map_columns(header, [list(row.values())])}
+    assert by["Address 1 - Formatted"] == ("street", "fallback")
 
 
 def test_the_alias_table_keeps_every_alias_the_code_had() -> None:
