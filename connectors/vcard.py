@@ -21,13 +21,13 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from connectors.base import ExtractReject, RawBatch, RawRecord, expand_paths, file_fingerprint
-from connectors.spreadsheet import SETTLE_SECONDS
+from connectors.spreadsheet import SETTLE_SECONDS, first_landed
 
 SUFFIXES = (".vcf", ".vcard")
 LINE_CHUNK = 64 * 1024  # the most of one physical line held at once
@@ -296,15 +296,25 @@ def iter_vcard(
     *,
     max_file_bytes: int = 512 * 1024 * 1024,
     chunk_cards: int = CHUNK_CARDS,
+    now: datetime | None = None,
+    landed: Mapping[str, str] | None = None,
 ) -> Iterator[RawBatch]:
     """Batches of up to `chunk_cards` records per changed .vcf file; unchanged files are skipped.
 
-    A card's received time is its REV, else the file's modification time. Only a file's last
-    batch carries its new fingerprint, so a run stopped halfway reads it again and lands only
-    what is missing; a file whose bytes changed during the read is a `file_changing` reject and
-    its cursor entry stays, so the next run reads it again.
+    A card's received time is its REV, else when the file's content was first landed: `landed`
+    (content fingerprint → ISO time; default: the cursor's), else `now`, which the cursor then
+    keeps. Never the file's modification time, so a copy, clone or touch moves no date (as for
+    sheets). Only a file's last batch carries its new fingerprint, so a run stopped halfway reads
+    it again and lands only what is missing; a file whose bytes changed during the read is a
+    `file_changing` reject and its cursor entry stays, so the next run reads it again.
     """
     seen: dict[str, str] = dict((cursor or {}).get("files", {}))
+    firsts: dict[str, str] = first_landed(cursor) if landed is None else dict(landed)
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+
+    def state() -> dict[str, Any]:
+        return {"files": dict(seen), "first_landed": dict(firsts)}
+
     for fpath in expand_paths(path, SUFFIXES):
         fname = os.path.basename(fpath)
         size = os.path.getsize(fpath)
@@ -314,14 +324,16 @@ def iter_vcard(
                 seen[fpath] = mark
                 msg = f"file is {size} bytes, limit {max_file_bytes}"
                 reject = ExtractReject(source, fname, "file_too_large", msg, "")
-                yield RawBatch([], {"files": dict(seen)}, [reject])
+                yield RawBatch([], state(), [reject])
             continue
         _settle(fpath)
         fp = file_fingerprint(fpath)
         if seen.get(fpath) == fp:
             continue
-        before = {"files": dict(seen)}
-        mtime = datetime.fromtimestamp(int(os.stat(fpath).st_mtime), tz=UTC)
+        # kept by the first batch already: a read stopped halfway dates the rest the same
+        firsts.setdefault(fp, stamp.isoformat())
+        first = datetime.fromisoformat(firsts[fp])
+        before = state()
         records: list[RawRecord] = []
         rejects: list[ExtractReject] = []
         ids: Counter[str] = Counter()
@@ -337,7 +349,7 @@ def iter_vcard(
                     if item.error:
                         rejects.append(ExtractReject(source, where, *item.error, ""))
                     else:
-                        records.append(_record(source, fname, item, mtime, ids))
+                        records.append(_record(source, fname, item, first, ids))
                     if len(records) >= chunk_cards:
                         yield RawBatch(records, before, rejects)
                         records, rejects = [], []
@@ -363,11 +375,11 @@ def iter_vcard(
             yield RawBatch(records, before, rejects)
             continue
         seen[fpath] = fp
-        yield RawBatch(records, {"files": dict(seen)}, rejects)
+        yield RawBatch(records, state(), rejects)
 
 
 def _record(
-    source: str, fname: str, card: ParsedCard, mtime: datetime, ids: Counter[str]
+    source: str, fname: str, card: ParsedCard, first: datetime, ids: Counter[str]
 ) -> RawRecord:
     key = hashlib.sha256(card.text.encode("utf-8", "surrogatepass")).hexdigest()[:20]
     ids[key] += 1
@@ -377,5 +389,5 @@ def _record(
         payload["version"] = card.version
     if card.skipped:
         payload["skipped"] = card.skipped  # property → bytes left out (photos, logos, keys)
-    received = (parse_rev(card.rev) if card.rev else None) or mtime
+    received = (parse_rev(card.rev) if card.rev else None) or first
     return RawRecord(source, "vcard", rid, received, payload)

@@ -307,7 +307,14 @@ def iter_source(
     if isinstance(source, EmailSource):
         return _iter_email(source, cursor, start, end)
     if isinstance(source, VcardSource):
-        return iter_vcard(source.name, source.path, cursor, max_file_bytes=source.max_file_bytes)
+        return iter_vcard(
+            source.name,
+            source.path,
+            cursor,
+            max_file_bytes=source.max_file_bytes,
+            now=datetime.now(UTC),
+            landed=landed,
+        )
     return _iter_webform(source, cursor, start, end)
 
 

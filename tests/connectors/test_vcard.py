@@ -174,8 +174,13 @@ def write(path: Path, data: str | bytes) -> Path:
     return path
 
 
-def read(path: Path, cursor: dict[str, Any] | None = None) -> tuple[list[Any], list[Any]]:
-    batches = list(iter_vcard("cards", str(path), cursor))
+def read(
+    path: Path,
+    cursor: dict[str, Any] | None = None,
+    now: datetime | None = None,
+    landed: dict[str, str] | None = None,
+) -> tuple[list[Any], list[Any]]:
+    batches = list(iter_vcard("cards", str(path), cursor, now=now or FIRST_READ, landed=landed))
     return [r for b in batches for r in b.records], [j for b in batches for j in b.rejects]
 
 
@@ -197,7 +202,7 @@ def contact_of(rec: Any) -> Contact:
     return c
 
 
-FILE_TIME = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+FIRST_READ = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)
 
 
 def test_an_ios_export_lands_each_card_with_its_preferred_email_and_phone(tmp_path: Path) -> None:
@@ -224,8 +229,8 @@ def test_an_ios_export_lands_each_card_with_its_preferred_email_and_phone(tmp_pa
     assert "PHOTO" not in records[0].payload["vcard"]
     assert records[0].payload["skipped"]["PHOTO"] > len(JPEG)
     assert (deniz.full_name, deniz.phone) == ("Deniz Kaya", "+905337654321")
-    # no REV: dated by the file
-    assert {r.received_at for r in records} == {FILE_TIME}
+    # no REV: dated by when the file's content was first landed
+    assert {r.received_at for r in records} == {FIRST_READ}
 
 
 def test_an_android_export_decodes_quoted_printable_and_skips_the_2_1_photo(tmp_path: Path) -> None:
@@ -392,6 +397,27 @@ def test_malformed_cards_are_quarantined_with_a_reason_and_the_rest_lands(tmp_pa
     assert isinstance(good, Contact) and good.email == "good.one@example.com"
     # a card that names nobody is normalize's reject, with why
     assert isinstance(nobody, Reject) and nobody.code == "no_identity"
+
+
+def test_a_card_without_rev_keeps_the_date_its_content_was_first_landed(tmp_path: Path) -> None:
+    """Never the file's modification time: a touch, a copy or a clone moves no date."""
+    first = write(tmp_path / "iCloud.vcf", IOS)
+    batches = list(iter_vcard("cards", str(first), None, now=FIRST_READ))
+    cursor = batches[-1].cursor
+    later = datetime(2026, 6, 1, tzinfo=UTC)
+    # a copy under another name (and another mtime), read by the same source later
+    copy = tmp_path / "copy" / "contacts.vcf"
+    copy.parent.mkdir()
+    copy.write_bytes(first.read_bytes())
+    os.utime(copy, (later.timestamp(), later.timestamp()))
+    records, _ = read(copy, cursor, now=later)
+    assert {r.received_at for r in records} == {FIRST_READ}
+    # a backfill reads without the cursor but with its first-landed times
+    records, _ = read(first, None, now=later, landed=cursor["first_landed"])
+    assert {r.received_at for r in records} == {FIRST_READ}
+    # a card's own REV still wins
+    records, _ = read(write(tmp_path / "v4.vcf", V4), cursor, now=later)
+    assert [r.received_at for r in records] == [datetime(2026, 3, 5, 7, 15, tzinfo=UTC)]
 
 
 def test_a_folder_lands_once_and_an_edited_card_lands_as_one_new_record(tmp_path: Path) -> None:
