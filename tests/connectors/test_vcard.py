@@ -305,6 +305,45 @@ def test_a_4_0_card_reads_tel_uris_pref_and_a_data_uri_photo(tmp_path: Path) -> 
     assert "base64" not in rec.payload["vcard"]
 
 
+def test_base64_text_values_are_decoded_in_their_charset(tmp_path: Path) -> None:
+    """Text written as base64 (3.0 `ENCODING=b`, 2.1 `ENCODING=BASE64`, folded or not) is read as
+    its text; only binary properties are skipped."""
+
+    def b64(text: str, charset: str = "utf-8") -> str:
+        return base64.b64encode(text.encode(charset)).decode()
+
+    note = "Fuarda tanıştık; fiyat teklifi istiyor, Nisan'da demo. " * 3
+    text = CRLF.join(
+        [
+            "BEGIN:VCARD",
+            "VERSION:3.0",
+            "FN;ENCODING=b;CHARSET=UTF-8:" + b64("Çağrı Öztürk"),
+            "N:Öztürk;Çağrı;;;",
+            "EMAIL:cagri@ozturkgida.com.tr",
+            fold("NOTE;ENCODING=b:" + b64(note)),
+            "END:VCARD",
+            "BEGIN:VCARD",
+            "VERSION:2.1",
+            "N;CHARSET=Windows-1254;ENCODING=BASE64:" + b64("Şahin;İsmail", "cp1254"),
+            "ORG;ENCODING=BASE64;CHARSET=UTF-8:" + b64("Şahin Makina A.Ş."),
+            "TEL;CELL:+905321234567",
+            "END:VCARD",
+            "",
+        ]
+    )
+    records, found = read(write(tmp_path / "b64.vcf", text))
+    assert found == []
+    cagri, ismail = map(contact_of, records)
+    assert (cagri.full_name, cagri.email) == ("Çağrı Öztürk", "cagri@ozturkgida.com.tr")
+    assert cagri.message == note.strip()
+    assert (ismail.first_name, ismail.last_name, ismail.company) == (
+        "İsmail",
+        "Şahin",
+        "Şahin Makina A.Ş.",
+    )
+    assert "skipped" not in records[0].payload and "skipped" not in records[1].payload
+
+
 def test_a_utf16_file_and_a_byte_order_mark_are_read(tmp_path: Path) -> None:
     records, found = read(write(tmp_path / "u16.vcf", GOOGLE.encode("utf-16")))
     assert found == [] and [contact_of(r).email for r in records] == [
