@@ -692,6 +692,7 @@ def process_pending(
         if not rebuild:
             return pending(conn)
         store.clear_derived(conn)
+        store.mark_revocations_applied(conn)  # derived again from scratch: nothing revoked holds
         # Replay the landing runs in order, so conversions happen when they first did.
         return (
             chunk

@@ -59,11 +59,8 @@ def overview(conn: Connection) -> dict[str, Any]:
         "leads": count(t.leads),
         "opportunities": count(t.opportunities),
         "open_reviews": count(mr, mr.c.decision == OPEN, mr.c.kind == PAIR),
-        "pending_decisions": count(
-            mr,
-            mr.c.decision != OPEN,
-            mr.c.applied == False,  # noqa: E712
-        ),
+        # decisions the next run applies, and revocations that wait for a rebuild (Apply now)
+        "pending_decisions": store.pending_decisions(conn) + store.pending_revocations(conn),
         "open_rejects": count(t.rejects, t.rejects.c.status == store.QUARANTINED),
         "runs": store.recent_runs(conn, 5),
     }
@@ -591,9 +588,23 @@ def lead_detail(conn: Connection, lead_id: str) -> dict[str, Any] | None:
             .where(osh.c.opportunity_id == opportunity["opportunity_id"])
             .order_by(osh.c.changed_at),
         )
+    # its decisions the next run applies and its revocations that wait for a rebuild
+    unapplied = (
+        conn.execute(
+            select(func.count())
+            .select_from(mr)
+            .where(
+                or_(mr.c.contact_a.in_(ids), mr.c.contact_b.in_(ids)),
+                or_(store.decision_pending(), store.revocation_pending()),
+            )
+        ).scalar_one()
+        if ids
+        else 0
+    )
     return {
         "lead": lead,
         "contacts": contacts,
+        "unapplied": int(unapplied),
         "merged_in": merged_in,
         "merged_out": merged_out,
         "reviews": reviews,

@@ -30,6 +30,8 @@ from transforms.resolve import CANNOT_LINK, MUST_LINK, ReviewDecision, ReviewPai
 from warehouse import schema as t
 from warehouse.load import count_present, delete_keys, in_chunks, key_table, upsert
 
+BINDING = (MUST_LINK, CANNOT_LINK)  # the decisions a review row can hold that bind the resolver
+
 
 def utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; everything stored is UTC."""
@@ -372,7 +374,7 @@ def lead_context(
     )
     mr = t.match_review
     pending = select(mr.c.contact_a, mr.c.contact_b).where(
-        mr.c.decision != "open",
+        mr.c.decision.in_(BINDING),
         mr.c.applied == False,  # noqa: E712
     )
     pending_ids = {x for row in conn.execute(pending) for x in row}
@@ -384,19 +386,48 @@ def lead_context(
     return existing, review_decisions(conn, ids)
 
 
+def decision_pending() -> Any:
+    """A review row whose decision no run has applied yet."""
+    mr = t.match_review
+    return and_(mr.c.decision.in_(BINDING), mr.c.applied == False)  # noqa: E712
+
+
 def pending_decisions(conn: Connection) -> int:
     """How many review decisions no run has applied yet."""
-    mr = t.match_review
-    q = select(func.count()).where(mr.c.decision != "open", mr.c.applied == False)  # noqa: E712
+    q = select(func.count()).select_from(t.match_review).where(decision_pending())
     return int(conn.execute(q).scalar_one())
 
 
+def revocation_pending() -> Any:
+    """A review row whose revocation no rebuild has applied yet."""
+    # a revoked pair is open again, a revoked split 'revoked'; either keeps `revoked_at`
+    mr = t.match_review
+    return and_(
+        mr.c.revoked_at.is_not(None),
+        mr.c.decision.not_in(BINDING),
+        mr.c.applied == False,  # noqa: E712
+    )
+
+
+def pending_revocations(conn: Connection) -> int:
+    """How many revoked decisions still wait for a rebuild: a run adds to the clustering but
+    cannot take back a merge or a split it made, a rebuild derives every lead again."""
+    q = select(func.count()).select_from(t.match_review).where(revocation_pending())
+    return int(conn.execute(q).scalar_one())
+
+
+def mark_revocations_applied(conn: Connection) -> None:
+    """In a rebuild's transaction: the leads it derives no longer hold any revoked decision."""
+    mr = t.match_review
+    conn.execute(mr.update().where(revocation_pending()).values(applied=True))
+
+
 def review_decisions(conn: Connection, contact_ids: Sequence[str]) -> list[ReviewDecision]:
-    """Decided review pairs that touch any of `contact_ids`."""
+    """Decided review pairs that touch any of `contact_ids` (revoked ones bind nothing)."""
     mr = t.match_review
     ids = select(key_table(conn, contact_ids, "decision_keys").c.k)
     q = select(mr.c.review_id, mr.c.contact_a, mr.c.contact_b, mr.c.decision).where(
-        mr.c.decision != "open", or_(mr.c.contact_a.in_(ids), mr.c.contact_b.in_(ids))
+        mr.c.decision.in_(BINDING), or_(mr.c.contact_a.in_(ids), mr.c.contact_b.in_(ids))
     )
     out = {
         row.review_id: ReviewDecision(row.contact_a, row.contact_b, row.decision)

@@ -55,7 +55,6 @@ SUBMISSIONS = [
     submission(6, 6, name=HOSTILE_NAME, email="mallory@evil.example", company=FORMULA_COMPANY),
     submission(7, 7, message="no name, no email, no phone: nobody"),
 ]
-LATER = [submission(8, 9, name="John Smith", email="john@acme.example", company="ACME")]
 
 
 @dataclass
@@ -106,14 +105,6 @@ class Console:
             ).scalar_one()
         engine.dispose()
         return str(cid)
-
-
-def add_later(source: Path) -> None:
-    """One more submission in the source, for the next run to resolve."""
-    doc = json.loads(source.read_text())
-    if not any(s["id"] == LATER[0]["id"] for s in doc["submissions"]):
-        doc["submissions"] += LATER
-        source.write_text(json.dumps(doc))
 
 
 def csrf_of(html: str) -> str:

@@ -147,3 +147,44 @@ def test_a_split_from_the_console_applies_on_the_next_run(
         splits = conn.execute(text("select lead_id, split_from_lead_id, run_id from lead_splits"))
         assert [tuple(r) for r in splits] == [(after["c4"], lead, "run_2")]
     engine.dispose()
+
+
+def test_a_revocation_waits_for_a_rebuild_and_is_shown_as_not_applied(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    """A run cannot undo a merge or a split it already made: a revoked decision stays "not
+    applied" (so the console keeps offering Apply now) until a rebuild restores the clustering."""
+    from warehouse import stewardship
+
+    engine, settings = _setup(tmp_path, warehouse_url)
+    extract_and_land(engine, settings.sources[0], "run_1")
+    process_pending(engine, settings, "run_1")
+    c1, c2, c3, c4 = _contacts(engine)
+    first = _leads(engine)
+    with engine.begin() as conn:
+        split = stewardship.split_contact(conn, first["c3"], c4, "steward", NOW)
+        pair = conn.execute(
+            select(t.match_review.c.review_id).where(t.match_review.c.kind == "pair")
+        ).scalar_one()
+        stewardship.decide(conn, pair, "must_link", "steward", NOW)
+    process_pending(engine, settings, "run_2")
+    decided = _leads(engine)
+    assert decided["c1"] == decided["c2"] and decided["c3"] != decided["c4"]
+
+    def waiting() -> int:
+        with engine.connect() as conn:
+            return int(stewardship.overview(conn)["pending_decisions"])
+
+    assert waiting() == 0
+    with engine.begin() as conn:
+        stewardship.revoke(conn, split[0], "steward", NOW)
+        stewardship.revoke(conn, pair, "steward", NOW)
+    assert waiting() == 2
+    process_pending(engine, settings, "run_3")  # a run: nothing it can undo, nothing marked done
+    assert _leads(engine) == decided and waiting() == 2
+    process_pending(engine, settings, "run_4", rebuild=True)
+    assert _leads(engine) == first and waiting() == 0
+    with engine.connect() as conn:
+        queue, _ = stewardship.review_queue(conn)
+    assert [r["review_id"] for r in queue] == [pair]
+    engine.dispose()
