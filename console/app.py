@@ -391,10 +391,19 @@ def create_app(
         return JSONResponse(jsonable_encoder(asdict(job)), status_code=202)
 
     def start_apply(steward: str) -> Job:
+        """The processing flow applies new decisions; only a rebuild takes back a revoked one."""
+
         def work() -> dict[str, Any]:
             from flows import pipeline
+            from warehouse import store
 
-            return pipeline.rebuild(config=config_path)
+            with engine.connect() as c:
+                revoked = store.pending_revocations(c)
+            return (
+                pipeline.rebuild(config=config_path)
+                if revoked
+                else pipeline.apply(config=config_path)
+            )
 
         return jobs.submit("apply", steward, work)
 

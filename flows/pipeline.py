@@ -217,6 +217,7 @@ def run(
     replay: bool = False,
     reason: str | None = None,
     run_id: str | None = None,
+    process_only: bool = False,
 ) -> dict[str, Any]:
     """One run of any kind, recorded in `pipeline_runs` with its parameters, timings and counts.
 
@@ -227,7 +228,7 @@ def run(
     logger = get_run_logger()
     run_id = run_id or f"run_{uuid.uuid4().hex[:20]}"
     chosen = [s.name for s in settings.sources if s.enabled and (not sources or s.name in sources)]
-    if rebuild or replay:
+    if rebuild or replay or process_only:
         chosen = []
     if dry_run:
         result = dryrun.count_sources(settings, chosen, start, end, run_id)
@@ -355,6 +356,13 @@ def backfill(
 def rebuild(config: str | None = None) -> dict[str, Any]:
     """Recompute contacts, leads, links, accounts and opportunities from the landed raw records."""
     return run(load_settings(config), "rebuild", rebuild=True)
+
+
+@flow(name="leadflow-apply", log_prints=False)
+def apply(config: str | None = None) -> dict[str, Any]:
+    """Process what is pending without reading any source: landed records and the review
+    decisions no run has applied yet (merges and splits, recorded in lead_merges / lead_splits)."""
+    return run(load_settings(config), "apply", process_only=True)
 
 
 @flow(name="leadflow-replay", log_prints=False)

@@ -398,6 +398,9 @@ def test_split_separates_the_contact_and_revoke_joins_it_again(console: Console)
     links = console.links()
     assert links[out] != lead
     assert [links[c] for c in keep] == [lead, lead]  # the part that keeps the lead keeps its id
+    # the processing run, not a rebuild, applied it: recorded like a merge, in lead_splits
+    assert _flow_of(console, job["run_id"]) == "apply"
+    assert _splits(console.url) == [(links[out], lead, job["run_id"])]
     page = s.get(f"{console.base}/leads/{lead}", timeout=30).text
     assert out not in page.split("<h2>Contacts</h2>")[1].split("<h2>Merges</h2>")[0]
 
@@ -408,6 +411,7 @@ def test_split_separates_the_contact_and_revoke_joins_it_again(console: Console)
     assert len(revoked) == 2 and set(revoked) <= {x["review_id"] for x in r_ids}
     job = console.wait_job(console.api("POST", "/api/apply").json()["job_id"])
     assert job["status"] == "succeeded", job
+    assert _flow_of(console, job["run_id"]) == "rebuild"  # only a rebuild undoes a split
     links = console.links()
     assert [links[c] for c in [*keep, out]] == [lead, lead, lead]
     # A lead of one contact cannot be split.
@@ -416,6 +420,24 @@ def test_split_separates_the_contact_and_revoke_joins_it_again(console: Console)
         "POST", f"/api/leads/{single}/split", json={"contact_id": console.contact_of("wf-6")}
     )
     assert r.status_code == 409
+
+
+def _flow_of(console: Console, run_id: str) -> str:
+    return str(
+        next(r["flow"] for r in console.api("GET", "/api/runs").json() if r["run_id"] == run_id)
+    )
+
+
+def _splits(url: str) -> list[tuple[object, ...]]:
+    engine = db.make_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                t.lead_splits.c.lead_id, t.lead_splits.c.split_from_lead_id, t.lead_splits.c.run_id
+            )
+        ).all()
+    engine.dispose()
+    return [tuple(r) for r in rows]
 
 
 def test_the_console_refuses_to_start_without_a_token(
