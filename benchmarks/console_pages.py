@@ -3,7 +3,9 @@
 The warehouse is filled by bulk SQL (PostgreSQL `generate_series`), not by running the pipeline:
 N contacts with raw records, links, ~0.7 N leads and open review pairs, then `ANALYZE`. The
 console is served by uvicorn on a free loopback port and timed over real HTTP with a signed-in
-session, so each figure is the whole request: routing, SQL, template, transfer.
+session, so each figure is the whole request: routing, SQL, template, transfer. The last figure
+is a steward deciding pairs one after the other: the decision and the next queue page, whose
+order is computed again because the decision changed the queue.
 
     python benchmarks/console_pages.py --contacts 1000000 [--warehouse URL] [--repeat 20]
 
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import re
 import statistics
 import tempfile
 import time
@@ -186,8 +189,35 @@ def measure(url: str, n: int, repeat: int) -> dict[str, Any]:
         timed("lead_page", [f"/leads/lead_{int(i * 0.7):08d}" for i in ids])
         timed("reviews_first_page", ["/reviews"] * repeat)
         timed("reviews_deep_page", [f"/reviews?pos={rnd.randint(0, n // 20 - 1)}" for _ in ids])
+        out["reviews_decide_next"] = decide_next(s, base, repeat)
     app.state.engine.dispose()
     return out
+
+
+def decide_next(s: requests.Session, base: str, repeat: int) -> dict[str, Any]:
+    """A steward at work: press "different people" on the pair shown and wait for the next one.
+    Each decision changes the queue, so each next page orders the queue again (no warm-up)."""
+    ms = []
+    page = s.get(f"{base}/reviews", timeout=120)
+    for _ in range(repeat):
+        page.raise_for_status()
+        rid = re.search(r'data-review="([^"]+)"', page.text)
+        csrf = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text)
+        assert rid and csrf, "no pair on the review page"
+        t0 = time.perf_counter()
+        page = s.post(
+            f"{base}/reviews/{rid.group(1)}/decide",
+            data={"decision": "different", "pos": "0", "csrf_token": csrf.group(1)},
+            timeout=120,
+        )  # the redirect to the next pair is followed
+        ms.append((time.perf_counter() - t0) * 1000)
+    ms.sort()
+    return {
+        "median_ms": round(statistics.median(ms), 1),
+        "p90_ms": round(ms[int(len(ms) * 0.9) - 1], 1),
+        "max_ms": round(ms[-1], 1),
+        "target_ms": TARGETS_MS["reviews"],
+    }
 
 
 def main() -> None:
