@@ -430,16 +430,23 @@ def create_app(
     queue_lock = threading.Lock()
 
     def queue_page(c: Connection, page_no: int, per_page: int) -> tuple[list[dict[str, Any]], int]:
-        """A page of the queue; the whole order is computed once per queue version."""
+        """A page of the queue. The whole order is computed once per queue version; a decision
+        does not change the version (ordering 50k pairs again after every press would cost the
+        steward seconds): the pairs of a page that are no longer open leave the order as the
+        page is read, and the page is filled from the pairs after them."""
         version = stewardship.queue_version(c)
         with queue_lock:
             if queue_cache["version"] != version:
                 queue_cache["order"] = stewardship.queue_order(c, prior)
                 queue_cache["version"] = version
-            order = queue_cache["order"]
-        return stewardship.review_queue(
-            c, page=page_no, per_page=per_page, prior_log2=prior, order=order
-        )
+            order: list[str] = queue_cache["order"]
+            while True:
+                ids = order[(page_no - 1) * per_page : page_no * per_page]
+                rows = stewardship.queue_rows(c, ids, prior)
+                if len(rows) == len(ids):
+                    return rows, len(order)
+                gone = set(ids) - {r["review_id"] for r in rows}
+                order[:] = [i for i in order if i not in gone]
 
     @app.get("/reviews", response_class=HTMLResponse)
     def reviews(

@@ -197,14 +197,16 @@ def _queue_select(prior_log2: float) -> Any:
 
 
 def queue_version(conn: Connection) -> tuple[Any, ...]:
-    """Changes whenever the queue's order may have changed: a run finished, a pair was decided or
-    reopened (two cheap reads: the run log's newest end, the open pairs' count by index)."""
-    pr, mr = t.pipeline_runs, t.match_review
+    """Changes whenever the queue's order may have changed other than by pairs leaving it: a run
+    finished (new pairs, new lead sizes) or a decision was revoked (a pair back in the queue).
+    Two cheap reads: the run log's newest end and count, the revocations in the decision log.
+    A pair decided since is dropped from a computed order as its page is read (`queue_rows`)."""
+    pr, lg = t.pipeline_runs, t.review_log
     finished = conn.execute(select(func.max(pr.c.finished_at), func.count())).one()
-    open_pairs = conn.execute(
-        select(func.count()).select_from(mr).where(mr.c.decision == OPEN, mr.c.kind == PAIR)
+    revoked = conn.execute(
+        select(func.count()).select_from(lg).where(lg.c.action == "revoke")
     ).scalar_one()
-    return (str(finished[0]), int(finished[1]), int(open_pairs))
+    return (str(finished[0]), int(finished[1]), int(revoked))
 
 
 def queue_order(conn: Connection, prior_log2: float = -10.0) -> list[str]:
