@@ -100,6 +100,26 @@ def test_state_changes_need_the_csrf_token(console: Console) -> None:
     lead = _lead_of(console, "wf-3")
     page = s.get(f"{console.base}/leads/{lead}", timeout=30).text
     contact = console.contact_of("wf-5")
+    rid = console.api("GET", "/api/reviews").json()["reviews"][0]["review_id"]
+    forms = {
+        f"/reviews/{rid}/decide": {"decision": "different", "pos": "0"},
+        f"/reviews/{rid}/revoke": {},
+        f"/leads/{lead}/split": {"contact_id": contact},
+        "/apply": {},
+        "/rejects/replay": {"reason": "no_identity"},
+        "/logout": {},
+    }
+    for path, data in forms.items():
+        # without a session: to the login form; with one but no CSRF token: refused
+        r = requests.post(console.base + path, data=data, allow_redirects=False, timeout=30)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login"), path
+        r = s.post(console.base + path, data=data, allow_redirects=False, timeout=30)
+        assert r.status_code == 403, path
+    for path in [f"/api{p}" for p in forms if p != "/logout"]:
+        assert requests.post(console.base + path, json={}, timeout=30).status_code == 401, path
+        assert s.post(console.base + path, json={}, timeout=30).status_code == 403, path
+    assert _review_row(console.url, rid).decision == "open"
+    assert console.api("GET", "/api/overview").json()["pending_decisions"] == 0
     for data in ({"contact_id": contact}, {"contact_id": contact, "csrf_token": "0" * 32}):
         r = s.post(
             f"{console.base}/leads/{lead}/split", data=data, allow_redirects=False, timeout=30
@@ -456,6 +476,24 @@ def test_the_console_refuses_to_start_without_a_token(
         read_token()
     monkeypatch.setenv("LEADFLOW_CONSOLE_TOKEN", TOKEN)
     assert read_token() == TOKEN
+
+
+def test_the_token_can_come_from_a_prefect_secret_block(
+    monkeypatch: pytest.MonkeyPatch, prefect_api: None
+) -> None:
+    from prefect.blocks.system import Secret
+
+    monkeypatch.delenv("LEADFLOW_CONSOLE_TOKEN", raising=False)
+    monkeypatch.delenv("LEADFLOW_CONSOLE_TOKEN_BLOCK", raising=False)
+    Secret(value=TOKEN).save("leadflow-console-token", overwrite=True)
+    assert read_token("leadflow-console-token") == TOKEN
+    monkeypatch.setenv("LEADFLOW_CONSOLE_TOKEN_BLOCK", "leadflow-console-token")
+    assert read_token() == TOKEN
+    with pytest.raises(TokenError, match="no-such-block"):
+        read_token("no-such-block")
+    Secret(value="short").save("leadflow-short-token", overwrite=True)
+    with pytest.raises(TokenError, match="at least 16"):
+        read_token("leadflow-short-token")
 
 
 def test_binding_beyond_loopback_warns() -> None:
