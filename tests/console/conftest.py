@@ -37,7 +37,8 @@ def submission(n: int, day: int, **fields: Any) -> dict[str, Any]:
 
 
 # Hans twice in the grey zone (name and city alike, nothing that ties them); Ayşe three times
-# by one email (a lead to split); Mallory's name carries a script and her company a formula.
+# by one email (a lead to split); Mallory's name carries a script and her company a formula;
+# Lena qualifies.
 SUBMISSIONS = [
     submission(
         1,
@@ -54,6 +55,18 @@ SUBMISSIONS = [
     submission(5, 5, name="Ayşe Kaya", email="ayse@firma.com.tr", message="Fiyat teklifi"),
     submission(6, 6, name=HOSTILE_NAME, email="mallory@evil.example", company=FORMULA_COMPANY),
     submission(7, 7, message="no name, no email, no phone: nobody"),
+    # a buyer: need, budget, timeline and authority make her an opportunity
+    submission(
+        8,
+        8,
+        name="Lena Vogel",
+        email="lena.vogel@vogel-bau.de",
+        company="Vogel Bau GmbH",
+        job_title="Geschäftsführerin",
+        message="Bitte ein Angebot für drei Stapler",
+        budget="25.000 EUR",
+        timeline="within 2 months",
+    ),
 ]
 
 

@@ -193,6 +193,24 @@ def test_lead_page_shows_provenance_contacts_and_reasons(console: Console) -> No
     assert "Raw payload" in html and "wf-4" in html and "Not this person" in html
 
 
+def test_a_qualified_leads_page_shows_its_account_and_opportunity(console: Console) -> None:
+    lead = _lead_of(console, "wf-8")
+    d = console.api("GET", f"/api/leads/{lead}").json()
+    assert d["lead"]["status"] == "Qualified" and {"need", "market", "timeline"} <= set(
+        d["lead"]["reasons"]
+    )
+    opp, account = d["opportunity"], d["account"]
+    assert opp["lead_id"] == lead and opp["stage"] == "Needs Analysis"
+    assert account["name"] == "Vogel Bau GmbH"
+    assert [(h["from_stage"], h["to_stage"]) for h in d["stage_history"]] == [
+        (None, "Needs Analysis")
+    ]
+    html = console.login().get(f"{console.base}/leads/{lead}", timeout=30).text
+    shown = html.split("<h2>Account and opportunity</h2>")[1].split("<h2>Contacts</h2>")[0]
+    assert "Vogel Bau GmbH" in shown and opp["opportunity_id"] in shown
+    assert "Needs Analysis" in shown and "25000" in shown.replace(".", "").replace(",", "")
+
+
 def test_overview_funnel_runs_and_rejects(console: Console) -> None:
     s = console.login()
     html = s.get(console.base + "/", timeout=30).text
