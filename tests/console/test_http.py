@@ -500,16 +500,17 @@ def test_the_token_can_come_from_a_prefect_secret_block(
     monkeypatch: pytest.MonkeyPatch, prefect_api: None
 ) -> None:
     from prefect.blocks.system import Secret
+    from pydantic import SecretStr
 
     monkeypatch.delenv("LEADFLOW_CONSOLE_TOKEN", raising=False)
     monkeypatch.delenv("LEADFLOW_CONSOLE_TOKEN_BLOCK", raising=False)
-    Secret(value=TOKEN).save("leadflow-console-token", overwrite=True)
+    Secret(value=SecretStr(TOKEN)).save("leadflow-console-token", overwrite=True)
     assert read_token("leadflow-console-token") == TOKEN
     monkeypatch.setenv("LEADFLOW_CONSOLE_TOKEN_BLOCK", "leadflow-console-token")
     assert read_token() == TOKEN
     with pytest.raises(TokenError, match="no-such-block"):
         read_token("no-such-block")
-    Secret(value="short").save("leadflow-short-token", overwrite=True)
+    Secret(value=SecretStr("short")).save("leadflow-short-token", overwrite=True)
     with pytest.raises(TokenError, match="at least 16"):
         read_token("leadflow-short-token")
 
