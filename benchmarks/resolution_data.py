@@ -232,6 +232,10 @@ def _sighting(rnd: random.Random, p: Person, first_sighting: bool) -> dict[str, 
                 street.replace("straße", "str.").replace("Caddesi", "Cad.").replace("Street", "St")
             )
         row.update(street=street, postal=p.postal, city=p.city)
+        if noisy and not paper and rnd.random() < 0.12:
+            # another address of theirs: the office, a new home, the fair's city
+            other = _person(rnd)
+            row.update(street=other.street, postal=other.postal, city=other.city)
     if not paper and p.company and rnd.random() < 0.7:
         comp = p.company
         if noisy and rnd.random() < 0.4:
