@@ -425,7 +425,9 @@ def create_app(
 
     # ---- the review queue ----------------------------------------------------------------------
 
-    prior = settings.resolution.prior_log2
+    # Pairs are scored by match probability; a pair stored with a log2 weight (before match
+    # models) is read against the prior those weights assumed.
+    prior = -10.0
     queue_cache: dict[str, Any] = {"version": None, "order": []}
     queue_lock = threading.Lock()
 

@@ -58,19 +58,22 @@ class QualitySettings(_Strict):
 
 
 class ResolutionSettings(_Strict):
-    """Entity resolution thresholds, on the summed Fellegi–Sunter log2 weight of a pair."""
+    """Entity resolution: thresholds on the model's match probability, the block size past which
+    a blocking key is too common to compare, and the in-process DuckDB the model runs on."""
 
-    link_weight: float = 20.0
-    review_weight: float = 10.0
-    max_block_size: Annotated[int, Field(ge=2)] = 60
-    prior_log2: float = -10.0
+    link_probability: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    review_probability: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    max_block_size: Annotated[int, Field(ge=2)] = 100
+    memory_limit: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?\s*[KMGT]i?B$")] = "1GB"
+    threads: Annotated[int, Field(ge=1)] = 2
+    temp_directory: str | None = None  # where DuckDB spills past memory_limit (its default: .tmp)
 
-    @field_validator("review_weight")
+    @field_validator("review_probability")
     @classmethod
     def _below_link(cls, value: float, info: ValidationInfo) -> float:
-        link = info.data.get("link_weight")
+        link = info.data.get("link_probability")
         if link is not None and value > link:
-            raise ValueError("must not be above link_weight")
+            raise ValueError("must not be above link_probability")
         return value
 
 

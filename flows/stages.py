@@ -10,7 +10,7 @@ import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -69,10 +69,11 @@ from flows.settings import (
     VcardSource,
     WebformSource,
 )
+from transforms import scoring
 from transforms.columns import check_file, submissions_shape
 from transforms.fields import header_scorer, received_at_column
 from transforms.fx import parse_rates
-from transforms.match import MatchSettings
+from transforms.match import MatchSettings, match_table
 from transforms.normalize import NormalizeOptions, normalize_batch, parse_received
 from transforms.outcomes import (
     OpportunityUpdate,
@@ -83,8 +84,8 @@ from transforms.outcomes import (
 )
 from transforms.qualify import Rules, RulesError, qualify_leads, rules_from_yaml
 from transforms.records import Contact, RawRow, Reject, raw_id_for
-from transforms.resolve import resolve_contacts
-from warehouse import docs_site, fx, marts, quality, store
+from transforms.resolve import golden_leads, link_contacts
+from warehouse import docs_site, fx, marts, matching, quality, store
 from warehouse import outcomes as outcomes_store
 from warehouse.quality import CheckResult, QualityGate, Thresholds
 from warehouse.schema import dq_results
@@ -564,11 +565,27 @@ def normalize_options(settings: Settings) -> NormalizeOptions:
 def match_settings(settings: Settings) -> MatchSettings:
     r = settings.resolution
     return MatchSettings(
-        link_weight=r.link_weight,
-        review_weight=r.review_weight,
+        link_probability=r.link_probability,
+        review_probability=r.review_probability,
         max_block_size=r.max_block_size,
-        prior_log2=r.prior_log2,
     )
+
+
+def match_engine(settings: Settings) -> scoring.Engine:
+    r = settings.resolution
+    return scoring.Engine(
+        memory_limit=r.memory_limit, threads=r.threads, temp_directory=r.temp_directory
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Resolving:
+    """How a run resolves: thresholds, the model (read from the warehouse once per run) and the
+    engine it scores on."""
+
+    settings: MatchSettings
+    model: scoring.Model | None = None  # None: the warehouse's active model, read per chunk
+    engine: scoring.Engine = field(default_factory=scoring.Engine)
 
 
 def process_chunk(
@@ -576,59 +593,72 @@ def process_chunk(
     rows: list[Any],
     opts: NormalizeOptions,
     rules: Rules,
-    matching: MatchSettings | None = None,
+    resolving: Resolving | None = None,
 ) -> tuple[store.PublishSet, dict[str, float]]:
-    """normalize → resolve → qualify for one chunk of pending raw rows, reading context from conn."""
+    """normalize → resolve → qualify for one chunk of pending raw rows.
+
+    Reads first (erasure tombstones, the resolution context: the matching columns of the
+    candidate leads' contacts), computes the links, then reads the whole contacts of only the
+    leads that changed, for their golden records and qualification.
+    """
+    resolving = resolving or Resolving(MatchSettings())
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     contacts, rejects = normalize_batch(rows, opts)
     contacts, erased = suppress_erased(conn, contacts, rows)
     rejects = rejects + erased
+    features = match_table(contacts)
     t1 = time.perf_counter()
-    matching = matching or MatchSettings()
-    common = store.common_block_keys(conn, contacts, matching.max_block_size)
-    existing, decisions = store.lead_context(conn, contacts, common)
-    resolution = resolve_contacts(contacts, existing, decisions, matching, common)
+    model = resolving.model or matching.active_model(conn)
+    pending = store.decision_leads(conn) if store.pending_decisions(conn) else set()
+    context = matching.read_context(conn, features, resolving.settings.max_block_size, pending)
+    ids = context.members.column("contact_id").to_pylist() + [c.contact_id for c in contacts]
+    decisions = store.review_decisions(conn, ids)
+    linking = link_contacts(
+        contacts, context, decisions, resolving.settings, model, resolving.engine, features
+    )
+    new_ids = {c.contact_id for c in contacts}
+    everyone = store.contacts_by_id(
+        conn, {cid for cids in linking.members.values() for cid in cids} - new_ids
+    ) | {c.contact_id: c for c in contacts}
+    leads = golden_leads(linking, everyone)
     t2 = time.perf_counter()
-    members: dict[str, list[Any]] = defaultdict(list)
-    lead_of = {lk.contact_id: lk.lead_id for lk in resolution.links}
-    for c, lead_id in existing:
-        members[lead_of.get(c.contact_id, lead_id)].append(c)
-    for c in contacts:
-        members[lead_of[c.contact_id]].append(c)
-    merged = {a for a, _ in resolution.merges}
-    prior = store.prior_states(conn, {ld.lead_id for ld in resolution.leads} | merged)
+    members = {lead_id: [everyone[c] for c in cids] for lead_id, cids in linking.members.items()}
+    merged = {a for a, _ in linking.merges}
+    prior = store.prior_states(conn, {ld.lead_id for ld in leads} | merged)
     clock = store.data_clock(conn)
     newest_here = max((r.received_at for r in rows), default=clock)
     as_of = max(clock, newest_here) if clock and newest_here else newest_here or clock
     assert as_of is not None  # rows, or a warehouse with raw records (a decisions-only chunk)
     result = qualify_leads(
-        resolution.leads,
+        leads,
         members,
         rules,
         as_of,
         prior,
         store.read_stages(conn),
-        merges=resolution.merges,
+        merges=linking.merges,
     )
     t3 = time.perf_counter()
     timings.update(normalize=t1 - t0, resolve=t2 - t1, qualify=t3 - t2)
     ps = store.PublishSet(
         contacts=contacts,
         rejects=rejects,
-        links=resolution.links,
-        leads=resolution.leads,
+        links=linking.links,
+        leads=leads,
         qualifications=result.qualifications,
-        merges=resolution.merges,
+        merges=linking.merges,
         accounts=result.accounts,
         opportunities=result.opportunities,
         conversions=result.conversions,
         status_history=result.status_history,
         stage_history=result.stage_history,
         reparented=result.reparented,
-        reviews=resolution.reviews,
+        reviews=linking.reviews,
         decisions=decisions,
-        splits=resolution.splits,
+        splits=linking.splits,
+        features=features,
+        model_version=model.version,
     )
     return ps, timings
 
@@ -740,6 +770,88 @@ def replay_rejects(
     return stats
 
 
+@dataclass(frozen=True, slots=True)
+class ModelPlan:
+    """How the leads change when every contact is resolved again with another match model."""
+
+    model_version: str
+    contacts: int
+    leads_before: int
+    leads_after: int
+    merged: int  # leads under the model holding contacts of two or more of today's leads
+    split: int  # today's leads whose contacts the model puts in two or more leads
+    moved: int  # contacts not with the same companions as today
+
+
+def _partition(conn: Connection) -> dict[str, frozenset[str]]:
+    lk = store.lead_memberships(conn)
+    groups: dict[str, set[str]] = defaultdict(set)
+    for contact_id, lead_id in lk:
+        groups[lead_id].add(contact_id)
+    return {lead: frozenset(cs) for lead, cs in groups.items()}
+
+
+def compare_partitions(
+    before: dict[str, frozenset[str]], after: dict[str, frozenset[str]]
+) -> tuple[int, int, int]:
+    """(merged, split, moved) between two clusterings of the same contacts (pure)."""
+    old_of = {c: lead for lead, cs in before.items() for c in cs}
+    new_of = {c: lead for lead, cs in after.items() for c in cs}
+    merged = sum(1 for cs in after.values() if len({old_of.get(c) for c in cs}) > 1)
+    split = sum(1 for cs in before.values() if len({new_of.get(c) for c in cs}) > 1)
+    moved = sum(1 for c in old_of if c in new_of and before[old_of[c]] != after[new_of[c]])
+    return merged, split, moved
+
+
+def remodel(
+    engine: Engine, settings: Settings, model: scoring.Model, run_id: str, apply: bool
+) -> ModelPlan:
+    """Resolve every landed record again with `model` (a rebuild in one transaction) and compare
+    the leads with today's; commit, and make the model the active one, only with `apply`."""
+    opts, rules = normalize_options(settings), rules_for_run(engine, settings)
+    resolving = Resolving(match_settings(settings), model, match_engine(settings))
+    q = settings.quality
+    gate = QualityGate(run_id, Thresholds(q.volume_max_change, q.freshness_hours))
+    stats: dict[str, Any] = defaultdict(int)
+    timings: dict[str, float] = defaultdict(float)
+    with locking.hold(engine, locking.PUBLISH_LOCK, run_id, ttl=locking.PUBLISH_TTL):
+        with engine.connect() as conn:
+            txn = conn.begin()
+            try:
+                before = _partition(conn)
+                store.clear_derived(conn)
+                chunks = (
+                    chunk
+                    for landed_by in store.landing_runs(conn)
+                    for chunk in store.iter_pending_raw(conn, landed_by=landed_by)
+                )
+                _process_all(conn, chunks, opts, rules, resolving, run_id, gate, stats, timings)
+                after = _partition(conn)
+                merged, split, moved = compare_partitions(before, after)
+                plan = ModelPlan(
+                    model.version,
+                    sum(len(cs) for cs in after.values()),
+                    len(before),
+                    len(after),
+                    merged,
+                    split,
+                    moved,
+                )
+                if not apply:
+                    txn.rollback()
+                    return plan
+                refreshed = refresh_marts(conn, settings, run_id)
+                gate.results.extend(refreshed.checks())
+                matching.activate_model(conn, model.version)
+                store.start_run(conn, run_id, "remodel", {"model": model.version})
+                store.finish_run(conn, run_id, "succeeded", {**stats, "timings": dict(timings)})
+                txn.commit()
+                return plan
+            except BaseException:
+                txn.rollback()
+                raise
+
+
 RowSource = Callable[[Connection], Iterable[list[RawRow]]]
 
 
@@ -747,7 +859,7 @@ def _gated_publish(
     engine: Engine, settings: Settings, run_id: str, rows_of: RowSource
 ) -> dict[str, Any]:
     opts, rules = normalize_options(settings), rules_for_run(engine, settings)
-    matching = match_settings(settings)
+    resolving = Resolving(match_settings(settings), engine=match_engine(settings))
     stats: dict[str, Any] = defaultdict(int)
     timings: dict[str, float] = defaultdict(float)
     q = settings.quality
@@ -760,8 +872,12 @@ def _gated_publish(
             # The CRM's APIs are read before the transaction opens: no HTTP while it holds locks.
             crm = read_crm_apis(engine, settings)
             with engine.begin() as conn:
+                t0 = time.perf_counter()
+                stats["contacts_indexed"] += matching.ensure_index(conn)
+                resolving = replace(resolving, model=matching.active_model(conn))
+                timings["resolve"] += time.perf_counter() - t0
                 _process_all(
-                    conn, rows_of(conn), opts, rules, matching, run_id, gate, stats, timings
+                    conn, rows_of(conn), opts, rules, resolving, run_id, gate, stats, timings
                 )
                 t0 = time.perf_counter()
                 for k, v in apply_opportunity_updates(conn, settings, run_id, crm).items():
@@ -968,7 +1084,7 @@ def _process_all(
     chunks: Iterable[list[RawRow]],
     opts: NormalizeOptions,
     rules: Rules,
-    matching: MatchSettings,
+    resolving: Resolving,
     run_id: str,
     gate: QualityGate,
     stats: dict[str, Any],
@@ -979,7 +1095,7 @@ def _process_all(
     baseline = quality.previous_counts(conn)
     chunk_no = 0
     for rows in chunks:
-        ps, t = process_chunk(conn, rows, opts, rules, matching)
+        ps, t = process_chunk(conn, rows, opts, rules, resolving)
         for k, v in t.items():
             timings[k] += v
         t0 = time.perf_counter()

@@ -1,15 +1,16 @@
-"""Matching keys, blocking keys and Fellegi–Sunter pair scores for entity resolution (pure)."""
+"""The matching columns of a contact and the blocking rules over them (pure): what the scoring
+model compares, and which pairs it is asked to compare."""
 
 from __future__ import annotations
 
-import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date
 from functools import lru_cache
+from typing import Any
 
-from rapidfuzz.distance import JaroWinkler
-from rapidfuzz.fuzz import token_sort_ratio
+import phonenumbers
+import pyarrow as pa
 
 from transforms.normalize import fold
 from transforms.records import Contact
@@ -124,67 +125,27 @@ def first_key(first: str | None) -> str:
     return _NICK.get(token, token)
 
 
-@lru_cache(maxsize=262_144)
-def sound_key(text: str) -> str:
-    """A small phonetic key (first letter kept, later vowels and doubled letters dropped)."""
-    t = text.replace(" ", "").translate(_SOUND).replace("h", "")
-    if not t:
-        return ""
-    out = [t[0]]
-    for ch in t[1:]:
-        if ch in "aeiou" or ch == out[-1]:
-            continue
-        out.append(ch)
-    return "".join(out)[:6]
-
-
 _NICK = _canonical_nicknames()
 _DIGIT = re.compile(r"\d")
 
-
-@dataclass(slots=True)
-class Features:
-    """What the comparisons look at, computed once per contact."""
-
-    first: str
-    last: str
-    email_key: str
-    email_local: str
-    email_domain: str  # a company domain only: free-mail and disposable domains say nothing
-    phone: str
-    postal: str
-    street: str
-    city: str
-    company: str
-    birth: date | None
-
-
-def features(c: Contact) -> Features:
-    first, last = first_key(c.first_name), name_token(c.last_name)
-    ekey = c.email_key if c.email_key and not c.email_is_role else ""
-    local, _, domain = ekey.partition("@")
-    if c.email_is_free or c.email_is_disposable:
-        domain = ""
-    return Features(
-        first=first,
-        last=last,
-        email_key=ekey,
-        # A bare "first.last" local part says no more than the name; one with digits does.
-        email_local=local if len(local) >= 6 and _DIGIT.search(local) else "",
-        email_domain=domain,
-        phone=c.phone or "",
-        postal=_postal(c.postal_code),
-        street=_street(c.street),
-        city=name_token(c.city),
-        company=c.company_key or "",
-        birth=c.birth_date,
-    )
-
-
-@lru_cache(maxsize=65_536)
-def _postal(raw: str | None) -> str:
-    return re.sub(r"[^0-9A-Z]", "", raw.upper()) if raw else ""
-
+# The columns the model compares, computed once per contact at normalize time and stored with it
+# (`contact_features`): resolution reads these for the existing contacts, never whole contacts.
+MATCH_COLUMNS: tuple[str, ...] = (
+    "first",  # first given name, folded, nickname resolved: Bob → robert, Müller → muller
+    "last",  # surname, folded and transliterated
+    "email_key",  # a person's mailbox (role mailboxes such as info@ say nobody's name)
+    "email_local",  # its local part
+    "email_domain",  # a company domain only: free-mail and disposable domains say nothing
+    "phone",  # E.164
+    "phone_nsn",  # the national significant number: the same line written for another country
+    "company",  # company key
+    "house",  # the house number of the street address
+    "street_name",  # the street without house number or flat, street types written one way
+    "postcode",  # upper-case letters and digits
+    "city",  # city or suburb, folded
+    "birth",  # date of birth, ISO
+    "country",  # ISO 3166 alpha-2
+)
 
 _STREET_WORDS = {
     "strasse": "str",
@@ -194,6 +155,7 @@ _STREET_WORDS = {
     "caddesi": "cad",
     "cad": "cad",
     "cd": "cad",
+    "cadde": "cad",
     "sokak": "sok",
     "sokagi": "sok",
     "sk": "sok",
@@ -201,166 +163,254 @@ _STREET_WORDS = {
     "mahallesi": "mah",
     "mah": "mah",
     "mh": "mah",
+    "bulvari": "blv",
+    "bulvar": "blv",
+    "blv": "blv",
     "avenue": "ave",
     "ave": "ave",
     "road": "rd",
     "rd": "rd",
+    "lane": "ln",
+    "ln": "ln",
+    "drive": "dr",
+    "dr": "dr",
+    "close": "cl",
+    "cl": "cl",
+    "court": "ct",
+    "ct": "ct",
+    "place": "pl",
+    "pl": "pl",
+    "square": "sq",
+    "sq": "sq",
+    "platz": "pl",
+    "weg": "weg",
+    "allee": "allee",
+    "gasse": "g",
+    "g": "g",
     "no": "",
+    "nr": "",
 }
+# What follows these words on a street line is a flat or a unit, not the street.
+_UNIT = re.compile(
+    r"\b(flat|apt|apartment|daire|d|wohnung|whg|unit|suite|ste|kat|floor|etage)\b.*$"
+)
+_HOUSE = re.compile(r"\b\d+[a-z]?\b")
 
 
 @lru_cache(maxsize=262_144)
-def _street(raw: str | None) -> str:
+def street_parts(raw: str | None) -> tuple[str, str]:
+    """(house number, street name) of a street line: 'Hauptstraße 5, Whg. 3' → ('5', 'haupt str');
+    '115 Park Road Flat 2' → ('115', 'park rd'). Either may be empty."""
     if not raw:
+        return "", ""
+    text = fold(raw).replace("ß", "ss")
+    text = re.sub(r"([a-z])(strasse|str)\b", r"\1 \2", text)
+    text = _UNIT.sub("", re.sub(r"[^a-z0-9]+", " ", text)).strip()
+    numbers = _HOUSE.findall(text)
+    words = [_STREET_WORDS.get(w, w) for w in _HOUSE.sub(" ", text).split()]
+    return (numbers[0] if numbers else ""), " ".join(w for w in words if w)
+
+
+@lru_cache(maxsize=65_536)
+def postcode_key(raw: str | None) -> str:
+    return re.sub(r"[^0-9A-Z]", "", raw.upper()) if raw else ""
+
+
+@lru_cache(maxsize=262_144)
+def national_number(e164: str | None) -> str:
+    """The national significant number of an E.164 phone: +90 532 … and +49 532 … share it."""
+    if not e164:
         return ""
-    text = re.sub(r"([a-z])(str)\b", r"\1 \2", fold(raw).replace("ß", "ss"))
-    words = re.findall(r"[a-z]+|\d+", text.replace("strasse", " strasse"))
-    return " ".join(w for w in (_STREET_WORDS.get(x, x) for x in words) if w)
+    try:
+        return str(phonenumbers.parse(e164).national_number)
+    except phonenumbers.NumberParseException:
+        return e164.lstrip("+")
 
 
-# Prefixes of the keys that link on their own (same email key, same phone): never "too common".
-EXACT_KEYS = ("e:", "p:")
+def match_row(c: Contact) -> dict[str, str | None]:
+    """One contact's matching columns; an empty value is None (missing, never compared)."""
+    ekey = c.email_key if c.email_key and not c.email_is_role else ""
+    local, _, domain = ekey.partition("@")
+    if c.email_is_free or c.email_is_disposable:
+        domain = ""
+    house, street = street_parts(c.street)
+    values = {
+        "first": first_key(c.first_name),
+        "last": name_token(c.last_name),
+        "email_key": ekey,
+        "email_local": local,
+        "email_domain": domain,
+        "phone": c.phone or "",
+        "phone_nsn": national_number(c.phone),
+        "company": c.company_key or "",
+        "house": house,
+        "street_name": street,
+        "postcode": postcode_key(c.postal_code),
+        "city": name_token(c.city),
+        "birth": c.birth_date.isoformat() if c.birth_date else "",
+        "country": c.country or "",
+    }
+    return {k: (v or None) for k, v in values.items()}
 
 
-def block_keys(f: Features) -> tuple[str, ...]:
-    """Keys that put plausible pairs in the same block; a pair is compared if it shares one."""
-    keys: list[str] = []
-    sf, sl = sound_key(f.first), sound_key(f.last)
-    if f.email_key:
-        keys.append("e:" + f.email_key)
-    if f.phone:
-        keys.append("p:" + f.phone)
-    if sf and sl:
-        keys.append("n:" + ":".join(sorted((sf, sl))))
-    if f.postal and sl:
-        keys.append(f"pl:{f.postal}:{sl}")
-    if f.postal and sf:
-        keys.append(f"pf:{f.postal}:{sf}")
-    if f.company and sl:
-        keys.append(f"cl:{f.company}:{sl}")
-    if f.email_domain and sl:
-        keys.append(f"dl:{f.email_domain}:{sl}")
-    if f.email_local:
-        keys.append("el:" + f.email_local)
-    if f.birth and sf:
-        keys.append(f"bf:{f.birth.isoformat()}:{sf}")
-    return tuple(keys)
+MATCH_SCHEMA = pa.schema(
+    [pa.field("contact_id", pa.string(), nullable=False)]
+    + [pa.field(name, pa.string()) for name in MATCH_COLUMNS]
+)
+
+
+def match_table(contacts: Iterable[Contact]) -> pa.Table:
+    """The matching columns of `contacts` as one Arrow table (contact_id first)."""
+    cols: dict[str, list[str | None]] = {name: [] for name in MATCH_SCHEMA.names}
+    for c in contacts:
+        cols["contact_id"].append(c.contact_id)
+        for name, value in match_row(c).items():
+            cols[name].append(value)
+    return pa.table(cols, schema=MATCH_SCHEMA)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockingRule:
+    """Pairs agreeing on every column of `columns` are compared. `exact` rules carry an
+    identifier (an email, a phone): never too common to be told, and their pairs form a star."""
+
+    code: str
+    columns: tuple[str, ...]
+    exact: bool = False
+
+
+# Together these reach every pair a person would merge: the same mailbox or phone, the same
+# name in the same place, the same address, the same name and birth date, and names swapped.
+BLOCKING_RULES: tuple[BlockingRule, ...] = (
+    BlockingRule("e", ("email_key",), exact=True),
+    BlockingRule("p", ("phone",), exact=True),
+    BlockingRule("el", ("email_local",)),
+    BlockingRule("np", ("name_pair", "postcode")),
+    BlockingRule("lp", ("last", "postcode")),
+    BlockingRule("fp", ("first", "postcode")),
+    BlockingRule("lc", ("last", "city")),
+    BlockingRule("fl", ("first", "last")),
+    BlockingRule("lb", ("last", "birth")),
+    BlockingRule("fb", ("first", "birth")),
+    BlockingRule("nb", ("name_pair", "birth")),
+    BlockingRule("pb", ("postcode", "birth")),
+    BlockingRule("cb", ("city", "birth")),
+    BlockingRule("sp", ("street_name", "house", "postcode")),
+    BlockingRule("sc", ("street_name", "house", "city")),
+    BlockingRule("sf", ("street_name", "house", "first")),
+    BlockingRule("sl", ("street_name", "house", "last")),
+    BlockingRule("cl", ("company", "last")),
+    BlockingRule("dl", ("email_domain", "last")),
+)
+EXACT_RULES = frozenset(r.code for r in BLOCKING_RULES if r.exact)
+
+
+def _derived(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    first, last = row.get("first"), row.get("last")
+    # Both orders of a name give one key: "Işık İsmail" meets "İsmail Işık".
+    pair = "|".join(sorted((first, last))) if first and last else None
+    return {**row, "name_pair": pair}
+
+
+def block_keys(row: Mapping[str, Any]) -> list[str]:
+    """The blocking keys of one contact's matching columns: a rule's code and its values."""
+    values = _derived(row)
+    keys = []
+    for rule in BLOCKING_RULES:
+        parts = [values.get(col) for col in rule.columns]
+        if all(parts):
+            keys.append(rule.code + ":" + "\x1f".join(str(p) for p in parts))
+    return keys
+
+
+def rule_of(key: str) -> str:
+    return key.partition(":")[0]
+
+
+def _key_sql(rule: BlockingRule) -> str:
+    parts = [
+        "case when first is not null and last is not null then least(first, last) || '|' "
+        "|| greatest(first, last) end"
+        if col == "name_pair"
+        else col
+        for col in rule.columns
+    ]
+    return f"'{rule.code}:' || " + " || chr(31) || ".join(parts)
+
+
+def block_keys_sql(relation: str) -> str:
+    """SQL (DuckDB) giving (contact_id, key, rule, exact) for every blocking key of the contacts
+    in `relation` (a table with contact_id and the matching columns): the same keys as
+    `block_keys`, computed a column at a time."""
+    # Built from the rule table above and a relation name of ours: no value reaches the SQL.
+    selects = [
+        f"select contact_id, {_key_sql(r)} as key, '{r.code}' as rule, {str(r.exact).lower()} "  # noqa: S608
+        f"as exact from {relation}"
+        for r in BLOCKING_RULES
+    ]
+    return "select * from (" + " union all ".join(selects) + ") where key is not null"  # noqa: S608
+
+
+def block_key_rows(table: pa.Table, con: Any) -> pa.Table:
+    """(block_key, contact_id) for every contact of a matching table, computed in DuckDB."""
+    con.register("__lf_match", table)
+    try:
+        return con.sql(
+            f"select key as block_key, contact_id from ({block_keys_sql('__lf_match')})"  # noqa: S608
+        ).to_arrow_table()
+    finally:
+        con.unregister("__lf_match")
+
+
+def candidate_pairs(
+    records: pa.Table, common: Iterable[str], max_block_size: int, con: Any
+) -> pa.Table:
+    """The pairs to score: contacts sharing a blocking key, at least one of them new.
+
+    `records` holds contact_id, `is_new`, `ord` (the order contacts were first seen: a pair is
+    written earlier → later) and the matching columns. A key shared by more than
+    `max_block_size` contacts here, or listed in `common` (too common over the warehouse),
+    is left out; an identifier key (email, phone) never is, and pairs each contact only with
+    the first contact seen with it (a star: a mailbox shared by a thousand sightings gives a
+    thousand pairs, not half a million). Returns contact_id_l, contact_id_r and the rule of the
+    first key the pair shares."""
+    con.register("__lf_records", records)
+    con.register("__lf_common", pa.table({"key": pa.array(sorted(set(common)), pa.string())}))
+    try:
+        sql = f"""
+        with keys as (
+            select k.key, k.rule, k.exact, r.contact_id, r.is_new, r.ord
+            from ({block_keys_sql("__lf_records")}) k join __lf_records r using (contact_id)
+        ),
+        sizes as (select key, count(*) as n, min(ord) as first_ord from keys group by key),
+        usable as (
+            select keys.*, sizes.first_ord from keys join sizes using (key)
+            where keys.exact
+               or (sizes.n <= {int(max_block_size)}
+                   and keys.key not in (select key from __lf_common))
+        )
+        select a.contact_id as contact_id_l, b.contact_id as contact_id_r, min(a.rule) as rule,
+               min(a.ord) as ord_l, min(b.ord) as ord_r
+        from usable a join usable b on a.key = b.key and a.ord < b.ord
+        where (a.is_new or b.is_new) and (not a.exact or a.ord = a.first_ord)
+        group by a.contact_id, b.contact_id
+        order by ord_l, ord_r
+        """  # noqa: S608
+        return con.sql(sql).select("contact_id_l, contact_id_r, rule").to_arrow_table()
+    finally:
+        con.unregister("__lf_records")
+        con.unregister("__lf_common")
 
 
 @dataclass(frozen=True, slots=True)
 class MatchSettings:
-    """Thresholds on the summed log2 weight of a pair; the defaults come from the benchmark."""
+    """When a scored pair links, when it goes to a person, and which blocks are too common.
 
-    link_weight: float = 20.0
-    review_weight: float = 10.0
-    strong_name: float = 0.93
-    max_block_size: int = 60
-    prior_log2: float = -10.0
+    Thresholds are match probabilities from the model (its prior included). A block (contacts
+    agreeing on one blocking rule) larger than `max_block_size`, counted over the warehouse,
+    says nothing about who is who and is not compared; email and phone blocks never count as
+    too common (their pairs are a star around the first contact seen)."""
 
-
-def _w(m: float, u: float) -> float:
-    return math.log2(m / u)
-
-
-# (m, u) per comparison level: how often the level occurs among true matches and among
-# random pairs. Summed log2(m/u) is the Fellegi–Sunter match weight.
-W = {
-    "first_exact": _w(0.85, 0.01),
-    "first_close": _w(0.10, 0.02),
-    "first_initial": _w(0.03, 0.06),
-    "first_diff": _w(0.02, 0.91),
-    "last_exact": _w(0.88, 0.002),
-    "last_close": _w(0.09, 0.01),
-    "last_diff": _w(0.03, 0.988),
-    "email_same": _w(0.60, 0.000_01),
-    "email_diff": _w(0.30, 0.999),
-    "local_same": _w(0.05, 0.000_5),
-    "phone_same": _w(0.60, 0.000_1),
-    "phone_diff": _w(0.25, 0.999),
-    "postal_same": _w(0.85, 0.005),
-    "postal_diff": _w(0.15, 0.995),
-    "street_same": _w(0.80, 0.001),
-    "street_close": _w(0.12, 0.01),
-    "street_diff": _w(0.08, 0.989),
-    "city_same": _w(0.90, 0.05),
-    "city_diff": _w(0.10, 0.95),
-    "company_same": _w(0.60, 0.002),
-    "company_close": _w(0.10, 0.005),
-    "company_diff": _w(0.30, 0.993),
-    "domain_same": _w(0.50, 0.05),
-    "birth_same": _w(0.95, 0.000_3),
-    "birth_diff": _w(0.000_1, 0.999_7),
-}
-
-
-def _name_level(a: str, b: str, close: float, part: str) -> tuple[str, float]:
-    if a == b:
-        return f"{part}_exact", 1.0
-    if part == "first" and (len(a) == 1 or len(b) == 1) and a[0] == b[0]:
-        return "first_initial", 0.9
-    sim = JaroWinkler.normalized_similarity(a, b)
-    return (f"{part}_close" if sim >= close else f"{part}_diff"), sim
-
-
-def _street_level(a: str, b: str) -> str:
-    if a == b:
-        return "street_same"
-    if re.findall(r"\d+", a) != re.findall(r"\d+", b):
-        return "street_diff"  # another house number is another household
-    r = token_sort_ratio(a, b)
-    return "street_same" if r >= 90 else "street_close" if r >= 75 else "street_diff"
-
-
-def compare(a: Features, b: Features, close: float = 0.88) -> tuple[float, dict[str, str], bool]:
-    """(weight, level per compared field, strong name evidence) for one pair."""
-    levels: dict[str, str] = {}
-    strong = False
-    swapped = False
-    if a.first and a.last and b.first and b.last:
-        fl, fs = _name_level(a.first, b.first, close, "first")
-        ll, ls = _name_level(a.last, b.last, close, "last")
-        if fs + ls < 2.0:
-            # Swapped order ("Işık İsmail"): compare crosswise and keep the better reading.
-            xf, xfs = _name_level(a.first, b.last, close, "first")
-            xl, xls = _name_level(a.last, b.first, close, "last")
-            if xfs + xls > fs + ls + 0.1:
-                fl, fs, ll, ls, swapped = xf, xfs, xl, xls, True
-        levels["first"], levels["last"] = fl, ll
-        strong = min(fs, ls) >= 0.93
-    elif a.last and b.last:
-        levels["last"] = _name_level(a.last, b.last, close, "last")[0]
-    if a.email_key and b.email_key:
-        if a.email_key == b.email_key:
-            levels["email"] = "email_same"
-        elif a.email_local and a.email_local == b.email_local:
-            levels["email"] = "local_same"
-        else:
-            levels["email"] = "email_diff"
-    if a.email_domain and a.email_domain == b.email_domain:
-        levels["domain"] = "domain_same"
-    if a.phone and b.phone:
-        levels["phone"] = "phone_same" if a.phone == b.phone else "phone_diff"
-    if a.postal and b.postal:
-        levels["postal"] = "postal_same" if a.postal == b.postal else "postal_diff"
-    if a.street and b.street:
-        levels["street"] = _street_level(a.street, b.street)
-    elif a.city and b.city:
-        levels["city"] = "city_same" if a.city == b.city else "city_diff"
-    if a.company and b.company:
-        if a.company == b.company:
-            levels["company"] = "company_same"
-        else:
-            r = JaroWinkler.normalized_similarity(a.company, b.company)
-            levels["company"] = "company_close" if r >= 0.92 else "company_diff"
-    if a.birth and b.birth:
-        levels["birth"] = "birth_same" if a.birth == b.birth else "birth_diff"
-    weight = sum(map(W.__getitem__, levels.values()))
-    if swapped:
-        levels["name_order"] = "swapped"
-    return weight, levels, strong
-
-
-def probability(weight: float, prior_log2: float) -> float:
-    """Match probability from the weight and the prior odds of a pair in a block."""
-    x = weight + prior_log2
-    return 1.0 / (1.0 + 2.0 ** (-x)) if x > -60 else 0.0
+    link_probability: float = 0.95
+    review_probability: float = 0.5
+    max_block_size: int = 100

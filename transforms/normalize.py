@@ -941,28 +941,29 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
     if birth_raw and birth is None:
         issues.append("birth_date_unparseable")
     has_person_email = bool(ekey) and not is_role
-    # a role mailbox (info@, sales@) beside a company name reaches that company: a contact of it,
-    # flagged by email_is_role
+    # A full name is somebody; one name part is with an address (a street and a postal code or
+    # city) or with a birth date and a postal code: a person register has no email or phone.
+    # A role mailbox (info@, sales@) beside a company name reaches that company: a contact of it,
+    # flagged by email_is_role.
     has_company_mailbox = bool(ekey) and is_role and bool(company)
-    has_address = bool(full and last and postal)
-    # One name part is enough with a street and a postal code or city, or with a birth date
-    # and a postal code: a person register has no email and no phone.
     one_name = bool(first or last)
-    has_street = one_name and bool(street) and bool(postal or city)
+    place = bool(postal or city)
+    has_street = one_name and bool(street) and place
     has_birth = one_name and birth is not None and bool(postal)
+    full_name = bool(first and last)
     if not (
         has_person_email
         or phone.e164
-        or has_address
+        or full_name
         or has_street
         or has_birth
         or (ekey and full)
         or has_company_mailbox
     ):
         reason = (
-            "no email, phone, full name with postal code, or name with street and postal code"
-            " or city, or name with birth date and postal code identifies a person, and no"
-            " role mailbox a company"
+            "no email, phone or full name, no name part with a street and a postal code or city"
+            " or with a birth date and a postal code, and no role mailbox beside a company"
+            " identifies a person"
         )
         if issues:
             reason += f" ({', '.join(issues)})"

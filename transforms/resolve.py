@@ -1,30 +1,38 @@
-"""Entity resolution: link contacts to leads (one per real person) and build each lead's golden record.
+"""Entity resolution: which lead each new contact belongs to, and each lead's golden record.
 
-A cascade: exact keys (email key; phone with a compatible name), then Fellegi–Sunter scores on
-blocked pairs, then constrained clustering (a cannot-link or two person emails without strong
-name evidence keep clusters apart), then survivorship per field.
+The pairs to compare come from blocking (`transforms.match`), their scores from the trained
+model (`transforms.scoring`, Splink); what Splink does not do is here: stable lead ids (an
+existing lead keeps its id, a merge is recorded), clustering under constraints (a cannot-link
+decision, two different person mailboxes without strong name evidence, two birth dates that
+cannot be one), the review queue, and survivorship per field.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from transforms.match import (
-    EXACT_KEYS,
-    Features,
-    MatchSettings,
-    block_keys,
-    compare,
-    features,
-    probability,
-)
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.match import MATCH_SCHEMA, MatchSettings, candidate_pairs, match_table
 from transforms.records import Contact, Lead, Link, stable_id
+from transforms.scoring import (
+    TF_COLUMNS,
+    Engine,
+    Model,
+    default_model,
+    evidence,
+    score_pairs,
+    term_frequencies,
+)
 
 MUST_LINK, CANNOT_LINK = "must_link", "cannot_link"
+MODEL_RULE = "model"  # a link the model's score made
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +54,8 @@ class ReviewDecision:
     contact_a: str
     contact_b: str
     decision: str  # MUST_LINK or CANNOT_LINK
+    # a steward's "not this person": contact_a is taken out of its lead, which stays the others'
+    split_out: bool = False
 
 
 def review_id(a: str, b: str) -> str:
@@ -53,10 +63,46 @@ def review_id(a: str, b: str) -> str:
     return stable_id("rev", lo, hi)
 
 
+# The existing contacts resolution reads: every contact of every lead a new contact could join.
+CONTEXT_SCHEMA = pa.schema(
+    [
+        pa.field("lead_id", pa.string(), nullable=False),
+        pa.field("received_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        *MATCH_SCHEMA,
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the warehouse knows that resolving a chunk needs, read before it: the members of every
+    lead that shares a blocking key with the chunk (matching columns only), how often each
+    term-frequency value occurs among the warehouse's contacts, and the blocking keys that are
+    too common over the warehouse to be compared."""
+
+    members: pa.Table = field(default_factory=CONTEXT_SCHEMA.empty_table)
+    counts: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    totals: Mapping[str, int] = field(default_factory=dict)
+    common: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Linking:
+    """Links for every contact whose lead is new or changed, merges (old→new), grey-zone pairs,
+    the leads a cannot-link decision split off (new, from), and the contacts of each lead whose
+    golden record must be built again."""
+
+    links: list[Link]
+    merges: list[tuple[str, str]]
+    reviews: list[ReviewPair]
+    splits: list[tuple[str, str]]
+    members: dict[str, list[str]]
+    scored_pairs: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Resolution:
-    """Links for every contact whose lead is new or changed, golden records, merges (old→new),
-    grey-zone pairs for review, and the leads a cannot-link decision split off (new, from)."""
+    """A linking with the golden records of the leads it touched."""
 
     links: list[Link]
     leads: list[Lead]
@@ -80,29 +126,41 @@ GOLDEN_FIELDS = tuple(f for group, _ in SURVIVORSHIP for f in group)
 SOURCE_PRIORITY = {"webform": 0, "spreadsheet": 1, "vcard": 1, "email": 2}
 
 
-def names_compatible(a: Contact, b: Contact) -> bool:
-    """A shared phone links two contacts only if their names do not contradict each other."""
-    if not a.name_key or not b.name_key or a.name_key == b.name_key:
+# Name evidence strong enough to join two different person mailboxes (one person, two inboxes).
+_STRONG_NAME = frozenset(
+    ("exact", "jaro_winkler >= 0.9", "swapped with the surname", "swapped with the first name")
+)
+
+
+def _close_births(a: str, b: str) -> bool:
+    """Two ISO birth dates a clerk could have written for one person: equal, one digit apart, or
+    day and month swapped."""
+    if a == b:
         return True
-    fa, fb = features(a), features(b)
-    if fa.last and fa.last == fb.last:
-        return fa.first[:1] == fb.first[:1] or not (fa.first and fb.first)
-    # Swapped order: "Işık İsmail" against "İsmail Işık".
-    return bool(fa.first and fa.first == fb.last and fa.last == fb.first)
-
-
-def _order(c: Contact) -> tuple[datetime, str]:
-    return (c.received_at, c.contact_id)
+    if len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) <= 1:
+        return True
+    return a[:4] == b[:4] and a[5:7] == b[8:10] and a[8:10] == b[5:7]
 
 
 class _Clusters:
-    """Union-find over contact indices that refuses unions breaking a constraint."""
+    """Union-find over contact indices that refuses unions breaking a constraint: a cannot-link
+    pair, two different person mailboxes without strong name evidence, birth dates that cannot
+    be one person's."""
 
-    def __init__(self, n: int, emails: Sequence[str], bans: dict[int, set[int]]) -> None:
+    def __init__(
+        self,
+        n: int,
+        emails: Sequence[str | None],
+        births: Sequence[str | None],
+        bans: dict[int, set[int]],
+    ) -> None:
         self.parent = list(range(n))
-        self.email_of = emails
-        self.emails: dict[int, frozenset[str]] = {}  # person emails of merged clusters
-        self.bans = bans  # contact index → contact indices it must never share a cluster with
+        self.emails: dict[int, frozenset[str]] = {
+            i: frozenset((e,)) for i, e in enumerate(emails) if e
+        }
+        self.births: dict[int, frozenset[str]] = {
+            i: frozenset((b,)) for i, b in enumerate(births) if b
+        }
         self.banned: dict[int, set[int]] = {i: set(v) for i, v in bans.items()}
 
     def find(self, x: int) -> int:
@@ -114,55 +172,74 @@ class _Clusters:
             p[x], x = root, p[x]
         return root
 
-    def _emails(self, root: int) -> frozenset[str] | None:
-        got = self.emails.get(root)
-        if got is None and self.email_of[root]:
-            return frozenset((self.email_of[root],))
-        return got
-
     def union(self, a: int, b: int, strong_name: bool) -> bool:
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return True
-        ea, eb = self._emails(ra), self._emails(rb)
+        ea, eb = self.emails.get(ra), self.emails.get(rb)
         if ea and eb and not (ea & eb) and not strong_name:
+            return False
+        ba, bb = self.births.get(ra), self.births.get(rb)
+        if ba and bb and not any(_close_births(x, y) for x in ba for y in bb):
             return False
         for r1, r2 in ((ra, rb), (rb, ra)):
             if any(self.find(x) == r2 for x in self.banned.get(r1, ())):
                 return False
         lo, hi = (ra, rb) if ra < rb else (rb, ra)
         self.parent[hi] = lo
-        if ea or eb:
-            self.emails[lo] = (ea or frozenset()) | (eb or frozenset())
+        for attr in (self.emails, self.births):
+            merged = (attr.pop(hi, None) or frozenset()) | (attr.get(lo) or frozenset())
+            if merged:
+                attr[lo] = merged
         if hi in self.banned:
             self.banned.setdefault(lo, set()).update(self.banned.pop(hi))
         return True
 
 
-def resolve_contacts(
+def link_contacts(
     new: Sequence[Contact],
-    existing: Sequence[tuple[Contact, str]],
+    context: Context,
     decisions: Sequence[ReviewDecision] = (),
     settings: MatchSettings | None = None,
-    common_keys: frozenset[str] = frozenset(),
-) -> Resolution:
-    """Match new contacts with each other and with the existing leads' contacts.
+    model: Model | None = None,
+    engine: Engine | None = None,
+    new_table: pa.Table | None = None,
+) -> Linking:
+    """Match new contacts with each other and with the existing leads' contacts in `context`.
 
-    `existing` holds every contact of every lead that could be affected, with its lead id.
-    `common_keys` are blocking keys known to be too common (counted over the whole warehouse,
-    of which `existing` holds only a part): no pair is compared for sharing one of them.
-    An existing lead keeps its id; when new evidence joins two leads, the older lead survives.
-    Review decisions are honoured: must-link pairs are joined, cannot-link pairs never are.
+    An existing lead keeps its id; when new evidence joins two leads, the one seen first
+    survives. Review decisions are honoured: must-link pairs are joined, cannot-link pairs never
+    are, and a lead holding both contacts of a cannot-link decision is split. `new_table` is
+    the new contacts' matching columns when the caller has them already.
     """
     cfg = settings or MatchSettings()
-    existing, new, split = _unpin_split_leads(existing, new, decisions)
-    old = sorted(existing, key=lambda x: _order(x[0]))
-    seen = {c.contact_id for c, _ in old}
-    fresh = sorted((c for c in new if c.contact_id not in seen), key=_order)
-    contacts = [c for c, _ in old] + fresh
+    model = model or default_model()
+    old, fresh, split = _ordered(new, context.members, decisions)
     n_old = len(old)
-    index = {c.contact_id: i for i, c in enumerate(contacts)}
-    feats = [features(c) for c in contacts]
+    ids = [r["contact_id"] for r in old] + [f.contact_id for f in fresh]
+    index = {cid: i for i, cid in enumerate(ids)}
+    members = context.members.select(MATCH_SCHEMA.names).cast(MATCH_SCHEMA)
+    # New contacts are featurized here; a split lead's members come back from the context.
+    if new_table is None:
+        new_table = match_table(f.contact for f in fresh if f.contact is not None)
+    new_at = {cid: i for i, cid in enumerate(new_table.column("contact_id").to_pylist())}
+    records = pa.concat_tables(
+        [
+            members.take(pa.array([r["row"] for r in old], pa.int64())),
+            pa.concat_tables([members, new_table]).take(
+                pa.array(
+                    [
+                        f.row if f.row is not None else members.num_rows + new_at[f.contact_id]
+                        for f in fresh
+                    ],
+                    pa.int64(),
+                )
+            ),
+        ]
+    )
+    records = records.append_column("is_new", pa.array([i >= n_old for i in range(len(ids))]))
+    records = records.append_column("ord", pa.array(range(len(ids)), pa.int64()))
+
     bans: dict[int, set[int]] = defaultdict(set)
     musts: list[tuple[int, int]] = []
     for d in decisions:
@@ -174,23 +251,15 @@ def resolve_contacts(
             bans[ib].add(ia)
         elif d.decision == MUST_LINK:
             musts.append((ia, ib))
-    cl = _Clusters(len(contacts), [f.email_key for f in feats], bans)
+    cl = _Clusters(
+        len(ids), records.column("email_key").to_pylist(), records.column("birth").to_pylist(), bans
+    )
     reason: dict[int, tuple[str, float, int, dict[str, Any]]] = {}
-
-    def join(
-        i: int, j: int, rule: str, weight: float, levels: dict[str, Any], strong: bool
-    ) -> bool:
-        if not cl.union(i, j, strong):
-            return False
-        for x, y in ((i, j), (j, i)):
-            if x >= n_old and x not in reason:
-                reason[x] = (rule, weight, y, levels)
-        return True
 
     # Existing leads stay whole: their contacts were linked by earlier runs.
     first_of_lead: dict[str, int] = {}
-    for i, (_, lead_id) in enumerate(old):
-        j = first_of_lead.setdefault(lead_id, i)
+    for i, r in enumerate(old):
+        j = first_of_lead.setdefault(r["lead_id"], i)
         if j != i:
             cl.union(j, i, True)
     for i, j in musts:
@@ -199,32 +268,86 @@ def resolve_contacts(
             if x >= n_old:
                 reason.setdefault(x, (MUST_LINK, 1.0, y, {"decision": MUST_LINK}))
 
-    candidates = _scored_pairs(feats, n_old, cfg, common_keys)
-    # Exact keys first, then the strongest probabilistic evidence: a weak pair can never
+    eng = engine or Engine()
+    con = eng.connect()
+    try:
+        pairs = candidate_pairs(records, context.common, cfg.max_block_size, con)
+    finally:
+        con.close()
+    counts, totals = _with_chunk_counts(context, new_table)
+    tf = term_frequencies(records, counts, totals, model)
+    scored = score_pairs(model, records.drop_columns(["is_new", "ord"]), pairs, tf, eng)
+    scored = scored.filter(
+        pc.greater_equal(scored.column("match_probability"), cfg.review_probability)
+    )
+    labels = model.labels()
+    strong_first = {g for g, label in labels["first"].items() if label in _STRONG_NAME}
+    strong_last = {g for g, label in labels["last"].items() if label in _STRONG_NAME}
+    left = [index[c] for c in scored.column("contact_id_l").to_pylist()]
+    right = [index[c] for c in scored.column("contact_id_r").to_pylist()]
+    prob = scored.column("match_probability").to_pylist()
+    weight = scored.column("match_weight").to_pylist()
+    g_first = scored.column("gamma_first").to_pylist()
+    g_last = scored.column("gamma_last").to_pylist()
+    # Strongest evidence first (then in the order contacts were seen): a weak pair can never
     # chain two clusters that a stronger pair's constraint has already kept apart.
-    reviews: list[tuple[int, int, float, dict[str, Any]]] = []
-    for weight, i, j, rule, levels, strong in candidates:
-        if rule == "phone_and_name" and not names_compatible(contacts[i], contacts[j]):
+    order = sorted(range(len(prob)), key=lambda k: (-weight[k], left[k], right[k]))
+    joined: dict[int, tuple[str, float, int, int]] = {}  # contact → (rule, p, other, scored row)
+    review_rows: list[tuple[int, int, float, int]] = []
+    for k in order:
+        i, j, p = left[k], right[k], prob[k]
+        strong = g_first[k] in strong_first and g_last[k] in strong_last
+        if p >= cfg.link_probability and cl.union(i, j, strong):
+            for x, y in ((i, j), (j, i)):
+                if x >= n_old and x not in reason and x not in joined:
+                    joined[x] = (MODEL_RULE, p, y, k)
             continue
-        if rule != "probabilistic" or weight >= cfg.link_weight:
-            if join(i, j, rule, weight, levels, strong or rule == "email_key"):
-                continue
-        if weight >= cfg.review_weight and cl.find(i) != cl.find(j):
-            reviews.append((i, j, weight, levels))
+        if cl.find(i) != cl.find(j):
+            review_rows.append((i, j, p, k))
+    # Evidence only for the pairs that made a link or a review, read in one pass.
+    wanted = sorted({k for *_, k in joined.values()} | {k for *_, k in review_rows})
+    proof = dict(zip(wanted, scored.take(pa.array(wanted, pa.int64())).to_pylist(), strict=True))
+    for x, (rule, p, y, k) in joined.items():
+        reason[x] = (rule, p, y, evidence(model, proof[k], labels))
+    reviews = [(i, j, p, evidence(model, proof[k], labels)) for i, j, p, k in review_rows]
 
-    resolution = _build(contacts, n_old, old, cl, reason, reviews, cfg)
-    return _renamed_splits(resolution, split, {lead_id for _, lead_id in old})
+    linking = _build(ids, n_old, [r["lead_id"] for r in old], cl, reason, reviews)
+    linking = replace(linking, scored_pairs=pairs.num_rows)
+    received = [_utc(r["received_at"]) for r in old] + [f.received_at for f in fresh]
+    taken_out = {d.contact_a for d in decisions if d.split_out and d.decision == CANNOT_LINK}
+    return _renamed_splits(linking, split, {r["lead_id"] for r in old}, ids, received, taken_out)
 
 
-def _unpin_split_leads(
-    existing: Sequence[tuple[Contact, str]],
-    new: Sequence[Contact],
-    decisions: Sequence[ReviewDecision],
-) -> tuple[list[tuple[Contact, str]], list[Contact], dict[str, list[Contact]]]:
-    """A lead holding both contacts of a cannot-link decision is split: its contacts are
-    resolved again like new ones (so the decision keeps them apart), and the lead id goes to
-    the part holding its earliest contact (`_renamed_splits`)."""
-    lead_of = {c.contact_id: lead_id for c, lead_id in existing}
+@dataclass(frozen=True, slots=True)
+class _Fresh:
+    """A contact to resolve: a new one (`contact`), or a split lead's member (`row` of the
+    context table)."""
+
+    received_at: datetime
+    contact_id: str
+    contact: Contact | None = None
+    row: int | None = None
+
+
+def _ordered(
+    new: Sequence[Contact], members: pa.Table, decisions: Sequence[ReviewDecision]
+) -> tuple[list[dict[str, Any]], list[_Fresh], dict[str, list[str]]]:
+    """Existing members in the order they were first seen (as dicts with their row in `members`),
+    then the contacts to resolve in theirs. A lead holding both contacts of a cannot-link
+    decision is split: its members are resolved again like new ones (so the decision keeps them
+    apart), and its id goes back to the part holding its earliest contact (`_renamed_splits`)."""
+    rows = [
+        {"row": i, "contact_id": cid, "lead_id": lid, "received_at": _utc(at)}
+        for i, (cid, lid, at) in enumerate(
+            zip(
+                members.column("contact_id").to_pylist(),
+                members.column("lead_id").to_pylist(),
+                members.column("received_at").to_pylist(),
+                strict=True,
+            )
+        )
+    ]
+    lead_of = {r["contact_id"]: r["lead_id"] for r in rows}
     broken = {
         lead_of[d.contact_a]
         for d in decisions
@@ -232,41 +355,134 @@ def _unpin_split_leads(
         and d.contact_a in lead_of
         and lead_of[d.contact_a] == lead_of.get(d.contact_b)
     }
-    if not broken:
-        return list(existing), list(new), {}
-    split: dict[str, list[Contact]] = defaultdict(list)
-    kept: list[tuple[Contact, str]] = []
-    for c, lead_id in existing:
-        if lead_id in broken:
-            split[lead_id].append(c)
+    split: dict[str, list[str]] = defaultdict(list)
+    kept = []
+    fresh: list[_Fresh] = []
+    for r in rows:
+        if r["lead_id"] in broken:
+            split[r["lead_id"]].append(r["contact_id"])
+            fresh.append(_Fresh(r["received_at"], r["contact_id"], row=r["row"]))
         else:
-            kept.append((c, lead_id))
-    return kept, [*new, *(c for cs in split.values() for c in cs)], dict(split)
+            kept.append(r)
+    kept.sort(key=lambda r: (r["received_at"], r["contact_id"]))
+    seen = {r["contact_id"] for r in rows}
+    fresh += [
+        _Fresh(_utc(c.received_at), c.contact_id, contact=c)
+        for c in new
+        if c.contact_id not in seen
+    ]
+    fresh.sort(key=lambda f: (f.received_at, f.contact_id))
+    return kept, fresh, dict(split)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _order(c: Contact) -> tuple[datetime, str]:
+    return (_utc(c.received_at), c.contact_id)
+
+
+def _with_chunk_counts(
+    context: Context, fresh: pa.Table
+) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """The warehouse's term counts plus the chunk's own (its contacts are not published yet)."""
+    counts = {col: dict(context.counts.get(col, {})) for col in TF_COLUMNS}
+    totals = dict(context.totals)
+    for col in TF_COLUMNS:
+        own = Counter(v for v in fresh.column(col).to_pylist() if v is not None)
+        for value, n in own.items():
+            counts[col][value] = counts[col].get(value, 0) + n
+        totals[col] = totals.get(col, 0) + sum(own.values())
+    return counts, totals
+
+
+def _build(
+    ids: Sequence[str],
+    n_old: int,
+    old_leads: Sequence[str],
+    cl: _Clusters,
+    reason: dict[int, tuple[str, float, int, dict[str, Any]]],
+    reviews: Sequence[tuple[int, int, float, dict[str, Any]]],
+) -> Linking:
+    clusters: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(ids)):
+        clusters[cl.find(i)].append(i)
+    links: list[Link] = []
+    merges: list[tuple[str, str]] = []
+    members: dict[str, list[str]] = {}
+    for group in clusters.values():
+        has_new = group[-1] >= n_old
+        first_seen: dict[str, int] = {}
+        for i in group:
+            if i < n_old:
+                first_seen.setdefault(old_leads[i], i)  # members are in time order
+        if not has_new and len(first_seen) < 2:
+            continue
+        if first_seen:
+            survivor = min(first_seen, key=lambda lid: (first_seen[lid], lid))
+        else:
+            survivor = stable_id("lead", ids[group[0]])
+        merges += [(lid, survivor) for lid in first_seen if lid != survivor]
+        for i in group:
+            if i >= n_old:
+                rule, score, other, proof = reason.get(i, ("new_lead", 1.0, i, {}))
+                proof = {"matched_contact_id": ids[other], **proof} if rule != "new_lead" else {}
+                links.append(Link(ids[i], survivor, rule, round(score, 6), proof))
+            elif old_leads[i] != survivor:
+                links.append(Link(ids[i], survivor, "merge", 1.0, {"merged_from": old_leads[i]}))
+        members[survivor] = [ids[i] for i in group]
+    review_pairs = {
+        (min(ids[i], ids[j]), max(ids[i], ids[j])): ReviewPair(
+            min(ids[i], ids[j]), max(ids[i], ids[j]), score=round(p, 6), evidence=proof
+        )
+        for i, j, p, proof in reviews
+        if cl.find(i) != cl.find(j)
+    }
+    links.sort(key=lambda lk: lk.contact_id)
+    return Linking(
+        links=links,
+        merges=sorted(merges),
+        reviews=[review_pairs[k] for k in sorted(review_pairs)],
+        splits=[],
+        members=members,
+    )
 
 
 def _renamed_splits(
-    res: Resolution, split: dict[str, list[Contact]], pinned: set[str]
-) -> Resolution:
-    """Give each split lead's id back to the part holding its earliest contact; the other parts
-    are new leads, recorded in `splits` as (new lead, the lead it was split from). `pinned` are
-    the other existing leads: one of them that took the earliest contact absorbs the split lead."""
+    res: Linking,
+    split: dict[str, list[str]],
+    pinned: set[str],
+    ids: Sequence[str],
+    received: Sequence[datetime],
+    taken_out: AbstractSet[str] = frozenset(),
+) -> Linking:
+    """Give each split lead's id back to the part holding its earliest contact (of those a
+    steward did not take out of it: the lead stays the others'); the other parts are new leads,
+    recorded in `splits` as (new lead, the lead it was split from). `pinned` are the other
+    existing leads: one of them that took the earliest contact absorbs the split lead."""
     if not split:
         return res
+    when = dict(zip(ids, received, strict=True))
     lead_of = {lk.contact_id: lk.lead_id for lk in res.links}
+    for lead_id, cids in res.members.items():
+        for cid in cids:
+            lead_of.setdefault(cid, lead_id)
     rename: dict[str, str] = {}
     merged: list[tuple[str, str]] = []
     for old_id in sorted(split):
-        target = lead_of[min(split[old_id], key=_order).contact_id]
+        stay = [cid for cid in split[old_id] if cid not in taken_out] or split[old_id]
+        target = lead_of[min(stay, key=lambda cid: (when[cid], cid))]
         if target not in pinned and target not in rename:
             rename[target] = old_id
         else:  # its earliest contact joined another existing lead: the split lead merges into it
             merged.append((old_id, target))
     splits = sorted(
         {
-            (rename.get(lead_of[c.contact_id], lead_of[c.contact_id]), old_id)
-            for old_id, cs in split.items()
-            for c in cs
-            if rename.get(lead_of[c.contact_id]) != old_id
+            (rename.get(lead_of[cid], lead_of[cid]), old_id)
+            for old_id, cids in split.items()
+            for cid in cids
+            if rename.get(lead_of[cid]) != old_id
         }
     )
 
@@ -274,125 +490,59 @@ def _renamed_splits(
         return rename.get(lead_id, lead_id)
 
     links = [replace(lk, lead_id=renamed(lk.lead_id)) for lk in res.links]
-    leads = sorted(
-        (replace(ld, lead_id=renamed(ld.lead_id)) for ld in res.leads), key=lambda ld: ld.lead_id
-    )
+    members = {renamed(k): v for k, v in res.members.items()}
     merges = sorted(
         {(renamed(a), renamed(b)) for a, b in [*res.merges, *merged] if renamed(a) != renamed(b)}
     )
-    return Resolution(links, leads, merges, res.reviews, splits)
+    return replace(res, links=links, merges=merges, splits=splits, members=members)
 
 
-def _scored_pairs(
-    feats: Sequence[Features],
-    n_old: int,
-    cfg: MatchSettings,
+def golden_leads(linking: Linking, contacts: Mapping[str, Contact]) -> list[Lead]:
+    """The golden record of every lead the linking touched, from its members' full contacts."""
+    return sorted(
+        (
+            golden_record(lead_id, [contacts[c] for c in cids])
+            for lead_id, cids in linking.members.items()
+        ),
+        key=lambda ld: ld.lead_id,
+    )
+
+
+def context_of(existing: Sequence[tuple[Contact, str]]) -> pa.Table:
+    """A context table built from whole contacts and their lead ids (tests, benchmarks)."""
+    table = match_table(c for c, _ in existing)
+    return pa.table(
+        {
+            "lead_id": pa.array([lead for _, lead in existing], pa.string()),
+            "received_at": pa.array(
+                [_utc(c.received_at) for c, _ in existing], pa.timestamp("us", tz="UTC")
+            ),
+            **{name: table.column(name) for name in MATCH_SCHEMA.names},
+        },
+        schema=CONTEXT_SCHEMA,
+    )
+
+
+def resolve_contacts(
+    new: Sequence[Contact],
+    existing: Sequence[tuple[Contact, str]] = (),
+    decisions: Sequence[ReviewDecision] = (),
+    settings: MatchSettings | None = None,
+    model: Model | None = None,
     common_keys: frozenset[str] = frozenset(),
-) -> list[tuple[float, int, int, str, dict[str, Any], bool]]:
-    """Every blocked pair with at least one new contact, scored, strongest first."""
-    # Only blocks holding a new contact produce pairs: an existing contact's other keys are
-    # not collected (the blocks that are kept, and their order, stay the same).
-    wanted = {key for f in feats[n_old:] for key in block_keys(f)}
-    blocks: dict[str, list[int]] = defaultdict(list)
-    for i, f in enumerate(feats):
-        for key in block_keys(f):
-            if key in wanted:
-                blocks[key].append(i)
-    done: set[int] = set()
-    n = len(feats)
-    out: list[tuple[float, int, int, str, dict[str, Any], bool]] = []
-    for key, members in blocks.items():
-        if len(members) < 2 or members[-1] < n_old:
-            continue
-        exact = key[:2] in EXACT_KEYS
-        if not exact and (len(members) > cfg.max_block_size or key in common_keys):
-            continue  # too common a key to say anything; other blocks carry these pairs
-        rule = "email_key" if key[:2] == "e:" else "phone_and_name" if exact else "probabilistic"
-        pairs: Iterable[tuple[int, int]]
-        if exact:
-            # A shared key links each contact to the first one seen with it: a star, not a clique.
-            pairs = ((members[0], j) for j in members[1:] if j >= n_old or members[0] >= n_old)
-        else:
-            pairs = (
-                (members[a], members[b])
-                for b in range(1, len(members))
-                if members[b] >= n_old
-                for a in range(b)
-            )
-        for i, j in pairs:
-            code = i * n + j
-            if code in done:
-                continue
-            done.add(code)
-            weight, levels, strong = compare(feats[i], feats[j])
-            if exact:
-                weight = max(weight, cfg.link_weight)
-            elif weight < cfg.review_weight:
-                continue
-            out.append((weight, i, j, rule, levels, strong))
-    rank = {"email_key": 0, "phone_and_name": 1, "probabilistic": 2}
-    out.sort(key=lambda p: (rank[p[3]], -p[0], p[1], p[2]))
-    return out
-
-
-def _build(
-    contacts: Sequence[Contact],
-    n_old: int,
-    old: Sequence[tuple[Contact, str]],
-    cl: _Clusters,
-    reason: dict[int, tuple[str, float, int, dict[str, Any]]],
-    reviews: Sequence[tuple[int, int, float, dict[str, Any]]],
-    cfg: MatchSettings,
 ) -> Resolution:
-    clusters: dict[int, list[int]] = defaultdict(list)
-    for i in range(len(contacts)):
-        clusters[cl.find(i)].append(i)
-    links: list[Link] = []
-    leads: list[Lead] = []
-    merges: list[tuple[str, str]] = []
-    for members in clusters.values():
-        has_new = members[-1] >= n_old
-        old_leads: dict[str, int] = {}
-        for i in members:
-            if i < n_old:
-                old_leads.setdefault(old[i][1], i)  # members are in time order: first sighting
-        if not has_new and len(old_leads) < 2:
-            continue
-        if old_leads:
-            survivor = min(old_leads, key=lambda lid: (old_leads[lid], lid))
-        else:
-            survivor = stable_id("lead", contacts[members[0]].contact_id)
-        merges += [(lid, survivor) for lid in old_leads if lid != survivor]
-        for i in members:
-            c = contacts[i]
-            if i >= n_old:
-                rule, weight, other, levels = reason.get(i, ("new_lead", 0.0, i, {}))
-                evidence = {
-                    "matched_contact_id": contacts[other].contact_id,
-                    "weight": round(weight, 2),
-                    "fields": levels,
-                }
-                score = (
-                    1.0 if rule in ("new_lead", MUST_LINK) else probability(weight, cfg.prior_log2)
-                )
-                links.append(Link(c.contact_id, survivor, rule, round(score, 6), evidence))
-            elif old[i][1] != survivor:
-                links.append(Link(c.contact_id, survivor, "merge", 1.0, {"merged_from": old[i][1]}))
-        leads.append(golden_record(survivor, [contacts[i] for i in members]))
-    review_pairs = [
-        ReviewPair(
-            min(contacts[i].contact_id, contacts[j].contact_id),
-            max(contacts[i].contact_id, contacts[j].contact_id),
-            score=round(w, 2),
-            evidence={"fields": levels, "probability": round(probability(w, cfg.prior_log2), 6)},
-        )
-        for i, j, w, levels in reviews
-        if cl.find(i) != cl.find(j)
-    ]
-    links.sort(key=lambda lk: lk.contact_id)
-    leads.sort(key=lambda ld: ld.lead_id)
-    review_pairs.sort(key=lambda r: (r.contact_a, r.contact_b))
-    return Resolution(links=links, leads=leads, merges=sorted(merges), reviews=review_pairs)
+    """Link `new` against `existing` (whole contacts with their lead ids) and build the golden
+    records: the linking and survivorship in one call, where all contacts are at hand."""
+    context = Context(members=context_of(existing), common=common_keys)
+    linking = link_contacts(new, context, decisions, settings, model)
+    everyone = {c.contact_id: c for c, _ in existing} | {c.contact_id: c for c in new}
+    return Resolution(
+        links=linking.links,
+        leads=golden_leads(linking, everyone),
+        merges=linking.merges,
+        reviews=linking.reviews,
+        splits=linking.splits,
+    )
 
 
 def _ranked(members: Sequence[Contact], fields: tuple[str, ...], policy: str) -> list[Contact]:

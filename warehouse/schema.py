@@ -114,6 +114,7 @@ match_review = Table(
     Column("lead_id", ID),  # a split: the lead the contact was taken out of
     Column("revoked_by", Text),
     Column("revoked_at", TS),
+    Column("model_version", String(64)),  # the match model that scored the pair
     Index("ix_match_review_decision_kind", "decision", "kind"),
 )
 
@@ -169,6 +170,7 @@ lead_links = Table(
     Column("rule", String(64), nullable=False),
     Column("score", Float, nullable=False),
     Column("evidence", JSON, nullable=False),
+    Column("model_version", String(64)),  # the match model that scored the link
 )
 
 accounts = Table(
@@ -323,6 +325,8 @@ DATA_TABLES = (
     "lead_merges",
     "lead_splits",
     "contact_blocks",
+    "contact_features",
+    "match_term_counts",
     "match_review",
     "accounts",
     "opportunities",
@@ -376,4 +380,64 @@ lead_splits = Table(
     Column("lead_id", ID, primary_key=True),
     Column("split_from_lead_id", ID, nullable=False, index=True),
     Column("run_id", ID, nullable=False),
+)
+
+# The columns the match model compares, per contact (`transforms.match.MATCH_COLUMNS`), computed
+# once when the contact is published: resolution reads these, never whole contacts.
+contact_features = Table(
+    "contact_features",
+    metadata,
+    Column("contact_id", ID, primary_key=True),
+    *(
+        Column(name, Text)
+        for name in (
+            "first",
+            "last",
+            "email_key",
+            "email_local",
+            "email_domain",
+            "phone",
+            "phone_nsn",
+            "company",
+            "house",
+            "street_name",
+            "postcode",
+            "city",
+            "birth",
+            "country",
+        )
+    ),
+)
+
+# How many published contacts hold each value of a term-frequency column: a surname shared by
+# thousands is weak evidence, a rare one strong.
+match_term_counts = Table(
+    "match_term_counts",
+    metadata,
+    Column("column_name", String(32), primary_key=True),
+    Column("value", Text, primary_key=True),
+    Column("n", Integer, nullable=False),
+)
+
+# Match models trained on this warehouse (`leadflow model train`), by version: Splink's JSON,
+# when and on what it was trained, and which one resolution uses (at most one is active; with
+# none, the model shipped with leadflow).
+match_models = Table(
+    "match_models",
+    metadata,
+    Column("version", String(64), primary_key=True),
+    Column("trained_at", TS, nullable=False),
+    Column("stats", JSON, nullable=False),
+    Column("model", JSON, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("active", Boolean, nullable=False),
+)
+
+# Small facts about the warehouse itself, by key: which definition of the matching columns and
+# blocking keys its `contact_features` and `contact_blocks` were built with.
+warehouse_state = Table(
+    "warehouse_state",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )

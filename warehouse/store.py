@@ -5,15 +5,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pyarrow as pa
 from sqlalchemy import Connection, and_, bindparam, case, delete, exists, func, not_, or_, select
 
-from transforms.match import EXACT_KEYS, block_keys, features
 from transforms.qualify import Prior, Stage, StageChange, StatusChange
 from transforms.records import (
     Account,
@@ -27,6 +27,7 @@ from transforms.records import (
     raw_id_for,
 )
 from transforms.resolve import CANNOT_LINK, MUST_LINK, ReviewDecision, ReviewPair, review_id
+from warehouse import matching
 from warehouse import schema as t
 from warehouse.load import count_present, delete_keys, in_chunks, key_table, upsert
 
@@ -282,108 +283,14 @@ def _contact_from_values(values: dict[str, Any]) -> Contact:
     return Contact(**values)
 
 
-def contact_block_rows(contacts: Sequence[Contact]) -> list[dict[str, Any]]:
-    """The blocking keys of each contact, as rows of `contact_blocks`."""
-    return [
-        {"block_key": key, "contact_id": c.contact_id}
-        for c in contacts
-        for key in set(block_keys(features(c)))
-    ]
-
-
-_BLOCK_COLUMNS = (
-    "contact_id",
-    "received_at",
-    "first_name",
-    "last_name",
-    "name_key",
-    "email_key",
-    "email_is_role",
-    "email_is_free",
-    "email_is_disposable",
-    "phone",
-    "postal_code",
-    "street",
-    "city",
-    "company_key",
-    "birth_date",
-)
-
-
-def rebuild_contact_blocks(conn: Connection, batch_size: int = 20_000) -> int:
-    """Recompute every contact's blocking keys (after an upgrade or a change of the keys)."""
-    conn.execute(t.contact_blocks.delete())
-    n = 0
-    batch: list[Contact] = []
-    c = t.contacts.c
-    # Only the columns blocking reads: later revisions may add columns this one cannot see yet.
-    cols = [getattr(c, name) for name in _BLOCK_COLUMNS]
-    for row in conn.execute(select(*cols)):
-        d = dict(row._mapping)
-        d["received_at"] = utc(d["received_at"])
-        batch.append(Contact(raw_id="", source="", source_kind="", **d))
-        if len(batch) >= batch_size:
-            n += _insert_blocks(conn, batch)
-            batch = []
-    return n + _insert_blocks(conn, batch)
-
-
-def _insert_blocks(conn: Connection, contacts: Sequence[Contact]) -> int:
-    rows = contact_block_rows(contacts)
-    upsert(conn, t.contact_blocks, rows, update=False)
-    return len(rows)
-
-
-def common_block_keys(
-    conn: Connection, new: Sequence[Contact], max_block_size: int
-) -> frozenset[str]:
-    """The blocking keys of `new` (other than the exact email and phone keys) that more than
-    `max_block_size` contacts share, counting those in the warehouse: too common to say anything,
-    so the resolver neither compares within them nor fetches their contacts."""
-    per_key = Counter(
-        k for c in new for k in set(block_keys(features(c))) if k[:2] not in EXACT_KEYS
-    )
-    b = t.contact_blocks
-    keys = key_table(conn, per_key, "common_keys")
-    q = (
-        select(b.c.block_key, func.count())
-        .join(keys, keys.c.k == b.c.block_key)
-        .group_by(b.c.block_key)
-    )
-    for key, n in conn.execute(q):
-        per_key[key] += n
-    return frozenset(k for k, n in per_key.items() if n > max_block_size)
-
-
-def lead_context(
-    conn: Connection, new: Sequence[Contact], skip: frozenset[str] = frozenset()
-) -> tuple[list[tuple[Contact, str]], list[ReviewDecision]]:
-    """Every contact of every existing lead that shares a blocking key (not one of `skip`) with
-    `new`, and the review decisions that bind them (pending ones pull their leads in, so they
-    apply now)."""
-    b, lk = t.contact_blocks, t.lead_links
-    wanted = (k for c in new for k in block_keys(features(c)) if k not in skip)
-    keys = key_table(conn, wanted, "block_keys")
-    lead_ids: set[str] = set(
-        conn.execute(
-            select(lk.c.lead_id)
-            .distinct()
-            .join(b, b.c.contact_id == lk.c.contact_id)
-            .join(keys, keys.c.k == b.c.block_key)
-        ).scalars()
-    )
-    mr = t.match_review
-    pending = select(mr.c.contact_a, mr.c.contact_b).where(
-        mr.c.decision.in_(BINDING),
-        mr.c.applied == False,  # noqa: E712
-    )
-    pending_ids = {x for row in conn.execute(pending) for x in row}
-    for chunk in in_chunks(sorted(pending_ids)):
-        q = select(lk.c.lead_id).where(lk.c.contact_id.in_(chunk))
-        lead_ids.update(conn.execute(q).scalars())
-    existing = contacts_of_leads(conn, lead_ids)
-    ids = sorted({c.contact_id for c, _ in existing} | {c.contact_id for c in new})
-    return existing, review_decisions(conn, ids)
+def decision_leads(conn: Connection) -> set[str]:
+    """The leads of the contacts of review decisions no run has applied yet: the next chunk
+    resolves them, so each decision takes effect on the next run."""
+    mr, lk = t.match_review, t.lead_links
+    pending = select(mr.c.contact_a, mr.c.contact_b).where(decision_pending())
+    ids = {x for row in conn.execute(pending) for x in row}
+    keys = key_table(conn, ids, "decision_contacts")
+    return set(conn.execute(select(lk.c.lead_id).join(keys, keys.c.k == lk.c.contact_id)).scalars())
 
 
 def decision_pending() -> Any:
@@ -426,11 +333,13 @@ def review_decisions(conn: Connection, contact_ids: Sequence[str]) -> list[Revie
     """Decided review pairs that touch any of `contact_ids` (revoked ones bind nothing)."""
     mr = t.match_review
     ids = select(key_table(conn, contact_ids, "decision_keys").c.k)
-    q = select(mr.c.review_id, mr.c.contact_a, mr.c.contact_b, mr.c.decision).where(
+    q = select(mr.c.review_id, mr.c.contact_a, mr.c.contact_b, mr.c.decision, mr.c.kind).where(
         mr.c.decision.in_(BINDING), or_(mr.c.contact_a.in_(ids), mr.c.contact_b.in_(ids))
     )
     out = {
-        row.review_id: ReviewDecision(row.contact_a, row.contact_b, row.decision)
+        row.review_id: ReviewDecision(
+            row.contact_a, row.contact_b, row.decision, split_out=row.kind == "split"
+        )
         for row in conn.execute(q)
     }
     return [out[k] for k in sorted(out)]
@@ -483,6 +392,29 @@ def contacts_of_leads(conn: Connection, lead_ids: set[str]) -> list[tuple[Contac
     return [
         (_contact_from_values({name: row[i] for name, i in at}), row[lead_at]) for row in result
     ]
+
+
+def lead_memberships(conn: Connection) -> list[tuple[str, str]]:
+    """(contact_id, lead_id) of every published contact."""
+    lk = t.lead_links
+    return [(r.contact_id, r.lead_id) for r in conn.execute(select(lk.c.contact_id, lk.c.lead_id))]
+
+
+def contacts_by_id(conn: Connection, contact_ids: Iterable[str]) -> dict[str, Contact]:
+    """Whole contacts by id (the members of the leads a chunk changed)."""
+    ids = sorted(set(contact_ids))
+    if not ids:
+        return {}
+    c = t.contacts
+    keys = key_table(conn, ids, "contact_keys")
+    result = conn.execute(select(c).join(keys, keys.c.k == c.c.contact_id))
+    columns = list(result.keys())
+    at = [(name, columns.index(name)) for name in _CONTACT_FIELDS]
+    out = {}
+    for row in result:
+        contact = _contact_from_values({name: row[i] for name, i in at})
+        out[contact.contact_id] = contact
+    return out
 
 
 def data_clock(conn: Connection) -> datetime | None:
@@ -625,6 +557,8 @@ class PublishSet:
     stage_history: list[StageChange] = dataclasses.field(default_factory=list)
     reparented: dict[str, str] = dataclasses.field(default_factory=dict)  # opportunity → lead
     splits: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (new lead, from)
+    features: pa.Table | None = None  # the new contacts' matching columns
+    model_version: str | None = None  # the match model that scored the links and reviews
 
     def lead_rows(self) -> list[dict[str, Any]]:
         """The leads as rows of `leads` (built once: the gate and the merge both read them)."""
@@ -659,8 +593,9 @@ def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
     """Merge a run's results into the live tables; call inside one transaction."""
     upsert(conn, t.contacts, [_row(c) for c in ps.contacts])
     upsert(conn, t.rejects, [_reject_row(j, run_id) for j in ps.rejects], update=False)
-    upsert(conn, t.contact_blocks, contact_block_rows(ps.contacts), update=False)
-    upsert(conn, t.lead_links, [_row(lk) for lk in ps.links])
+    if ps.features is not None:
+        matching.write_features(conn, ps.features)
+    upsert(conn, t.lead_links, [{**_row(lk), "model_version": ps.model_version} for lk in ps.links])
     _publish_reviews(conn, ps, run_id)
     if ps.merges:
         upsert(
@@ -752,6 +687,7 @@ def _publish_reviews(conn: Connection, ps: PublishSet, run_id: str) -> None:
             "decided_at": None,
             "applied": False,
             "run_id": run_id,
+            "model_version": ps.model_version,
         }
         for r in ps.reviews
     ]
@@ -914,6 +850,9 @@ def held_locks(conn: Connection) -> list[dict[str, Any]]:
 # Everything derived from raw_contacts; a rebuild empties these and processes every raw record.
 DERIVED_TABLES = (
     "contacts",
+    "contact_features",
+    "contact_blocks",
+    "match_term_counts",
     "lead_links",
     "lead_merges",
     "lead_splits",
@@ -948,6 +887,7 @@ def clear_derived(conn: Connection) -> None:
         if name not in KEPT_BY_REBUILD:
             conn.execute(delete(t.metadata.tables[name]))
     conn.execute(delete(t.rejects).where(t.rejects.c.stage != "extract"))
+    matching.mark_index_current(conn)  # the contacts published again bring their index along
 
 
 # ---- applied rules -------------------------------------------------------------------------
@@ -1163,6 +1103,7 @@ def erase_person(
             .where(and_(a.c.account_id.in_(chunk), a.c.kind == "person"))
             .values(name=ERASED, domain=None)
         )
+    matching.forget_features(conn, contact_ids)  # their values leave the term counts too
     delete_keys(conn, t.lead_links, "contact_id", contact_ids)
     delete_keys(conn, t.contacts, "contact_id", contact_ids)
     delete_keys(conn, t.lead_merges, "into_lead_id", sorted(lead_ids))
@@ -1182,6 +1123,8 @@ def erase_person(
 _HANDLED = {
     "raw_contacts",
     "contacts",
+    "contact_features",
+    "contact_blocks",
     "leads",
     "lead_links",
     "lead_merges",

@@ -36,7 +36,7 @@ def submission(n: int, day: int, **fields: Any) -> dict[str, Any]:
     }
 
 
-# Hans twice in the grey zone (name and city alike, nothing that ties them); Ayşe three times
+# Hans twice in the grey zone (name and postcode alike, nothing that ties them); Ayşe three times
 # by one email (a lead to split); Mallory's name carries a script and her company a formula;
 # Lena qualifies.
 SUBMISSIONS = [
@@ -49,7 +49,7 @@ SUBMISSIONS = [
         street="Gartenweg 3",
         phone="+49 511 1234567",
     ),
-    submission(2, 2, name="Hans Weber", city="Hannover", email="h.weber@gmx.de"),
+    submission(2, 2, name="Hans Weber", postal_code="30159", email="h.weber@gmx.de"),
     submission(3, 3, name="Ayşe Kaya", email="ayse@firma.com.tr", company="Firma A.Ş."),
     submission(4, 4, name="Ayse Kaya", email="AYSE@firma.com.tr", phone="+90 532 123 45 67"),
     submission(5, 5, name="Ayşe Kaya", email="ayse@firma.com.tr", message="Fiyat teklifi"),

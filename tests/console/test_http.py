@@ -262,7 +262,8 @@ def test_review_queue_decision_changes_leads_exactly_as_sql(
     )
     assert pair["priority"] > 0
     detail = console.api("GET", f"/api/reviews/{pair['review_id']}").json()
-    assert {"email", "phone", "postal_code"} <= set(detail["differing"])
+    assert {"email", "phone", "street", "city"} <= set(detail["differing"])
+    assert "postal_code" not in detail["differing"]
     assert "full_name" not in detail["differing"]
     s = console.login()
     html = s.get(console.base + "/reviews", timeout=30).text

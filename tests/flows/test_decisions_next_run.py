@@ -21,7 +21,7 @@ NOW = datetime(2026, 11, 1, tzinfo=UTC)
 SHEET = """\
 Name;E-Mail;Stadt;PLZ;Straße;Erstellt am
 Hans Weber;;Hannover;30159;Gartenweg 3;2026-10-01
-Hans Weber;h.weber@gmx.de;Hannover;;;2026-10-02
+Hans Weber;h.weber@gmx.de;;30159;;2026-10-02
 Ayşe Kaya;ayse@kaya.com.tr;;;;2026-10-03
 Ayse Kaya;AYSE@kaya.com.tr;;;;2026-10-04
 """

@@ -41,7 +41,7 @@ def test_rebuild_shows_then_applies_and_never_deletes_an_opportunity(
 
     assert main(["rebuild", "--config", str(sample_config), "--rules", rules]) == 0
     out = capsys.readouterr().out
-    assert "Re-scoring 11 leads with rules 2027.1.0" in out
+    assert "Re-scoring 12 leads with rules 2027.1.0" in out
     assert "leads changing status: 2" in out
     assert "Qualified → Nurturing: 1" in out and "Nurturing → Qualified: 1" in out
     assert "new conversions (opportunities): 1" in out

@@ -10,9 +10,10 @@ from flows.cli import main
 from tests.conftest import write_config
 from tests.flows.test_pipeline import count, snapshot
 
-EXPO = """Ad Soyad;Kontakt Adresi;Firma
-Deniz Kaya;deniz.kaya@kayalojistik.com.tr;Kaya Lojistik
-Emre Demir;emre@demirinsaat.com.tr;Demir İnşaat
+# First names only: without their mailboxes nobody is identified (a full name alone would be).
+EXPO = """Ad;Kontakt Adresi;Firma
+Deniz;deniz.kaya@kayalojistik.com.tr;Kaya Lojistik
+Emre;emre@demirinsaat.com.tr;Demir İnşaat
 ;;
 """
 

@@ -33,3 +33,20 @@ def test_cannot_link_splits_the_lead_that_holds_both() -> None:
     assert other.contact_id not in lead_of  # an unrelated lead is untouched
     assert res.merges == []
     assert sorted(ld.lead_id for ld in res.leads) == sorted({"lead_k", lead_of[b.contact_id]})
+
+
+def test_a_contact_taken_out_of_its_lead_leaves_the_lead_to_the_others() -> None:
+    """A steward's "not this person" on the lead's first contact: the others keep the lead."""
+    a = contact(1, "Ayşe Kaya", email="ayse@kaya.com.tr")
+    b = contact(2, "Ayse Kaya", email="AYSE@kaya.com.tr", city="Ankara")
+    c = contact(3, "Ayşe Kaya", phone="+905321112233", email="ayse@kaya.com.tr")
+    existing = [(a, "lead_k"), (b, "lead_k"), (c, "lead_k")]
+    out = [
+        ReviewDecision(a.contact_id, other.contact_id, CANNOT_LINK, split_out=True)
+        for other in (b, c)
+    ]
+    res = resolve_contacts([], existing, out)
+    lead_of = {lk.contact_id: lk.lead_id for lk in res.links}
+    assert lead_of[b.contact_id] == lead_of[c.contact_id] == "lead_k"
+    assert lead_of[a.contact_id] != "lead_k"
+    assert res.splits == [(lead_of[a.contact_id], "lead_k")]

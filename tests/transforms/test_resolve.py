@@ -64,31 +64,31 @@ SAME_PERSON = [
         "email key (Gmail dots, +tag, googlemail)",
         contact(1, "Ayşe Kaya", email="ayse.kaya@gmail.com"),
         contact(2, "A. Kaya", email="AyseKaya+fair@googlemail.com"),
-        "email_key",
+        "model",
     ),
     (
         "phone with a compatible name",
         contact(1, "İsmail Işık", phone="+905321234567"),
         contact(2, "ISIK Ismail", phone="+905321234567"),
-        "phone_and_name",
+        "model",
     ),
     (
         "name and postal address only (paper form)",
         contact(1, "Jürgen Weiß", street="Hauptstraße 5", postal_code="10115", city="Berlin"),
         contact(2, "Juergen Weiss", street="Hauptstr. 5", postal_code="10115", city="Berlin"),
-        "probabilistic",
+        "model",
     ),
     (
         "nickname, company and city",
         contact(1, "Robert Smith", company="Acme Inc.", city="London", email="rs@acme.com"),
         contact(2, "Bob Smith", company="ACME LLC", city="London", email="bob.smith@acme.com"),
-        "probabilistic",
+        "model",
     ),
     (
         "swapped order, typo, birth date and postal code",
         contact(1, "Mehmet Yılmaz", birth_date=date(1980, 5, 1), postal_code="34710"),
         contact(2, "Yilmz Mehmet", birth_date=date(1980, 5, 1), postal_code="34710"),
-        "probabilistic",
+        "model",
     ),
 ]
 
@@ -100,7 +100,11 @@ def test_rules_link_the_same_person(label: str, a: Contact, b: Contact, rule: st
     assert rule_of(res, b.contact_id) == rule
     link = next(lk for lk in res.links if lk.contact_id == b.contact_id)
     assert link.evidence["matched_contact_id"] == a.contact_id
-    assert 0 < link.score <= 1 and link.evidence["fields"]
+    assert 0.95 <= link.score <= 1
+    # the evidence: the model, the total weight and per comparison the level hit and its weight
+    assert link.evidence["model_version"] and link.evidence["match_weight"] > 0
+    assert {c["name"] for c in link.evidence["comparisons"]} >= {"first", "last"}
+    assert all(c["log2_bayes_factor"] is not None for c in link.evidence["comparisons"])
 
 
 DIFFERENT_PEOPLE = [
@@ -222,9 +226,9 @@ def test_bridging_contact_merges_leads_deterministically() -> None:
 
 
 def _grey_pair() -> tuple[Contact, Contact]:
-    # Same name and city, nothing else: not enough to link, enough to ask a person.
-    a = contact(1, "Hans Weber", city="Hannover", company="Weber Bau GmbH")
-    b = contact(2, "Hans Weber", city="Hannover", email="h.weber@gmx.de")
+    # Same name and postcode, nothing else: not enough to link, enough to ask a person.
+    a = contact(1, "Hans Weber", postal_code="30159", company="Weber Bau GmbH")
+    b = contact(2, "Hans Weber", postal_code="30159", email="h.weber@gmx.de")
     return a, b
 
 
@@ -234,7 +238,9 @@ def test_grey_zone_pairs_go_to_review() -> None:
     assert len(groups(res)) == 2
     (rev,) = res.reviews
     assert (rev.contact_a, rev.contact_b) == ("con_001", "con_002")
-    assert rev.evidence["fields"]["first"] == "first_exact"
+    levels = {c["name"]: c["level"] for c in rev.evidence["comparisons"]}
+    assert levels["first"] == levels["last"] == "exact"
+    assert 0.5 <= rev.score < 0.95
 
 
 def test_must_link_decision_is_honoured_in_later_runs() -> None:

@@ -91,7 +91,7 @@ def test_marts_agree_on_sqlite_and_postgresql(
     quality = {r[0]: r for r in read(url, "select * from mart_source_quality")}
     fair = quality["fair_istanbul"]
     source, records, contacts, rejects, dupes, leads, opps = fair[:7]
-    assert records == contacts + rejects and rejects >= 3
+    assert records == contacts + rejects and rejects >= 2  # "test" and the ragged row
     assert fair[8] == round(rejects / records, 4)
     assert sum(r[4] for r in quality.values()) == counts[0][0] - counts[0][1]
     # Leads: one row per lead, converted ones carry their opportunity; aging has them all.

@@ -42,10 +42,8 @@ def upgrade() -> None:
     with op.batch_alter_table("match_review", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_match_review_contact_a"), ["contact_a"], unique=False)
         batch_op.create_index(batch_op.f("ix_match_review_contact_b"), ["contact_b"], unique=False)
-    # Contacts resolved before this revision get their blocking keys, so they stay findable.
-    from warehouse.store import rebuild_contact_blocks
-
-    rebuild_contact_blocks(op.get_bind())
+    # The keys themselves are filled by the pipeline, which rebuilds them whenever their
+    # definition changes (`warehouse.matching.ensure_index`): a migration runs no live code.
 
 
 def downgrade() -> None:

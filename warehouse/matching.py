@@ -1,0 +1,323 @@
+"""Reads and writes of what entity resolution keeps in the warehouse: each contact's matching
+columns and blocking keys, the term counts, the match models; and the context a chunk is
+resolved against. Every function takes a Connection; the caller owns the transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from sqlalchemy import Connection, delete, func, select
+
+from transforms.match import (
+    BLOCKING_RULES,
+    EXACT_RULES,
+    MATCH_COLUMNS,
+    MATCH_SCHEMA,
+    block_key_rows,
+    match_table,
+    rule_of,
+)
+from transforms.records import Contact
+from transforms.resolve import CONTEXT_SCHEMA, Context
+from transforms.scoring import TF_COLUMNS, Model, default_model
+from warehouse import schema as t
+from warehouse.load import key_table, upsert
+
+# The definition the stored matching columns and blocking keys were built with: when the code's
+# changes, `ensure_index` builds them again from the contacts.
+INDEX_VERSION = hashlib.sha256(
+    json.dumps(
+        {
+            "columns": MATCH_COLUMNS,
+            "rules": [(r.code, r.columns, r.exact) for r in BLOCKING_RULES],
+            "features": 1,  # bump when the way a column is computed changes
+        }
+    ).encode()
+).hexdigest()[:16]
+_INDEX_KEY = "matching_index"
+
+
+def _duck() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    return con
+
+
+# ---- the index: matching columns, blocking keys, term counts --------------------------------
+
+
+def write_features(conn: Connection, table: pa.Table) -> None:
+    """Store the matching columns, blocking keys and term counts of newly published contacts."""
+    if table.num_rows == 0:
+        return
+    upsert(conn, t.contact_features, table.select(MATCH_SCHEMA.names).to_pylist())
+    con = _duck()
+    try:
+        blocks = block_key_rows(table, con).to_pylist()
+    finally:
+        con.close()
+    upsert(conn, t.contact_blocks, blocks, update=False)
+    _add_counts(conn, _counts_of(table), +1)
+
+
+def _counts_of(table: pa.Table) -> Counter[tuple[str, str]]:
+    out: Counter[tuple[str, str]] = Counter()
+    for col in TF_COLUMNS:
+        out.update((col, v) for v in table.column(col).to_pylist() if v is not None)
+    return out
+
+
+def _add_counts(conn: Connection, counts: Counter[tuple[str, str]], sign: int) -> None:
+    """n += count for each (column, value), in one statement per batch; rows that reach 0 go."""
+    if not counts:
+        return
+    tc = t.match_term_counts
+    have = _read_counts(conn, {col: {v for c, v in counts if c == col} for col in TF_COLUMNS})
+    kept: list[dict[str, Any]] = []
+    for (col, value), n in counts.items():
+        total = have.get(col, {}).get(value, 0) + sign * n
+        if total > 0:
+            kept.append({"column_name": col, "value": value, "n": total})
+        else:
+            conn.execute(delete(tc).where(tc.c.column_name == col, tc.c.value == value))
+    upsert(conn, tc, kept)
+
+
+def _read_counts(
+    conn: Connection, values: Mapping[str, Iterable[str]]
+) -> dict[str, dict[str, int]]:
+    tc = t.match_term_counts
+    out: dict[str, dict[str, int]] = {}
+    for col, vals in values.items():
+        keys = key_table(conn, vals, "term_keys")
+        q = select(tc.c.value, tc.c.n).join(keys, keys.c.k == tc.c.value)
+        out[col] = dict(conn.execute(q.where(tc.c.column_name == col)).tuples().all())
+    return out
+
+
+def _totals(conn: Connection) -> dict[str, int]:
+    tc = t.match_term_counts
+    q = select(tc.c.column_name, func.sum(tc.c.n)).group_by(tc.c.column_name)
+    return {col: int(n) for col, n in conn.execute(q)}
+
+
+def forget_features(conn: Connection, contact_ids: Sequence[str]) -> None:
+    """Remove erased contacts from the index (their rows, keys and share of the term counts)."""
+    if not contact_ids:
+        return
+    keys = key_table(conn, contact_ids, "forget_keys")
+    f = t.contact_features
+    cols = [f.c.contact_id, *(getattr(f.c, c) for c in TF_COLUMNS)]
+    rows = conn.execute(select(*cols).join(keys, keys.c.k == f.c.contact_id)).mappings().all()
+    counts: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        counts.update((col, row[col]) for col in TF_COLUMNS if row[col] is not None)
+    _add_counts(conn, counts, -1)
+    conn.execute(delete(f).where(f.c.contact_id.in_(select(keys.c.k))))
+    b = t.contact_blocks
+    conn.execute(delete(b).where(b.c.contact_id.in_(select(keys.c.k))))
+
+
+def ensure_index(conn: Connection, batch_size: int = 50_000) -> int:
+    """Build the matching columns, blocking keys and term counts of every published contact again
+    when they were built with another definition (or never: a warehouse from before them).
+    Returns how many contacts were indexed (0 when the index was current)."""
+    ws = t.warehouse_state
+    current = conn.execute(select(ws.c.value).where(ws.c.key == _INDEX_KEY)).scalar()
+    if current == INDEX_VERSION:
+        return 0
+    for table in (t.contact_features, t.contact_blocks, t.match_term_counts):
+        conn.execute(delete(table))
+    n = 0
+    for batch in _iter_contacts(conn, batch_size):
+        write_features(conn, match_table(batch))
+        n += len(batch)
+    upsert(conn, ws, [{"key": _INDEX_KEY, "value": INDEX_VERSION}])
+    return n
+
+
+def mark_index_current(conn: Connection) -> None:
+    """A warehouse whose index is derived from scratch (a rebuild) is current by construction."""
+    upsert(conn, t.warehouse_state, [{"key": _INDEX_KEY, "value": INDEX_VERSION}])
+
+
+_FEATURE_SOURCES = (
+    "contact_id",
+    "received_at",
+    "first_name",
+    "last_name",
+    "email_key",
+    "email_is_role",
+    "email_is_free",
+    "email_is_disposable",
+    "phone",
+    "company_key",
+    "street",
+    "postal_code",
+    "city",
+    "birth_date",
+    "country",
+)
+
+
+def _iter_contacts(conn: Connection, batch_size: int) -> Iterator[list[Contact]]:
+    """Published contacts with the fields their matching columns come from."""
+    c = t.contacts.c
+    result = conn.execute(select(*(getattr(c, n) for n in _FEATURE_SOURCES)))
+    while rows := result.fetchmany(batch_size):
+        yield [Contact(raw_id="", source="", source_kind="", **dict(r._mapping)) for r in rows]
+
+
+def clear_index(conn: Connection) -> None:
+    """Empty the index with the contacts it describes (a rebuild publishes them again)."""
+    for table in (t.contact_features, t.contact_blocks, t.match_term_counts):
+        conn.execute(delete(table))
+
+
+# ---- the context of a chunk ------------------------------------------------------------------
+
+
+def read_context(
+    conn: Connection, new: pa.Table, max_block_size: int, extra_leads: Iterable[str] = ()
+) -> Context:
+    """What resolving `new` (their matching columns) needs from the warehouse, read before it:
+    every contact of every lead sharing a usable blocking key with them, or named in
+    `extra_leads` (leads a pending decision touches); the term counts of the values involved;
+    and the keys too common over the warehouse to compare."""
+    con = _duck()
+    try:
+        keys = block_key_rows(new, con).column("block_key").to_pylist()
+    finally:
+        con.close()
+    per_key = Counter(keys)
+    b, lk = t.contact_blocks, t.lead_links
+    key_rows = key_table(conn, per_key, "block_keys")
+    sizes = select(b.c.block_key, func.count()).join(key_rows, key_rows.c.k == b.c.block_key)
+    for key, n in conn.execute(sizes.group_by(b.c.block_key)):
+        per_key[key] += n
+    common = frozenset(
+        k for k, n in per_key.items() if n > max_block_size and rule_of(k) not in EXACT_RULES
+    )
+    usable = key_table(conn, (k for k in per_key if k not in common), "usable_keys")
+    leads = set(
+        conn.execute(
+            select(lk.c.lead_id)
+            .distinct()
+            .join(b, b.c.contact_id == lk.c.contact_id)
+            .join(usable, usable.c.k == b.c.block_key)
+        ).scalars()
+    )
+    leads.update(extra_leads)
+    members = members_of(conn, leads)
+    values = {
+        col: {v for table in (new, members) for v in table.column(col).to_pylist() if v is not None}
+        for col in TF_COLUMNS
+    }
+    return Context(
+        members=members, counts=_read_counts(conn, values), totals=_totals(conn), common=common
+    )
+
+
+def members_of(conn: Connection, lead_ids: Iterable[str]) -> pa.Table:
+    """Every contact of these leads: lead id, received time and matching columns, in columns."""
+    ids = sorted(set(lead_ids))
+    if not ids:
+        return CONTEXT_SCHEMA.empty_table()
+    keys = key_table(conn, ids, "member_keys")
+    lk, c, f = t.lead_links, t.contacts, t.contact_features
+    q = (
+        select(lk.c.lead_id, c.c.received_at, *(f.c[n] for n in MATCH_SCHEMA.names))
+        .select_from(
+            lk.join(keys, keys.c.k == lk.c.lead_id)
+            .join(c, c.c.contact_id == lk.c.contact_id)
+            .join(f, f.c.contact_id == lk.c.contact_id)
+        )
+        .order_by(lk.c.lead_id, lk.c.contact_id)
+    )
+    data = _columns(conn.execute(q).all(), CONTEXT_SCHEMA.names)
+    data["received_at"] = [_aware(v) for v in data["received_at"]]
+    return pa.table(data, schema=CONTEXT_SCHEMA)
+
+
+def _columns(rows: Sequence[Any], names: Sequence[str]) -> dict[str, list[Any]]:
+    """Rows of a query as columns, by name."""
+    return {name: [row[i] for row in rows] for i, name in enumerate(names)}
+
+
+def _aware(value: Any) -> datetime:
+    from warehouse.store import utc
+
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return utc(value)
+
+
+# ---- match models ----------------------------------------------------------------------------
+
+
+def active_model(conn: Connection) -> Model:
+    """The model resolution scores with: the active trained one, else the one leadflow ships."""
+    m = t.match_models
+    row = conn.execute(select(m.c.version, m.c.model).where(m.c.active == True)).first()  # noqa: E712
+    return Model(row.version, row.model) if row else default_model()
+
+
+def save_model(
+    conn: Connection, version: str, spec: Mapping[str, Any], stats: Mapping[str, Any], at: datetime
+) -> None:
+    text = json.dumps(spec, sort_keys=True)
+    row = {
+        "version": version,
+        "trained_at": at,
+        "stats": dict(stats),
+        "model": json.loads(text),
+        "sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "active": False,
+    }
+    upsert(conn, t.match_models, [row], update=False)
+
+
+def activate_model(conn: Connection, version: str) -> None:
+    """Make `version` the model runs and rebuilds score with (`default`: the shipped one)."""
+    m = t.match_models
+    if (
+        version != "default"
+        and conn.execute(select(m.c.version).where(m.c.version == version)).first() is None
+    ):
+        raise KeyError(version)
+    conn.execute(m.update().values(active=m.c.version == version))
+
+
+def model_versions(conn: Connection) -> list[dict[str, Any]]:
+    m = t.match_models
+    q = select(m.c.version, m.c.trained_at, m.c.stats, m.c.active).order_by(m.c.trained_at)
+    return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def model_named(conn: Connection, version: str) -> Model:
+    if version == "default" or version == default_model().version:
+        return default_model()
+    m = t.match_models
+    row = conn.execute(select(m.c.model).where(m.c.version == version)).first()
+    if row is None:
+        raise KeyError(version)
+    return Model(version, row.model)
+
+
+def training_table(conn: Connection, sample: int | None, seed: int) -> pa.Table:
+    """The matching columns of the published contacts (a deterministic sample of `sample`)."""
+    f = t.contact_features
+    q = select(*(f.c[n] for n in MATCH_SCHEMA.names)).order_by(f.c.contact_id)
+    rows: Sequence[Any] = conn.execute(q).all()
+    if sample is not None and sample < len(rows):
+        import random
+
+        rows = sorted(random.Random(seed).sample(list(rows), sample), key=lambda r: r[0])
+    return pa.table(_columns(rows, MATCH_SCHEMA.names), schema=MATCH_SCHEMA)
