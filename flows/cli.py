@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from flows import models
 from flows.settings import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
@@ -52,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     rb = command("rebuild", "recompute from the raw records, or re-score leads under --rules")
     rb.add_argument("--rules", metavar="FILE", help="re-score every lead under this rules file")
     rb.add_argument(
-        "--apply", action="store_true", help="--rules: write the changes (default: show)"
+        "--model", metavar="VERSION", help="resolve every contact again with this match model"
+    )
+    rb.add_argument(
+        "--apply", action="store_true", help="--rules, --model: write the changes (default: show)"
     )
     command("status", "recent runs, cursors and freshness per source, locks, table counts")
     command("serve", "run the schedules on this machine (hourly ingestion, nightly rebuild)")
@@ -90,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     con.add_argument(
         "--token-block", default=None, help="a Prefect Secret block holding the console token"
     )
+    models.add_arguments(sub, command)
     return p
 
 
@@ -359,8 +364,13 @@ def _run_flow(args: argparse.Namespace, settings: Settings) -> int:
     from flows.stages import QualityGateError
 
     _quiet_engine_errors()
+    if args.command == "rebuild" and args.rules and args.model:
+        print("leadflow: rebuild: --rules and --model go one at a time", file=sys.stderr)
+        return EXIT_CONFIG
     if args.command == "rebuild" and args.rules:
         return _rescore(settings, args.rules, args.apply)
+    if args.command == "rebuild" and args.model:
+        return models.remodel_command(settings, args.model, args.apply)
     refused = _refused_rules(settings)
     if refused:
         print(f"leadflow: {args.command}: {refused}", file=sys.stderr)
@@ -977,7 +987,8 @@ COMMANDS["console"] = _console
 
 # Commands that open the warehouse: a URL that cannot be used is one line and exit 2 before they
 # start (a dry run opens it read-only itself, and creates nothing).
-WAREHOUSE_COMMANDS = {"run", "backfill", "rebuild", "status", "forget", "db", "rejects"}
+WAREHOUSE_COMMANDS = {"run", "backfill", "rebuild", "status", "forget", "db", "rejects", "model"}
+COMMANDS["model"] = models.model_command
 
 
 def default_prefect_home(config: str | None) -> None:
