@@ -1,38 +1,65 @@
-"""Prints entity-resolution quality (pairwise and cluster scores), speed and peak memory as JSON.
+"""Entity resolution quality and speed: leadflow's resolver and Splink's own dedupe on the same
+labelled rows, in the same run, with the ratios between them.
 
-python benchmarks/resolution_bench.py quality --n 50000
-python benchmarks/resolution_bench.py speed --n 1000000
-python benchmarks/resolution_bench.py incremental --n 1000000 --new 10000
+    PYTHONPATH=. .venv/bin/python benchmarks/resolution_bench.py --data register --rows 200000
+    PYTHONPATH=. .venv/bin/python benchmarks/resolution_bench.py --data crm --rows 1000000 --incremental 10000
+
+Data sets, seeded:
+- `crm`: the contacts `benchmarks/pipeline.py` lands (names, email, phone, company; 30% are
+  re-sightings with the email or the name upper-cased or the phone written nationally);
+- `register`: person-register rows (`benchmarks/person_register.py`): names, a postal address
+  and a birth date, no email or phone, with typing errors, nicknames, swapped names and parts
+  left out;
+- `mixed`: the richer generated CRM contacts of `benchmarks/resolution_data.py` (names,
+  mailboxes, phones, companies, addresses, birth dates; paper rows with a name and an address).
+
+Each system runs in a process of its own (peak RSS is its own, the input loaded once from a
+file, not generated there): leadflow resolves every row at once with the shipped model
+(`link_contacts` + golden records: the pipeline's resolve stage); Splink trains its usual model
+(names, dates, postcodes, emails with Splink's comparison library, λ from deterministic rules,
+u by random sampling, m by EM over two blocking rules) and predicts and clusters at 0.9. With
+`--incremental K`, the last K rows are then resolved against the others' leads, as a run with K
+new contacts does. One JSON line: per system pairwise precision/recall/F1 over the clusters,
+cluster precision/recall, seconds, peak RSS, and leadflow's blocking recall and ratios to Splink.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
+import os
+import pickle
+import random
 import resource
+import subprocess
 import sys
+import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from resolution_data import generate  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from transforms.match import block_keys, compare, features  # noqa: E402
-from transforms.records import Contact  # noqa: E402
-from transforms.resolve import Resolution, resolve_contacts  # noqa: E402
+from transforms.match import match_table  # noqa: E402
+from transforms.normalize import NormalizeOptions, normalize_batch  # noqa: E402
+from transforms.records import Contact, RawRow  # noqa: E402
 
 
 def _pairs(sizes: Sequence[int]) -> int:
     return sum(s * (s - 1) // 2 for s in sizes)
 
 
-def scores(predicted: Sequence[str], truth: Sequence[int]) -> dict[str, float]:
-    """Pairwise precision/recall/F1 from the contingency of predicted and true clusters,
-    and cluster-level exact-match precision/recall."""
+def scores(predicted: Sequence[str], truth: Sequence[int]) -> dict[str, Any]:
+    """Pairwise precision/recall/F1 of the clusters against the truth (every pair inside a
+    predicted cluster is a predicted match), and cluster precision/recall (clusters exactly
+    right, over predicted and true clusters)."""
     both = Counter(zip(predicted, truth, strict=True))
     pred_sizes, true_sizes = Counter(predicted), Counter(truth)
     tp = _pairs(list(both.values()))
@@ -46,148 +73,281 @@ def scores(predicted: Sequence[str], truth: Sequence[int]) -> dict[str, float]:
         "pairwise_recall": round(recall, 5),
         "pairwise_f1": round(f1, 5),
         "true_pairs": tt,
-        "predicted_pairs": pp,
         "cluster_precision": round(exact / len(pred_sizes), 5),
         "cluster_recall": round(exact / len(true_sizes), 5),
-        "true_clusters": len(true_sizes),
-        "predicted_clusters": len(pred_sizes),
     }
 
 
-SHARED = {
-    "email_same",
-    "local_same",
-    "phone_same",
-    "postal_same",
-    "street_same",
-    "street_close",
-    "company_same",
-    "company_close",
-    "birth_same",
-}
+# ---- data -------------------------------------------------------------------------------------
 
 
-def name_only_pairs(contacts: Sequence[Contact], truth: Sequence[int]) -> int:
-    """True duplicate pairs that share nothing but (a spelling of) the name: no resolver that
-    refuses to link on a name alone can find them, so they bound the reachable recall."""
-    by_entity: dict[int, list[Contact]] = defaultdict(list)
-    for c, t in zip(contacts, truth, strict=True):
-        by_entity[t].append(c)
-    n = 0
-    for members in by_entity.values():
-        feats = [features(c) for c in members]
-        for j in range(1, len(feats)):
-            for i in range(j):
-                _, levels, _ = compare(feats[i], feats[j])
-                n += not (SHARED & set(levels.values()))
-    return n
+def _normalize(
+    rows: list[tuple[int, dict[str, Any]]], region: str
+) -> tuple[list[Contact], list[int], int]:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    raws = [
+        RawRow(f"raw_{i:09d}", "bench", "spreadsheet", str(i), at + timedelta(seconds=i), payload)
+        for i, (_, payload) in enumerate(rows)
+    ]
+    opts = NormalizeOptions(default_region=region, internal_domains=frozenset(), columns={})
+    contacts, rejects = normalize_batch(raws, opts)
+    label = {f"con_{i:09d}": entity for i, (entity, _) in enumerate(rows)}
+    return contacts, [label[c.contact_id] for c in contacts], len(rejects)
 
 
-def _lead_of(res: Resolution) -> dict[str, str]:
-    return {lk.contact_id: lk.lead_id for lk in res.links}
+def crm_rows(n: int, seed: int) -> list[tuple[int, dict[str, Any]]]:
+    """The rows benchmarks/pipeline.py lands for the same n and seed, with who each one is."""
+    from pipeline import _person, _variant
+
+    rnd = random.Random(seed)
+    uniques = int(n * 0.7)
+    people = [_person(rnd, i) for i in range(uniques)]
+    rows: list[tuple[int, dict[str, Any]]] = list(enumerate(people))
+    for _ in range(n - uniques):
+        k = rnd.choice(range(uniques))
+        rows.append((k, _variant(rnd, people[k])))
+    rnd.shuffle(rows)
+    header = {"first": "Vorname", "last": "Nachname", "email": "E-Mail", "phone": "Telefon"}
+    header |= {"company": "Firma"}
+    return [(k, {h: p[f] for f, h in header.items()}) for k, p in rows]
 
 
-def _peak_rss_mb() -> float:
+def register_rows(n: int, seed: int) -> list[tuple[int, dict[str, Any]]]:
+    from person_register import iter_register
+
+    return list(iter_register(n, seed))
+
+
+def mixed_contacts(n: int, seed: int) -> tuple[list[Contact], list[int], int]:
+    from resolution_data import generate
+
+    contacts, labels = generate(n, seed=seed)
+    return contacts, labels, 0
+
+
+def load_data(kind: str, n: int, seed: int) -> tuple[list[Contact], list[int], int]:
+    if kind == "crm":
+        return _normalize(crm_rows(n, seed), "TR")
+    if kind == "register":
+        return _normalize(register_rows(n, seed), "DE")
+    return mixed_contacts(n, seed)
+
+
+# ---- the systems, each in a process of its own ---------------------------------------------------
+
+
+def _peak_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def run_quality(n: int, dup: float, seed: int) -> dict[str, object]:
-    contacts, labels = generate(n, dup, seed)
+def run_leadflow(folder: Path, n_full: int) -> dict[str, Any]:
+    from transforms.resolve import Context, context_of, golden_leads, link_contacts
+
+    with open(folder / "contacts.pkl", "rb") as fh:
+        contacts: list[Contact] = pickle.load(fh)
+    table = pq.read_table(folder / "features.parquet")
+    full, later = contacts[:n_full], contacts[n_full:]
+    rss_loaded = _peak_mb()
     t0 = time.perf_counter()
-    res = resolve_contacts(contacts, [])
-    elapsed = time.perf_counter() - t0
-    lead_of = _lead_of(res)
-    out: dict[str, object] = {"mode": "quality", "n": n, "dup_rate": dup, "seed": seed}
-    out.update(scores([lead_of[c.contact_id] for c in contacts], labels))
-    name_only = name_only_pairs(contacts, labels)
-    tt = int(out["true_pairs"])  # type: ignore[call-overload]
-    out.update(
-        name_only_true_pairs=name_only,
-        recall_ceiling_without_name_only_links=round((tt - name_only) / tt, 5),
-        resolve_s=round(elapsed, 2),
-        review_pairs=len(res.reviews),
-        rules=dict(Counter(lk.rule for lk in res.links)),
+    linking = link_contacts(full, Context(), new_table=table.slice(0, n_full))
+    by_id = {c.contact_id: c for c in full}
+    leads = golden_leads(linking, by_id)
+    resolve_s = time.perf_counter() - t0
+    lead_of = {lk.contact_id: lk.lead_id for lk in linking.links}
+    out: dict[str, Any] = {
+        "resolve_s": round(resolve_s, 2),
+        "peak_rss_mb": _peak_mb(),
+        "rss_after_loading_mb": rss_loaded,
+        "scored_pairs": linking.scored_pairs,
+        "leads": len(leads),
+        "review_pairs": len(linking.reviews),
+    }
+    if later:
+        t0 = time.perf_counter()
+        # What the warehouse would hand over: the members of every lead sharing a usable
+        # blocking key with the new contacts (`warehouse.matching.read_context`), in memory.
+        existing = [(c, lead_of[c.contact_id]) for c in full]
+        candidates = _candidate_leads(table, n_full, {c.contact_id: lead for c, lead in existing})
+        members = [(c, lead) for c, lead in existing if lead in candidates]
+        context = Context(members=context_of(members))
+        context_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        step = link_contacts(later, context, new_table=table.slice(n_full))
+        everyone = {c.contact_id: c for c, _ in members} | {c.contact_id: c for c in later}
+        golden_leads(step, everyone)
+        out["incremental"] = {
+            "new": len(later),
+            "existing": len(full),
+            "context_contacts": len(members),
+            "context_s": round(context_s, 2),
+            "resolve_s": round(time.perf_counter() - t0, 2),
+        }
+        lead_of.update({lk.contact_id: lk.lead_id for lk in step.links})
+    (folder / "leadflow_leads.json").write_text(json.dumps(lead_of))
+    return out
+
+
+def _candidate_leads(table: pa.Table, n_full: int, lead_of: dict[str, str]) -> set[str]:
+    import duckdb
+
+    from transforms.match import block_key_rows
+
+    con = duckdb.connect()
+    keys = block_key_rows(table, con).to_pylist()
+    con.close()
+    ids = table.column("contact_id").to_pylist()
+    new = set(ids[n_full:])
+    wanted = {k["block_key"] for k in keys if k["contact_id"] in new}
+    return {
+        lead_of[k["contact_id"]]
+        for k in keys
+        if k["block_key"] in wanted and k["contact_id"] in lead_of
+    }
+
+
+def run_splink(folder: Path, n_full: int) -> dict[str, Any]:
+    """Splink's usual dedupe of the same rows: its comparison library on the same columns."""
+    import duckdb
+    import splink.comparison_library as cl
+    from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+
+    table = pq.read_table(folder / "features.parquet").slice(0, n_full)
+    con = duckdb.connect()
+    t0 = time.perf_counter()
+    settings = SettingsCreator(
+        link_type="dedupe_only",
+        unique_id_column_name="contact_id",
+        comparisons=[
+            cl.NameComparison("first").configure(term_frequency_adjustments=True),
+            cl.NameComparison("last").configure(term_frequency_adjustments=True),
+            cl.EmailComparison("email_key"),
+            cl.ExactMatch("phone"),
+            cl.JaroWinklerAtThresholds("company"),
+            cl.JaroWinklerAtThresholds("street_name"),
+            cl.ExactMatch("house"),
+            cl.PostcodeComparison("postcode"),
+            cl.NameComparison("city"),
+            cl.LevenshteinAtThresholds("birth", [1, 2]),
+        ],
+        blocking_rules_to_generate_predictions=[
+            block_on("email_key"),
+            block_on("phone"),
+            block_on("first", "last", "postcode"),
+            block_on("last", "birth"),
+            block_on("first", "birth"),
+            block_on("street_name", "house", "postcode"),
+            block_on("company", "last"),
+        ],
     )
-    return out
-
-
-def run_speed(n: int, dup: float, seed: int) -> dict[str, object]:
-    contacts, labels = generate(n, dup, seed)
-    gc.collect()
-    gc.freeze()  # the input is long-lived: keep the collector from re-walking it
-    rss_in = _peak_rss_mb()
+    api = DuckDBAPI(connection=con)
+    linker = Linker(api.register(table), settings, log_level=None)
+    linker.training.estimate_probability_two_random_records_match(
+        [block_on("email_key"), block_on("first", "last", "birth")], recall=0.7
+    )
+    linker.training.estimate_u_using_random_sampling(max_pairs=5e6, seed=1)
+    for rule in (block_on("first", "last"), block_on("postcode", "birth")):
+        try:
+            linker.training.estimate_parameters_using_expectation_maximisation(rule)
+        except Exception as exc:  # a rule that finds no pairs in this data set
+            print(f"splink EM on {rule}: {exc}", file=sys.stderr)
+    train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res = resolve_contacts(contacts, [])
-    elapsed = time.perf_counter() - t0
-    lead_of = _lead_of(res)
-    out: dict[str, object] = {"mode": "speed", "n": n, "dup_rate": dup, "seed": seed}
-    out.update(resolve_s=round(elapsed, 2), peak_rss_mb=_peak_rss_mb(), rss_after_input_mb=rss_in)
-    out.update(scores([lead_of[c.contact_id] for c in contacts], labels))
-    return out
+    pred = linker.inference.predict(threshold_match_probability=0.5)
+    clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(pred, 0.9)
+    rows = con.sql(f"select contact_id, cluster_id from {clusters.physical_name}").fetchall()  # noqa: S608
+    dedupe_s = time.perf_counter() - t0
+    (folder / "splink_leads.json").write_text(json.dumps({c: str(k) for c, k in rows}))
+    return {"train_s": round(train_s, 2), "dedupe_s": round(dedupe_s, 2), "peak_rss_mb": _peak_mb()}
 
 
-def run_incremental(n: int, new: int, dup: float, seed: int) -> dict[str, object]:
-    """Resolve `n` contacts into leads, then `new` more against them: the candidate leads come
-    from a block-key index (as `contact_blocks` does in the warehouse) and only they are passed."""
-    contacts, labels = generate(n + new, dup, seed)
-    old, fresh = contacts[:n], contacts[n:]
-    base = resolve_contacts(old, [])
-    lead_of = _lead_of(base)
-    del base
-    index: dict[str, list[int]] = defaultdict(list)
-    for i, c in enumerate(old):
-        for k in block_keys(features(c)):
-            index[k].append(i)
-    members: dict[str, list[int]] = defaultdict(list)
-    for i, c in enumerate(old):
-        members[lead_of[c.contact_id]].append(i)
-    gc.collect()
-    gc.freeze()
-    t0 = time.perf_counter()
-    leads = {
-        lead_of[old[i].contact_id]
-        for c in fresh
-        for k in block_keys(features(c))
-        for i in index.get(k, ())
-    }
-    existing = [(old[i], lid) for lid in sorted(leads) for i in members[lid]]
-    t1 = time.perf_counter()
-    res = resolve_contacts(fresh, existing)
-    t2 = time.perf_counter()
-    final = dict(lead_of)
-    final.update(_lead_of(res))
-    for a, b in res.merges:
-        for i in members[a]:
-            final[old[i].contact_id] = b
-    out: dict[str, object] = {
-        "mode": "incremental",
-        "existing_contacts": n,
-        "existing_leads": len(members),
-        "new": new,
-        "context_contacts": len(existing),
-        "context_s": round(t1 - t0, 3),
-        "resolve_s": round(t2 - t1, 3),
-        "peak_rss_mb": _peak_rss_mb(),
-    }
-    out.update(scores([final[c.contact_id] for c in contacts], labels))
-    return out
+def _child(what: str, folder: Path, n_full: int) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", what, "--folder", str(folder), "--rows", str(n_full)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode:
+        raise RuntimeError(f"{what} failed:\n{out.stderr[-4000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def blocking_recall(table: pa.Table, labels: Sequence[int]) -> float:
+    """The share of true pairs that leadflow's blocking offers for scoring."""
+    import duckdb
+
+    from transforms.match import MatchSettings, candidate_pairs
+
+    entity = dict(zip(table.column("contact_id").to_pylist(), labels, strict=True))
+    records = table.append_column("is_new", pa.array([True] * table.num_rows))
+    records = records.append_column("ord", pa.array(range(table.num_rows), pa.int64()))
+    con = duckdb.connect()
+    pairs = candidate_pairs(records, (), MatchSettings().max_block_size, con)
+    con.close()
+    found = sum(
+        entity[a] == entity[b]
+        for a, b in zip(
+            pairs.column("contact_id_l").to_pylist(),
+            pairs.column("contact_id_r").to_pylist(),
+            strict=True,
+        )
+    )
+    truth = _pairs(list(Counter(labels).values()))
+    return round(found / truth, 5) if truth else 1.0
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("mode", choices=["quality", "speed", "incremental"])
-    ap.add_argument("--n", type=int, default=50_000)
-    ap.add_argument("--new", type=int, default=10_000)
-    ap.add_argument("--dup", type=float, default=0.3)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", choices=["crm", "register", "mixed"], default="register")
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--incremental", type=int, default=0)
     ap.add_argument("--seed", type=int, default=42)
-    a = ap.parse_args()
-    if a.mode == "quality":
-        out = run_quality(a.n, a.dup, a.seed)
-    elif a.mode == "speed":
-        out = run_speed(a.n, a.dup, a.seed)
-    else:
-        out = run_incremental(a.n, a.new, a.dup, a.seed)
-    print(json.dumps(out, ensure_ascii=False))
+    ap.add_argument("--child", choices=["leadflow", "splink"], help=argparse.SUPPRESS)
+    ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        run = run_leadflow if args.child == "leadflow" else run_splink
+        print(json.dumps(run(args.folder, args.rows)))
+        return
+
+    t0 = time.perf_counter()
+    contacts, labels, rejected = load_data(args.data, args.rows + args.incremental, args.seed)
+    n_full = len(contacts) - args.incremental
+    table = match_table(contacts)
+    data_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="resolution-bench-") as tmp:
+        folder = Path(tmp)
+        with open(folder / "contacts.pkl", "wb") as fh:
+            pickle.dump(contacts, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        pq.write_table(table, folder / "features.parquet")
+        leadflow = _child("leadflow", folder, n_full)
+        splink = _child("splink", folder, n_full)
+        ours = json.loads((folder / "leadflow_leads.json").read_text())
+        theirs = json.loads((folder / "splink_leads.json").read_text())
+    ids = [c.contact_id for c in contacts]
+    leadflow.update(scores([ours[i] for i in ids[:n_full]], labels[:n_full]))
+    if args.incremental:
+        leadflow["incremental"].update(
+            {f"after_{k}": v for k, v in scores([ours[i] for i in ids], labels).items()}
+        )
+    splink.update(scores([theirs[i] for i in ids[:n_full]], labels[:n_full]))
+    result = {
+        "data": args.data,
+        "rows": n_full,
+        "seed": args.seed,
+        "rejected_at_normalize": rejected,
+        "data_and_features_s": round(data_s, 1),
+        "blocking_recall": blocking_recall(table.slice(0, n_full), labels[:n_full]),
+        "leadflow": leadflow,
+        "splink": splink,
+        "resolve_over_splink_dedupe": round(leadflow["resolve_s"] / splink["dedupe_s"], 2),
+        "rss_over_splink": round(leadflow["peak_rss_mb"] / splink["peak_rss_mb"], 2),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+    }
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
