@@ -155,13 +155,22 @@ class _Clusters:
         bans: dict[int, set[int]],
     ) -> None:
         self.parent = list(range(n))
-        self.emails: dict[int, frozenset[str]] = {
-            i: frozenset((e,)) for i, e in enumerate(emails) if e
-        }
-        self.births: dict[int, frozenset[str]] = {
-            i: frozenset((b,)) for i, b in enumerate(births) if b
-        }
+        self.email_of, self.birth_of = emails, births
+        # the person emails and birth dates of clusters that have merged; a lone contact's are
+        # read from `email_of` / `birth_of` when it first meets another
+        self.emails: dict[int, frozenset[str]] = {}
+        self.births: dict[int, frozenset[str]] = {}
         self.banned: dict[int, set[int]] = {i: set(v) for i, v in bans.items()}
+
+    @staticmethod
+    def _of(
+        root: int, merged: dict[int, frozenset[str]], own: Sequence[str | None]
+    ) -> frozenset[str]:
+        got = merged.get(root)
+        if got is not None:
+            return got
+        value = own[root]
+        return frozenset((value,)) if value else frozenset()
 
     def find(self, x: int) -> int:
         p = self.parent
@@ -176,10 +185,10 @@ class _Clusters:
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return True
-        ea, eb = self.emails.get(ra), self.emails.get(rb)
+        ea, eb = self._of(ra, self.emails, self.email_of), self._of(rb, self.emails, self.email_of)
         if ea and eb and not (ea & eb) and not strong_name:
             return False
-        ba, bb = self.births.get(ra), self.births.get(rb)
+        ba, bb = self._of(ra, self.births, self.birth_of), self._of(rb, self.births, self.birth_of)
         if ba and bb and not any(_close_births(x, y) for x in ba for y in bb):
             return False
         for r1, r2 in ((ra, rb), (rb, ra)):
@@ -187,10 +196,10 @@ class _Clusters:
                 return False
         lo, hi = (ra, rb) if ra < rb else (rb, ra)
         self.parent[hi] = lo
-        for attr in (self.emails, self.births):
-            merged = (attr.pop(hi, None) or frozenset()) | (attr.get(lo) or frozenset())
-            if merged:
-                attr[lo] = merged
+        self.emails[lo] = ea | eb
+        self.births[lo] = ba | bb
+        self.emails.pop(hi, None)
+        self.births.pop(hi, None)
         if hi in self.banned:
             self.banned.setdefault(lo, set()).update(self.banned.pop(hi))
         return True
@@ -376,6 +385,8 @@ def _ordered(
 
 
 def _utc(value: datetime) -> datetime:
+    if value.tzinfo is UTC:
+        return value
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -602,9 +613,23 @@ def golden_record(lead_id: str, members: Sequence[Contact]) -> Lead:
     group's policy) supplies what it has, and a field it lacks comes from the next best contact
     that has it without contradicting the values chosen.
     """
-    ordered = sorted(members, key=_order) if len(members) > 1 else members
-    values: dict[str, Any] = dict.fromkeys(GOLDEN_FIELDS)
-    supplied: dict[str, str] = {}
+    if len(members) == 1:  # most leads: every value is its one contact's own
+        (only,) = members
+        values = {f: getattr(only, f) or None for f in GOLDEN_FIELDS}
+        supplied = {f: only.contact_id for f, v in values.items() if v}
+        return Lead(
+            lead_id=lead_id,
+            **values,
+            lead_source=only.source,
+            first_seen_at=only.received_at,
+            last_seen_at=only.received_at,
+            contact_count=1,
+            source_count=1,
+            survivorship=supplied,
+        )
+    ordered = sorted(members, key=_order)
+    values = dict.fromkeys(GOLDEN_FIELDS)
+    supplied = {}
     for fields, policy in SURVIVORSHIP:
         got, who = _survive(_ranked(ordered, fields, policy), fields)
         values.update(got)

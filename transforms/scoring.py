@@ -448,11 +448,13 @@ def train(
     seed: int = 42,
     engine: Engine | None = None,
     min_em_pairs: int = 1000,
+    max_em_pairs: int = 20_000_000,
 ) -> tuple[dict[str, Any], TrainingStats]:
     """Train a model on `records` (contact_id and the matching columns, no tf columns): λ from
     the deterministic rules, u by random sampling, m by expectation maximisation over every EM
-    rule that finds at least `min_em_pairs` pairs. Starts from `start` (its parameters stay for
-    a comparison these records cannot train), else from untrained settings."""
+    rule that finds between `min_em_pairs` and `max_em_pairs` pairs (a rule on common names
+    alone can find hundreds of millions). Starts from `start` (its parameters stay for a
+    comparison these records cannot train), else from untrained settings."""
     from splink import DuckDBAPI, Linker, block_on
 
     quiet()
@@ -475,7 +477,7 @@ def train(
                 f"select coalesce(sum(n * (n - 1) / 2), 0) from (select count(*) as n "  # noqa: S608
                 f"from __lf_em where {agree} group by {', '.join(cols)})"
             ).fetchall()[0][0]
-            if pairs < min_em_pairs:
+            if not min_em_pairs <= pairs <= max_em_pairs:
                 continue
             linker.training.estimate_parameters_using_expectation_maximisation(block_on(*cols))
             used.append("+".join(cols))
