@@ -137,6 +137,11 @@ def load_data(kind: str, n: int, seed: int) -> tuple[list[Contact], list[int], i
 
 
 def _peak_mb() -> float:
+    """This process's peak resident memory since it started (VmHWM: getrusage's ru_maxrss would
+    carry the high-water mark of the parent it was forked from)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
@@ -188,16 +193,24 @@ def run_leadflow(folder: Path, n_full: int) -> dict[str, Any]:
 
 
 def _candidate_leads(table: pa.Table, n_full: int, lead_of: dict[str, str]) -> set[str]:
+    """The leads `warehouse.matching.read_context` would read for the new contacts: those of
+    every contact sharing a key with them that is not too common (exact keys always count)."""
     import duckdb
 
-    from transforms.match import block_key_rows
+    from transforms.match import EXACT_RULES, MatchSettings, block_key_rows, rule_of
 
     con = duckdb.connect()
     keys = block_key_rows(table, con).to_pylist()
     con.close()
-    ids = table.column("contact_id").to_pylist()
-    new = set(ids[n_full:])
-    wanted = {k["block_key"] for k in keys if k["contact_id"] in new}
+    new = set(table.column("contact_id").to_pylist()[n_full:])
+    size = Counter(k["block_key"] for k in keys)
+    limit = MatchSettings().max_block_size
+    wanted = {
+        k["block_key"]
+        for k in keys
+        if k["contact_id"] in new
+        and (size[k["block_key"]] <= limit or rule_of(k["block_key"]) in EXACT_RULES)
+    }
     return {
         lead_of[k["contact_id"]]
         for k in keys

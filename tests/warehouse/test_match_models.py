@@ -70,7 +70,7 @@ def test_every_link_names_its_model_and_keeps_its_evidence(
     for lk in by_model:
         ev = lk["evidence"]
         assert ev["model_version"] == version and ev["matched_contact_id"]
-        assert ev["match_probability"] == lk["score"] >= 0.95
+        assert ev["match_probability"] == lk["score"] >= 0.8
         weights = [c["log2_bayes_factor"] for c in ev["comparisons"]]
         assert weights and all(isinstance(w, float) for w in weights)
         # the total is the prior plus every comparison's weight
