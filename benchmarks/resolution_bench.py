@@ -264,7 +264,7 @@ def run_splink(folder: Path, n_full: int) -> dict[str, Any]:
     # EM over two rules that each find between a thousand and twenty million pairs here (on the
     # CRM contacts, first + last name alone finds hundreds of millions)
     con.register("__bench", table)
-    em = []
+    em: list[tuple[str, ...]] = []
     for cols in (("first", "last"), ("postcode", "birth"), ("email_key",), ("phone",)):
         agree = " and ".join(f"{c} is not null" for c in cols)
         pairs = con.sql(
