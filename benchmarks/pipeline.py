@@ -1,7 +1,9 @@
 """End-to-end benchmark: N seeded raw contacts through the whole pipeline, against a bare COPY.
 
-Prints one JSON line: seconds per stage, contacts/s, peak RSS, and the seconds of a bare
-PostgreSQL COPY of the same raw rows with the ratio between landing+publishing and that COPY.
+Prints one JSON line: seconds per stage, contacts/s, peak RSS, and, measured in the same run,
+the seconds of a bare PostgreSQL COPY of the same raw rows (with the ratio between
+landing+publishing and that COPY) and of Splink's own dedupe of the same contacts (with the
+ratio of the whole pipeline to it).
 
     python benchmarks/pipeline.py --rows 1000000 [--warehouse URL] [--incremental 10000]
 """
@@ -16,6 +18,8 @@ import os
 import random
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -223,6 +227,42 @@ def bare_copy_seconds(pg_url: str) -> float:
     return secs
 
 
+def splink_peer(url: str, folder: Path) -> dict[str, Any]:
+    """Splink's own dedupe of the same contacts, in a process of its own: the matching columns
+    the run stored (`contact_features`) exported to Parquet (not timed), then Splink trains its
+    usual model and predicts and clusters (`resolution_bench.run_splink`). Its seconds, peak RSS
+    and how many clusters it found."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sqlalchemy import create_engine, func, select
+
+    from transforms.match import MATCH_SCHEMA
+    from warehouse import schema as t
+
+    eng = create_engine(url)
+    f = t.contact_features
+    with eng.connect() as conn:
+        rows = conn.execute(select(*(f.c[n] for n in MATCH_SCHEMA.names)).order_by(f.c.contact_id))
+        table = pa.Table.from_pylist([r._asdict() for r in rows], schema=MATCH_SCHEMA)
+        leads = conn.execute(select(func.count()).select_from(t.leads)).scalar_one()
+    eng.dispose()
+    pq.write_table(table, folder / "features.parquet")
+    bench = Path(__file__).with_name("resolution_bench.py")
+    env = {**os.environ, "PYTHONPATH": str(bench.parents[1])}
+    cmd = [sys.executable, str(bench), "--child", "splink", "--folder", str(folder)]
+    out = subprocess.run(
+        [*cmd, "--rows", str(table.num_rows)], env=env, capture_output=True, text=True, check=False
+    )
+    if out.returncode:
+        raise RuntimeError(f"Splink failed:\n{out.stderr[-4000:]}")
+    res = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    clusters = json.loads((folder / "splink_leads.json").read_text())
+    res["contacts"] = table.num_rows
+    res["clusters"] = len(set(clusters.values()))
+    res["leadflow_leads"] = leads
+    return res
+
+
 def _fresh_pg(admin_url: str) -> tuple[str, str]:
     from sqlalchemy import create_engine, text
 
@@ -260,6 +300,9 @@ def main() -> None:
     )
     ap.add_argument("--incremental", type=int, default=0, help="then add this many new contacts")
     ap.add_argument("--keep", action="store_true", help="keep the generated files and database")
+    ap.add_argument(
+        "--no-splink", action="store_true", help="skip Splink's dedupe of the same rows"
+    )
     args = ap.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -308,6 +351,14 @@ def main() -> None:
             out["bare_copy_s"] = round(copy_s, 2)
             out["extract_land_publish_over_copy"] = (
                 round(land_publish / copy_s, 2) if copy_s else None
+            )
+        if not args.no_splink:
+            peer = splink_peer(url, root)
+            out["splink"] = peer
+            e2e = result["wall_seconds"]
+            out["end_to_end_over_splink_dedupe"] = round(e2e / peer["dedupe_s"], 2)
+            out["end_to_end_over_splink_train_and_dedupe"] = round(
+                e2e / (peer["train_s"] + peer["dedupe_s"]), 2
             )
         if args.incremental:
             inc = root / "sheets" / "zz_new.csv"

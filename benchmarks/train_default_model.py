@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=ROOT / "transforms" / "match_model.json")
-    ap.add_argument("--version", default="default-2026.12")
+    ap.add_argument("--version", default="default-2026.12.06")
     args = ap.parse_args()
     t0 = time.perf_counter()
     crm, _ = generate(args.rows // 2, seed=args.seed)

@@ -61,7 +61,7 @@ class ResolutionSettings(_Strict):
     """Entity resolution: thresholds on the model's match probability, the block size past which
     a blocking key is too common to compare, and the in-process DuckDB the model runs on."""
 
-    link_probability: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    link_probability: Annotated[float, Field(gt=0, lt=1)] = 0.85
     review_probability: Annotated[float, Field(gt=0, lt=1)] = 0.5
     max_block_size: Annotated[int, Field(ge=2)] = 100
     memory_limit: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?\s*[KMGT]i?B$")] = "1GB"

@@ -411,6 +411,6 @@ class MatchSettings:
     says nothing about who is who and is not compared; email and phone blocks never count as
     too common (their pairs are a star around the first contact seen)."""
 
-    link_probability: float = 0.8
+    link_probability: float = 0.85
     review_probability: float = 0.5
     max_block_size: int = 100

@@ -32,6 +32,10 @@ def _jw(col: str, at: float) -> str:
     return f"jaro_winkler_similarity({col}_l, {col}_r) >= {at}"
 
 
+def _digits(col: str) -> str:
+    return f"regexp_replace({col}, '[^0-9]', '', 'g')"
+
+
 def comparisons() -> list[Any]:
     """The model's comparisons: what is compared, at which levels (Splink comparison creators)."""
     import splink.comparison_level_library as cll
@@ -84,7 +88,12 @@ def comparisons() -> list[Any]:
         comparison_levels=[
             null("email_key"),
             exact("email_key"),
-            level(_jw("email_local", 0.88), "local part jaro_winkler >= 0.88"),
+            # a typo in a mailbox name, but not another number: elif.smith.2406@ and
+            # elif.smith.32406@ at one company are two people who share a name
+            level(
+                f"{_jw('email_local', 0.88)} and {_digits('email_local_l')} = {_digits('email_local_r')}",
+                "local part jaro_winkler >= 0.88, same digits",
+            ),
             level("email_domain_l = email_domain_r", "same company domain"),
             other(),
         ],

@@ -130,8 +130,9 @@ def test_hostile_input_is_stored_inert_or_rejected_with_a_reason(
         "ok@bomb.com",
     }
     # the sheet's and the form's "Robert'); DROP TABLE leads;--" write from two mailboxes at two
-    # domains and nothing else ties them: two leads, as any two such sightings would be
-    assert leads == marts == 10
+    # domains, but with the same rare full name and the same company: one person, as the model
+    # weighs it (a second mailbox is common, that name and that company together are not)
+    assert leads == marts == 9
     # Stored as given, as data: the raw payloads keep the exact text, the contacts keep it too.
     flat = json.dumps(payloads, ensure_ascii=False)
     for hostile in (INJECTION, COMPANY_INJECTION, FORMULA, SCRIPT, "<img src=x onerror=alert(1)>"):

@@ -100,7 +100,7 @@ def test_rules_link_the_same_person(label: str, a: Contact, b: Contact, rule: st
     assert rule_of(res, b.contact_id) == rule
     link = next(lk for lk in res.links if lk.contact_id == b.contact_id)
     assert link.evidence["matched_contact_id"] == a.contact_id
-    assert 0.8 <= link.score <= 1
+    assert 0.85 <= link.score <= 1
     # the evidence: the model, the total weight and per comparison the level hit and its weight
     assert link.evidence["model_version"] and link.evidence["match_weight"] > 0
     assert {c["name"] for c in link.evidence["comparisons"]} >= {"first", "last"}
@@ -240,7 +240,7 @@ def test_grey_zone_pairs_go_to_review() -> None:
     assert (rev.contact_a, rev.contact_b) == ("con_001", "con_002")
     levels = {c["name"]: c["level"] for c in rev.evidence["comparisons"]}
     assert levels["first"] == levels["last"] == "exact"
-    assert 0.5 <= rev.score < 0.8
+    assert 0.5 <= rev.score < 0.85
 
 
 def test_must_link_decision_is_honoured_in_later_runs() -> None:
