@@ -78,14 +78,14 @@ def _run_started(url: str) -> bool:
 def _pipeline_seconds(url: str) -> float:
     from sqlalchemy import select
 
-    from warehouse import db, store
+    from warehouse import db, load
     from warehouse.schema import pipeline_runs as runs
 
     engine = db.make_engine(url)
     with engine.connect() as conn:
         row = conn.execute(select(runs.c.started_at, runs.c.finished_at)).one()
     engine.dispose()
-    return (store.utc(row.finished_at) - store.utc(row.started_at)).total_seconds()
+    return (load.utc(row.finished_at) - load.utc(row.started_at)).total_seconds()
 
 
 def _where(url: str, sources: int) -> str:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, create_engine, text
 
-from warehouse import db, marts, store
+from warehouse import db, marts, resolution
 
 PG_ADMIN = os.environ.get(
     "LEADFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -193,7 +193,7 @@ QUERIES = {
 
 def _timed_refresh(conn: Connection) -> tuple[float, marts.MartRefresh]:
     t0 = time.perf_counter()
-    r = marts.refresh_marts(conn, as_of=store.data_clock(conn))
+    r = marts.refresh_marts(conn, as_of=resolution.data_clock(conn))
     return time.perf_counter() - t0, r
 
 

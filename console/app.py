@@ -305,10 +305,10 @@ def create_app(
     # ---- overview, runs, rejects ---------------------------------------------------------------
 
     def overview_data(c: Connection) -> dict[str, Any]:
-        from warehouse import store
+        from warehouse import reports
 
         data = stewardship.overview(c)
-        data["funnel"] = store.funnel(c)
+        data["funnel"] = reports.funnel(c)
         data["weeks"] = stewardship.funnel_by_week(c)
         return data
 
@@ -395,10 +395,10 @@ def create_app(
 
         def work() -> dict[str, Any]:
             from flows import pipeline
-            from warehouse import store
+            from warehouse import resolution
 
             with engine.connect() as c:
-                revoked = store.pending_revocations(c)
+                revoked = resolution.pending_revocations(c)
             return (
                 pipeline.rebuild(config=config_path)
                 if revoked

@@ -170,11 +170,11 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 
 def print_funnel(settings: Settings) -> None:
-    from warehouse import db, store
+    from warehouse import db, reports
 
     engine = db.make_engine(settings.warehouse.url)
     with engine.connect() as conn:
-        rows = store.funnel(conn)
+        rows = reports.funnel(conn)
     engine.dispose()
     print_warehouse(settings)
     total = {
@@ -435,24 +435,24 @@ def _cursor_text(cursor: Any) -> str:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    from warehouse import db, store
+    from warehouse import db, load, reports, runs
 
     engine = db.make_engine(settings.warehouse.url)
     db.upgrade(engine)
     with engine.connect() as conn:
-        runs = store.recent_runs(conn)
-        fresh = {r["source"]: r for r in store.source_freshness(conn)}
-        locks = store.held_locks(conn)
-        counts = store.table_counts(conn)
+        recent = runs.recent_runs(conn)
+        fresh = {r["source"]: r for r in reports.source_freshness(conn)}
+        locks = runs.held_locks(conn)
+        counts = reports.table_counts(conn)
     engine.dispose()
     now = datetime.now(UTC)
     print("Recent runs:")
-    if runs:
-        for r in runs:
+    if recent:
+        for r in recent:
             r["seconds"] = (r.get("stats") or {}).get("seconds", {}).get("total", "")
-            r["started_at"] = store.utc(r["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
+            r["started_at"] = load.utc(r["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
             r["error"] = r["error"] or ""
-        print(_table(runs, ["run_id", "flow", "status", "started_at", "seconds", "error"]))
+        print(_table(recent, ["run_id", "flow", "status", "started_at", "seconds", "error"]))
     else:
         print("  (none yet)")
     stale = timedelta(hours=settings.quality.freshness_hours)
@@ -538,7 +538,7 @@ def forget(settings: Settings, who: str, confirm: Confirm | None = None) -> dict
     from flows import locking
     from flows.stages import refresh_marts
     from transforms.normalize import normalize_email
-    from warehouse import db, store
+    from warehouse import db, erasure, runs
 
     email = email_key = lead_id = None
     if "@" in who:
@@ -553,10 +553,10 @@ def forget(settings: Settings, who: str, confirm: Confirm | None = None) -> dict
     db.upgrade(engine)
 
     def erase(conn: Any) -> dict[str, int]:
-        leads = store.find_person(conn, email_key=email_key, lead_id=lead_id)
+        leads = erasure.find_person(conn, email_key=email_key, lead_id=lead_id)
         if lead_id and not leads:
             raise LookupError(f"forget: no lead {lead_id}")
-        return store.erase_person(
+        return erasure.erase_person(
             conn, leads, email=email, email_key=email_key, now=datetime.now(UTC)
         )
 
@@ -573,10 +573,10 @@ def forget(settings: Settings, who: str, confirm: Confirm | None = None) -> dict
         with locking.hold(engine, locking.PUBLISH_LOCK, run_id):
             with engine.begin() as conn:
                 # The run log never holds who was erased: only that an erasure happened.
-                store.start_run(conn, run_id, "forget", {})
+                runs.start_run(conn, run_id, "forget", {})
                 counts = erase(conn)
                 refresh_marts(conn, settings)  # no mart keeps a row of the erased person
-                store.finish_run(conn, run_id, "succeeded", {"erased": counts})
+                runs.finish_run(conn, run_id, "succeeded", {"erased": counts})
     finally:
         engine.dispose()
     return counts
@@ -707,7 +707,7 @@ def _rescore(settings: Settings, rules_path: str, apply: bool) -> int:
         rules_text,
     )
     from transforms.qualify import RulesError, rules_from_yaml
-    from warehouse import db, store
+    from warehouse import db, runs
 
     try:
         text, origin = rules_text(rules_path)
@@ -757,8 +757,8 @@ def _rescore(settings: Settings, rules_path: str, apply: bool) -> int:
                 "new_conversions": plan.new_conversions,
             }
             refresh_marts(conn, settings)
-            store.start_run(conn, run_id, "rescore", {"rules": rules_path})
-            store.record_applied_rules(
+            runs.start_run(conn, run_id, "rescore", {"rules": rules_path})
+            runs.record_applied_rules(
                 conn,
                 rules.version,
                 rules_sha(text),
@@ -767,7 +767,7 @@ def _rescore(settings: Settings, rules_path: str, apply: bool) -> int:
                 run_id,
                 datetime.now(UTC),
             )
-            store.finish_run(conn, run_id, "succeeded", stats)
+            runs.finish_run(conn, run_id, "succeeded", stats)
             txn.commit()
     finally:
         engine.dispose()
@@ -792,20 +792,20 @@ def _print_quality(stats: dict[str, Any]) -> None:
 
 def _quarantine_state(settings: Settings, reason: str | None) -> tuple[list[str], int]:
     """Every reason a record was ever rejected for, and how many are quarantined for `reason`."""
-    from warehouse import db, store
+    from warehouse import db, quarantine
 
     engine = db.make_engine(settings.warehouse.url)
     db.upgrade(engine)
     with engine.connect() as conn:
-        codes = store.reject_codes(conn)
-        ids, not_replayable = store.quarantined_raw_ids(conn, reason)
+        codes = quarantine.reject_codes(conn)
+        ids, not_replayable = quarantine.quarantined_raw_ids(conn, reason)
     engine.dispose()
     return codes, len(ids) + not_replayable
 
 
 def _rejects(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_prefect_defaults()
-    from warehouse import db, store
+    from warehouse import db, quarantine
 
     codes, quarantined = _quarantine_state(settings, args.reason)
     if args.reason and args.reason not in codes:
@@ -845,7 +845,7 @@ def _rejects(args: argparse.Namespace, settings: Settings) -> int:
     engine = db.make_engine(settings.warehouse.url)
     db.upgrade(engine)
     with engine.connect() as conn:
-        rows = store.quarantine(conn, args.reason, args.include_replayed)
+        rows = quarantine.rejects(conn, args.reason, args.include_replayed)
     engine.dispose()
     if not rows:
         print("quarantine is empty" if not args.reason else f"no rejects with reason {args.reason}")
@@ -863,7 +863,7 @@ COMMANDS["rejects"] = _rejects
 
 def _dismiss(args: argparse.Namespace, settings: Settings) -> int:
     """Close the open rejects a person decides to drop, with who and why."""
-    from warehouse import db, store
+    from warehouse import db, quarantine
 
     if not args.reason and not args.ids:
         print("leadflow: rejects dismiss: give --reason CODE or reject ids", file=sys.stderr)
@@ -875,7 +875,7 @@ def _dismiss(args: argparse.Namespace, settings: Settings) -> int:
     db.upgrade(engine)
     try:
         with engine.begin() as conn:
-            n = store.dismiss_rejects(
+            n = quarantine.dismiss_rejects(
                 conn,
                 reason=args.reason,
                 reject_ids=args.ids,
@@ -897,7 +897,7 @@ def _sources(args: argparse.Namespace, settings: Settings) -> int:
     what each column maps to (and why), five sample values, and the warnings. Writes nothing."""
     import glob
 
-    from flows.stages import inspect_files
+    from flows.sources import inspect_files
     from transforms.columns import map_columns
 
     source = None

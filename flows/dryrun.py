@@ -18,9 +18,9 @@ from sqlalchemy import Engine
 from connectors.base import within_limits
 from flows import logmask
 from flows.settings import Settings, Source
-from flows.stages import FileChecks, _in_window, iter_source
+from flows.sources import FileChecks, in_window, iter_source
 from transforms.records import raw_id_for
-from warehouse import db, peek, store
+from warehouse import db, landing
 
 COUNTS = (
     "seen",
@@ -43,18 +43,18 @@ def count_source(
     cursor = None
     if engine is not None and not backfill:
         with engine.connect() as conn:
-            cursor = store.read_cursor(conn, source.name)
+            cursor = landing.read_cursor(conn, source.name)
     stats: dict[str, Any] = defaultdict(int, dict.fromkeys(COUNTS, 0))
     checks = FileChecks(source)
     for batch in iter_source(source, cursor, start, end):
         batch = within_limits(batch, source.max_field_chars)
         checks.add(batch)
-        records = [r for r in batch.records if _in_window(r.received_at, start, end)]
+        records = [r for r in batch.records if in_window(r.received_at, start, end)]
         raw_ids = {raw_id_for(r.source, r.source_record_id) for r in records}
         present = 0
         if engine is not None and raw_ids:
             with engine.connect() as conn:
-                present = peek.landed_count(conn, raw_ids)
+                present = landing.landed_count(conn, raw_ids)
         skipped = sum(batch.skipped.values())
         stats["seen"] += len(batch.records) + len(batch.rejects) + skipped
         stats["would_land"] += len(raw_ids) - present

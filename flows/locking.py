@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
-from warehouse import store
+from warehouse import runs
 
 log = logging.getLogger("leadflow.locks")
 
@@ -75,13 +75,13 @@ def sweep_dead_runs(engine: Engine) -> list[str]:
     """Runs still marked running whose process is gone (killed before it took or after it let
     go of every lock) are marked failed; returns their ids."""
     with engine.connect() as conn:
-        running = store.running_runs(conn)
+        running = runs.running_runs(conn)
     dead = [run_id for run_id, holder in running if holder_is_dead(holder)]
     for run_id, holder in running:
         if run_id in dead:
             log.warning("run %s died before it finished (process %s is gone)", run_id, holder)
             with engine.begin() as conn:
-                store.fail_run(conn, run_id, f"its process ({holder}) died before the run finished")
+                runs.fail_run(conn, run_id, f"its process ({holder}) died before the run finished")
     return dead
 
 
@@ -112,7 +112,7 @@ def hold(
     me = this_holder()
     while True:
         with engine.begin() as conn:
-            holder = store.try_lock(conn, name, run_id, datetime.now(UTC), ttl, me)
+            holder = runs.try_lock(conn, name, run_id, datetime.now(UTC), ttl, me)
         if holder is None:
             break
         if holder_is_dead(holder.get("holder")):
@@ -126,7 +126,7 @@ def hold(
             )
             with engine.begin() as conn:
                 why = f"its process ({holder['holder']}) died; lock {name} taken over by {run_id}"
-                store.break_lock(conn, name, holder["run_id"], why)
+                runs.break_lock(conn, name, holder["run_id"], why)
             continue
         if not told:
             # a warning: the console shows it, so whoever started this run knows why it waits
@@ -146,10 +146,10 @@ def hold(
 
     def refresh() -> None:
         with engine.begin() as conn:
-            store.refresh_lock(conn, name, run_id, datetime.now(UTC), ttl)
+            runs.refresh_lock(conn, name, run_id, datetime.now(UTC), ttl)
 
     try:
         yield refresh
     finally:
         with engine.begin() as conn:
-            store.release_lock(conn, name, run_id)
+            runs.release_lock(conn, name, run_id)

@@ -18,7 +18,8 @@ from sqlalchemy.exc import DBAPIError
 from flows import dryrun, locking, logmask, stages
 from flows.errors import RunFailed
 from flows.settings import Settings, load_settings
-from warehouse import db, store
+from flows.sources import SourceError
+from warehouse import db, reports, runs
 
 EXTRACT_RETRIES = 3
 
@@ -50,7 +51,7 @@ def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
     """A source that is misconfigured (missing secret, refused login) fails at once."""
     try:
         state.result()
-    except stages.SourceError:
+    except SourceError:
         return False
     except Exception:
         return True
@@ -188,8 +189,8 @@ def publish_artifacts(settings: Settings, run_id: str) -> None:
     """The funnel and this run's rejects by reason, as markdown tables on the flow run."""
     engine = db.make_engine(settings.warehouse.url)
     with engine.connect() as conn:
-        funnel = store.funnel(conn)
-        rejects = store.rejects_by_reason(conn, run_id)
+        funnel = reports.funnel(conn)
+        rejects = reports.rejects_by_reason(conn, run_id)
     engine.dispose()
     cols = ["source", "contacts", "leads", "qualified", "opportunities"]
     create_markdown_artifact(
@@ -253,7 +254,7 @@ def run(
         db.upgrade(engine)
         locking.sweep_dead_runs(engine)
         with engine.begin() as conn:
-            store.start_run(conn, run_id, kind, params, locking.this_holder())
+            runs.start_run(conn, run_id, kind, params, locking.this_holder())
     except DBAPIError as exc:
         engine.dispose()
         raise _warehouse_failed(settings, run_id, stage, exc) from None
@@ -281,13 +282,13 @@ def run(
         problems += [f"{w['source']}: {w['file']}: {w['message']}" for w in lost]
         error = "; ".join(problems) or None
         with engine.begin() as conn:
-            store.finish_run(conn, run_id, status, stats, error=error)
+            runs.finish_run(conn, run_id, status, stats, error=error)
     except Exception as exc:
         stats["seconds"]["total"] = round(time.perf_counter() - t0, 3)
         problem = failure_reason(exc, settings.logging.mask_personal_data)
         try:
             with engine.begin() as conn:
-                store.finish_run(conn, run_id, "failed", stats, error=f"{stage}: {problem}")
+                runs.finish_run(conn, run_id, "failed", stats, error=f"{stage}: {problem}")
         except DBAPIError as again:
             # The warehouse is still away: the next run marks this one failed (its holder died).
             logger.info("could not record run %s as failed: %s", run_id, db.cause(again))

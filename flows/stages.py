@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,58 +19,37 @@ from sqlalchemy import Connection, Engine
 
 from connectors.base import (
     READ_FAILURES,
-    RawBatch,
-    SourceWarning,
-    TableShape,
-    expand_paths,
     within_limits,
 )
-from connectors.email import MailOptions, iter_email_files
 from connectors.fx_rates import read_rates_file
 from connectors.http import (
-    HttpClient,
     HttpError,
     PaginationError,
-    RateLimit,
-    RetryPolicy,
-    TokenBucket,
 )
-from connectors.imap import ImapConfig, ImapError, ImapSession, iter_imap
-from connectors.imap import connect as imap_connect
 from connectors.opportunity_updates import (
-    HUBSPOT_API_URL,
     iter_export_files,
-    iter_hubspot_deals,
-    iter_salesforce_opportunities,
 )
-from connectors.spreadsheet import SUFFIXES as SHEET_SUFFIXES
 from connectors.spreadsheet import (
-    RowDating,
     first_landed,
-    iter_spreadsheet,
-    iter_spreadsheet_url,
-)
-from connectors.vcard import iter_vcard
-from connectors.webform import (
-    ApiSpec,
-    api_spec,
-    iter_webform_api,
-    iter_webform_export,
-    preset_rate_limit,
 )
 from flows import locking
 from flows.settings import (
-    EmailSource,
     OpportunityUpdatesSource,
     Settings,
     Source,
     SpreadsheetSource,
-    VcardSource,
     WebformSource,
 )
+from flows.sources import (
+    FileChecks,
+    http_client,
+    in_window,
+    iter_crm_api,
+    iter_source,
+    read_secret,
+)
 from transforms import scoring
-from transforms.columns import check_file, submissions_shape
-from transforms.fields import header_scorer, received_at_column
+from transforms.erasure import ERASED, contact_key_hashes, split_erased
 from transforms.fx import parse_rates
 from transforms.match import MatchSettings, match_table
 from transforms.normalize import NormalizeOptions, normalize_batch, parse_received
@@ -79,13 +57,23 @@ from transforms.outcomes import (
     OpportunityUpdate,
     parse_updates,
     plan_updates,
-    updates_from_hubspot,
-    updates_from_salesforce,
 )
 from transforms.qualify import Rules, RulesError, qualify_leads, rules_from_yaml
 from transforms.records import Contact, RawRow, Reject, raw_id_for
 from transforms.resolve import golden_leads, link_contacts
-from warehouse import docs_site, fx, marts, matching, quality, store
+from warehouse import (
+    docs_site,
+    erasure,
+    fx,
+    landing,
+    marts,
+    matching,
+    publish,
+    quality,
+    quarantine,
+    resolution,
+    runs,
+)
 from warehouse import outcomes as outcomes_store
 from warehouse.quality import CheckResult, QualityGate, Thresholds
 from warehouse.schema import dq_results
@@ -103,28 +91,6 @@ class QualityGateError(RuntimeError):
         self.docs = docs
 
 
-def read_secret(env_name: str | None, block_name: str | None, what: str) -> str | None:
-    """A secret from the environment variable or the Prefect Secret block the config names."""
-    if env_name:
-        value = os.environ.get(env_name)
-        if not value:
-            raise SourceError(f"{what}: environment variable {env_name} is not set")
-        return value
-    if block_name:
-        from prefect.blocks.system import Secret
-
-        try:
-            block: Any = Secret.load(block_name)  # sync in a sync context
-            return str(block.get())
-        except ValueError as exc:
-            raise SourceError(f"{what}: Prefect Secret block {block_name!r}: {exc}") from None
-    return None
-
-
-class SourceError(RuntimeError):
-    """A source that cannot be read as configured (a missing secret, a refused login)."""
-
-
 class SourceReadError(RuntimeError):
     """The read of a source stopped short (retries used up mid-way): what came before it is
     landed with its cursor; `stats` are the counts of what was landed."""
@@ -137,246 +103,6 @@ class SourceReadError(RuntimeError):
         return (type(self), (str(self), self.stats))
 
 
-def http_client(
-    source: WebformSource | SpreadsheetSource | OpportunityUpdatesSource, token: str | None
-) -> HttpClient:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    rate = source.http.rate_limit
-    preset = getattr(source, "preset", None) or getattr(source, "api", None)
-    limit = RateLimit(rate.per_second, rate.burst) if rate else preset_rate_limit(preset)
-    return HttpClient(
-        headers=headers,
-        timeout=(min(10.0, source.http.timeout_seconds), source.http.timeout_seconds),
-        retry=RetryPolicy(
-            attempts=source.http.max_attempts, backoff_base=source.http.backoff_seconds
-        ),
-        limiter=TokenBucket(limit) if limit else None,
-    )
-
-
-def _aware(d: date | None) -> datetime | None:
-    return datetime.combine(d, datetime.min.time(), tzinfo=UTC) if d else None
-
-
-def _iter_webform(
-    source: WebformSource, cursor: dict[str, Any] | None, start: date | None, end: date | None
-) -> Iterator[RawBatch]:
-    if source.url is None:
-        assert source.path is not None
-        yield from iter_webform_export(source.name, source.path, cursor)
-        return
-    token = read_secret(source.token_env, source.token_block, f"sources.{source.name}.token")
-    client = http_client(source, token)
-    url, preset = source.url, source.preset or "generic"
-
-    def spec_for(since: datetime | None, until: datetime | None) -> ApiSpec:
-        return api_spec(
-            preset,
-            url,
-            since=since,
-            until=until,
-            page_size=source.page_size,
-            records_path=source.records_path,
-            id_field=source.id_field,
-            time_field=source.time_field,
-            since_param=source.since_param,
-            next_token_path=source.next_token_path,
-            next_token_param=source.next_token_param,
-            next_link_path=source.next_link_path,
-            page_param=source.page_param,
-            params=source.params,
-        )
-
-    try:
-        yield from iter_webform_api(
-            source.name,
-            client,
-            spec_for,
-            cursor,
-            lag=timedelta(minutes=source.lag_minutes),
-            start=_aware(start),
-            end=_aware(end),
-            max_pages=source.http.max_pages,
-        )
-    finally:
-        client.close()
-
-
-def _iter_email(
-    source: EmailSource, cursor: dict[str, Any] | None, start: date | None, end: date | None
-) -> Iterator[RawBatch]:
-    opts = MailOptions(
-        max_message_bytes=source.max_message_bytes,
-        internal_domains=frozenset(d.lower() for d in source.internal_domains or []),
-    )
-    if source.imap is None:
-        assert source.path is not None
-        yield from iter_email_files(source.name, source.path, cursor, opts)
-        return
-    im = source.imap
-    password = read_secret(
-        im.password_env, im.password_block, f"sources.{source.name}.imap.password"
-    )
-    cfg = ImapConfig(
-        im.host,
-        im.effective_port,
-        im.security,
-        im.user,
-        password or "",
-        im.folder,
-        im.timeout_seconds,
-    )
-    try:
-        yield from iter_imap(
-            source.name,
-            lambda: ImapSession(lambda: imap_connect(cfg), im.folder, im.max_reconnects),
-            cursor,
-            opts,
-            batch_size=im.batch_size,
-            since=start,
-            before=end,
-        )
-    except ImapError as exc:
-        raise SourceError(f"sources.{source.name}: {exc}") from None
-
-
-def row_dating(source: SpreadsheetSource) -> RowDating:
-    """How a sheet source's rows are dated (see `connectors.spreadsheet.RowDating`): the row's
-    own date column, else the config's `received_at:` (a date, or the column to read), else the
-    time the file's content was first landed."""
-    given = source.received_at
-    fixed = parse_received(given) if given is not None else None
-    named = given if isinstance(given, str) and fixed is None else None
-    shape = json.dumps(
-        {
-            "columns": source.columns,
-            "received_at": str(given) if given else None,
-            "sheets": source.sheets,
-        },
-        sort_keys=True,
-        ensure_ascii=False,
-    )
-    empty = not source.columns and given is None and source.sheets is None
-    return RowDating(
-        column=lambda header: received_at_column(header, source.columns, named),
-        parse=parse_received,
-        fixed=fixed,
-        shape="" if empty else shape,
-    )
-
-
-def _iter_spreadsheet(
-    source: SpreadsheetSource, cursor: dict[str, Any] | None, landed: dict[str, str] | None
-) -> Iterator[RawBatch]:
-    score = header_scorer(source.columns)
-    dating = row_dating(source)
-    now = datetime.now(UTC)
-    if source.url is None:
-        assert source.path is not None
-        yield from iter_spreadsheet(
-            source.name,
-            source.path,
-            cursor,
-            source.sheets,
-            score=score,
-            max_file_bytes=source.max_file_bytes,
-            dating=dating,
-            now=now,
-            landed=landed,
-        )
-        return
-    client = http_client(source, None)
-    try:
-        yield from iter_spreadsheet_url(
-            source.name, source.url, cursor, client.get_bytes, score=score, now=now, dating=dating
-        )
-    finally:
-        client.close()
-
-
-def iter_source(
-    source: Source,
-    cursor: dict[str, Any] | None,
-    start: date | None = None,
-    end: date | None = None,
-    landed: dict[str, str] | None = None,
-) -> Iterator[RawBatch]:
-    """The connector for a source's kind and config; `start`/`end` narrow what sources can ask
-    for; `landed` (a file source's first-landed times) dates a read without a cursor."""
-    if isinstance(source, SpreadsheetSource):
-        return _iter_spreadsheet(source, cursor, landed)
-    if isinstance(source, EmailSource):
-        return _iter_email(source, cursor, start, end)
-    if isinstance(source, VcardSource):
-        return iter_vcard(
-            source.name,
-            source.path,
-            cursor,
-            max_file_bytes=source.max_file_bytes,
-            now=datetime.now(UTC),
-            landed=landed,
-        )
-    return _iter_webform(source, cursor, start, end)
-
-
-@dataclass
-class FileChecks:
-    """What a source's connector noticed about its files, checked once the read is done: the
-    typed warnings a person must see (stderr, the run's summary, `pipeline_runs.stats`)."""
-
-    source: Source
-    found: list[SourceWarning] = field(default_factory=list)
-    tables: dict[str, list[TableShape]] = field(default_factory=dict)
-
-    def add(self, batch: RawBatch) -> None:
-        self.found += batch.warnings
-        for shape in batch.tables:
-            self.tables.setdefault(shape.file, []).append(shape)
-        src = self.source
-        if isinstance(src, WebformSource) and src.path and batch.records:
-            # an export's fields, flattened as normalize reads them, are its columns
-            name = os.path.basename(src.path.rstrip("/"))
-            payloads = [r.payload for r in batch.records]
-            self.tables.setdefault(name, []).append(submissions_shape(src.name, name, payloads))
-
-    def warnings(self) -> list[SourceWarning]:
-        explicit = getattr(self.source, "columns", None) or {}
-        return self.found + [w for t in self.tables.values() for w in check_file(t, explicit)]
-
-
-@dataclass(frozen=True)
-class FileReport:
-    """One file as a source would read it: the tables found in it and the warnings."""
-
-    file: str
-    tables: list[TableShape]
-    warnings: list[SourceWarning]
-
-
-INSPECTED = (*SHEET_SUFFIXES, ".json")
-
-
-def inspect_files(path: str, source: Source | None = None) -> list[FileReport]:
-    """Every sheet or JSON export under `path` (a file, folder or glob), read as `source` would
-    read it (its `columns:` and `sheets:`), or with the built-in aliases alone: nothing is
-    landed and no cursor is read or written."""
-    reports = []
-    for fpath in expand_paths(path, INSPECTED):
-        kind = "webform" if fpath.lower().endswith(".json") else "spreadsheet"
-        base: dict[str, Any] = {"name": "inspect", "kind": kind, "path": fpath}
-        if source is not None and source.kind == kind:
-            base.update(source.model_dump(include={"columns", "sheets"}, exclude_none=True))
-        src = (SpreadsheetSource if kind == "spreadsheet" else WebformSource).model_validate(base)
-        # a name the fixes can show: the chosen source's, else a placeholder to fill in
-        src = src.model_copy(update={"name": source.name if source else "<source>"})
-        checks = FileChecks(src)
-        for batch in iter_source(src, None):
-            checks.add(batch)
-        tables = [t for shapes in checks.tables.values() for t in shapes]
-        reports.append(FileReport(os.path.basename(fpath), tables, checks.warnings()))
-    return reports
-
-
 def lost_files(sources: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The warnings (as dicts) of files that had content and yielded no record, source by
     source: such a run is partial."""
@@ -386,11 +112,6 @@ def lost_files(sources: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         for w in stats.get("warnings", [])
         if w.get("loses_data")
     ]
-
-
-def _in_window(ts: datetime, start: date | None, end: date | None) -> bool:
-    d = ts.astimezone(UTC).date()
-    return (start is None or d >= start) and (end is None or d < end)
 
 
 def extract_and_land(
@@ -423,7 +144,7 @@ def extract_and_land(
     checks = FileChecks(source)
     with locking.hold(engine, locking.source_lock(source.name), run_id) as refresh:
         with engine.connect() as conn:
-            live = store.read_cursor(conn, source.name)
+            live = landing.read_cursor(conn, source.name)
         cursor = None if backfill else live
         if reread and cursor is not None and isinstance(source, SpreadsheetSource):
             cursor = {**cursor, "files": {}}
@@ -441,10 +162,10 @@ def extract_and_land(
                 files_read = dict(now_files)
             records = batch.records
             if backfill:
-                records = [r for r in records if _in_window(r.received_at, start, end)]
+                records = [r for r in records if in_window(r.received_at, start, end)]
             raw_ids = {raw_id_for(r.source, r.source_record_id) for r in records}
             with engine.begin() as conn:
-                new = store.land_batch(
+                new = landing.land_batch(
                     conn,
                     source=source.name,
                     records=records,
@@ -453,9 +174,9 @@ def extract_and_land(
                     run_id=run_id,
                     move_cursor=not backfill,
                 )
-                present = store.count_raw(conn, raw_ids)
+                present = landing.count_raw(conn, raw_ids)
                 for fpath in finished:
-                    stats["rejects_closed"] += store.close_reread_rejects(
+                    stats["rejects_closed"] += quarantine.close_reread_rejects(
                         conn, source.name, os.path.basename(fpath), produced, run_id, _now()
                     )
             skipped = sum(batch.skipped.values())
@@ -525,7 +246,7 @@ def rules_sha(text: str) -> str:
 
 def check_rules_version(conn: Connection, rules: Rules, text: str, origin: str) -> None:
     """Refuse rules whose content changed under a `rules_version` already applied (RulesError)."""
-    for row in store.applied_rules(conn):
+    for row in runs.applied_rules(conn):
         if row["rules_version"] == rules.version and row["sha256"] != rules_sha(text):
             raise RulesError(
                 f"{origin}: rules_version {rules.version!r} was applied with other content "
@@ -542,7 +263,7 @@ def rules_for_run(engine: Engine, settings: Settings) -> Rules:
     rules = rules_from_yaml(text, origin)
     with engine.connect() as conn:
         check_rules_version(conn, rules, text, origin)
-        applied = store.applied_rules(conn)
+        applied = runs.applied_rules(conn)
     if applied:
         newest = applied[0]
         return rules_from_yaml(newest["rules_text"], f"applied rules {newest['rules_version']}")
@@ -594,7 +315,7 @@ def process_chunk(
     opts: NormalizeOptions,
     rules: Rules,
     resolving: Resolving | None = None,
-) -> tuple[store.PublishSet, dict[str, float]]:
+) -> tuple[publish.PublishSet, dict[str, float]]:
     """normalize → resolve → qualify for one chunk of pending raw rows.
 
     Reads first (erasure tombstones, the resolution context: the matching columns of the
@@ -610,23 +331,23 @@ def process_chunk(
     features = match_table(contacts)
     t1 = time.perf_counter()
     model = resolving.model or matching.active_model(conn)
-    pending = store.decision_leads(conn) if store.pending_decisions(conn) else set()
+    pending = resolution.decision_leads(conn) if resolution.pending_decisions(conn) else set()
     context = matching.read_context(conn, features, resolving.settings.max_block_size, pending)
     ids = context.members.column("contact_id").to_pylist() + [c.contact_id for c in contacts]
-    decisions = store.review_decisions(conn, ids)
+    decisions = resolution.review_decisions(conn, ids)
     linking = link_contacts(
         contacts, context, decisions, resolving.settings, model, resolving.engine, features
     )
     new_ids = {c.contact_id for c in contacts}
-    everyone = store.contacts_by_id(
+    everyone = resolution.contacts_by_id(
         conn, {cid for cids in linking.members.values() for cid in cids} - new_ids
     ) | {c.contact_id: c for c in contacts}
     leads = golden_leads(linking, everyone)
     t2 = time.perf_counter()
     members = {lead_id: [everyone[c] for c in cids] for lead_id, cids in linking.members.items()}
     merged = {a for a, _ in linking.merges}
-    prior = store.prior_states(conn, {ld.lead_id for ld in leads} | merged)
-    clock = store.data_clock(conn)
+    prior = resolution.prior_states(conn, {ld.lead_id for ld in leads} | merged)
+    clock = resolution.data_clock(conn)
     newest_here = max((r.received_at for r in rows), default=clock)
     as_of = max(clock, newest_here) if clock and newest_here else newest_here or clock
     assert as_of is not None  # rows, or a warehouse with raw records (a decisions-only chunk)
@@ -636,12 +357,12 @@ def process_chunk(
         rules,
         as_of,
         prior,
-        store.read_stages(conn),
+        resolution.read_stages(conn),
         merges=linking.merges,
     )
     t3 = time.perf_counter()
     timings.update(normalize=t1 - t0, resolve=t2 - t1, qualify=t3 - t2)
-    ps = store.PublishSet(
+    ps = publish.PublishSet(
         contacts=contacts,
         rejects=rejects,
         links=linking.links,
@@ -670,34 +391,12 @@ def suppress_erased(
 
     A contact that gives consent again lifts the tombstone and goes through.
     """
-    keys = {c.contact_id: store.contact_key_hashes(c) for c in contacts}
-    hit = store.tombstoned(conn, (h for hs in keys.values() for h in hs))
+    keys = {c.contact_id: contact_key_hashes(c) for c in contacts}
+    hit = erasure.tombstoned(conn, (h for hs in keys.values() for h in hs))
     if not hit:
         return contacts, []
-    by_raw = {r.raw_id: r for r in rows}
-    kept: list[Contact] = []
-    erased: list[Reject] = []
-    lifted: set[str] = set()
-    for c in contacts:
-        if not hit.intersection(keys[c.contact_id]):
-            kept.append(c)
-        elif c.consent is True:
-            kept.append(c)
-            lifted.update(keys[c.contact_id])
-        else:
-            row = by_raw[c.raw_id]
-            erased.append(
-                Reject(
-                    row.source,
-                    row.source_record_id,
-                    "normalize",
-                    store.ERASED,
-                    "a person who asked to be erased; suppressed until they consent again",
-                    "",
-                    row.raw_id,
-                )
-            )
-    store.lift_tombstones(conn, lifted)
+    kept, erased, lifted = split_erased(contacts, rows, keys, hit)
+    erasure.lift_tombstones(conn, lifted)
     return kept, erased
 
 
@@ -712,22 +411,24 @@ def process_pending(
     """
 
     def pending(conn: Connection) -> Iterator[list[RawRow]]:
-        yield from store.iter_pending_raw(conn)
+        yield from landing.iter_pending_raw(conn)
         # Review decisions take effect on the next run even when nothing new arrived: one chunk
         # without raw rows pulls in the leads they touch, merges or splits them, marks them applied.
-        if store.pending_decisions(conn):
+        if resolution.pending_decisions(conn):
             yield []
 
     def chunks(conn: Connection) -> Iterable[list[RawRow]]:
         if not rebuild:
             return pending(conn)
-        store.clear_derived(conn)
-        store.mark_revocations_applied(conn)  # derived again from scratch: nothing revoked holds
+        runs.clear_derived(conn)
+        resolution.mark_revocations_applied(
+            conn
+        )  # derived again from scratch: nothing revoked holds
         # Replay the landing runs in order, so conversions happen when they first did.
         return (
             chunk
-            for landed_by in store.landing_runs(conn)
-            for chunk in store.iter_pending_raw(conn, landed_by=landed_by)
+            for landed_by in runs.landing_runs(conn)
+            for chunk in landing.iter_pending_raw(conn, landed_by=landed_by)
         )
 
     return _gated_publish(engine, settings, run_id, chunks)
@@ -745,7 +446,7 @@ def replay_rejects(
     other kinds of source still need a backfill of their source.
     """
     with engine.connect() as conn:
-        names = store.extract_reject_sources(conn, reason)
+        names = quarantine.extract_reject_sources(conn, reason)
     reread = [
         s
         for s in settings.sources
@@ -755,12 +456,12 @@ def replay_rejects(
     for source in reread:
         closed += extract_and_land(engine, source, run_id, reread=True).get("rejects_closed", 0)
     with engine.connect() as conn:
-        raw_ids, not_replayable = store.quarantined_raw_ids(conn, reason)
+        raw_ids, not_replayable = quarantine.quarantined_raw_ids(conn, reason)
 
     def rows(conn: Connection) -> Iterator[list[RawRow]]:
-        yield from store.iter_raw(conn, raw_ids)
+        yield from landing.iter_raw(conn, raw_ids)
         if reread:  # the rows the re-read landed
-            yield from store.iter_pending_raw(conn)
+            yield from landing.iter_pending_raw(conn)
 
     stats = _gated_publish(engine, settings, run_id, rows)
     stats["replay_candidates"] = len(raw_ids)
@@ -784,7 +485,7 @@ class ModelPlan:
 
 
 def _partition(conn: Connection) -> dict[str, frozenset[str]]:
-    lk = store.lead_memberships(conn)
+    lk = resolution.lead_memberships(conn)
     groups: dict[str, set[str]] = defaultdict(set)
     for contact_id, lead_id in lk:
         groups[lead_id].add(contact_id)
@@ -819,11 +520,11 @@ def remodel(
             txn = conn.begin()
             try:
                 before = _partition(conn)
-                store.clear_derived(conn)
+                runs.clear_derived(conn)
                 chunks = (
                     chunk
-                    for landed_by in store.landing_runs(conn)
-                    for chunk in store.iter_pending_raw(conn, landed_by=landed_by)
+                    for landed_by in runs.landing_runs(conn)
+                    for chunk in landing.iter_pending_raw(conn, landed_by=landed_by)
                 )
                 _process_all(conn, chunks, opts, rules, resolving, run_id, gate, stats, timings)
                 after = _partition(conn)
@@ -843,8 +544,8 @@ def remodel(
                 refreshed = refresh_marts(conn, settings, run_id)
                 gate.results.extend(refreshed.checks())
                 matching.activate_model(conn, model.version)
-                store.start_run(conn, run_id, "remodel", {"model": model.version})
-                store.finish_run(conn, run_id, "succeeded", {**stats, "timings": dict(timings)})
+                runs.start_run(conn, run_id, "remodel", {"model": model.version})
+                runs.finish_run(conn, run_id, "succeeded", {**stats, "timings": dict(timings)})
                 txn.commit()
                 return plan
             except BaseException:
@@ -917,7 +618,7 @@ def refresh_marts(conn: Connection, settings: Settings, run_id: str = "marts") -
     refreshed = marts.refresh_marts(
         conn,
         schema=settings.marts.schema_name,
-        as_of=store.data_clock(conn),
+        as_of=resolution.data_clock(conn),
         reporting_currency=settings.marts.reporting_currency,
         base_currency=settings.fx.base_currency,
     )
@@ -947,7 +648,7 @@ def read_crm_apis(engine: Engine, settings: Settings) -> list[CrmRead]:
         if src.api is None:
             continue
         with engine.connect() as conn:
-            cursor = store.read_cursor(conn, outcomes_store.api_cursor_name(src.name))
+            cursor = landing.read_cursor(conn, outcomes_store.api_cursor_name(src.name))
         since = parse_received((cursor or {}).get("modified_since"))
         token = read_secret(src.token_env, src.token_block, f"opportunity_updates.{src.name}.token")
         client = http_client(src, token)
@@ -955,7 +656,7 @@ def read_crm_apis(engine: Engine, settings: Settings) -> list[CrmRead]:
         rejects: list[Reject] = []
         failure = None
         try:
-            for u, j in _iter_crm_api(client, src, since):
+            for u, j in iter_crm_api(client, src, since):
                 updates += u
                 rejects += j
         except (HttpError, PaginationError) as exc:
@@ -969,35 +670,6 @@ def read_crm_apis(engine: Engine, settings: Settings) -> list[CrmRead]:
     return reads
 
 
-def _iter_crm_api(
-    client: HttpClient, src: OpportunityUpdatesSource, since: datetime | None
-) -> Iterator[tuple[list[OpportunityUpdate], list[Reject]]]:
-    line = 1
-    if src.api == "salesforce":
-        assert src.url is not None  # the settings require it
-        for records in iter_salesforce_opportunities(
-            client,
-            src.url,
-            since,
-            multi_currency=src.multi_currency,
-            id_field=src.opportunity_id_field,
-            max_pages=src.http.max_pages,
-        ):
-            yield updates_from_salesforce(records, src.name, src.opportunity_id_field, line)
-            line += len(records)
-        return
-    for deals, emails in iter_hubspot_deals(
-        client,
-        src.url or HUBSPOT_API_URL,
-        since,
-        id_property=src.opportunity_id_field,
-        page_size=src.page_size,
-        max_pages=src.http.max_pages,
-    ):
-        yield updates_from_hubspot(deals, emails, src.name, src.opportunity_id_field, line)
-        line += len(deals)
-
-
 def apply_opportunity_updates(
     conn: Connection, settings: Settings, run_id: str, api_reads: Sequence[CrmRead] = ()
 ) -> dict[str, int]:
@@ -1006,8 +678,8 @@ def apply_opportunity_updates(
     stats: dict[str, int] = defaultdict(int)
     if not settings.opportunity_updates:
         return stats
-    stage_table = store.read_stages(conn)
-    as_of = store.data_clock(conn) or datetime(1970, 1, 1, tzinfo=UTC)
+    stage_table = resolution.read_stages(conn)
+    as_of = resolution.data_clock(conn) or datetime(1970, 1, 1, tzinfo=UTC)
 
     def apply(
         src: OpportunityUpdatesSource,
@@ -1104,11 +776,11 @@ def _process_all(
         if not report.passed:
             raise QualityGateError(report.summary())
         t0 = time.perf_counter()
-        store.publish(conn, ps, run_id)
-        store.scrub_raw(conn, [j.raw_id for j in ps.rejects if j.code == store.ERASED and j.raw_id])
+        publish.publish(conn, ps, run_id)
+        erasure.scrub_raw(conn, [j.raw_id for j in ps.rejects if j.code == ERASED and j.raw_id])
         chunk_no += 1
         if chunk_no & (chunk_no - 1) == 0:  # after chunks 1, 2, 4, 8…: whenever the tables doubled
-            store.refresh_statistics(conn)
+            publish.refresh_statistics(conn)
         timings["publish"] += time.perf_counter() - t0
         stats["raw_processed"] += len(rows)
         stats["contacts"] += len(ps.contacts)
@@ -1122,7 +794,7 @@ def _process_all(
             stats["raw_processed"],
             extra={"progress": ("process", "pending", stats["raw_processed"])},
         )
-    stats["rejects_released"] += store.release_landed_rejects(conn, run_id, now)
+    stats["rejects_released"] += quarantine.release_landed_rejects(conn, run_id, now)
     t0 = time.perf_counter()
     frames, counts = quality.published_frames(conn, now, baseline, gate.thresholds)
     report = gate.check(frames, quality.PUBLISHED)
@@ -1169,22 +841,22 @@ def rescore_leads(conn: Connection, rules: Rules) -> RescorePlan:
     by it. The caller commits to apply, or rolls back for a dry run. A critical data-quality
     failure raises QualityGateError.
     """
-    as_of = store.data_clock(conn)
+    as_of = resolution.data_clock(conn)
     plan = RescorePlan(rules.version, as_of)
     if as_of is None:
         return plan
-    stage_table = store.read_stages(conn)
+    stage_table = resolution.read_stages(conn)
     gate = QualityGate(f"rescore-{rules.version}")
     changes: Counter[tuple[str, str]] = Counter()
     n = conversions = advances = kept = 0
-    for leads in list(store.iter_leads(conn)):
+    for leads in list(resolution.iter_leads(conn)):
         ids = {ld.lead_id for ld in leads}
         members: dict[str, list[Any]] = defaultdict(list)
-        for c, lead_id in store.contacts_of_leads(conn, ids):
+        for c, lead_id in resolution.contacts_of_leads(conn, ids):
             members[lead_id].append(c)
-        prior = store.prior_states(conn, ids)
+        prior = resolution.prior_states(conn, ids)
         res = qualify_leads(leads, members, rules, as_of, prior, stage_table, changed_at=as_of)
-        ps = store.PublishSet(
+        ps = publish.PublishSet(
             contacts=[],
             rejects=[],
             links=[],
@@ -1200,7 +872,7 @@ def rescore_leads(conn: Connection, rules: Rules) -> RescorePlan:
         report = gate.check(quality.staged_frames(ps, []), quality.STAGED)
         if not report.passed:
             raise QualityGateError(report.summary())
-        store.publish(conn, ps, run_id="rescore")
+        publish.publish(conn, ps, run_id="rescore")
         n += len(leads)
         changes.update((h.from_status or "(none)", h.to_status) for h in res.status_history)
         conversions += len(res.opportunities)

@@ -95,7 +95,7 @@ def _mark(stage: str) -> None:
 def _instrument() -> None:
     """Report stage entries; wraps module attributes in the (forked, short-lived) child only."""
     from flows import stages
-    from warehouse import quality, store
+    from warehouse import landing, publish, quality
 
     def wrap(owner: Any, name: str, stage: str | Callable[..., str]) -> None:
         inner = getattr(owner, name)
@@ -107,9 +107,9 @@ def _instrument() -> None:
         setattr(owner, name, wrapper)
 
     wrap(stages, "iter_source", "extract")
-    wrap(store, "land_batch", "land")
+    wrap(landing, "land_batch", "land")
     wrap(stages, "normalize_batch", "normalize")
-    wrap(store, "publish", "publish")
+    wrap(publish, "publish", "publish")
     wrap(quality, "published_frames", "validate_published")
 
 
@@ -119,21 +119,21 @@ def run_pipeline(config: str, url: str) -> None:
 
     from flows import stages
     from flows.settings import load_settings
-    from warehouse import db, store
+    from warehouse import db, runs
 
     settings = load_settings(config)
     engine = db.make_engine(url)
     db.upgrade(engine)
     run_id = f"run_{uuid.uuid4().hex[:20]}"
     with engine.begin() as conn:
-        store.start_run(conn, run_id, "pipeline", {"sources": [s.name for s in settings.sources]})
+        runs.start_run(conn, run_id, "pipeline", {"sources": [s.name for s in settings.sources]})
     stats: dict[str, Any] = {"sources": {}}
     for source in settings.sources:
         stats["sources"][source.name] = stages.extract_and_land(engine, source, run_id)
     stats["process"] = stages.process_pending(engine, settings, run_id)
     _mark("finish")
     with engine.begin() as conn:
-        store.finish_run(conn, run_id, "succeeded", stats)
+        runs.finish_run(conn, run_id, "succeeded", stats)
     engine.dispose()
 
 
@@ -333,7 +333,7 @@ def check_consistent(config: Path, url: str) -> list[str]:
     from sqlalchemy import select, text
 
     from flows.settings import load_settings
-    from flows.stages import iter_source
+    from flows.sources import iter_source
     from transforms.records import raw_id_for
     from warehouse import db
     from warehouse.schema import raw_contacts, source_cursors

@@ -9,8 +9,8 @@ from sqlalchemy import Connection
 
 from transforms.fx import Rate
 from warehouse import schema as t
+from warehouse.landing import read_cursor
 from warehouse.load import upsert
-from warehouse.store import read_cursor
 
 
 def cursor_name(path: str) -> str:

@@ -1,9 +1,11 @@
-"""Bulk writes per dialect, in one place: COPY + ON CONFLICT on PostgreSQL, executemany on SQLite."""
+"""Dialect differences in one place: bulk writes (COPY + ON CONFLICT on PostgreSQL, executemany on
+SQLite), key lists, and the timestamps SQLite hands back naive."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import JSON, Connection, Table, Text, column, delete, func, select, table
@@ -187,4 +189,17 @@ def in_chunks(keys: Iterable[Any], size: int = 900) -> Iterable[list[Any]]:
         yield keys[start : start + size]
 
 
-__all__ = ["count_present", "delete_keys", "in_chunks", "insert_rows", "key_table", "upsert"]
+def utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+__all__ = [
+    "count_present",
+    "delete_keys",
+    "in_chunks",
+    "insert_rows",
+    "key_table",
+    "upsert",
+    "utc",
+]

@@ -1009,7 +1009,7 @@ def refresh_marts(
 ) -> MartRefresh:
     """Rebuild every mart from the warehouse tables, in the caller's transaction.
 
-    `as_of` is the data's clock (`store.data_clock`): the day the rates are taken on and the end
+    `as_of` is the data's clock (`resolution.data_clock`): the day the rates are taken on and the end
     of every "days since". Without published contacts yet, the clock is None and only the
     source counts have rows.
     """

@@ -28,7 +28,7 @@ from transforms.records import Contact
 from transforms.resolve import CONTEXT_SCHEMA, Context
 from transforms.scoring import TF_COLUMNS, Model, default_model
 from warehouse import schema as t
-from warehouse.load import key_table, upsert
+from warehouse.load import key_table, upsert, utc
 
 # The definition the stored matching columns and blocking keys were built with: when the code's
 # changes, `ensure_index` builds them again from the contacts.
@@ -252,8 +252,6 @@ def _columns(rows: Sequence[Any], names: Sequence[str]) -> dict[str, list[Any]]:
 
 
 def _aware(value: Any) -> datetime:
-    from warehouse.store import utc
-
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return utc(value)

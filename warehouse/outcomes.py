@@ -13,8 +13,9 @@ from sqlalchemy import Connection, bindparam, func, select
 
 from transforms.outcomes import OpportunityState, UpdatePlan
 from warehouse import schema as t
+from warehouse.landing import read_cursor
 from warehouse.load import in_chunks, upsert
-from warehouse.store import _reject_row, read_cursor
+from warehouse.quarantine import reject_row
 
 
 def cursor_name(source: str, path: str) -> str:
@@ -134,7 +135,7 @@ def write_plan(
             }
         )
     upsert(conn, t.opportunity_stage_history, rows, update=False)
-    upsert(conn, t.rejects, [_reject_row(j, run_id) for j in plan.rejects], update=False)
+    upsert(conn, t.rejects, [reject_row(j, run_id) for j in plan.rejects], update=False)
     if cursor is not None:
         name, value = cursor
         upsert(conn, t.source_cursors, [{"source": name, "cursor": value, "run_id": run_id}])

@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from sqlalchemy import Connection, and_, func, or_, select
 
+from transforms.erasure import ERASED
 from transforms.qualify import STAGE_PROBABILITY, STATUSES
 from warehouse import schema as t
-from warehouse.store import ERASED, PublishSet, utc
+from warehouse.load import utc
+from warehouse.publish import PublishSet
 
 if TYPE_CHECKING:
     from great_expectations.data_context import AbstractDataContext

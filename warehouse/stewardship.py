@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, or_, select
 
 from transforms.resolve import CANNOT_LINK, MUST_LINK, review_id
+from warehouse import quarantine, resolution, runs
 from warehouse import schema as t
-from warehouse import store
-from warehouse.load import upsert
+from warehouse.load import upsert, utc
 
 OPEN, REVOKED = "open", "revoked"
 PAIR, SPLIT = "pair", "split"
@@ -60,9 +60,10 @@ def overview(conn: Connection) -> dict[str, Any]:
         "opportunities": count(t.opportunities),
         "open_reviews": count(mr, mr.c.decision == OPEN, mr.c.kind == PAIR),
         # decisions the next run applies, and revocations that wait for a rebuild (Apply now)
-        "pending_decisions": store.pending_decisions(conn) + store.pending_revocations(conn),
-        "open_rejects": count(t.rejects, t.rejects.c.status == store.QUARANTINED),
-        "runs": store.recent_runs(conn, 5),
+        "pending_decisions": resolution.pending_decisions(conn)
+        + resolution.pending_revocations(conn),
+        "open_rejects": count(t.rejects, t.rejects.c.status == quarantine.QUARANTINED),
+        "runs": runs.recent_runs(conn, 5),
     }
 
 
@@ -98,8 +99,8 @@ def funnel_by_week(conn: Connection, weeks: int = 12) -> list[dict[str, Any]]:
 
 def runs_with_checks(conn: Connection, limit: int = 30) -> list[dict[str, Any]]:
     """Recent runs, each with its failed data-quality checks."""
-    runs = store.recent_runs(conn, limit)
-    ids = [r["run_id"] for r in runs]
+    recent = runs.recent_runs(conn, limit)
+    ids = [r["run_id"] for r in recent]
     dq = t.dq_results
     failed: dict[str, list[dict[str, Any]]] = defaultdict(list)
     if ids:
@@ -110,9 +111,9 @@ def runs_with_checks(conn: Connection, limit: int = 30) -> list[dict[str, Any]]:
         )
         for row in _rows(conn, q):
             failed[row["run_id"]].append(row)
-    for r in runs:
+    for r in recent:
         r["failed_checks"] = failed.get(r["run_id"], [])
-    return runs
+    return recent
 
 
 def run_checks(conn: Connection, run_id: str) -> list[dict[str, Any]]:
@@ -125,7 +126,7 @@ def reject_groups(conn: Connection, samples: int = 3) -> list[dict[str, Any]]:
     rj = t.rejects
     q = (
         select(rj.c.code, func.count(), func.count(rj.c.raw_id))
-        .where(rj.c.status == store.QUARANTINED)
+        .where(rj.c.status == quarantine.QUARANTINED)
         .group_by(rj.c.code)
     )
     groups = [
@@ -144,7 +145,7 @@ def reject_groups(conn: Connection, samples: int = 3) -> list[dict[str, Any]]:
                 func.substr(rj.c.raw, 1, 400).label("raw"),
                 rj.c.run_id,
             )
-            .where(rj.c.status == store.QUARANTINED, rj.c.code == g["reason"])
+            .where(rj.c.status == quarantine.QUARANTINED, rj.c.code == g["reason"])
             .order_by(rj.c.reject_id)
             .limit(samples)
         )
@@ -269,7 +270,7 @@ def contacts_by_id(conn: Connection, contact_ids: list[str]) -> dict[str, dict[s
     )
     out = {}
     for row in _rows(conn, q):
-        row["received_at"] = store.utc(row["received_at"])
+        row["received_at"] = utc(row["received_at"])
         out[row["contact_id"]] = row
     return out
 
@@ -332,13 +333,41 @@ def _log(
     )
 
 
+def open_reviews(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:
+    """Grey-zone pairs still waiting for a person, strongest first."""
+    mr = t.match_review
+    q = (
+        select(mr)
+        .where(mr.c.decision == "open")
+        .order_by(mr.c.score.desc(), mr.c.review_id)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in conn.execute(q)]
+
+
+def decide_review(
+    conn: Connection, review_id: str, decision: str, decided_by: str, decided_at: datetime
+) -> None:
+    """Record a person's decision on a pair; the next run applies it and every run honours it."""
+    if decision not in (MUST_LINK, CANNOT_LINK):
+        raise ValueError(f"decision must be {MUST_LINK} or {CANNOT_LINK}, not {decision!r}")
+    mr = t.match_review
+    done = conn.execute(
+        mr.update()
+        .where(mr.c.review_id == review_id)
+        .values(decision=decision, decided_by=decided_by, decided_at=decided_at, applied=False)
+    )
+    if done.rowcount != 1:
+        raise KeyError(f"no review pair {review_id}")
+
+
 def decide(conn: Connection, rid: str, decision: str, steward: str, at: datetime) -> None:
     """A steward's decision on a pair: stored with who and when, logged, binding every later run."""
     mr = t.match_review
     row = conn.execute(select(mr.c.kind).where(mr.c.review_id == rid)).first()
     if row is None:
         raise StewardError(f"no review pair {rid}")
-    store.decide_review(conn, rid, decision, steward, at)
+    decide_review(conn, rid, decision, steward, at)
     conn.execute(mr.update().where(mr.c.review_id == rid).values(revoked_by=None, revoked_at=None))
     _log(conn, rid, "decide", decision, steward, at)
 
@@ -597,7 +626,7 @@ def lead_detail(conn: Connection, lead_id: str) -> dict[str, Any] | None:
             .select_from(mr)
             .where(
                 or_(mr.c.contact_a.in_(ids), mr.c.contact_b.in_(ids)),
-                or_(store.decision_pending(), store.revocation_pending()),
+                or_(resolution.decision_pending(), resolution.revocation_pending()),
             )
         ).scalar_one()
         if ids

@@ -14,7 +14,7 @@ import pytest
 from connectors.base import RawBatch
 from connectors.email import MailOptions
 from connectors.imap import ImapConfig, ImapError, ImapSession, connect, iter_imap
-from flows.stages import SourceError
+from flows.sources import SourceError
 from tests.connectors.conftest import PASSWORD, Dovecot, corpus, land_source, rows_of
 from warehouse.schema import contacts, raw_contacts, rejects, source_cursors
 

@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import select
 
 from flows.settings import load_settings
-from flows.stages import SourceError, extract_and_land
+from flows.sources import SourceError
+from flows.stages import extract_and_land
 from tests.conftest import write_config
 from tests.connectors.conftest import PASSWORD, Dovecot
 from tests.faultserver import tcp_server

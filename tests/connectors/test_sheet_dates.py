@@ -12,7 +12,7 @@ import pytest
 
 from connectors.spreadsheet import RowDating, iter_spreadsheet
 from flows.settings import SpreadsheetSource
-from flows.stages import row_dating
+from flows.sources import row_dating
 from transforms.fields import header_scorer
 
 SCORE = header_scorer()

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from werkzeug import Request, Response
 
 from flows.settings import load_settings
-from flows.stages import SourceError
+from flows.sources import SourceError
 from tests.connectors.conftest import land_source
 from transforms.fields import flatten_submission, map_fields
 from warehouse import db

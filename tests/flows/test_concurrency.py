@@ -18,7 +18,7 @@ from flows import locking, stages
 from flows.settings import load_settings
 from tests.conftest import pg_database
 from tests.crashkit import ROOT, snapshot
-from warehouse import db, store
+from warehouse import db, runs
 from warehouse.schema import pipeline_runs
 
 
@@ -31,10 +31,10 @@ def _engine(url: str) -> Engine:
 HOLD_AND_HANG = """
 import sys, time
 from flows import locking
-from warehouse import db, store
+from warehouse import db, runs
 engine = db.make_engine(sys.argv[1])
 with engine.begin() as conn:
-    store.start_run(conn, "run_doomed", "pipeline", {})
+    runs.start_run(conn, "run_doomed", "pipeline", {})
 with locking.hold(engine, "publish", "run_doomed"):
     print("held", flush=True)
     time.sleep(600)
@@ -61,7 +61,7 @@ def test_a_killed_runs_lock_is_taken_over_at_once(warehouse_url: str) -> None:
     # Dead, its lock (taken for hours) is taken over without waiting, and its run says it died.
     with locking.hold(engine, "publish", "run_next", wait=timedelta(0)):
         with engine.connect() as conn:
-            (holder,) = store.held_locks(conn)
+            (holder,) = runs.held_locks(conn)
             doomed = conn.execute(
                 select(pipeline_runs).where(pipeline_runs.c.run_id == "run_doomed")
             ).one()
@@ -75,7 +75,7 @@ def test_a_holder_on_another_machine_is_waited_for_until_its_lock_expires(sqlite
     with engine.begin() as conn:
         now = datetime.now(UTC)
         assert (
-            store.try_lock(conn, "source:x", "run_far", now, timedelta(hours=1), "elsewhere:1:1")
+            runs.try_lock(conn, "source:x", "run_far", now, timedelta(hours=1), "elsewhere:1:1")
             is None
         )
     with pytest.raises(locking.LockTimeout, match="held by run run_far"):
@@ -134,10 +134,10 @@ def test_two_runs_started_at_once_wait_for_each_other_and_match_a_single_run(
 START_AND_HANG = """
 import sys, time
 from flows import locking
-from warehouse import db, store
+from warehouse import db, runs
 engine = db.make_engine(sys.argv[1])
 with engine.begin() as conn:
-    store.start_run(conn, "run_lockless", "pipeline", {}, locking.this_holder())
+    runs.start_run(conn, "run_lockless", "pipeline", {}, locking.this_holder())
 print("started", flush=True)
 time.sleep(600)
 """
@@ -148,7 +148,7 @@ def test_a_run_killed_before_taking_any_lock_is_marked_failed_by_the_next(
 ) -> None:
     engine = _engine(warehouse_url)
     with engine.begin() as conn:  # a live run of this very process: never swept
-        store.start_run(conn, "run_alive", "pipeline", {}, locking.this_holder())
+        runs.start_run(conn, "run_alive", "pipeline", {}, locking.this_holder())
     proc = subprocess.Popen(
         [sys.executable, "-c", START_AND_HANG, warehouse_url],
         stdout=subprocess.PIPE,

@@ -9,7 +9,7 @@ import pytest
 from connectors.http import RateLimit
 from flows.cli import main
 from flows.settings import WebformSource, load_settings
-from flows.stages import http_client
+from flows.sources import http_client
 from transforms.fields import CANONICAL
 
 CASES = [

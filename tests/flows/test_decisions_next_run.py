@@ -13,8 +13,8 @@ from sqlalchemy import Engine, select, text
 from flows.settings import Settings
 from flows.stages import extract_and_land, process_pending
 from transforms.resolve import review_id
+from warehouse import load, stewardship
 from warehouse import schema as t
-from warehouse import store
 from warehouse.db import make_engine, upgrade
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
@@ -73,8 +73,8 @@ def _decide(engine: Engine, a: str, b: str, decision: str) -> str:
             "applied": False,
             "run_id": "run_seed",
         }
-        store.upsert(conn, t.match_review, [row], update=False)
-        store.decide_review(conn, rid, decision, "steward", NOW)
+        load.upsert(conn, t.match_review, [row], update=False)
+        stewardship.decide_review(conn, rid, decision, "steward", NOW)
     return rid
 
 

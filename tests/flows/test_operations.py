@@ -16,7 +16,7 @@ from flows import locking, stages
 from flows.cli import forget
 from flows.settings import Settings, load_settings
 from tests.conftest import write_config
-from warehouse import db, store
+from warehouse import db, runs
 from warehouse.schema import DATA_TABLES, metadata
 
 ISMAIL = "ismail.isik@isiktekstil.com.tr"
@@ -202,7 +202,7 @@ def test_a_held_lock_makes_the_other_run_wait_then_say_who_holds_it(warehouse_ur
     # An expired lock (its holder died) is taken over.
     with engine.begin() as conn:
         now = datetime.now(UTC)
-        assert store.try_lock(conn, "source:x", "run_dead", now, timedelta(seconds=-1)) is None
+        assert runs.try_lock(conn, "source:x", "run_dead", now, timedelta(seconds=-1)) is None
     t0 = time.monotonic()
     with locking.hold(engine, "source:x", "run_next", wait=timedelta(seconds=5)):
         pass

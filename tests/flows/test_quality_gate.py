@@ -14,10 +14,10 @@ from flows import stages
 from flows.cli import main
 from tests.flows.test_pipeline import _use, snapshot
 from transforms.records import Link
-from warehouse import db, store
+from warehouse import db, publish
 
 
-def _bad_batch(ps: store.PublishSet) -> store.PublishSet:
+def _bad_batch(ps: publish.PublishSet) -> publish.PublishSet:
     """A probability of 1.5, a lead id twice, and a link to a lead that does not exist."""
     opp = dataclasses.replace(ps.opportunities[0], probability=1.5)  # type: ignore[arg-type]
     twin = dataclasses.replace(ps.leads[0], full_name="Somebody Else")
@@ -63,7 +63,7 @@ def test_bad_batch_fails_and_publishes_nothing(
     before = snapshot(warehouse_url)
     real = stages.process_chunk
 
-    def bad_chunk(*args: Any) -> tuple[store.PublishSet, dict[str, float]]:
+    def bad_chunk(*args: Any) -> tuple[publish.PublishSet, dict[str, float]]:
         ps, timings = real(*args)
         return _bad_batch(ps), timings
 

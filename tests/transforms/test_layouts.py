@@ -21,7 +21,7 @@ import pytest
 from connectors.base import TableShape
 from connectors.spreadsheet import iter_spreadsheet
 from flows.settings import SpreadsheetSource
-from flows.stages import row_dating
+from flows.sources import row_dating
 from transforms.columns import check_table, map_columns
 from transforms.fields import (
     ALIASES,

@@ -16,23 +16,23 @@ from flows import stages
 from flows.settings import Settings
 from tests.flows.test_pipeline import snapshot
 from transforms.records import Link
-from warehouse import store
+from warehouse import load, publish, runs
 from warehouse.schema import raw_contacts
 
-Corruption = Callable[[store.PublishSet], store.PublishSet]
+Corruption = Callable[[publish.PublishSet], publish.PublishSet]
 
 
-def _probability(ps: store.PublishSet) -> store.PublishSet:
+def _probability(ps: publish.PublishSet) -> publish.PublishSet:
     bad = [dataclasses.replace(o, probability=1.5) for o in ps.opportunities[:1]]  # type: ignore[arg-type]
     return dataclasses.replace(ps, opportunities=bad + ps.opportunities[1:])
 
 
-def _duplicate_lead(ps: store.PublishSet) -> store.PublishSet:
+def _duplicate_lead(ps: publish.PublishSet) -> publish.PublishSet:
     twin = dataclasses.replace(ps.leads[0], full_name="Somebody Else")
     return dataclasses.replace(ps, leads=[*ps.leads, twin])
 
 
-def _missing_lead(ps: store.PublishSet) -> store.PublishSet:
+def _missing_lead(ps: publish.PublishSet) -> publish.PublishSet:
     first = ps.links[0]
     orphan = Link(first.contact_id, "lead_does_not_exist", first.rule, first.score, {})
     return dataclasses.replace(ps, links=[orphan, *ps.links[1:]])
@@ -58,7 +58,7 @@ def test_bad_batches_are_stopped_then_the_fixed_run_publishes(
 
         def bad_chunk(
             *args: Any, corrupt: Corruption = corrupt
-        ) -> tuple[store.PublishSet, dict[str, float]]:
+        ) -> tuple[publish.PublishSet, dict[str, float]]:
             ps, timings = real(*args)
             return corrupt(ps), timings
 
@@ -83,8 +83,8 @@ def test_bad_batches_are_stopped_then_the_fixed_run_publishes(
     # With the cause gone, the same pending records are published; warnings do not block.
     monkeypatch.setattr(stages, "process_chunk", real)
     with engine.begin() as conn:  # the first run counts as published: the volume baseline
-        store.start_run(conn, "run_first", "pipeline", {})
-        store.finish_run(conn, "run_first", "succeeded", {})
+        runs.start_run(conn, "run_first", "pipeline", {})
+        runs.finish_run(conn, "run_first", "succeeded", {})
     stats = stages.process_pending(engine, settings, "run_fixed")
     assert stats["raw_processed"] > 0 and snapshot(warehouse_url) != before
     assert Path(stats["data_docs"]).is_file()
@@ -110,7 +110,7 @@ def test_bad_batches_are_stopped_then_the_fixed_run_publishes(
             )
         ).all()
     window = timedelta(hours=settings.quality.freshness_hours)
-    old = {s for s, at in latest if datetime.now(UTC) - store.utc(at) > window}
+    old = {s for s, at in latest if datetime.now(UTC) - load.utc(at) > window}
     fresh = next(r for r in rows if r.suite == "freshness")
     assert old and fresh.severity == "warning" and not fresh.success
     assert set(_ids(fresh.sample_ids)) == old

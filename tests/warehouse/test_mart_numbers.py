@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Connection, Engine, inspect, select, types
 
 from tests.conftest import pg_database
-from warehouse import db, marts, store
+from warehouse import db, marts, resolution
 from warehouse import schema as t
 
 CLOCK = datetime(2026, 3, 10, 12, tzinfo=UTC)
@@ -192,7 +192,7 @@ def hand(
         db.upgrade(engine)
         with engine.begin() as conn:
             fill(conn)
-            assert store.data_clock(conn) == CLOCK
+            assert resolution.data_clock(conn) == CLOCK
             refresh = marts.refresh_marts(conn, as_of=CLOCK)
         assert refresh.missing_rates == ()
         return engine

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, select, text
 from flows.cli import main
 from tests.conftest import ROOT
 from tests.flows.test_pipeline import _use
-from warehouse import db, marts, store
+from warehouse import db, marts, resolution
 from warehouse.marts import MARTS
 
 
@@ -58,7 +58,7 @@ def test_marts_agree_on_sqlite_and_postgresql(
     # Days are UTC whatever the session's time zone (UTC+14 moves 03:10 Z to the next day).
     with pg_engine.connect() as conn, conn.begin() as txn:
         conn.execute(text("SET LOCAL TIME ZONE 'Pacific/Kiritimati'"))
-        marts.refresh_marts(conn, as_of=store.data_clock(conn))
+        marts.refresh_marts(conn, as_of=resolution.data_clock(conn))
         txn.commit()
     assert typed_marts(pg_engine) == pg
     lite_engine.dispose()

@@ -17,7 +17,7 @@ from werkzeug import Request, Response
 from flows.settings import HttpSettings, OpportunityUpdatesSource, Settings, WarehouseSettings
 from flows.stages import apply_opportunity_updates, read_crm_apis, refresh_marts
 from tests.warehouse.test_mart_numbers import fill, rows
-from warehouse import db, store
+from warehouse import db, landing
 from warehouse import schema as t
 
 UPDATES = """opportunity_id,email,stage,amount,currency,close_date,outcome,changed_at
@@ -354,7 +354,7 @@ def test_crm_apis_move_stages_incrementally_and_win_rates_follow(
         (reject,) = conn.execute(
             select(t.rejects.c.source, t.rejects.c.code).where(t.rejects.c.stage == "outcome")
         ).all()
-        cursor = store.read_cursor(conn, f"{src.name}:api")
+        cursor = landing.read_cursor(conn, f"{src.name}:api")
     assert tuple(reject) == (src.name, "unmatched_opportunity")
     assert cursor == {"modified_since": "2026-03-09T12:00:00+00:00"}
     # Created 02-27 06:00, closed 03-09 12:00; 22000 TRY at 40 per EUR.
@@ -406,7 +406,7 @@ def test_a_crm_api_failing_part_way_keeps_what_came_before(
         apply_opportunity_updates(conn, settings, "run_1", [read])
     o3, _ = _o3(engine)
     with engine.connect() as conn:
-        cursor = store.read_cursor(conn, "sf:api")
+        cursor = landing.read_cursor(conn, "sf:api")
     assert o3.stage == "Negotiation/Review"
     assert cursor == {"modified_since": "2026-03-08T11:00:00+00:00"}  # the last change read
     engine.dispose()
@@ -434,7 +434,7 @@ def test_a_run_reads_the_crm_api_and_a_refusing_one_is_a_warning(
     assert main(["run", "--config", str(sample_config)]) == 0
     engine = db.make_engine(sqlite_url)
     with engine.connect() as conn:
-        cursor = store.read_cursor(conn, "hs:api")
+        cursor = landing.read_cursor(conn, "hs:api")
         outcome_rejects = conn.execute(
             select(func.count()).select_from(t.rejects).where(t.rejects.c.stage == "outcome")
         ).scalar_one()
@@ -452,7 +452,7 @@ def test_a_run_reads_the_crm_api_and_a_refusing_one_is_a_warning(
     assert "opportunity updates: warning: read stopped short: hs: POST" in out
     assert "HTTP 401" in out
     with engine.connect() as conn:
-        assert store.read_cursor(conn, "hs:api") == cursor
+        assert landing.read_cursor(conn, "hs:api") == cursor
     engine.dispose()
 
 

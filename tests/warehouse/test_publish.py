@@ -9,7 +9,7 @@ from sqlalchemy import Engine, text
 
 from flows import stages
 from flows.settings import Settings
-from warehouse import store
+from warehouse import publish
 
 # One statement: one snapshot on both dialects, so a half-merged run would show as a mixed tuple.
 STATE = text(
@@ -32,14 +32,14 @@ def test_readers_see_old_or_new_state_during_a_publish(
 
     # Hold the publishing transaction open right after the merge, while readers look.
     merged, release = threading.Event(), threading.Event()
-    real_publish = store.publish
+    real_publish = publish.publish
 
     def publish_then_wait(*args: Any) -> None:
         real_publish(*args)
         merged.set()
         assert release.wait(60), "the test never released the publish"
 
-    monkeypatch.setattr(store, "publish", publish_then_wait)
+    monkeypatch.setattr(publish, "publish", publish_then_wait)
     seen: list[tuple[int, ...]] = []
     stop = threading.Event()
 
@@ -87,7 +87,7 @@ def test_an_opportunity_follows_its_lead_into_the_lead_it_merged_into(
         survivor = conn.execute(
             text("select min(lead_id) from leads where opportunity_id is null")
         ).scalar_one()
-        ps = store.PublishSet(
+        ps = publish.PublishSet(
             contacts=[],
             rejects=[],
             links=[],
@@ -99,7 +99,7 @@ def test_an_opportunity_follows_its_lead_into_the_lead_it_merged_into(
             conversions={},
             reparented={opp_id: survivor},
         )
-        store.publish(conn, ps, "run_merge")
+        publish.publish(conn, ps, "run_merge")
         moved = conn.execute(
             text("select lead_id from opportunities where opportunity_id = :o"), {"o": opp_id}
         ).scalar_one()

@@ -13,7 +13,7 @@ from transforms.match import MatchSettings, match_table
 from transforms.normalize import normalize_batch
 from transforms.records import RawRow, raw_id_for
 from transforms.scoring import default_model
-from warehouse import matching, store
+from warehouse import matching, publish, stewardship
 from warehouse import schema as t
 from warehouse.db import make_engine, upgrade
 
@@ -30,7 +30,7 @@ def run(engine: Engine, rows: list[RawRow]) -> None:
     with engine.begin() as conn:
         matching.ensure_index(conn)  # as every run does before it resolves
         ps, _ = process_chunk(conn, rows, normalize_options(SETTINGS), load_rules(SETTINGS.rules))
-        store.publish(conn, ps, "run_test")
+        publish.publish(conn, ps, "run_test")
 
 
 def lead_of(engine: Engine) -> dict[str, str]:
@@ -58,7 +58,7 @@ def test_incremental_resolution_in_the_warehouse(warehouse_url: str) -> None:
 
     with engine.connect() as conn:
         pair = {hans.raw_id.replace("raw_", "con_"), grey.raw_id.replace("raw_", "con_")}
-        reviews = store.open_reviews(conn)
+        reviews = stewardship.open_reviews(conn)
         (review,) = [r for r in reviews if {r["contact_a"], r["contact_b"]} == pair]
         link = conn.execute(
             select(
@@ -74,7 +74,7 @@ def test_incremental_resolution_in_the_warehouse(warehouse_url: str) -> None:
 
     # A person says the grey pair is one person: the next run merges the two leads.
     with engine.begin() as conn:
-        store.decide_review(conn, review["review_id"], "must_link", "analyst", T0)
+        stewardship.decide_review(conn, review["review_id"], "must_link", "analyst", T0)
     run(engine, [raw(5, name="John Smith", email="john@acme.com")])
     merged = lead_of(engine)
     assert merged[grey.raw_id] == first[hans.raw_id]
@@ -148,7 +148,7 @@ def test_common_blocking_keys_are_neither_fetched_nor_compared(warehouse_url: st
     ]
     with engine.begin() as conn:
         ps, _ = process_chunk(conn, webers, normalize_options(SETTINGS), load_rules(None), small)
-        store.publish(conn, ps, "run_test")
+        publish.publish(conn, ps, "run_test")
     paper = raw(4, name="WEBER Hans", postal_code="30159", street="Gartenweg 3")
     with engine.begin() as conn:
         contacts, _ = normalize_batch([paper], normalize_options(SETTINGS))

@@ -1,0 +1,152 @@
+"""Landing: source cursors, raw records appended with their cursor, what is pending, what is landed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, func, not_, or_, select
+
+from transforms.records import RawRow, Reject, raw_id_for
+from warehouse import schema as t
+from warehouse.load import count_present, in_chunks, upsert, utc
+from warehouse.quarantine import reject_row
+
+
+def read_cursor(conn: Connection, source: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(t.source_cursors.c.cursor).where(t.source_cursors.c.source == source)
+    ).first()
+    return dict(row[0]) if row else None
+
+
+def land_batch(
+    conn: Connection,
+    *,
+    source: str,
+    records: Sequence[Any],
+    rejects: Sequence[Any],
+    cursor: dict[str, Any] | None,
+    run_id: str,
+    move_cursor: bool = True,
+) -> int:
+    """Append raw records (idempotent on source + record id) and advance the cursor with them.
+
+    Returns how many records were new. Extraction rejects land in `rejects` with stage 'extract'.
+    """
+    rows = [
+        {
+            "raw_id": raw_id_for(r.source, r.source_record_id),
+            "source": r.source,
+            "source_kind": r.source_kind,
+            "source_record_id": r.source_record_id,
+            "received_at": r.received_at,
+            "payload": (payload := r.payload_json()),
+            "content_hash": content_hash(payload),
+            "run_id": run_id,
+        }
+        for r in records
+    ]
+    new = upsert(conn, t.raw_contacts, rows, update=False)
+    reject_rows = [
+        reject_row(
+            Reject(j.source, j.source_record_id, "extract", j.code, j.message, j.raw), run_id
+        )
+        for j in rejects
+    ]
+    upsert(conn, t.rejects, reject_rows, update=False)
+    if move_cursor and cursor is not None:
+        upsert(conn, t.source_cursors, [{"source": source, "cursor": cursor, "run_id": run_id}])
+    return new
+
+
+def content_hash(text: str) -> str:
+    """The hash `raw_contacts.content_hash` keeps of a payload's text."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def iter_pending_raw(
+    conn: Connection, batch_size: int = 50_000, landed_by: str | None = None
+) -> Iterator[list[RawRow]]:
+    """Raw records that have neither become a contact nor been rejected at normalize.
+
+    `landed_by` keeps only those first landed by that run (a rebuild replays runs in order).
+    """
+    r = t.raw_contacts
+    done_contact = exists().where(t.contacts.c.raw_id == r.c.raw_id)
+    done_reject = exists().where(
+        and_(t.rejects.c.raw_id == r.c.raw_id, t.rejects.c.stage == "normalize")
+    )
+    where = not_(or_(done_contact, done_reject))
+    if landed_by is not None:
+        where = and_(where, r.c.run_id == landed_by)
+    yield from _iter_raw_where(conn, where, batch_size)
+
+
+def iter_raw(
+    conn: Connection, raw_ids: Sequence[str], batch_size: int = 50_000
+) -> Iterator[list[RawRow]]:
+    """The named raw records that have not become a contact yet (a replay's input)."""
+    r = t.raw_contacts
+    done_contact = exists().where(t.contacts.c.raw_id == r.c.raw_id)
+    batch: list[RawRow] = []
+    for chunk in in_chunks(sorted(set(raw_ids))):
+        for rows in _iter_raw_where(conn, and_(r.c.raw_id.in_(chunk), not_(done_contact))):
+            batch += rows
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _iter_raw_where(
+    conn: Connection, where: Any, batch_size: int = 50_000
+) -> Iterator[list[RawRow]]:
+    r = t.raw_contacts
+    q = (
+        select(
+            r.c.raw_id,
+            r.c.source,
+            r.c.source_kind,
+            r.c.source_record_id,
+            r.c.received_at,
+            r.c.payload,
+        )
+        .where(where)
+        .order_by(r.c.received_at, r.c.raw_id)
+    )
+    batch: list[RawRow] = []
+    for row in conn.execute(q):
+        batch.append(
+            RawRow(
+                row.raw_id,
+                row.source,
+                row.source_kind,
+                row.source_record_id,
+                utc(row.received_at),
+                json.loads(row.payload),
+            )
+        )
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def count_raw(conn: Connection, raw_ids: Iterable[str]) -> int:
+    """How many of these raw ids are in the warehouse (a landing's reconciliation)."""
+    return count_present(conn, t.raw_contacts, "raw_id", raw_ids)
+
+
+def landed_count(conn: Connection, raw_ids: Iterable[str]) -> int:
+    """How many of these raw ids are already in `raw_contacts`, asked through a connection that
+    cannot write (a dry run's): no temporary tables, plain lookups in chunks."""
+    r = t.raw_contacts
+    return sum(
+        int(conn.execute(select(func.count()).where(r.c.raw_id.in_(chunk))).scalar_one())
+        for chunk in in_chunks(sorted(set(raw_ids)))
+    )
