@@ -75,9 +75,9 @@ def main() -> None:
             "rows": args.rows,
             "warehouse": url.split(":")[0],
             "land_live_s": live_s,
-            "land_rows_per_s": round(live["landed"] / live_s) if live_s else None,
+            "land_rows_per_s": round(live.landed / live_s) if live_s else None,
             "backfill_all_already_landed_s": again_s,
-            "backfill_reconciled": bool(again["reconciled"]),
+            "backfill_reconciled": again.reconciled,
             "lock_round_trip_ms": lock_ms,
         }
         if args.rebuild:

@@ -333,12 +333,13 @@ def _dry_run(settings: Settings, sources: list[str] | None) -> int:
     chosen = [s.name for s in settings.sources if s.enabled and (not sources or s.name in sources)]
     from flows.stages import lost_files
 
-    result = dryrun.count_sources(settings, chosen)
+    dry = dryrun.count_sources(settings, chosen)
+    result = dry.as_dict()
     print_summary(result)
     print_warehouse(settings, " (read only: nothing was written)")
     _print_source_warnings(result)
-    failed = result.get("failed_sources") or {}
-    lost = lost_files(result["sources"])
+    failed = dry.failed_sources
+    lost = lost_files(dry.sources)
     _print_failed_sources(failed)
     if lost:
         files = ", ".join(f"{w['source']}: {w['file']}" for w in lost)

@@ -8,34 +8,75 @@ line runs it without Prefect, so no flow run is recorded either.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from sqlalchemy import Engine
 
-from connectors.base import within_limits
+from connectors.base import SourceWarning, within_limits
 from flows import logmask
 from flows.settings import Settings, Source
 from flows.sources import FileChecks, in_window, iter_source
 from transforms.records import raw_id_for
 from warehouse import db, landing
 
-COUNTS = (
-    "seen",
-    "would_land",
-    "already_landed",
-    "duplicates",
-    "rejected",
-    "skipped",
-    "outside_window",
-)
+
+@dataclass
+class DryRunCounts:
+    """What a dry run counted for one source; `as_dict()` is the form the summary prints."""
+
+    seen: int = 0
+    would_land: int = 0
+    already_landed: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    outside_window: int = 0
+    warnings: list[SourceWarning] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "seen": self.seen,
+            "would_land": self.would_land,
+            "already_landed": self.already_landed,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "skipped": self.skipped,
+            "outside_window": self.outside_window,
+        }
+        if self.warnings:
+            d["warnings"] = [w.as_dict() for w in self.warnings]
+        return d
+
+
+@dataclass
+class DryRun:
+    """A dry run's outcome: the counts per source, the sources that could not be read and why."""
+
+    run_id: str
+    sources: dict[str, DryRunCounts]
+    failed_sources: dict[str, str]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The run's summary, shaped as a real run's result."""
+        d: dict[str, Any] = {
+            "run_id": self.run_id,
+            "status": "counted, nothing written,",
+            "dry_run": True,
+            "sources": {n: c.as_dict() for n, c in self.sources.items()},
+            "seconds": {"extract": self.seconds, "total": self.seconds},
+        }
+        if self.failed_sources:
+            d["failed_sources"] = self.failed_sources
+        return d
 
 
 def count_source(
     source: Source, engine: Engine | None, start: date | None, end: date | None
-) -> dict[str, Any]:
+) -> DryRunCounts:
     """Read `source` as a real run would (from its cursor; a window reads from the start) and
     count: would_land = new records, already_landed = read again but already in the warehouse.
     What the read noticed about the files is in `warnings`, as a real run has it."""
@@ -44,7 +85,7 @@ def count_source(
     if engine is not None and not backfill:
         with engine.connect() as conn:
             cursor = landing.read_cursor(conn, source.name)
-    stats: dict[str, Any] = defaultdict(int, dict.fromkeys(COUNTS, 0))
+    stats = DryRunCounts()
     checks = FileChecks(source)
     for batch in iter_source(source, cursor, start, end):
         batch = within_limits(batch, source.max_field_chars)
@@ -56,17 +97,15 @@ def count_source(
             with engine.connect() as conn:
                 present = landing.landed_count(conn, raw_ids)
         skipped = sum(batch.skipped.values())
-        stats["seen"] += len(batch.records) + len(batch.rejects) + skipped
-        stats["would_land"] += len(raw_ids) - present
-        stats["already_landed"] += present
-        stats["duplicates"] += len(records) - len(raw_ids)
-        stats["rejected"] += len(batch.rejects)
-        stats["skipped"] += skipped
-        stats["outside_window"] += len(batch.records) - len(records)
-    warnings = checks.warnings()
-    if warnings:
-        stats["warnings"] = [w.as_dict() for w in warnings]
-    return dict(stats)
+        stats.seen += len(batch.records) + len(batch.rejects) + skipped
+        stats.would_land += len(raw_ids) - present
+        stats.already_landed += present
+        stats.duplicates += len(records) - len(raw_ids)
+        stats.rejected += len(batch.rejects)
+        stats.skipped += skipped
+        stats.outside_window += len(batch.records) - len(records)
+    stats.warnings = checks.warnings()
+    return stats
 
 
 def count_sources(
@@ -75,7 +114,7 @@ def count_sources(
     start: date | None = None,
     end: date | None = None,
     run_id: str | None = None,
-) -> dict[str, Any]:
+) -> DryRun:
     """Every named source at once (a thread each); a source that cannot be read is named in
     `failed_sources`, like a real run's, and the others are still counted."""
     t0 = time.perf_counter()
@@ -88,7 +127,7 @@ def count_sources(
             futures = {
                 n: pool.submit(count_source, settings.source(n), engine, start, end) for n in names
             }
-        done: dict[str, dict[str, Any]] = {}
+        done: dict[str, DryRunCounts] = {}
         failed: dict[str, str] = {}
         for n, f in futures.items():
             try:
@@ -100,13 +139,4 @@ def count_sources(
         if engine is not None:
             engine.dispose()
     seconds = round(time.perf_counter() - t0, 3)
-    result: dict[str, Any] = {
-        "run_id": run_id or "(dry run)",
-        "status": "counted, nothing written,",
-        "dry_run": True,
-        "sources": done,
-        "seconds": {"extract": seconds, "total": seconds},
-    }
-    if failed:
-        result["failed_sources"] = failed
-    return result
+    return DryRun(run_id or "(dry run)", done, failed, seconds)

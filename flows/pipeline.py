@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -22,6 +23,41 @@ from flows.sources import SourceError
 from warehouse import db, reports, runs
 
 EXTRACT_RETRIES = 3
+
+
+@dataclass
+class Seconds:
+    """How long each phase of a run took; a phase a failure cut short is left out."""
+
+    extract: float | None = None
+    process: float | None = None
+    total: float | None = None
+
+    def as_dict(self) -> dict[str, float]:
+        phases = (("extract", self.extract), ("process", self.process), ("total", self.total))
+        return {name: s for name, s in phases if s is not None}
+
+
+@dataclass
+class RunStats:
+    """What a run counted: per source, what processing made of it, how long each phase took.
+    `as_dict()` is what `pipeline_runs.stats` keeps and the flows return."""
+
+    sources: dict[str, stages.LandingStats] = field(default_factory=dict)
+    seconds: Seconds = field(default_factory=Seconds)
+    failed_sources: dict[str, str] = field(default_factory=dict)
+    process: dict[str, Any] | None = None  # the processing stage's counts and timings
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "sources": {n: s.as_dict() for n, s in self.sources.items()},
+            "seconds": self.seconds.as_dict(),
+        }
+        if self.failed_sources:
+            d["failed_sources"] = self.failed_sources
+        if self.process is not None:
+            d["process"] = self.process
+        return d
 
 
 class PartialRunError(RuntimeError):
@@ -79,7 +115,7 @@ def extract_source(
     run_id: str,
     start: date | None,
     end: date | None,
-) -> dict[str, Any]:
+) -> stages.LandingStats:
     logmask.install(settings.logging.mask_personal_data)
     engine = db.make_engine(settings.warehouse.url)
     try:
@@ -160,13 +196,13 @@ def extract_sources(
     run_id: str,
     start: date | None,
     end: date | None,
-) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+) -> tuple[dict[str, stages.LandingStats], dict[str, str]]:
     """Every source at once, on the task runner the config chose: (stats, failures) per source.
 
     One source failing (after its retries) does not stop the others: its reason is returned.
     """
     futures = {n: extract_source.submit(settings, n, run_id, start, end) for n in names}
-    done: dict[str, dict[str, Any]] = {}
+    done: dict[str, stages.LandingStats] = {}
     failed: dict[str, str] = {}
     logger = get_run_logger()
     for n, f in futures.items():
@@ -232,10 +268,11 @@ def run(
     if rebuild or replay or process_only:
         chosen = []
     if dry_run:
-        result = dryrun.count_sources(settings, chosen, start, end, run_id)
-        lost = stages.lost_files(result["sources"])
-        if result.get("failed_sources") or lost:
-            raise PartialRunError(result, result.get("failed_sources", {}), lost)
+        dry = dryrun.count_sources(settings, chosen, start, end, run_id)
+        result = dry.as_dict()
+        lost = stages.lost_files(dry.sources)
+        if dry.failed_sources or lost:
+            raise PartialRunError(result, dry.failed_sources, lost)
         return result
     params = {
         "start": str(start) if start else None,
@@ -247,7 +284,7 @@ def run(
     }
     stage = "prepare"  # which stage a failure names: prepare, extract, process, record
     engine = db.make_engine(settings.warehouse.url)
-    stats: dict[str, Any] = {"sources": {}, "seconds": {}}
+    stats = RunStats()
     failed: dict[str, str] = {}
     t0 = time.perf_counter()
     try:
@@ -262,33 +299,34 @@ def run(
         if chosen:
             stage = "extract"
             runner = task_runner(settings, len(chosen))
-            stats["sources"], failed = extract_sources.with_options(task_runner=runner)(
+            stats.sources, failed = extract_sources.with_options(task_runner=runner)(
                 settings, chosen, run_id, start, end
             )
-            if failed:
-                stats["failed_sources"] = failed
-        stats["seconds"]["extract"] = round(time.perf_counter() - t0, 3)
+            stats.failed_sources = failed
+        stats.seconds.extract = round(time.perf_counter() - t0, 3)
         stage = "process"
         t1 = time.perf_counter()
-        stats["process"] = process(settings, run_id, rebuild, replay, reason)
-        stats["seconds"]["process"] = round(time.perf_counter() - t1, 3)
+        stats.process = process(settings, run_id, rebuild, replay, reason)
+        stats.seconds.process = round(time.perf_counter() - t1, 3)
         stage = "record"
-        stats["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+        stats.seconds.total = round(time.perf_counter() - t0, 3)
         # Partial: what the healthy sources gave is published; the run says which failed and why,
         # and which files had content of which nothing could be read.
-        lost = stages.lost_files(stats["sources"])
+        lost = stages.lost_files(stats.sources)
         status = "partial" if failed or lost else "succeeded"
         problems = [f"{n}: {r}" for n, r in sorted(failed.items())]
         problems += [f"{w['source']}: {w['file']}: {w['message']}" for w in lost]
         error = "; ".join(problems) or None
         with engine.begin() as conn:
-            runs.finish_run(conn, run_id, status, stats, error=error)
+            runs.finish_run(conn, run_id, status, stats.as_dict(), error=error)
     except Exception as exc:
-        stats["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+        stats.seconds.total = round(time.perf_counter() - t0, 3)
         problem = failure_reason(exc, settings.logging.mask_personal_data)
         try:
             with engine.begin() as conn:
-                runs.finish_run(conn, run_id, "failed", stats, error=f"{stage}: {problem}")
+                runs.finish_run(
+                    conn, run_id, "failed", stats.as_dict(), error=f"{stage}: {problem}"
+                )
         except DBAPIError as again:
             # The warehouse is still away: the next run marks this one failed (its holder died).
             logger.info("could not record run %s as failed: %s", run_id, db.cause(again))
@@ -302,8 +340,8 @@ def run(
     except Exception as exc:  # the run is done and published; a missing report must not fail it
         logger.warning("could not publish the run's artifacts: %s", exc)
     engine.dispose()
-    logger.info("%s %s %s in %.1f s", kind, run_id, status, stats["seconds"]["total"])
-    result = {"run_id": run_id, "status": status, **stats}
+    logger.info("%s %s %s in %.1f s", kind, run_id, status, stats.seconds.total)
+    result = {"run_id": run_id, "status": status, **stats.as_dict()}
     if failed or lost:
         raise PartialRunError(result, failed, lost)
     return result

@@ -8,19 +8,16 @@ import logging
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
 
-from connectors.base import (
-    READ_FAILURES,
-    within_limits,
-)
+from connectors.base import READ_FAILURES, SourceWarning, within_limits
 from connectors.fx_rates import read_rates_file
 from connectors.http import (
     HttpError,
@@ -91,11 +88,65 @@ class QualityGateError(RuntimeError):
         self.docs = docs
 
 
+@dataclass
+class LandingStats:
+    """What landing a source counted. They reconcile:
+    seen = landed + already_landed + duplicates + missing + rejected + skipped + outside_window,
+    and `missing` (extracted, yet not in the warehouse after the landing) must be 0.
+    `as_dict()` is the form the run log, the command line and the flows' results hold."""
+
+    seen: int = 0
+    landed: int = 0
+    already_landed: int = 0  # counted in the warehouse after the landing committed
+    duplicates: int = 0
+    missing: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    outside_window: int = 0
+    skipped_by_reason: Counter[str] = field(default_factory=Counter)
+    rejects_closed: int | None = None  # None: no sheet was read again whole
+    extract_ms: int = 0
+    warnings: list[SourceWarning] = field(default_factory=list)
+
+    @property
+    def reconciled(self) -> bool:
+        accounted = (
+            self.landed
+            + self.already_landed
+            + self.duplicates
+            + self.missing
+            + self.rejected
+            + self.skipped
+            + self.outside_window
+        )
+        return accounted == self.seen and self.missing == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "seen": self.seen,
+            "landed": self.landed,
+            "already_landed": self.already_landed,
+            "duplicates": self.duplicates,
+            "missing": self.missing,
+            "rejected": self.rejected,
+            "skipped": self.skipped,
+            "outside_window": self.outside_window,
+        }
+        d.update({f"skipped_{reason}": n for reason, n in self.skipped_by_reason.items()})
+        if self.rejects_closed is not None:
+            d["rejects_closed"] = self.rejects_closed
+        d["reconciled"] = int(self.reconciled)
+        d["extract_ms"] = self.extract_ms
+        if self.warnings:
+            d["warnings"] = [w.as_dict() for w in self.warnings]
+        return d
+
+
 class SourceReadError(RuntimeError):
     """The read of a source stopped short (retries used up mid-way): what came before it is
     landed with its cursor; `stats` are the counts of what was landed."""
 
-    def __init__(self, message: str, stats: dict[str, Any]) -> None:
+    def __init__(self, message: str, stats: LandingStats) -> None:
         super().__init__(message)
         self.stats = stats
 
@@ -103,14 +154,20 @@ class SourceReadError(RuntimeError):
         return (type(self), (str(self), self.stats))
 
 
-def lost_files(sources: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+class SourceRead(Protocol):
+    """What a read of a source noticed about its files (a landing's or a dry run's counts)."""
+
+    warnings: list[SourceWarning]
+
+
+def lost_files(sources: Mapping[str, SourceRead]) -> list[dict[str, Any]]:
     """The warnings (as dicts) of files that had content and yielded no record, source by
     source: such a run is partial."""
     return [
-        w
-        for _, stats in sorted(sources.items())
-        for w in stats.get("warnings", [])
-        if w.get("loses_data")
+        w.as_dict()
+        for _, stats in sorted(sources.items(), key=lambda item: item[0])
+        for w in stats.warnings
+        if w.loses_data
     ]
 
 
@@ -123,24 +180,23 @@ def extract_and_land(
     *,
     raise_read_failures: bool = False,
     reread: bool = False,
-) -> dict[str, Any]:
+) -> LandingStats:
     """Pull a source from its cursor and land each batch with the cursor, in one transaction.
 
     A window (backfill) re-reads the source from the beginning and leaves the live cursor alone.
-    Two runs on the same source wait for each other (a warehouse lock). The counts reconcile:
-    seen = landed + already_landed + duplicates + rejected + skipped + outside_window + missing,
-    where `missing` (records extracted but not found in the warehouse afterwards) must be 0.
+    Two runs on the same source wait for each other (a warehouse lock). The counts reconcile
+    (`LandingStats`).
     With `raise_read_failures`, a read that stopped short raises SourceReadError once what was
     read is landed (otherwise it is only an extract reject). With `reread`, a file source reads
     every file again whatever its fingerprint (a replay of its extraction rejects). A sheet read
     again whole closes its open extraction rejects that did not come back. What the read noticed
     about the source's files (one that is empty, not text, without a header we know, with
-    columns that map to nothing) is in `warnings`, as dicts.
+    columns that map to nothing) is in `warnings`.
     """
     backfill = start is not None or end is not None
     read_failures: list[str] = []
     t0 = time.perf_counter()
-    stats: dict[str, Any] = defaultdict(int)
+    stats = LandingStats()
     checks = FileChecks(source)
     with locking.hold(engine, locking.source_lock(source.name), run_id) as refresh:
         with engine.connect() as conn:
@@ -176,20 +232,21 @@ def extract_and_land(
                 )
                 present = landing.count_raw(conn, raw_ids)
                 for fpath in finished:
-                    stats["rejects_closed"] += quarantine.close_reread_rejects(
-                        conn, source.name, os.path.basename(fpath), produced, run_id, _now()
+                    stats.rejects_closed = (stats.rejects_closed or 0) + (
+                        quarantine.close_reread_rejects(
+                            conn, source.name, os.path.basename(fpath), produced, run_id, _now()
+                        )
                     )
             skipped = sum(batch.skipped.values())
-            stats["seen"] += len(batch.records) + len(batch.rejects) + skipped
-            stats["landed"] += new
-            stats["already_landed"] += present - new
-            stats["duplicates"] += len(records) - len(raw_ids)
-            stats["missing"] += len(raw_ids) - present
-            stats["rejected"] += len(batch.rejects)
-            stats["skipped"] += skipped
-            stats["outside_window"] += len(batch.records) - len(records)
-            for reason, n in batch.skipped.items():
-                stats[f"skipped_{reason}"] += n
+            stats.seen += len(batch.records) + len(batch.rejects) + skipped
+            stats.landed += new
+            stats.already_landed += present - new
+            stats.duplicates += len(records) - len(raw_ids)
+            stats.missing += len(raw_ids) - present
+            stats.rejected += len(batch.rejects)
+            stats.skipped += skipped
+            stats.outside_window += len(batch.records) - len(records)
+            stats.skipped_by_reason.update(batch.skipped)
             read_failures += [
                 f"{j.code}: {j.message}" for j in batch.rejects if j.code in READ_FAILURES
             ]
@@ -197,30 +254,15 @@ def extract_and_land(
             progress.info(
                 "%s: %d records read, %d new",
                 source.name,
-                stats["seen"],
-                stats["landed"],
-                extra={"progress": ("extract", source.name, stats["seen"])},
+                stats.seen,
+                stats.landed,
+                extra={"progress": ("extract", source.name, stats.seen)},
             )
-    accounted = sum(
-        stats[k]
-        for k in (
-            "landed",
-            "already_landed",
-            "duplicates",
-            "missing",
-            "rejected",
-            "skipped",
-            "outside_window",
-        )
-    )
-    stats["reconciled"] = int(accounted == stats["seen"] and stats["missing"] == 0)
-    stats["extract_ms"] = int((time.perf_counter() - t0) * 1000)
-    warnings = checks.warnings()
-    if warnings:
-        stats["warnings"] = [w.as_dict() for w in warnings]
+    stats.extract_ms = int((time.perf_counter() - t0) * 1000)
+    stats.warnings = checks.warnings()
     if read_failures and raise_read_failures:
-        raise SourceReadError(f"read stopped short: {read_failures[0]}", dict(stats))
-    return dict(stats)
+        raise SourceReadError(f"read stopped short: {read_failures[0]}", stats)
+    return stats
 
 
 def _now() -> datetime:
@@ -454,7 +496,7 @@ def replay_rejects(
     ]
     closed = 0
     for source in reread:
-        closed += extract_and_land(engine, source, run_id, reread=True).get("rejects_closed", 0)
+        closed += extract_and_land(engine, source, run_id, reread=True).rejects_closed or 0
     with engine.connect() as conn:
         raw_ids, not_replayable = quarantine.quarantined_raw_ids(conn, reason)
 

@@ -129,7 +129,7 @@ def run_pipeline(config: str, url: str) -> None:
         runs.start_run(conn, run_id, "pipeline", {"sources": [s.name for s in settings.sources]})
     stats: dict[str, Any] = {"sources": {}}
     for source in settings.sources:
-        stats["sources"][source.name] = stages.extract_and_land(engine, source, run_id)
+        stats["sources"][source.name] = stages.extract_and_land(engine, source, run_id).as_dict()
     stats["process"] = stages.process_pending(engine, settings, run_id)
     _mark("finish")
     with engine.begin() as conn:

@@ -34,7 +34,8 @@ def dovecot() -> Iterator[Dovecot]:
 def land_source(
     cfg: Path, name: str, start: date | None = None, end: date | None = None
 ) -> dict[str, int]:
-    """One extract-and-land of a configured source (a backfill with start/end), as a run does it."""
+    """One extract-and-land of a configured source (a backfill with start/end), as a run does it;
+    its counts as the run log keeps them."""
     from flows.settings import load_settings
     from flows.stages import extract_and_land
     from warehouse import db
@@ -43,7 +44,7 @@ def land_source(
     engine = db.make_engine(settings.warehouse.url)
     db.upgrade(engine)
     try:
-        return extract_and_land(engine, settings.source(name), "run_test", start, end)
+        return extract_and_land(engine, settings.source(name), "run_test", start, end).as_dict()
     finally:
         engine.dispose()
 

@@ -118,7 +118,7 @@ def _land(tmp_path: Path, user: str, port: int) -> dict[str, int]:
     engine = db.make_engine(url)
     db.upgrade(engine)
     try:
-        return extract_and_land(engine, load_settings(cfg).source("inbox"), "run_t")
+        return extract_and_land(engine, load_settings(cfg).source("inbox"), "run_t").as_dict()
     finally:
         engine.dispose()
 

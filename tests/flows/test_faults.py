@@ -37,7 +37,7 @@ def _land(
     cfg = write_config(tmp_path / "lf.yaml", f"sqlite:///{tmp_path}/w.db", "sources:\n")
     cfg.write_text(cfg.read_text() + source_yaml("forms", url, attempts=attempts))
     source = load_settings(cfg).source("forms")
-    return extract_and_land(engine, source, "run_t", raise_read_failures=strict)
+    return extract_and_land(engine, source, "run_t", raise_read_failures=strict).as_dict()
 
 
 def _state(engine: Engine) -> tuple[set[str], dict[str, Any], list[Any]]:
@@ -107,7 +107,7 @@ def test_a_source_failing_from_its_first_request_raises_and_leaves_no_cursor(
     with serve(fake):
         with pytest.raises(SourceReadError, match="gave up after 4 tries: HTTP 503") as err:
             _land(tmp_path, fake.url, engine, strict=True)
-    assert err.value.stats["landed"] == 0 and err.value.stats["rejected"] == 1
+    assert err.value.stats.landed == 0 and err.value.stats.rejected == 1
     # pickled (a Dask worker's failure) it keeps its counts
     assert pickle.loads(pickle.dumps(err.value)).stats == err.value.stats
     ids, cur, _ = _state(engine)

@@ -42,7 +42,7 @@ def _run(
     only: set[str] | None = None,
 ) -> dict[str, dict[str, int]]:
     out = {
-        s.name: stages.extract_and_land(engine, s, run_id, start, end)
+        s.name: stages.extract_and_land(engine, s, run_id, start, end).as_dict()
         for s in settings.sources
         if only is None or s.name in only
     }
@@ -168,7 +168,7 @@ def test_two_runs_on_one_source_are_serialized(tmp_path: Path, warehouse_url: st
     def backfill(run_id: str) -> None:
         results[run_id] = stages.extract_and_land(
             engine, settings.source("sheets"), run_id, date(2000, 1, 1), date(2100, 1, 1)
-        )
+        ).as_dict()
 
     threads = [threading.Thread(target=backfill, args=(f"run_{n}",), name=n) for n in "ab"]
     try:
