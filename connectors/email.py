@@ -15,7 +15,7 @@ import mailbox
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
@@ -31,7 +31,6 @@ from connectors.base import (
     RawBatch,
     RawRecord,
     content_hash,
-    file_mtime,
     iter_changed_files,
 )
 
@@ -367,12 +366,29 @@ def batch_of(outcomes: Iterable[MessageOutcome], cursor: dict[str, Any]) -> RawB
 
 
 def iter_email_files(
-    source: str, path: str, cursor: dict[str, Any] | None, opts: MailOptions | None = None
+    source: str,
+    path: str,
+    cursor: dict[str, Any] | None,
+    opts: MailOptions | None = None,
+    now: datetime | None = None,
+    landed: Mapping[str, str] | None = None,
 ) -> Iterator[RawBatch]:
-    """One batch per changed mail file or folder; each message keyed by its Message-ID."""
+    """One batch per changed mail file or folder; each message keyed by its Message-ID.
+
+    A message is dated by its Date header; one without a usable Date by when the content it came
+    in was first landed (`landed`: content fingerprint → ISO time; default: the cursor's), else
+    `now`, which the cursor then keeps. Never the file's modification time, so a copy, clone or
+    touch moves no date (as for sheets and vCards).
+    """
     opts = opts or MailOptions()
-    for mpath, _fp, after in iter_changed_files([path], cursor):
-        fallback = file_mtime(mpath) if os.path.isfile(mpath) else datetime.now(UTC)
+    firsts: dict[str, str] = dict((cursor or {}).get("first_landed", {}))
+    if landed is not None:
+        firsts = dict(landed)
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    for mpath, fp, after in iter_changed_files([path], cursor):
+        firsts.setdefault(fp, stamp.isoformat())
+        fallback = datetime.fromisoformat(firsts[fp])
         yield batch_of(
-            (read_message(source, raw, fallback, opts) for _k, raw in _messages(mpath)), after
+            (read_message(source, raw, fallback, opts) for _k, raw in _messages(mpath)),
+            {**after, "first_landed": dict(firsts)},
         )

@@ -94,14 +94,28 @@ def _split(
 
 
 def iter_webform_export(
-    source: str, path: str, cursor: dict[str, Any] | None
+    source: str,
+    path: str,
+    cursor: dict[str, Any] | None,
+    now: datetime | None = None,
+    landed: Mapping[str, str] | None = None,
 ) -> Iterator[RawBatch]:
-    """A JSON export file (one batch per changed file), or a webhook spool folder."""
+    """A JSON export file (one batch per changed file), or a webhook spool folder.
+
+    A submission without a submitted/created time is dated by when the export's content was
+    first landed (`landed`: content fingerprint → ISO time; default: the cursor's), else `now`,
+    which the cursor then keeps; never by the file's modification time (as for sheets)."""
     if os.path.isdir(path) or path.endswith(".jsonl"):
         yield from iter_spool(source, path, cursor)
         return
-    for fpath, _fp, after in iter_changed_files([path], cursor):
-        fallback = file_mtime(fpath)
+    firsts: dict[str, str] = dict((cursor or {}).get("first_landed", {}))
+    if landed is not None:
+        firsts = dict(landed)
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    for fpath, fp, files in iter_changed_files([path], cursor):
+        firsts.setdefault(fp, stamp.isoformat())
+        fallback = datetime.fromisoformat(firsts[fp])
+        after = {**files, "first_landed": dict(firsts)}
         with open(fpath, "rb") as fh:
             raw = fh.read()
         fname = os.path.basename(fpath)

@@ -89,11 +89,17 @@ def _aware(d: date | None) -> datetime | None:
 
 
 def _iter_webform(
-    source: WebformSource, cursor: dict[str, Any] | None, start: date | None, end: date | None
+    source: WebformSource,
+    cursor: dict[str, Any] | None,
+    start: date | None,
+    end: date | None,
+    landed: dict[str, str] | None = None,
 ) -> Iterator[RawBatch]:
     if source.url is None:
         assert source.path is not None
-        yield from iter_webform_export(source.name, source.path, cursor)
+        yield from iter_webform_export(
+            source.name, source.path, cursor, now=datetime.now(UTC), landed=landed
+        )
         return
     token = read_secret(source.token_env, source.token_block, f"sources.{source.name}.token")
     client = http_client(source, token)
@@ -133,7 +139,11 @@ def _iter_webform(
 
 
 def _iter_email(
-    source: EmailSource, cursor: dict[str, Any] | None, start: date | None, end: date | None
+    source: EmailSource,
+    cursor: dict[str, Any] | None,
+    start: date | None,
+    end: date | None,
+    landed: dict[str, str] | None = None,
 ) -> Iterator[RawBatch]:
     opts = MailOptions(
         max_message_bytes=source.max_message_bytes,
@@ -141,7 +151,9 @@ def _iter_email(
     )
     if source.imap is None:
         assert source.path is not None
-        yield from iter_email_files(source.name, source.path, cursor, opts)
+        yield from iter_email_files(
+            source.name, source.path, cursor, opts, now=datetime.now(UTC), landed=landed
+        )
         return
     im = source.imap
     password = read_secret(
@@ -236,7 +248,7 @@ def iter_source(
     if isinstance(source, SpreadsheetSource):
         return _iter_spreadsheet(source, cursor, landed)
     if isinstance(source, EmailSource):
-        return _iter_email(source, cursor, start, end)
+        return _iter_email(source, cursor, start, end, landed)
     if isinstance(source, VcardSource):
         return iter_vcard(
             source.name,
@@ -246,7 +258,7 @@ def iter_source(
             now=datetime.now(UTC),
             landed=landed,
         )
-    return _iter_webform(source, cursor, start, end)
+    return _iter_webform(source, cursor, start, end, landed)
 
 
 @dataclass

@@ -18,10 +18,14 @@ from warehouse.quarantine import reject_row
 from warehouse.resolution import contacts_of_leads
 
 
+def any_tombstones(conn: Connection) -> bool:
+    """Whether anybody was ever erased (most warehouses: no, and nothing needs hashing)."""
+    ts = t.erasure_tombstones
+    return conn.execute(select(ts.c.key_hash).limit(1)).first() is not None
+
+
 def tombstoned(conn: Connection, hashes: Iterable[str]) -> set[str]:
     ts = t.erasure_tombstones
-    if conn.execute(select(ts.c.key_hash).limit(1)).first() is None:
-        return set()  # nobody was ever erased: nothing to look up
     keys = key_table(conn, hashes, "tombstone_keys")
     return set(conn.execute(select(ts.c.key_hash).join(keys, keys.c.k == ts.c.key_hash)).scalars())
 

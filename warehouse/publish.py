@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 import pyarrow as pa
@@ -29,11 +30,9 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 
 def _row(obj: Any) -> dict[str, Any]:
-    d = {name: getattr(obj, name) for name in _field_names(type(obj))}
-    for k, v in d.items():
-        if isinstance(v, tuple):
-            d[k] = list(v)
-    return d
+    names = _field_names(type(obj))
+    values = attrgetter(*names)(obj) if len(names) > 1 else (getattr(obj, names[0]),)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in zip(names, values, strict=True)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -271,7 +271,8 @@ def test_mbox_maildir_and_eml_folder_give_the_same_records(make: Any, tmp_path: 
         (rid, code) for rid, code, _ in REJECTED.values()
     }
     assert batch.skipped == {"bounce": 1, "auto_reply": 2, "no_reply": 1, "internal_sender": 1}
-    assert batch.cursor == {"files": {str(path): batch.cursor["files"][str(path)]}}
+    fp = batch.cursor["files"][str(path)]
+    assert batch.cursor["files"] == {str(path): fp} and set(batch.cursor["first_landed"]) == {fp}
     # the same file or folder again, unchanged: not read at all
     assert list(iter_email_files("inbox", str(path), batch.cursor, OPTS)) == []
 
@@ -333,3 +334,37 @@ def test_a_broken_mime_message_without_a_sender_is_still_a_reject() -> None:
     [reject] = out.rejects
     assert (reject.source_record_id, reject.code) == ("<broken-2@broken.example>", "malformed_mime")
     assert "NoBoundaryInMultipartDefect" in reject.message
+
+
+def test_a_message_without_a_date_keeps_when_its_file_was_first_landed(tmp_path: Path) -> None:
+    """Never the file's modification time: a touch, a copy or a clone moves no date."""
+    import os
+
+    box = tmp_path / "sales.mbox"
+    mb = mailbox.mbox(str(box))
+    undated = "From: Hans Weber <hans@weber.de>\nSubject: offer\nMessage-ID: <u1@weber.de>\n\nhi\n"
+    dated = (
+        "From: Ayse Kaya <ayse@firma.com.tr>\nDate: Tue, 03 Mar 2026 10:00:00 +0000\n"
+        "Message-ID: <d1@firma.com.tr>\nSubject: teklif\n\nmerhaba\n"
+    )
+    mb.add(undated)
+    mb.add(dated)
+    mb.close()
+    first_read = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)
+    batches = list(iter_email_files("inbox", str(box), None, OPTS, now=first_read))
+    got = {r.source_record_id: r.received_at for b in batches for r in b.records}
+    assert got == {
+        "<u1@weber.de>": first_read,
+        "<d1@firma.com.tr>": datetime(2026, 3, 3, 10, 0, tzinfo=UTC),
+    }
+    cursor = batches[-1].cursor
+    # a copy under another name and mtime, read later by a backfill with the first-landed times
+    later = datetime(2026, 6, 1, tzinfo=UTC)
+    copy = tmp_path / "copy" / "inbox.mbox"
+    copy.parent.mkdir()
+    shutil.copy(box, copy)
+    os.utime(copy, (later.timestamp(), later.timestamp()))
+    again = iter_email_files(
+        "inbox", str(copy), None, OPTS, now=later, landed=cursor["first_landed"]
+    )
+    assert {r.source_record_id: r.received_at for b in again for r in b.records} == got

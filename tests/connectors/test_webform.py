@@ -263,3 +263,35 @@ def test_generic_preset_with_a_repeated_token_keeps_what_it_read(
     assert stats["landed"] == 1 and stats["rejected"] == 1
     (rej,) = table(cfg, rejects)
     assert rej.code == "pagination" and "repeated" in rej.message
+
+
+def test_an_undated_export_submission_keeps_when_the_export_was_first_landed(
+    tmp_path: Path,
+) -> None:
+    """Never the file's modification time: a copy of the export dates its rows as the first did."""
+    import os
+    import shutil
+
+    from connectors.webform import iter_webform_export
+
+    export = tmp_path / "forms.json"
+    subs = [
+        {"id": "s1", "email": "hans@weber.de", "name": "Hans Weber"},
+        {"id": "s2", "email": "ayse@firma.com.tr", "submitted_at": "2026-03-03T10:00:00Z"},
+    ]
+    export.write_text(json.dumps(subs), encoding="utf-8")
+    first_read = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)
+    batches = list(iter_webform_export("forms", str(export), None, now=first_read))
+    got = {r.source_record_id: r.received_at for b in batches for r in b.records}
+    assert got == {"s1": first_read, "s2": datetime(2026, 3, 3, 10, 0, tzinfo=UTC)}
+    later = datetime(2026, 6, 1, tzinfo=UTC)
+    copy = tmp_path / "copy.json"
+    shutil.copy(export, copy)
+    os.utime(copy, (later.timestamp(), later.timestamp()))
+    # the same source reading the copy later (its cursor), and a backfill without a cursor
+    cursor = batches[-1].cursor
+    for again in (
+        iter_webform_export("forms", str(copy), cursor, now=later),
+        iter_webform_export("forms", str(copy), None, now=later, landed=cursor["first_landed"]),
+    ):
+        assert {r.source_record_id: r.received_at for b in again for r in b.records} == got
