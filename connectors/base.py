@@ -8,7 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -222,6 +222,20 @@ def expand_paths(pattern: str, suffixes: tuple[str, ...]) -> list[str]:
     else:
         found = glob.glob(pattern)
     return sorted(p for p in found if os.path.isfile(p) and p.lower().endswith(suffixes))
+
+
+def with_first_landing(
+    batch: RawBatch, firsts: dict[str, str], fp: str, fallback: datetime
+) -> RawBatch:
+    """`batch` with the cursor keeping when the content `fp` was first landed, once a record
+    was dated by it (`fallback`: a message or submission without a time of its own). `firsts`
+    (content fingerprint → ISO time) is updated in place; a file whose records all carry their
+    own times adds nothing."""
+    if fp not in firsts and any(r.received_at == fallback for r in batch.records):
+        firsts[fp] = fallback.isoformat()
+    if not firsts:
+        return batch
+    return replace(batch, cursor={**batch.cursor, "first_landed": dict(firsts)})
 
 
 def iter_changed_files(

@@ -32,6 +32,7 @@ from connectors.base import (
     RawRecord,
     content_hash,
     iter_changed_files,
+    with_first_landing,
 )
 
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024
@@ -386,9 +387,8 @@ def iter_email_files(
         firsts = dict(landed)
     stamp = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     for mpath, fp, after in iter_changed_files([path], cursor):
-        firsts.setdefault(fp, stamp.isoformat())
-        fallback = datetime.fromisoformat(firsts[fp])
-        yield batch_of(
-            (read_message(source, raw, fallback, opts) for _k, raw in _messages(mpath)),
-            {**after, "first_landed": dict(firsts)},
+        fallback = datetime.fromisoformat(firsts.get(fp, stamp.isoformat()))
+        batch = batch_of(
+            (read_message(source, raw, fallback, opts) for _k, raw in _messages(mpath)), after
         )
+        yield with_first_landing(batch, firsts, fp, fallback)

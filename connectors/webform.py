@@ -17,6 +17,7 @@ from connectors.base import (
     content_hash,
     file_mtime,
     iter_changed_files,
+    with_first_landing,
 )
 from connectors.http import (
     HttpClient,
@@ -112,16 +113,14 @@ def iter_webform_export(
     if landed is not None:
         firsts = dict(landed)
     stamp = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
-    for fpath, fp, files in iter_changed_files([path], cursor):
-        firsts.setdefault(fp, stamp.isoformat())
-        fallback = datetime.fromisoformat(firsts[fp])
-        after = {**files, "first_landed": dict(firsts)}
+    for fpath, fp, after in iter_changed_files([path], cursor):
+        fallback = datetime.fromisoformat(firsts.get(fp, stamp.isoformat()))
         with open(fpath, "rb") as fh:
             raw = fh.read()
         fname = os.path.basename(fpath)
         if not raw.strip():
             warning = SourceWarning(source, fname, "empty_file", "the file is empty")
-            yield RawBatch([], after, warnings=[warning])
+            yield with_first_landing(RawBatch([], after, warnings=[warning]), firsts, fp, fallback)
             continue
         try:
             items = [
@@ -142,7 +141,8 @@ def iter_webform_export(
             warnings.append(
                 SourceWarning(source, fname, "nothing_read", msg, loses_data=bool(rejects))
             )
-        yield RawBatch(records=records, cursor=after, rejects=rejects, warnings=warnings)
+        batch = RawBatch(records=records, cursor=after, rejects=rejects, warnings=warnings)
+        yield with_first_landing(batch, firsts, fp, fallback)
 
 
 def _salvaged(

@@ -271,6 +271,7 @@ def test_mbox_maildir_and_eml_folder_give_the_same_records(make: Any, tmp_path: 
         (rid, code) for rid, code, _ in REJECTED.values()
     }
     assert batch.skipped == {"bounce": 1, "auto_reply": 2, "no_reply": 1, "internal_sender": 1}
+    # one fixture message has no Date: the cursor keeps when this content was first landed
     fp = batch.cursor["files"][str(path)]
     assert batch.cursor["files"] == {str(path): fp} and set(batch.cursor["first_landed"]) == {fp}
     # the same file or folder again, unchanged: not read at all
