@@ -475,7 +475,7 @@ def process_pending(
             for chunk in landing.iter_pending_raw(conn, landed_by=landed_by)
         )
 
-    return _gated_publish(engine, settings, run_id, chunks)
+    return _gated_publish(engine, settings, run_id, chunks, rebuild=rebuild)
 
 
 def replay_rejects(
@@ -570,7 +570,10 @@ def remodel(
                     for landed_by in runs.landing_runs(conn)
                     for chunk in landing.iter_pending_raw(conn, landed_by=landed_by)
                 )
-                _process_all(conn, chunks, opts, rules, resolving, run_id, gate, stats, timings)
+                touched = publish.Touched(everything=True)
+                _process_all(
+                    conn, chunks, opts, rules, resolving, run_id, gate, stats, timings, touched
+                )
                 after = _partition(conn)
                 merged, split, moved = compare_partitions(before, after)
                 plan = ModelPlan(
@@ -601,7 +604,7 @@ RowSource = Callable[[Connection], Iterable[list[RawRow]]]
 
 
 def _gated_publish(
-    engine: Engine, settings: Settings, run_id: str, rows_of: RowSource
+    engine: Engine, settings: Settings, run_id: str, rows_of: RowSource, rebuild: bool = False
 ) -> dict[str, Any]:
     opts, rules = normalize_options(settings), rules_for_run(engine, settings)
     resolving = Resolving(match_settings(settings), engine=match_engine(settings))
@@ -621,8 +624,18 @@ def _gated_publish(
                 stats["contacts_indexed"] += matching.ensure_index(conn)
                 resolving = replace(resolving, model=matching.active_model(conn))
                 timings["resolve"] += time.perf_counter() - t0
+                touched = publish.Touched(everything=rebuild)
                 _process_all(
-                    conn, rows_of(conn), opts, rules, resolving, run_id, gate, stats, timings
+                    conn,
+                    rows_of(conn),
+                    opts,
+                    rules,
+                    resolving,
+                    run_id,
+                    gate,
+                    stats,
+                    timings,
+                    touched,
                 )
                 t0 = time.perf_counter()
                 for k, v in apply_opportunity_updates(conn, settings, run_id, crm).items():
@@ -805,8 +818,11 @@ def _process_all(
     gate: QualityGate,
     stats: dict[str, Any],
     timings: dict[str, float],
+    touched: publish.Touched,
 ) -> None:
-    """stage → validate → merge per chunk, then validate the merged state; one transaction."""
+    """stage → validate → merge per chunk, then validate the merged state; one transaction.
+
+    `touched` collects the keys every chunk wrote or deleted."""
     now = datetime.now(UTC)
     baseline = quality.previous_counts(conn)
     chunk_no = 0
@@ -821,6 +837,7 @@ def _process_all(
             raise QualityGateError(report.summary())
         t0 = time.perf_counter()
         publish.publish(conn, ps, run_id)
+        touched.add(ps)
         erasure.scrub_raw(conn, [j.raw_id for j in ps.rejects if j.code == ERASED and j.raw_id])
         chunk_no += 1
         if chunk_no & (chunk_no - 1) == 0:  # after chunks 1, 2, 4, 8…: whenever the tables doubled

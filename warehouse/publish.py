@@ -86,6 +86,30 @@ class PublishSet:
         return rows
 
 
+@dataclasses.dataclass
+class Touched:
+    """The keys a run wrote to, or deleted from, the live tables: the rows whose published state
+    it may have changed. Lead ids include leads merged away and leads split from."""
+
+    leads: set[str] = dataclasses.field(default_factory=set)
+    contacts: set[str] = dataclasses.field(default_factory=set)
+    opportunities: set[str] = dataclasses.field(default_factory=set)
+    everything: bool = False  # a rebuild: every derived row was written again
+
+    def add(self, ps: PublishSet) -> None:
+        self.leads.update(ld.lead_id for ld in ps.leads)
+        self.leads.update(k for pair in ps.merges for k in pair)
+        self.leads.update(k for pair in ps.splits for k in pair)
+        self.leads.update(lk.lead_id for lk in ps.links)
+        self.leads.update(ps.reparented.values())
+        self.contacts.update(c.contact_id for c in ps.contacts)
+        self.contacts.update(lk.contact_id for lk in ps.links)
+        self.opportunities.update(o.opportunity_id for o in ps.opportunities)
+        self.opportunities.update(ps.reparented)
+        self.opportunities.update(opp for opp, _, _ in ps.conversions.values())
+        self.opportunities.update(c.opportunity_id for c in ps.stage_history)
+
+
 def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
     """Merge a run's results into the live tables; call inside one transaction."""
     upsert(conn, t.contacts, [_row(c) for c in ps.contacts])
