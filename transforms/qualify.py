@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import calendar
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -255,63 +254,128 @@ def _facts(lead: Lead, contacts: Sequence[Contact]) -> _Facts:
     )
 
 
-_fold_keyword = lru_cache(maxsize=8192)(fold)  # keywords repeat for every lead: fold them once
+Predicate = Callable[[_Facts, datetime], "str | None"]
 
 
-def _first(words: Sequence[str], text: str) -> str | None:
-    return next((w for w in words if _fold_keyword(w) in text), None)
-
-
-def _check(cond: Condition, f: _Facts, as_of: datetime) -> str | None:
-    """Why the condition holds, or None when it does not."""
+def _predicate(cond: Condition) -> Predicate:
+    """The condition as a function of a lead's facts: why it holds, or None. Built once per
+    rules object, so scoring a lead runs only the checks its rules declare."""
     if cond.text_contains_any:
-        hit = _first(cond.text_contains_any, f.text)
-        return f"the request mentions {hit!r}" if hit else None
+        return _contains("the request mentions", "text", cond.text_contains_any)
     if cond.title_contains_any:
-        hit = _first(cond.title_contains_any, f.title)
-        return f"the job title mentions {hit!r}" if hit else None
+        return _contains("the job title mentions", "title", cond.title_contains_any)
     if cond.has:
-        return f"{cond.has.replace('_', ' ')} stated" if cond.has in f.has else None
+        has, said = cond.has, f"{cond.has.replace('_', ' ')} stated"
+        return lambda f, _: said if has in f.has else None
     if cond.budget_between:
         lo, hi = cond.budget_between
-        b = f.budget
-        if b is None or b.budget_amount is None or not lo <= b.budget_amount <= hi:
-            return None
-        return f"budget {b.budget_amount:,.0f} {b.budget_currency or ''}".rstrip()
+
+        def budget(f: _Facts, _: datetime) -> str | None:
+            b = f.budget
+            if b is None or b.budget_amount is None or not lo <= b.budget_amount <= hi:
+                return None
+            return f"budget {b.budget_amount:,.0f} {b.budget_currency or ''}".rstrip()
+
+        return budget
     if cond.timeline_within_months is not None:
-        m = f.timeline_months
-        ok = m is not None and m <= cond.timeline_within_months
-        return f"buying within {m} month{'' if m == 1 else 's'}" if ok else None
+        within = cond.timeline_within_months
+
+        def timeline(f: _Facts, _: datetime) -> str | None:
+            m = f.timeline_months
+            if m is None or m > within:
+                return None
+            return f"buying within {m} month{'' if m == 1 else 's'}"
+
+        return timeline
     if cond.touches_at_least:
-        return f"{f.touches} touches" if f.touches >= cond.touches_at_least else None
+        least = cond.touches_at_least
+        return lambda f, _: f"{f.touches} touches" if f.touches >= least else None
     if cond.sources_at_least:
-        return f"{f.sources} sources" if f.sources >= cond.sources_at_least else None
+        fewest = cond.sources_at_least
+        return lambda f, _: f"{f.sources} sources" if f.sources >= fewest else None
     if cond.seen_within_days is not None:
-        days = (as_of - f.last_seen_at) // timedelta(days=1)
-        return (
-            f"last seen {days} days before {as_of:%Y-%m-%d}"
-            if (0 <= days <= cond.seen_within_days)
-            else None
-        )
+        window = cond.seen_within_days
+
+        def seen(f: _Facts, as_of: datetime) -> str | None:
+            days = (as_of - f.last_seen_at) // _DAY
+            if not 0 <= days <= window:
+                return None
+            return f"last seen {days} days before {as_of:%Y-%m-%d}"
+
+        return seen
     if cond.email_is:
-        flag = f"email_is_{cond.email_is}"
-        flags = [getattr(c, flag) for c in f.emails]
-        held = (any(flags) if cond.email_is == "disposable" else all(flags)) and bool(flags)
-        return f"{cond.email_is} email address" if held else None
+        kind, flag = cond.email_is, f"email_is_{cond.email_is}"
+        said = f"{kind} email address"
+
+        def email_is(f: _Facts, _: datetime) -> str | None:
+            flags = [getattr(c, flag) for c in f.emails]
+            held = (any(flags) if kind == "disposable" else all(flags)) and bool(flags)
+            return said if held else None
+
+        return email_is
     if cond.email_domain_in:
-        domains = {d.lower() for d in cond.email_domain_in}
-        found = sorted({c.email_key.partition("@")[2] for c in f.emails if c.email_key} & domains)
-        return f"email domain {found[0]}" if found else None
+        domains = frozenset(d.lower() for d in cond.email_domain_in)
+
+        def domain_in(f: _Facts, _: datetime) -> str | None:
+            found = sorted(
+                {c.email_key.partition("@")[2] for c in f.emails if c.email_key} & domains
+            )
+            return f"email domain {found[0]}" if found else None
+
+        return domain_in
     if cond.business_email:
-        biz = [c.email_key for c in f.emails if not (c.email_is_free or c.email_is_disposable)]
-        return f"business email domain {biz[0].partition('@')[2]}" if biz and biz[0] else None
+
+        def business(f: _Facts, _: datetime) -> str | None:
+            biz = [c.email_key for c in f.emails if not (c.email_is_free or c.email_is_disposable)]
+            return f"business email domain {biz[0].partition('@')[2]}" if biz and biz[0] else None
+
+        return business
     if cond.consent_declined:
-        return "declined consent" if f.consent_declined else None
+        return lambda f, _: "declined consent" if f.consent_declined else None
     raise AssertionError("a validated condition always has one predicate")
 
 
-def _grades(rules: Rules) -> list[tuple[str, int]]:
-    return sorted(rules.grades.items(), key=lambda g: -g[1])
+_DAY = timedelta(days=1)
+
+
+def _contains(said: str, field_: str, words: Sequence[str]) -> Predicate:
+    folded = tuple((w, fold(w)) for w in words)
+
+    def contains(f: _Facts, _: datetime) -> str | None:
+        text = f.text if field_ == "text" else f.title
+        for word, key in folded:
+            if key in text:
+                return f"{said} {word!r}"
+        return None
+
+    return contains
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A rules object prepared for scoring many leads: predicates, sorted grades, status sets."""
+
+    version: str
+    checks: tuple[tuple[str, str, int, bool, Predicate], ...]  # name, criterion, weight, dq, pred
+    grades: tuple[tuple[str, int], ...]  # highest floor first
+    qualified_require: frozenset[str]
+    qualified_min: int
+    nurturing_any: frozenset[str]
+    working_touches: int
+
+
+def _compile(rules: Rules) -> _Compiled:
+    return _Compiled(
+        rules.version,
+        tuple(
+            (r.name, r.criterion, r.weight, r.disqualify, _predicate(r.when)) for r in rules.rules
+        ),
+        tuple(sorted(rules.grades.items(), key=lambda g: -g[1])),
+        frozenset(rules.qualified.require),
+        rules.qualified.min_score,
+        frozenset(rules.nurturing.require_any),
+        rules.working.touches_at_least,
+    )
 
 
 def _met(reasons: Mapping[str, Sequence[str]]) -> set[str]:
@@ -322,37 +386,35 @@ def score_lead(
     lead: Lead, contacts: Sequence[Contact], rules: Rules, as_of: datetime
 ) -> Qualification:
     """Score one lead; every point carries the name of the rule that gave it and why it held."""
-    return _score(lead, _facts(lead, contacts), rules, as_of)
+    return _score(lead, _facts(lead, contacts), _compile(rules), as_of)
 
 
-def _score(lead: Lead, facts: _Facts, rules: Rules, as_of: datetime) -> Qualification:
-    reasons: dict[str, list[str]] = {c: [] for c in CRITERIA}
+def _score(lead: Lead, facts: _Facts, rules: _Compiled, as_of: datetime) -> Qualification:
+    reasons: dict[str, list[str]] = {}
     score = 0
     disqualified = False
-    for rule in rules.rules:
-        why = _check(rule.when, facts, as_of)
+    for name, criterion, weight, disqualify, predicate in rules.checks:
+        why = predicate(facts, as_of)
         if why is None:
             continue
-        score += rule.weight
-        disqualified |= rule.disqualify
-        reasons[rule.criterion].append(f"{rule.name} ({rule.weight:+d}): {why}")
+        score += weight
+        disqualified |= disqualify
+        reasons.setdefault(criterion, []).append(f"{name} ({weight:+d}): {why}")
     score = max(0, min(100, score))
-    grade = next(
-        g for g, floor in sorted(rules.grades.items(), key=lambda g: -g[1]) if score >= floor
-    )
-    met = _met(reasons)
+    grade = next(g for g, floor in rules.grades if score >= floor)
+    met = {c for c in reasons if c != "negative"}
     if disqualified:
         status = "Unqualified"
-    elif set(rules.qualified.require) <= met and score >= rules.qualified.min_score:
+    elif rules.qualified_require <= met and score >= rules.qualified_min:
         status = "Qualified"
-    elif met & set(rules.nurturing.require_any):
+    elif met & rules.nurturing_any:
         status = "Nurturing"
-    elif lead.contact_count >= rules.working.touches_at_least:
+    elif lead.contact_count >= rules.working_touches:
         status = "Working - Contacted"
     else:
         status = "Open - Not Contacted"
-    reasons = {c: why for c, why in reasons.items() if why}
-    return Qualification(lead.lead_id, status, score, grade, reasons, rules.version)
+    ordered = {c: reasons[c] for c in CRITERIA if c in reasons}
+    return Qualification(lead.lead_id, status, score, grade, ordered, rules.version)
 
 
 # ---- conversion ----------------------------------------------------------------------------
@@ -592,10 +654,11 @@ def qualify_leads(
     conversions: dict[str, tuple[str, str, datetime]] = {}
     status_history: list[StatusChange] = []
     stage_history: list[StageChange] = list(closing)
+    compiled = _compile(rules)
     for lead in sorted(leads, key=lambda ld: ld.lead_id):
         members = contacts_by_lead[lead.lead_id]
         facts = _facts(lead, members)
-        q = _score(lead, facts, rules, as_of)
+        q = _score(lead, facts, compiled, as_of)
         quals.append(q)
         before = prior.get(lead.lead_id, Prior(None))
         at = changed_at or lead.last_seen_at
