@@ -855,6 +855,7 @@ def _process_all(
             stats["raw_processed"],
             extra={"progress": ("process", "pending", stats["raw_processed"])},
         )
+    stats["raw_settled"] += landing.settle_pending(conn)
     stats["rejects_released"] += quarantine.release_landed_rejects(conn, run_id, now)
     t0 = time.perf_counter()
     frames, counts = quality.published_frames(conn, now, baseline, gate.thresholds)

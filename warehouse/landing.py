@@ -50,6 +50,9 @@ def land_batch(
         for r in records
     ]
     new = upsert(conn, t.raw_contacts, rows, update=False)
+    # Every id goes on the queue, landed before or not: one already settled leaves it again at
+    # the next processing (`settle_pending`).
+    upsert(conn, t.raw_pending, [{"raw_id": r["raw_id"]} for r in rows], update=False)
     reject_rows = [
         reject_row(
             Reject(j.source, j.source_record_id, "extract", j.code, j.message, j.raw), run_id
@@ -72,17 +75,35 @@ def iter_pending_raw(
 ) -> Iterator[list[RawRow]]:
     """Raw records that have neither become a contact nor been rejected at normalize.
 
-    `landed_by` keeps only those first landed by that run (a rebuild replays runs in order).
+    Only those on the `raw_pending` queue are looked at: the cost follows the work waiting, not
+    the size of `raw_contacts`. `landed_by` keeps only those first landed by that run (a rebuild
+    replays runs in order).
     """
     r = t.raw_contacts
-    done_contact = exists().where(t.contacts.c.raw_id == r.c.raw_id)
-    done_reject = exists().where(
-        and_(t.rejects.c.raw_id == r.c.raw_id, t.rejects.c.stage == "normalize")
-    )
-    where = not_(or_(done_contact, done_reject))
+    where = and_(r.c.raw_id.in_(select(t.raw_pending.c.raw_id)), not_(_settled(r.c.raw_id)))
     if landed_by is not None:
         where = and_(where, r.c.run_id == landed_by)
     yield from _iter_raw_where(conn, where, batch_size)
+
+
+def _settled(raw_id: Any) -> Any:
+    """A raw record that became a contact or was rejected at normalize."""
+    return or_(
+        exists().where(t.contacts.c.raw_id == raw_id),
+        exists().where(and_(t.rejects.c.raw_id == raw_id, t.rejects.c.stage == "normalize")),
+    )
+
+
+def settle_pending(conn: Connection) -> int:
+    """Take the settled raw records off the queue (in the processing's transaction)."""
+    q = t.raw_pending
+    return int(conn.execute(q.delete().where(_settled(q.c.raw_id))).rowcount or 0)
+
+
+def queue_all(conn: Connection) -> None:
+    """Every raw record is pending again (a rebuild, after the derived rows were emptied)."""
+    conn.execute(t.raw_pending.delete())
+    conn.execute(t.raw_pending.insert().from_select(["raw_id"], select(t.raw_contacts.c.raw_id)))
 
 
 def iter_raw(

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, select
 
-from warehouse import matching
+from warehouse import landing, matching
 from warehouse import schema as t
 from warehouse.load import upsert, utc
 
@@ -166,6 +166,7 @@ def clear_derived(conn: Connection) -> None:
         if name not in KEPT_BY_REBUILD:
             conn.execute(delete(t.metadata.tables[name]))
     conn.execute(delete(t.rejects).where(t.rejects.c.stage != "extract"))
+    landing.queue_all(conn)
     matching.mark_index_current(conn)  # the contacts published again bring their index along
 
 

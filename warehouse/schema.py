@@ -44,6 +44,15 @@ raw_contacts = Table(
     UniqueConstraint("source", "source_record_id"),
 )
 
+# Raw records landed and not yet settled (become a contact, or a reject at normalize): what the
+# next processing reads, so finding the pending work costs the size of the queue, not of
+# raw_contacts. Landing adds to it in its transaction; processing removes what it settled in its.
+raw_pending = Table(
+    "raw_pending",
+    metadata,
+    Column("raw_id", ID, primary_key=True),
+)
+
 contacts = Table(
     "contacts",
     metadata,

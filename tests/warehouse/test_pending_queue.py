@@ -1,0 +1,95 @@
+"""The pending queue: landing puts raw records on it, processing takes the settled ones off, and
+what a run processes is exactly what is neither a contact nor rejected at normalize."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, and_, exists, func, not_, or_, select, text
+
+from flows import stages
+from flows.settings import Settings
+from warehouse import db
+from warehouse import schema as t
+
+
+def _queued(conn: Connection) -> set[str]:
+    return set(conn.execute(select(t.raw_pending.c.raw_id)).scalars())
+
+
+def _unsettled(conn: Connection) -> set[str]:
+    """Pending by the definition the queue stands for (a scan of raw_contacts)."""
+    r = t.raw_contacts
+    done = or_(
+        exists().where(t.contacts.c.raw_id == r.c.raw_id),
+        exists().where(and_(t.rejects.c.raw_id == r.c.raw_id, t.rejects.c.stage == "normalize")),
+    )
+    return set(conn.execute(select(r.c.raw_id).where(not_(done))).scalars())
+
+
+def test_landing_queues_and_processing_settles(warehouse: tuple[Settings, Engine]) -> None:
+    settings, engine = warehouse
+    with engine.connect() as conn:
+        waiting = _unsettled(conn)
+        assert waiting  # the fair sheet's rows, landed by the second run
+        assert waiting <= _queued(conn)
+        contacts_before = conn.execute(select(func.count()).select_from(t.contacts)).scalar_one()
+    stats = stages.process_pending(engine, settings, "run_third")
+    assert stats["raw_processed"] == len(waiting)
+    with engine.connect() as conn:
+        assert _queued(conn) == set() and _unsettled(conn) == set()
+        contacts = conn.execute(select(func.count()).select_from(t.contacts)).scalar_one()
+    rejected = stats["rejects"]
+    assert contacts - contacts_before == len(waiting) - rejected
+
+
+def test_landing_again_processes_nothing_twice(warehouse: tuple[Settings, Engine]) -> None:
+    settings, engine = warehouse
+    stages.process_pending(engine, settings, "run_third")
+    # Read every file again: the same records land again (nothing new) and are queued again.
+    for source in settings.sources:
+        stages.extract_and_land(engine, source, "run_fourth", reread=True)
+    with engine.connect() as conn:
+        assert _queued(conn)  # re-landed ids wait on the queue…
+        assert _unsettled(conn) == set()  # …but nothing is pending
+    stats = stages.process_pending(engine, settings, "run_fourth")
+    assert stats.get("raw_processed", 0) == 0 and stats["raw_settled"] > 0
+    with engine.connect() as conn:
+        assert _queued(conn) == set()
+
+
+def test_a_rebuild_queues_every_raw_record(warehouse: tuple[Settings, Engine]) -> None:
+    settings, engine = warehouse
+    with engine.connect() as conn:
+        raw = conn.execute(select(func.count()).select_from(t.raw_contacts)).scalar_one()
+    stats = stages.process_pending(engine, settings, "run_rebuild", rebuild=True)
+    assert stats["raw_processed"] == raw
+    with engine.connect() as conn:
+        assert _queued(conn) == set()
+
+
+def test_the_migration_queues_what_was_pending(warehouse_url: str) -> None:
+    engine = db.make_engine(warehouse_url)
+    db.upgrade(engine, "0012")
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        for raw_id in ("raw_waiting", "raw_rejected"):
+            conn.execute(
+                text(
+                    "insert into raw_contacts (raw_id, source, source_kind, source_record_id, "
+                    "received_at, payload, content_hash, run_id) values "
+                    "(:id, 'fair', 'spreadsheet', :record, :at, '{}', 'h', 'run_old')"
+                ),
+                {"id": raw_id, "record": raw_id, "at": at},
+            )
+        conn.execute(
+            text(
+                "insert into rejects (reject_id, raw_id, source, source_record_id, stage, code, "
+                "message, raw, run_id, status) values ('rej_1', 'raw_rejected', 'fair', "
+                "'raw_rejected', 'normalize', 'no_identity', 'nobody', '{}', 'run_old', 'open')"
+            )
+        )
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        assert _queued(conn) == {"raw_waiting"}
+    engine.dispose()
