@@ -24,6 +24,7 @@ from phonenumbers import (
     REGION_CODE_FOR_NON_GEO_ENTITY,
     PhoneMetadata,
     PhoneNumber,
+    PhoneNumberDesc,
     PhoneNumberType,
 )
 from phonenumbers import phonenumberutil as _pn
@@ -105,5 +106,53 @@ def number_kind(num: PhoneNumber) -> int | None:
         and country_code != _pn.country_code_for_valid_region(region)
     ):
         return None
-    kind = _pn._number_type_helper(_pn.national_significant_number(num), metadata)
-    return None if kind == PhoneNumberType.UNKNOWN else int(kind)
+    kind = _type_of(_pn.national_significant_number(num), metadata)
+    return None if kind == PhoneNumberType.UNKNOWN else kind
+
+
+# phonenumbers' `_number_type_helper` tries the types in this order, after the general pattern
+_SPECIAL_TYPES = (
+    ("premium_rate", PhoneNumberType.PREMIUM_RATE),
+    ("toll_free", PhoneNumberType.TOLL_FREE),
+    ("shared_cost", PhoneNumberType.SHARED_COST),
+    ("voip", PhoneNumberType.VOIP),
+    ("personal_number", PhoneNumberType.PERSONAL_NUMBER),
+    ("pager", PhoneNumberType.PAGER),
+    ("uan", PhoneNumberType.UAN),
+    ("voicemail", PhoneNumberType.VOICEMAIL),
+)
+# compiled once: one per pattern of the library's metadata, so bounded by it
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def _matches(nsn: str, desc: PhoneNumberDesc | None) -> bool:
+    """The library's `_is_number_matching_desc`: a possible length and the whole number matching
+    the pattern (its `match`-then-`fullmatch` is `fullmatch`: a full match is a match)."""
+    if desc is None:
+        return False
+    if len(desc.possible_length) > 0 and len(nsn) not in desc.possible_length:
+        return False
+    pattern = desc.national_number_pattern
+    if not pattern:
+        return False
+    compiled = _PATTERNS.get(pattern)
+    if compiled is None:
+        compiled = _PATTERNS[pattern] = re.compile(pattern)
+    return compiled.fullmatch(nsn) is not None
+
+
+def _type_of(nsn: str, metadata: PhoneMetadata) -> int:
+    """The library's `_number_type_helper`, each pattern compiled once and matched once."""
+    if not _matches(nsn, metadata.general_desc):
+        return PhoneNumberType.UNKNOWN
+    for name, kind in _SPECIAL_TYPES:
+        if _matches(nsn, getattr(metadata, name)):
+            return kind
+    same = metadata.same_mobile_and_fixed_line_pattern
+    if _matches(nsn, metadata.fixed_line):
+        if same or _matches(nsn, metadata.mobile):
+            return PhoneNumberType.FIXED_LINE_OR_MOBILE
+        return PhoneNumberType.FIXED_LINE
+    if not same and _matches(nsn, metadata.mobile):
+        return PhoneNumberType.MOBILE
+    return PhoneNumberType.UNKNOWN
