@@ -17,6 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from transforms.fields import flatten_submission, map_fields
 from transforms.mail_fields import contact_fields
+from transforms.phones import number_kind, parse_number
 from transforms.records import Contact, RawRow, Reject
 from transforms.vcard import vcard_fields
 
@@ -430,11 +431,12 @@ def parse_phone(raw: str, region: str) -> Phone:
     if text.startswith("00"):
         text = "+" + text[2:]
     try:
-        num = phonenumbers.parse(text, region)
+        num = parse_number(text, region)
     except phonenumbers.NumberParseException:
         return Phone(None, ext, None, ("phone_unparseable",))
     ext = ext or num.extension or None
-    if not phonenumbers.is_valid_number(num):
+    kind = number_kind(num)
+    if kind is None:
         bare = re.sub(r"[\s().-]", "", text)
         if bare.isdigit() and len(bare) >= 11 and bare[0] != "0":
             # marketing tools (Brevo's SMS, WhatsApp) write the country code without its "+"
@@ -442,7 +444,6 @@ def parse_phone(raw: str, region: str) -> Phone:
             if again.e164:
                 return Phone(again.e164, ext or again.extension, again.is_mobile, ())
         return Phone(None, ext, None, ("phone_invalid",))
-    kind = phonenumbers.number_type(num)
     mobile = True if kind in _MOBILE_TYPES else False if kind in _FIXED_TYPES else None
     e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
     return Phone(e164, ext, mobile, ())
@@ -841,6 +842,7 @@ def _others(
     dial_code: str | None,
     region: str,
     issues: list[str],
+    v: _Values,
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The record's further emails and phones, normalized, without the contact's own; an
     invalid one is an issue (its text stays in the raw payload)."""
@@ -848,7 +850,7 @@ def _others(
     for raw in [f.get("email"), *(f.get("other_emails") or [])]:
         if not raw:
             continue
-        e = normalize_email(str(raw))[0]
+        e = v.email(str(raw))[0]
         if e is None:
             if raw != f.get("email"):
                 issues.append("other_email_invalid")
@@ -856,10 +858,10 @@ def _others(
             emails.append(e)
     phones: list[str] = []
     for raw in [f.get("phone"), *(f.get("other_phones") or [])]:
-        text = _clean(raw)
+        text = v.clean(raw)
         if not text:
             continue
-        p = parse_phone(_with_dial_code(text, dial_code), region).e164
+        p = v.phone(text, dial_code, region).e164
         if p is None:
             if raw != f.get("phone"):
                 issues.append("other_phone_invalid")
@@ -870,31 +872,36 @@ def _others(
 
 def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
     """One raw record → a contact, or a reject saying why it identifies nobody."""
-    f = extract_fields(row, opts.columns.get(row.source))
+    return _contact(row, extract_fields(row, opts.columns.get(row.source)), opts, _DIRECT)
+
+
+def _contact(
+    row: RawRow, f: Mapping[str, Any], opts: NormalizeOptions, v: _Values
+) -> Contact | Reject:
     issues: list[str] = []
     if row.source_kind == "email" and row.payload.get("mime_defects"):
         issues.append("malformed_mime")  # the body was broken; the sender came from the headers
-    dial_code, country_raw = _dial_code(f.get("phone_country_code")), _clean(f.get("country"))
+    dial_code, country_raw = v.dial_code(f.get("phone_country_code")), v.clean(f.get("country"))
     if country_raw and _DIAL_CODE.match(country_raw):
         # a "Country Code" column holding +49 is the phone's calling code, not a country
-        dial_code, country_raw = dial_code or _dial_code(country_raw), None
+        dial_code, country_raw = dial_code or v.dial_code(country_raw), None
     if not country_raw and f.get("phone_country_code") and not dial_code:
-        country_raw = _clean(f.get("phone_country_code"))  # an ISO code ("DE") in that column
-    country = normalize_country(country_raw) if country_raw else None
+        country_raw = v.clean(f.get("phone_country_code"))  # an ISO code ("DE") in that column
+    country = v.country(country_raw) if country_raw else None
     if country_raw and not country:
         issues.append("country_unknown")
 
     if f.get("first_name") and f.get("last_name"):
         joined = " ".join(str(f[k]) for k in ("first_name", "last_name"))
-        first, last, full = split_name(joined, country)
+        first, last, full = v.name(joined, country)
     elif f.get("last_name"):
         # A register with the surname alone: it stays the surname, not a first name.
-        first, last, full = split_name(str(f["last_name"]), country)
+        first, last, full = v.name(str(f["last_name"]), country)
         first, last = None, full
     elif f.get("first_name"):
-        first, last, full = split_name(str(f["first_name"]), country)
+        first, last, full = v.name(str(f["first_name"]), country)
     else:
-        first, last, full = split_name(str(f.get("full_name") or ""), country)
+        first, last, full = v.name(str(f.get("full_name") or ""), country)
 
     email = ekey = None
     # the first address of the row that is valid is the contact's; the row's others stay in
@@ -902,12 +909,12 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
     for i, candidate in enumerate([f.get("email"), *(f.get("other_emails") or [])]):
         if not candidate:
             continue
-        email, ekey, eissues = normalize_email(str(candidate))
+        email, ekey, eissues = v.email(str(candidate))
         if email:
             break
         if i == 0:
             issues += eissues
-    is_role, is_free, is_disposable = email_flags(ekey)
+    is_role, is_free, is_disposable = v.email_flags(ekey)
     if is_disposable:
         issues.append("email_disposable")
     if ekey and ekey.partition("@")[2] in opts.internal_domains:
@@ -916,28 +923,28 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
     region = country or opts.default_region
     phone_raw, phone = None, _NO_PHONE
     for i, candidate in enumerate([f.get("phone"), *(f.get("other_phones") or [])]):
-        text = _clean(candidate)
+        text = v.clean(candidate)
         if not text:
             continue
-        parsed = parse_phone(_with_dial_code(text, dial_code), region)
+        parsed = v.phone(text, dial_code, region)
         if i == 0 or parsed.e164:
             phone_raw, phone = text, parsed
         if parsed.e164:
             break
     issues += phone.issues
-    other_emails, other_phones = _others(f, email, phone.e164, dial_code, region, issues)
+    other_emails, other_phones = _others(f, email, phone.e164, dial_code, region, issues, v)
 
-    company = _clean(f.get("company"))
-    domain = _domain_of(_clean(f.get("website")))
+    company = v.clean(f.get("company"))
+    domain = v.domain_of(v.clean(f.get("website")))
     if not domain and ekey and not (is_free or is_disposable):
         domain = ekey.partition("@")[2]
-    postal = _clean(f.get("postal_code"))
-    street = street_line(f.get("street"), f.get("street_number"), f.get("address_line2"))
-    city = _clean(f.get("city"))
+    postal = v.clean(f.get("postal_code"))
+    street = v.street(f.get("street"), f.get("street_number"), f.get("address_line2"))
+    city = v.clean(f.get("city"))
     birth_raw = f.get("birth_date")
     if isinstance(birth_raw, str) and not birth_raw.strip("0/.- "):
         birth_raw = None  # Outlook writes "0/0/00" for no birthday
-    birth = parse_date(birth_raw)
+    birth = v.date(birth_raw)
     if birth_raw and birth is None:
         issues.append("birth_date_unparseable")
     has_person_email = bool(ekey) and not is_role
@@ -969,9 +976,9 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
             reason += f" ({', '.join(issues)})"
         return _reject(row, "no_identity", reason)
 
-    postal, pissue = normalize_postal_code(postal, country)
+    postal, pissue = v.postal(postal, country)
     issues += pissue
-    budget_amount, budget_currency = parse_budget(f.get("budget"))
+    budget_amount, budget_currency = v.budget(f.get("budget"))
     return Contact(
         contact_id=row.raw_id.replace("raw_", "con_", 1),
         raw_id=row.raw_id,
@@ -981,7 +988,7 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
         first_name=first,
         last_name=last,
         full_name=full,
-        name_key=name_key(first, last),
+        name_key=v.name_key(first, last),
         email=email,
         email_key=ekey,
         email_is_role=is_role,
@@ -992,21 +999,21 @@ def normalize_contact(row: RawRow, opts: NormalizeOptions) -> Contact | Reject:
         phone_ext=phone.extension,
         phone_is_mobile=phone.is_mobile,
         company=company,
-        company_key=company_key(company) if company else None,
+        company_key=v.company_key(company) if company else None,
         company_domain=domain,
-        job_title=_clean(f.get("job_title")),
+        job_title=v.clean(f.get("job_title")),
         street=street,
         city=city,
         postal_code=postal,
-        region=_clean(f.get("region")),
+        region=v.clean(f.get("region")),
         country=country,
         birth_date=birth,
-        interest=_clean(f.get("interest")),
-        message=_clean(f.get("message")),
+        interest=v.clean(f.get("interest")),
+        message=v.clean(f.get("message")),
         budget_amount=budget_amount,
         budget_currency=budget_currency,
-        timeline_months=parse_timeline(f.get("timeline")),
-        consent=parse_consent(f.get("consent")),
+        timeline_months=v.timeline(f.get("timeline")),
+        consent=v.consent(f.get("consent")),
         issues=tuple(sorted(set(issues))),
         other_emails=other_emails,
         other_phones=other_phones,
@@ -1030,13 +1037,99 @@ def _reject(row: RawRow, code: str, message: str) -> Reject:
     return Reject(row.source, row.source_record_id, "normalize", code, message, raw, row.raw_id)
 
 
+def _phone_of(text: str, dial_code: str | None, region: str) -> Phone:
+    """A record's phone text, with the calling code its row wrote beside it, parsed."""
+    return parse_phone(_with_dial_code(text, dial_code), region)
+
+
+@dataclass(frozen=True, slots=True)
+class _Values:
+    """The per-value normalizers a record is assembled from. One record uses the functions
+    themselves; a batch puts each behind a memo of its own, so a value repeated across the
+    batch's rows (a company, a country, a name, a budget, a phone in its region) is normalized
+    once. Every argument a result depends on is part of its memo key."""
+
+    clean: Callable[[Any], str | None]
+    dial_code: Callable[[Any], str | None]
+    country: Callable[[str], str | None]
+    name: Callable[[str, str | None], tuple[str | None, str | None, str | None]]
+    name_key: Callable[[str | None, str | None], str | None]
+    email: Callable[[str], tuple[str | None, str | None, tuple[str, ...]]]
+    email_flags: Callable[[str | None], tuple[bool, bool, bool]]
+    phone: Callable[[str, str | None, str], Phone]
+    company_key: Callable[[str], str | None]
+    domain_of: Callable[[str | None], str | None]
+    street: Callable[[Any, Any, Any], str | None]
+    date: Callable[[Any], date | None]
+    postal: Callable[[str | None, str | None], tuple[str | None, tuple[str, ...]]]
+    budget: Callable[[Any], tuple[float | None, str | None]]
+    timeline: Callable[[Any], int | None]
+    consent: Callable[[Any], bool | None]
+
+
+_DIRECT = _Values(
+    clean=_clean,
+    dial_code=_dial_code,
+    country=normalize_country,
+    name=split_name,
+    name_key=name_key,
+    email=normalize_email,
+    email_flags=email_flags,
+    phone=_phone_of,
+    company_key=company_key,
+    domain_of=_domain_of,
+    street=street_line,
+    date=parse_date,
+    postal=normalize_postal_code,
+    budget=parse_budget,
+    timeline=parse_timeline,
+    consent=parse_consent,
+)
+
+
+# the normalizers whose arguments come from the payload as it was received: any type, maybe
+# one that is no dict key (a list from a JSON form)
+_RAW_ARGUMENTS = frozenset(
+    {"clean", "dial_code", "street", "date", "budget", "timeline", "consent"}
+)
+
+
+def _memo(fn: Callable[..., Any], raw_arguments: bool) -> Callable[..., Any]:
+    """`fn` computed once per distinct arguments, for one batch. Typed: 1, 1.0 and True are
+    equal keys but not equal cells (`_clean` writes "1", "1.0", "True")."""
+    cached = lru_cache(maxsize=None, typed=True)(fn)
+    if not raw_arguments:
+        return cached
+
+    def call(*args: Any) -> Any:
+        try:
+            return cached(*args)
+        except TypeError:  # an unhashable argument: computed as it is
+            return fn(*args)
+
+    return call
+
+
+def _batch_values() -> _Values:
+    """The normalizers behind memos that live as long as one batch: bounded by its size, and
+    never shared with a batch normalized under other options."""
+    return _Values(
+        *(_memo(getattr(_DIRECT, name), name in _RAW_ARGUMENTS) for name in _Values.__slots__)
+    )
+
+
 def normalize_batch(
     rows: Sequence[RawRow], opts: NormalizeOptions
 ) -> tuple[list[Contact], list[Reject]]:
-    """Contacts and rejects for a batch, in the order of the input rows."""
+    """Contacts and rejects for a batch, in the order of the input rows: each record as
+    `normalize_contact` makes it, every distinct value of a field normalized once per batch."""
+    values = _batch_values()
     contacts: list[Contact] = []
     rejects: list[Reject] = []
     for row in rows:
-        out = normalize_contact(row, opts)
-        (contacts if isinstance(out, Contact) else rejects).append(out)  # type: ignore[arg-type]
+        out = _contact(row, extract_fields(row, opts.columns.get(row.source)), opts, values)
+        if isinstance(out, Contact):
+            contacts.append(out)
+        else:
+            rejects.append(out)
     return contacts, rejects
