@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         "--apply", action="store_true", help="--rules, --model: write the changes (default: show)"
     )
     command("status", "recent runs, cursors and freshness per source, locks, table counts")
+    command("check", "check the whole published state (runs check what they changed)")
     command("serve", "run the schedules on this machine (hourly ingestion, nightly rebuild)")
     fg = command("forget", "erase a person everywhere and suppress them from now on")
     fg.add_argument("who", help="an email address or a lead id (lead_…)")
@@ -494,6 +495,32 @@ def _source_row(
 
 
 COMMANDS["status"] = _status
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    """The published-state checks over every row, e.g. after someone edited a table by hand."""
+    from flows import stages
+    from warehouse import db, quality
+
+    engine = db.make_engine(settings.warehouse.url)
+    db.upgrade(engine)
+    run_id = f"check-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    try:
+        report, docs = stages.check_published(engine, settings, run_id)
+    finally:
+        engine.dispose()
+    for r in report.warnings:
+        print(f"warning: {quality.warning_line(r)}")
+    if docs is not None:
+        print(f"Data Docs: {docs}")
+    if not report.passed:
+        print(f"leadflow: check {run_id}: {report.summary()}", file=sys.stderr)
+        return 1
+    print(f"check {run_id}: {report.summary()}")
+    return 0
+
+
+COMMANDS["check"] = _check
 
 
 def _db(args: argparse.Namespace, settings: Settings) -> int:
@@ -988,7 +1015,17 @@ COMMANDS["console"] = _console
 
 # Commands that open the warehouse: a URL that cannot be used is one line and exit 2 before they
 # start (a dry run opens it read-only itself, and creates nothing).
-WAREHOUSE_COMMANDS = {"run", "backfill", "rebuild", "status", "forget", "db", "rejects", "model"}
+WAREHOUSE_COMMANDS = {
+    "run",
+    "backfill",
+    "rebuild",
+    "status",
+    "check",
+    "forget",
+    "db",
+    "rejects",
+    "model",
+}
 COMMANDS["model"] = models.model_command
 
 

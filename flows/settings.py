@@ -55,6 +55,9 @@ class QualitySettings(_Strict):
     docs_keep: Annotated[int, Field(ge=1)] = 30  # the newest sites kept; older ones are removed
     volume_max_change: Annotated[float, Field(gt=0)] = 0.5
     freshness_hours: Annotated[float, Field(gt=0)] = 24 * 7
+    # The published-state checks read what a run changed; every n-th run (0: never) reads the whole
+    # tables, so that a row edited outside any run is found (also: `leadflow check`).
+    full_checks_every: Annotated[int, Field(ge=0)] = 24
 
 
 class ResolutionSettings(_Strict):

@@ -556,7 +556,9 @@ def remodel(
     opts, rules = normalize_options(settings), rules_for_run(engine, settings)
     resolving = Resolving(match_settings(settings), model, match_engine(settings))
     q = settings.quality
-    gate = QualityGate(run_id, Thresholds(q.volume_max_change, q.freshness_hours))
+    gate = QualityGate(
+        run_id, Thresholds(q.volume_max_change, q.freshness_hours, q.full_checks_every)
+    )
     stats: dict[str, Any] = defaultdict(int)
     timings: dict[str, float] = defaultdict(float)
     with locking.hold(engine, locking.PUBLISH_LOCK, run_id, ttl=locking.PUBLISH_TTL):
@@ -611,7 +613,9 @@ def _gated_publish(
     stats: dict[str, Any] = defaultdict(int)
     timings: dict[str, float] = defaultdict(float)
     q = settings.quality
-    gate = QualityGate(run_id, Thresholds(q.volume_max_change, q.freshness_hours))
+    gate = QualityGate(
+        run_id, Thresholds(q.volume_max_change, q.freshness_hours, q.full_checks_every)
+    )
     failure: QualityGateError | None = None
     try:
         # The publish transaction is long and, on SQLite, holds the write lock: the lock row cannot
@@ -858,12 +862,33 @@ def _process_all(
     stats["raw_settled"] += landing.settle_pending(conn)
     stats["rejects_released"] += quarantine.release_landed_rejects(conn, run_id, now)
     t0 = time.perf_counter()
-    frames, counts = quality.published_frames(conn, now, baseline, gate.thresholds)
+    due = quality.full_check_due(conn, gate.thresholds.full_checks_every)
+    scope = publish.Touched(everything=True) if due else touched
+    frames, counts = quality.published_frames(conn, now, baseline, gate.thresholds, scope)
     report = gate.check(frames, quality.PUBLISHED)
     gate.record_counts(counts)
     timings["validate"] += time.perf_counter() - t0
     if not report.passed:
         raise QualityGateError(report.summary())
+
+
+def check_published(
+    engine: Engine, settings: Settings, run_id: str
+) -> tuple[quality.QualityReport, Path | None]:
+    """The published-state checks over the whole warehouse, outside any run (`leadflow check`):
+    finds what was changed behind the runs' backs. Results go to dq_results and Data Docs."""
+    q = settings.quality
+    gate = QualityGate(run_id, Thresholds(q.volume_max_change, q.freshness_hours))
+    with engine.connect() as conn, conn.begin():  # read only; the temporary tables end with it
+        baseline = quality.previous_counts(conn)
+        frames, _ = quality.published_frames(
+            conn, datetime.now(UTC), baseline, gate.thresholds, publish.Touched(everything=True)
+        )
+        report = gate.check(frames, quality.PUBLISHED)
+    docs = _build_docs(gate, Path(q.docs_dir) / run_id, q.docs_keep)
+    with engine.begin() as conn:
+        record_quality(conn, run_id, gate.results)
+    return report, docs
 
 
 def record_quality(conn: Connection, run_id: str, results: Sequence[CheckResult]) -> None:

@@ -42,6 +42,8 @@ raw_contacts = Table(
     Column("content_hash", String(64), nullable=False),
     Column("run_id", ID, nullable=False),
     UniqueConstraint("source", "source_record_id"),
+    # each source's newest record from the index alone (the freshness check, `leadflow status`)
+    Index("ix_raw_contacts_source_received_at", "source", "received_at"),
 )
 
 # Raw records landed and not yet settled (become a contact, or a reject at normalize): what the
@@ -168,7 +170,7 @@ leads = Table(
     Column("rules_version", String(32), nullable=False),
     Column("converted_at", TS),
     Column("account_id", ID),
-    Column("opportunity_id", ID),
+    Column("opportunity_id", ID, index=True),
 )
 
 lead_links = Table(
