@@ -1,16 +1,16 @@
 """indexes the scoped published-state checks read by: each source's newest raw record, and the
 lead that points at an opportunity
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
