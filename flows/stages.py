@@ -360,6 +360,9 @@ def process_chunk(
 ) -> tuple[publish.PublishSet, dict[str, float]]:
     """normalize → resolve → qualify for one chunk of pending raw rows.
 
+    `rows` must be raw rows that have no contact yet (pending, or a replay's quarantined ones):
+    the PublishSet then says its contacts are new, and they are published by plain COPY.
+
     Reads first (erasure tombstones, the resolution context: the matching columns of the
     candidate leads' contacts), computes the links, then reads the whole contacts of only the
     leads that changed, for their golden records and qualification.
@@ -422,6 +425,14 @@ def process_chunk(
         splits=linking.splits,
         features=features,
         model_version=model.version,
+        new_contacts=True,
+        # `prior_states` read every lead of the chunk: those without a `leads` row (an orphaned
+        # opportunity gives a prior without a status) are new.
+        new_leads=frozenset(
+            ld.lead_id
+            for ld in leads
+            if ld.lead_id not in prior or prior[ld.lead_id].status is None
+        ),
     )
     return ps, timings
 
@@ -830,7 +841,12 @@ def _process_all(
     now = datetime.now(UTC)
     baseline = quality.previous_counts(conn)
     chunk_no = 0
+    stale = False
     for rows in chunks:
+        if stale:  # before the chunk that reads them, so the last chunk pays for no ANALYZE
+            t0 = time.perf_counter()
+            publish.refresh_statistics(conn)
+            timings["publish"] += time.perf_counter() - t0
         ps, t = process_chunk(conn, rows, opts, rules, resolving)
         for k, v in t.items():
             timings[k] += v
@@ -844,8 +860,7 @@ def _process_all(
         touched.add(ps)
         erasure.scrub_raw(conn, [j.raw_id for j in ps.rejects if j.code == ERASED and j.raw_id])
         chunk_no += 1
-        if chunk_no & (chunk_no - 1) == 0:  # after chunks 1, 2, 4, 8…: whenever the tables doubled
-            publish.refresh_statistics(conn)
+        stale = chunk_no & (chunk_no - 1) == 0  # after chunks 1, 2, 4, 8…: the tables doubled
         timings["publish"] += time.perf_counter() - t0
         stats["raw_processed"] += len(rows)
         stats["contacts"] += len(ps.contacts)

@@ -28,7 +28,7 @@ from transforms.records import Contact
 from transforms.resolve import CONTEXT_SCHEMA, Context
 from transforms.scoring import TF_COLUMNS, Model, default_model
 from warehouse import schema as t
-from warehouse.load import key_table, upsert, utc
+from warehouse.load import Rows, insert_new, key_table, merge, upsert, utc
 
 # The definition the stored matching columns and blocking keys were built with: when the code's
 # changes, `ensure_index` builds them again from the contacts.
@@ -53,18 +53,34 @@ def _duck() -> duckdb.DuckDBPyConnection:
 # ---- the index: matching columns, blocking keys, term counts --------------------------------
 
 
-def write_features(conn: Connection, table: pa.Table) -> None:
-    """Store the matching columns, blocking keys and term counts of newly published contacts."""
+def write_features(conn: Connection, table: pa.Table, new: bool = False) -> None:
+    """Store the matching columns, blocking keys and term counts of newly published contacts.
+
+    `new`: none of these contacts is in the index yet (they were just published), so their rows
+    go in by plain insert (COPY) instead of the merge."""
     if table.num_rows == 0:
         return
-    upsert(conn, t.contact_features, table.select(MATCH_SCHEMA.names).to_pylist())
+    features = _arrow_rows(table.select(MATCH_SCHEMA.names))
     con = _duck()
     try:
-        blocks = block_key_rows(table, con).to_pylist()
+        # distinct: one statement never writes a key twice (the merge collapsed repeats too)
+        con.register("__lf_blocks", block_key_rows(table, con))
+        blocks = _arrow_rows(con.sql("select distinct * from __lf_blocks").to_arrow_table())
     finally:
         con.close()
-    upsert(conn, t.contact_blocks, blocks, update=False)
+    if new:
+        insert_new(conn, t.contact_features, features)
+        insert_new(conn, t.contact_blocks, blocks)
+    else:
+        merge(conn, t.contact_features, features)
+        merge(conn, t.contact_blocks, blocks, update=False)
     _add_counts(conn, _counts_of(table), +1)
+
+
+def _arrow_rows(table: pa.Table) -> Rows:
+    """An Arrow table as row tuples (a column at a time into Python, then zipped)."""
+    columns = [table.column(n).to_pylist() for n in table.column_names]
+    return Rows(tuple(table.column_names), list(zip(*columns, strict=True)))
 
 
 def _counts_of(table: pa.Table) -> Counter[tuple[str, str]]:
@@ -80,14 +96,18 @@ def _add_counts(conn: Connection, counts: Counter[tuple[str, str]], sign: int) -
         return
     tc = t.match_term_counts
     have = _read_counts(conn, {col: {v for c, v in counts if c == col} for col in TF_COLUMNS})
-    kept: list[dict[str, Any]] = []
+    added: list[tuple[str, str, int]] = []
+    kept: list[tuple[str, str, int]] = []
     for (col, value), n in counts.items():
-        total = have.get(col, {}).get(value, 0) + sign * n
+        before = have.get(col, {}).get(value, 0)
+        total = before + sign * n
         if total > 0:
-            kept.append({"column_name": col, "value": value, "n": total})
+            (kept if before else added).append((col, value, total))
         else:
             conn.execute(delete(tc).where(tc.c.column_name == col, tc.c.value == value))
-    upsert(conn, tc, kept)
+    names = ("column_name", "value", "n")
+    insert_new(conn, tc, Rows(names, added))  # read as absent just above
+    merge(conn, tc, Rows(names, kept))
 
 
 def _read_counts(

@@ -9,14 +9,14 @@ from operator import attrgetter
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import Connection, bindparam
+from sqlalchemy import Connection, Table, bindparam
 
 from transforms.qualify import StageChange, StatusChange
 from transforms.records import Account, Contact, Lead, Link, Opportunity, Qualification, Reject
 from transforms.resolve import ReviewDecision, ReviewPair, review_id
 from warehouse import matching
 from warehouse import schema as t
-from warehouse.load import delete_keys, in_chunks, upsert
+from warehouse.load import Rows, delete_keys, in_chunks, insert_new, merge, upsert
 from warehouse.quarantine import reject_row
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
@@ -33,6 +33,46 @@ def _row(obj: Any) -> dict[str, Any]:
     names = _field_names(type(obj))
     values = attrgetter(*names)(obj) if len(names) > 1 else (getattr(obj, names[0]),)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in zip(names, values, strict=True)}
+
+
+def _tuples(table: Table, objs: Sequence[Any], **extra: Any) -> Rows:
+    """Records as rows of `table`: one C-level getter per record, the columns in the table's
+    order, then `extra` (the same value on every row). Attributes that are no column (a stage
+    change's probability) are left out; a tuple-valued field stays a tuple (a JSON array)."""
+    if not objs:
+        return Rows((), [])
+    cls = type(objs[0])
+    have = {*_field_names(cls), *(n for n in ("history_id",) if hasattr(cls, n))}
+    cols = tuple(c.name for c in table.columns if c.name in have and c.name not in extra)
+    get = attrgetter(*cols)
+    if len(cols) == 1:
+        values = [(get(o),) for o in objs]
+    elif extra:
+        tail = tuple(extra.values())
+        values = [get(o) + tail for o in objs]
+    else:
+        values = [get(o) for o in objs]
+    return Rows(cols + tuple(extra), values)
+
+
+def _write(conn: Connection, table: Table, rows: Rows, new: bool, update: bool = True) -> None:
+    """Rows proved new go in by plain insert (COPY), the others by the idempotent merge."""
+    if new:
+        insert_new(conn, table, rows)
+    else:
+        merge(conn, table, rows, update)
+
+
+def _split(rows: Rows, key: str, new_keys: set[str] | frozenset[str]) -> tuple[Rows, Rows]:
+    """(rows whose `key` is in `new_keys`, the rest)."""
+    if not new_keys:
+        return Rows(rows.columns, []), rows
+    at = rows.columns.index(key)
+    fresh: list[tuple[Any, ...]] = []
+    rest: list[tuple[Any, ...]] = []
+    for v in rows.values:
+        (fresh if v[at] in new_keys else rest).append(v)
+    return Rows(rows.columns, fresh), Rows(rows.columns, rest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +96,12 @@ class PublishSet:
     splits: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (new lead, from)
     features: pa.Table | None = None  # the new contacts' matching columns
     model_version: str | None = None  # the match model that scored the links and reviews
+    # What the chunk proved absent from the live tables when it read them, so it goes in by
+    # plain insert (COPY) instead of the merge: every contact comes from a raw row that had no
+    # contact yet (contact_id derives from raw_id), which makes its features, blocking keys and
+    # link new too; and the lead ids it read as not in `leads`.
+    new_contacts: bool = False
+    new_leads: frozenset[str] = frozenset()
 
     def lead_rows(self) -> list[dict[str, Any]]:
         """The leads as rows of `leads` (built once: the gate and the merge both read them)."""
@@ -111,12 +157,21 @@ class Touched:
 
 
 def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
-    """Merge a run's results into the live tables; call inside one transaction."""
-    upsert(conn, t.contacts, [_row(c) for c in ps.contacts])
+    """Merge a run's results into the live tables; call inside one transaction.
+
+    What the PublishSet proved new (`new_contacts`, `new_leads`) is appended by COPY
+    (PostgreSQL) or one executemany INSERT (SQLite); everything else goes through the merge
+    (`load.merge`), so rows already there are updated, never duplicated."""
+    new_ids = {c.contact_id for c in ps.contacts} if ps.new_contacts else set()
+    _write(conn, t.contacts, _tuples(t.contacts, ps.contacts), ps.new_contacts)
     upsert(conn, t.rejects, [reject_row(j, run_id) for j in ps.rejects], update=False)
     if ps.features is not None:
-        matching.write_features(conn, ps.features)
-    upsert(conn, t.lead_links, [{**_row(lk), "model_version": ps.model_version} for lk in ps.links])
+        matching.write_features(conn, ps.features, new=ps.new_contacts)
+    fresh, rest = _split(
+        _tuples(t.lead_links, ps.links, model_version=ps.model_version), "contact_id", new_ids
+    )
+    insert_new(conn, t.lead_links, fresh)
+    merge(conn, t.lead_links, rest)
     _publish_reviews(conn, ps, run_id)
     if ps.merges:
         upsert(
@@ -128,8 +183,8 @@ def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
     if ps.splits:
         rows = [{"lead_id": a, "split_from_lead_id": b, "run_id": run_id} for a, b in ps.splits]
         upsert(conn, t.lead_splits, rows, update=False)
-    upsert(conn, t.accounts, [_row(a) for a in ps.accounts])
-    upsert(conn, t.opportunities, [_row(o) for o in ps.opportunities], update=False)
+    merge(conn, t.accounts, _tuples(t.accounts, ps.accounts))
+    merge(conn, t.opportunities, _tuples(t.opportunities, ps.opportunities), update=False)
     if ps.reparented:
         o = t.opportunities
         conn.execute(
@@ -138,7 +193,11 @@ def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
             .values(lead_id=bindparam("lid")),
             [{"oid": k, "lid": v} for k, v in sorted(ps.reparented.items())],
         )
-    upsert(conn, t.leads, ps.lead_rows())
+    lead_rows = ps.lead_rows()
+    if lead_rows:
+        fresh, rest = _split(Rows.of_dicts(t.leads, lead_rows), "lead_id", ps.new_leads)
+        insert_new(conn, t.leads, fresh)
+        merge(conn, t.leads, rest)
     record_history(conn, ps.status_history, ps.stage_history)
 
 
@@ -169,16 +228,9 @@ def record_history(
     conn: Connection, statuses: Sequence[StatusChange], stages: Sequence[StageChange]
 ) -> None:
     """Append status and stage changes; a stage change of an existing opportunity moves it too."""
-    upsert(
-        conn,
-        t.lead_status_history,
-        [{"history_id": h.history_id, **_row(h)} for h in statuses],
-        update=False,
-    )
-    stage_rows = [{"history_id": h.history_id, **_row(h)} for h in stages]
-    for r in stage_rows:
-        r.pop("probability")
-    upsert(conn, t.opportunity_stage_history, stage_rows, update=False)
+    merge(conn, t.lead_status_history, _tuples(t.lead_status_history, statuses), update=False)
+    stage_rows = _tuples(t.opportunity_stage_history, stages)
+    merge(conn, t.opportunity_stage_history, stage_rows, update=False)
     moves = [
         {"oid": h.opportunity_id, "st": h.to_stage, "p": h.probability}
         for h in stages
@@ -194,25 +246,33 @@ def record_history(
         )
 
 
+_REVIEW_COLUMNS = (
+    "review_id",
+    "contact_a",
+    "contact_b",
+    "score",
+    "evidence",
+    "decision",
+    "decided_by",
+    "decided_at",
+    "applied",
+    "run_id",
+    "model_version",
+)
+
+
 def _publish_reviews(conn: Connection, ps: PublishSet, run_id: str) -> None:
-    """New grey-zone pairs open; existing ones keep their decision. Applied decisions are marked."""
-    rows = [
-        {
-            "review_id": r.review_id,
-            "contact_a": r.contact_a,
-            "contact_b": r.contact_b,
-            "score": r.score,
-            "evidence": r.evidence,
-            "decision": "open",
-            "decided_by": None,
-            "decided_at": None,
-            "applied": False,
-            "run_id": run_id,
-            "model_version": ps.model_version,
-        }
+    """New grey-zone pairs open; existing ones keep their decision. Applied decisions are marked.
+
+    Always merged: review pairs outlive a rebuild (a steward's decision binds the next one), so a
+    pair of contacts published again can already be there."""
+    mv = ps.model_version
+    values = [
+        (r.review_id, r.contact_a, r.contact_b, r.score, r.evidence, "open")
+        + (None, None, False, run_id, mv)
         for r in ps.reviews
     ]
-    upsert(conn, t.match_review, rows, update=False)
+    merge(conn, t.match_review, Rows(_REVIEW_COLUMNS, values), update=False)
     ids = sorted({review_id(d.contact_a, d.contact_b) for d in ps.decisions})
     mr = t.match_review
     for chunk in in_chunks(ids):
