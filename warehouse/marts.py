@@ -853,17 +853,15 @@ CONTACTS = Mart(
     ),
     lambda d, f: (
         f"""
-WITH ranked AS (
-    SELECT lk.contact_id, lk.lead_id,
-           ROW_NUMBER() OVER (PARTITION BY lk.lead_id ORDER BY c.received_at, c.contact_id) AS nth
-    FROM lead_links lk
-    JOIN contacts c ON c.contact_id = lk.contact_id
-    WHERE {f.keys("lk.lead_id", "leads")}
-)
-SELECT c.contact_id, c.source, c.received_at, {d.day("c.received_at")}, r.lead_id,
-       CASE WHEN r.lead_id IS NOT NULL THEN r.nth > 1 END
+SELECT c.contact_id, c.source, c.received_at, {d.day("c.received_at")}, lk.lead_id,
+       CASE WHEN lk.lead_id IS NOT NULL THEN EXISTS (
+           SELECT 1 FROM lead_links e JOIN contacts ec ON ec.contact_id = e.contact_id
+           WHERE e.lead_id = lk.lead_id
+             AND (ec.received_at < c.received_at
+                  OR (ec.received_at = c.received_at AND ec.contact_id < c.contact_id))
+       ) END
 FROM contacts c
-LEFT JOIN ranked r ON r.contact_id = c.contact_id
+LEFT JOIN lead_links lk ON lk.contact_id = c.contact_id
 WHERE {f.keys("c.contact_id", "contacts")}
 """
     ),
@@ -892,45 +890,33 @@ LEAD_DATES = Mart(
     ),
     lambda d, f: (
         f"""
-WITH qualified AS (
-    SELECT lead_id, MIN(changed_at) AS qualified_at
-    FROM lead_status_history
-    WHERE to_status = 'Qualified' AND {f.keys("lead_id", "leads")}
-    GROUP BY lead_id
-),
-status_changes AS (
-    SELECT lead_id, to_status, MAX(changed_at) AS since
-    FROM lead_status_history
-    WHERE {f.keys("lead_id", "leads")}
-    GROUP BY lead_id, to_status
-),
-stage_touches AS (
-    SELECT lead_id, MAX(changed_at) AS touched_at
-    FROM opportunity_stage_history
-    WHERE {f.keys("lead_id", "leads")}
-    GROUP BY lead_id
-),
-aged AS (
+WITH aged AS (
+    -- correlated lookups by lead (indexed), so a run's keys are read, never whole histories;
+    -- stage changes from their copy in mart_stage_transitions (refreshed just before)
     SELECT l.lead_id, l.lead_source, l.status, l.opportunity_id IS NOT NULL AS is_converted,
-           l.first_seen_at, q.qualified_at, l.converted_at,
-           CASE WHEN t.touched_at > l.last_seen_at THEN t.touched_at ELSE l.last_seen_at END
-               AS last_touch_at,
-           COALESCE(sc.since, l.first_seen_at) AS status_since
+           l.first_seen_at, l.last_seen_at, l.converted_at,
+           (SELECT MIN(h.changed_at) FROM lead_status_history h
+            WHERE h.lead_id = l.lead_id AND h.to_status = 'Qualified') AS qualified_at,
+           (SELECT MAX(h.changed_at) FROM lead_status_history h
+            WHERE h.lead_id = l.lead_id AND h.to_status = l.status) AS since,
+           (SELECT MAX(t.changed_at) FROM mart_stage_transitions t
+            WHERE t.lead_id = l.lead_id) AS touched_at
     FROM leads l
-    LEFT JOIN qualified q ON q.lead_id = l.lead_id
-    LEFT JOIN status_changes sc ON sc.lead_id = l.lead_id AND sc.to_status = l.status
-    LEFT JOIN stage_touches t ON t.lead_id = l.lead_id
     WHERE {f.keys("l.lead_id", "leads")}
 )
 SELECT lead_id, lead_source, status, is_converted, first_seen_at, {d.day("first_seen_at")},
-       qualified_at, converted_at, last_touch_at, {d.day("last_touch_at")}, status_since
+       qualified_at, converted_at,
+       CASE WHEN touched_at > last_seen_at THEN touched_at ELSE last_seen_at END,
+       {d.day("CASE WHEN touched_at > last_seen_at THEN touched_at ELSE last_seen_at END")},
+       COALESCE(since, first_seen_at)
 FROM aged
 """
     ),
     ("lead_id",),
     indexes=(
         ("lead_id",),
-        ("lead_source", "status", "first_seen_at"),
+        # the aging tiles' filter, and lead_id so the view's oldest-leads tile reads the index only
+        ("lead_source", "status", "first_seen_at", "lead_id"),
         ("first_seen_on",),
         ("last_touch_on", "last_touch_at"),
     ),
@@ -943,17 +929,22 @@ def _aging_view_sql(d: Dialect, f: Scope) -> str:
     # The days are computed when read, against the clock the last refresh wrote into
     # mart_catalog: a run moves the clock without rewriting a row per lead.
     def days(start: str, end: str) -> str:
-        return f"CAST({d.days(start, end)} AS NUMERIC(10, 2))" if d.pg else d.days(start, end)
+        # PostgreSQL: in double precision, one cast (which rounds half away from zero) at the
+        # end — a dashboard sorting tens of thousands of leads by it pays this per row.
+        if d.pg:
+            return f"CAST(date_part('epoch', {end} - {start}) / 86400.0::float8 AS NUMERIC(10, 2))"
+        return d.days(start, end)
 
+    # a constant subquery: evaluated once per query, not joined to every lead
+    clock = "(SELECT c.as_of FROM mart_catalog c WHERE c.mart = 'mart_lead_aging')"
     return f"""
-SELECT a.lead_id, a.lead_source, a.status, c.as_of, a.first_seen_at,
-       {days("a.first_seen_at", "c.as_of")},
+SELECT a.lead_id, a.lead_source, a.status, {clock}, a.first_seen_at,
+       {days("a.first_seen_at", clock)},
        a.qualified_at, {days("a.first_seen_at", "a.qualified_at")},
        a.converted_at, {days("a.first_seen_at", "a.converted_at")},
-       a.last_touch_at, {days("a.last_touch_at", "c.as_of")},
-       a.status_since, {days("a.status_since", "c.as_of")}
+       a.last_touch_at, {days("a.last_touch_at", clock)},
+       a.status_since, {days("a.status_since", clock)}
 FROM mart_lead_dates a
-CROSS JOIN (SELECT as_of FROM mart_catalog WHERE mart = 'mart_lead_aging') c
 """
 
 
@@ -1165,7 +1156,7 @@ WHERE {f.keys("opportunity_id", "opportunities")}
 """
     ),
     ("history_id",),
-    indexes=(("history_id",), ("opportunity_id",), ("changed_on",)),
+    indexes=(("history_id",), ("opportunity_id",), ("lead_id",), ("changed_on",)),
     refresh=KEYS,
     by=("opportunities", "opportunity_id"),
 )
@@ -1192,12 +1183,12 @@ CATALOG = Mart(
 # Refresh order: a mart that reads another comes after it.
 MARTS: tuple[Mart, ...] = (
     FX_FACTORS,
+    STAGE_TRANSITIONS,
+    STATUS_TRANSITIONS,
     CONTACTS,
     LEAD_DATES,
     LEADS_CURRENT,
     OPPORTUNITIES,
-    STATUS_TRANSITIONS,
-    STAGE_TRANSITIONS,
     FUNNEL_DAILY,
     FUNNEL_WEEKLY,
     FUNNEL_MONTHLY,
@@ -1471,9 +1462,11 @@ def refresh_marts(
     prior: dict[str, int] = {}
     before: dict[str, set[str]] = {}
     members_before: dict[str, Counter[str]] = {}
+    planner = None
     if not full:
         assert touched is not None
         t0 = time.perf_counter()
+        planner = _index_driven(conn)
         prior = {r.mart: int(r.row_count) for r in conn.execute(tables[CATALOG.name].select())}
         _widen(conn, touched)
         before = _group_values(conn)
@@ -1520,6 +1513,9 @@ def refresh_marts(
             inserted = _run(conn, f"INSERT INTO {target} ({names}) {m.sql(d, scoped)}", values)
             rows[m.name] = prior.get(m.name, 0) - deleted + inserted
         seconds[m.name] = round(time.perf_counter() - t0, 3)
+    if planner:
+        for name, value in planner.items():
+            conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
     for m in MARTS:
         if m.refresh == VIEW:
             rows[m.name] = rows[LEAD_DATES.name]
@@ -1542,6 +1538,24 @@ def refresh_marts(
     if saved_path is not None:
         conn.execute(text("SELECT set_config('search_path', :p, true)"), {"p": saved_path})
     return MartRefresh(schema, as_of, rows, seconds, missing, full=full)
+
+
+# A few thousand keys against tables of millions: PostgreSQL's estimates favour hashing whole
+# tables (a scan each, growing with the warehouse); every join here has an index on its inner
+# side, so nested loops over the key tables are what keeps a run's cost to its keys. JIT off:
+# compiling costs more than these statements run.
+_INDEX_DRIVEN = {"enable_hashjoin": "off", "enable_mergejoin": "off", "jit": "off"}
+
+
+def _index_driven(conn: Connection) -> dict[str, str] | None:
+    """Switch PostgreSQL to index-driven joins for this transaction; the settings to restore."""
+    if conn.dialect.name != "postgresql":
+        return None
+    saved = {}
+    for name, value in _INDEX_DRIVEN.items():
+        saved[name] = conn.execute(text("SELECT current_setting(:n)"), {"n": name}).scalar_one()
+        conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
+    return saved
 
 
 def _refresh_fx(
