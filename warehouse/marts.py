@@ -835,6 +835,37 @@ WHERE {f.keys("l.lead_id", "leads")}
     by=("leads", "lead_id"),
 )
 
+
+def _contacts_sql(d: Dialect, f: Scope) -> str:
+    # A duplicate: some other contact of its lead came first (by received_at, then id). A full
+    # refresh ranks every lead's contacts in one pass; a run's keys ask the index per contact.
+    if f.full:
+        return f"""
+WITH ranked AS (
+    SELECT lk.contact_id, lk.lead_id,
+           ROW_NUMBER() OVER (PARTITION BY lk.lead_id ORDER BY c.received_at, c.contact_id) AS nth
+    FROM lead_links lk
+    JOIN contacts c ON c.contact_id = lk.contact_id
+)
+SELECT c.contact_id, c.source, c.received_at, {d.day("c.received_at")}, r.lead_id,
+       CASE WHEN r.lead_id IS NOT NULL THEN r.nth > 1 END
+FROM contacts c
+LEFT JOIN ranked r ON r.contact_id = c.contact_id
+"""
+    return f"""
+SELECT c.contact_id, c.source, c.received_at, {d.day("c.received_at")}, lk.lead_id,
+       CASE WHEN lk.lead_id IS NOT NULL THEN EXISTS (
+           SELECT 1 FROM lead_links e JOIN contacts ec ON ec.contact_id = e.contact_id
+           WHERE e.lead_id = lk.lead_id
+             AND (ec.received_at < c.received_at
+                  OR (ec.received_at = c.received_at AND ec.contact_id < c.contact_id))
+       ) END
+FROM contacts c
+LEFT JOIN lead_links lk ON lk.contact_id = c.contact_id
+WHERE {f.keys("c.contact_id", "contacts")}
+"""
+
+
 CONTACTS = Mart(
     "mart_contacts",
     "One row per contact: its source, the UTC day it arrived, the lead it resolved to, and "
@@ -851,25 +882,64 @@ CONTACTS = Mart(
             "true when an earlier contact (any source) of its lead came first; NULL without a lead",
         ),
     ),
-    lambda d, f: (
-        f"""
-SELECT c.contact_id, c.source, c.received_at, {d.day("c.received_at")}, lk.lead_id,
-       CASE WHEN lk.lead_id IS NOT NULL THEN EXISTS (
-           SELECT 1 FROM lead_links e JOIN contacts ec ON ec.contact_id = e.contact_id
-           WHERE e.lead_id = lk.lead_id
-             AND (ec.received_at < c.received_at
-                  OR (ec.received_at = c.received_at AND ec.contact_id < c.contact_id))
-       ) END
-FROM contacts c
-LEFT JOIN lead_links lk ON lk.contact_id = c.contact_id
-WHERE {f.keys("c.contact_id", "contacts")}
-"""
-    ),
+    lambda d, f: _contacts_sql(d, f),
     ("contact_id",),
     indexes=(("contact_id",), ("lead_id",), ("received_on", "source")),
     refresh=KEYS,
     by=("contacts", "contact_id"),
 )
+
+
+def _lead_dates_sql(d: Dialect, f: Scope) -> str:
+    # Stage changes from their copy in mart_stage_transitions (refreshed just before, indexed by
+    # lead). A full refresh aggregates each history once; a run's keys look each lead up.
+    if f.full:
+        aged = """
+WITH qualified AS (
+    SELECT lead_id, MIN(changed_at) AS qualified_at
+    FROM lead_status_history WHERE to_status = 'Qualified'
+    GROUP BY lead_id
+),
+status_changes AS (
+    SELECT lead_id, to_status, MAX(changed_at) AS since
+    FROM lead_status_history
+    GROUP BY lead_id, to_status
+),
+stage_touches AS (
+    SELECT lead_id, MAX(changed_at) AS touched_at
+    FROM mart_stage_transitions
+    GROUP BY lead_id
+),
+aged AS (
+    SELECT l.lead_id, l.lead_source, l.status, l.opportunity_id IS NOT NULL AS is_converted,
+           l.first_seen_at, l.last_seen_at, l.converted_at, q.qualified_at, sc.since,
+           t.touched_at
+    FROM leads l
+    LEFT JOIN qualified q ON q.lead_id = l.lead_id
+    LEFT JOIN status_changes sc ON sc.lead_id = l.lead_id AND sc.to_status = l.status
+    LEFT JOIN stage_touches t ON t.lead_id = l.lead_id
+)"""
+    else:
+        aged = f"""
+WITH aged AS (
+    SELECT l.lead_id, l.lead_source, l.status, l.opportunity_id IS NOT NULL AS is_converted,
+           l.first_seen_at, l.last_seen_at, l.converted_at,
+           (SELECT MIN(h.changed_at) FROM lead_status_history h
+            WHERE h.lead_id = l.lead_id AND h.to_status = 'Qualified') AS qualified_at,
+           (SELECT MAX(h.changed_at) FROM lead_status_history h
+            WHERE h.lead_id = l.lead_id AND h.to_status = l.status) AS since,
+           (SELECT MAX(t.changed_at) FROM mart_stage_transitions t
+            WHERE t.lead_id = l.lead_id) AS touched_at
+    FROM leads l
+    WHERE {f.keys("l.lead_id", "leads")}
+)"""
+    touch = "CASE WHEN touched_at > last_seen_at THEN touched_at ELSE last_seen_at END"
+    return f"""{aged}
+SELECT lead_id, lead_source, status, is_converted, first_seen_at, {d.day("first_seen_at")},
+       qualified_at, converted_at, {touch}, {d.day(touch)}, COALESCE(since, first_seen_at)
+FROM aged
+"""
+
 
 LEAD_DATES = Mart(
     "mart_lead_dates",
@@ -888,30 +958,7 @@ LEAD_DATES = Mart(
         Col("last_touch_on", DAY, "UTC day of last_touch_at", False),
         Col("status_since", TS, "when the lead entered its current status", False),
     ),
-    lambda d, f: (
-        f"""
-WITH aged AS (
-    -- correlated lookups by lead (indexed), so a run's keys are read, never whole histories;
-    -- stage changes from their copy in mart_stage_transitions (refreshed just before)
-    SELECT l.lead_id, l.lead_source, l.status, l.opportunity_id IS NOT NULL AS is_converted,
-           l.first_seen_at, l.last_seen_at, l.converted_at,
-           (SELECT MIN(h.changed_at) FROM lead_status_history h
-            WHERE h.lead_id = l.lead_id AND h.to_status = 'Qualified') AS qualified_at,
-           (SELECT MAX(h.changed_at) FROM lead_status_history h
-            WHERE h.lead_id = l.lead_id AND h.to_status = l.status) AS since,
-           (SELECT MAX(t.changed_at) FROM mart_stage_transitions t
-            WHERE t.lead_id = l.lead_id) AS touched_at
-    FROM leads l
-    WHERE {f.keys("l.lead_id", "leads")}
-)
-SELECT lead_id, lead_source, status, is_converted, first_seen_at, {d.day("first_seen_at")},
-       qualified_at, converted_at,
-       CASE WHEN touched_at > last_seen_at THEN touched_at ELSE last_seen_at END,
-       {d.day("CASE WHEN touched_at > last_seen_at THEN touched_at ELSE last_seen_at END")},
-       COALESCE(since, first_seen_at)
-FROM aged
-"""
-    ),
+    lambda d, f: _lead_dates_sql(d, f),
     ("lead_id",),
     indexes=(
         ("lead_id",),
