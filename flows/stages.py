@@ -653,12 +653,13 @@ def _gated_publish(
                     touched,
                 )
                 t0 = time.perf_counter()
-                for k, v in apply_opportunity_updates(conn, settings, run_id, crm).items():
+                moved = apply_opportunity_updates(conn, settings, run_id, crm, touched)
+                for k, v in moved.items():
                     stats[k] += v
                 failures = [f"{r.source.name}: {r.failure}" for r in crm if r.failure]
                 if failures:
                     stats["opportunity_update_failures"] = failures
-                refreshed = refresh_marts(conn, settings, run_id)
+                refreshed = refresh_marts(conn, settings, run_id, touched)
                 gate.results.extend(refreshed.checks())
                 stats["mart_warnings"] = refreshed.warnings()
                 timings["marts"] += time.perf_counter() - t0
@@ -682,8 +683,14 @@ def _gated_publish(
     return dict(stats)
 
 
-def refresh_marts(conn: Connection, settings: Settings, run_id: str = "marts") -> marts.MartRefresh:
-    """Changed rates files loaded, then the marts rebuilt, all in the caller's transaction."""
+def refresh_marts(
+    conn: Connection,
+    settings: Settings,
+    run_id: str = "marts",
+    touched: publish.Touched | None = None,
+) -> marts.MartRefresh:
+    """Changed rates files loaded, then the marts brought up to date, all in the caller's
+    transaction: for what `touched` names (a run), or rebuilt whole (without it)."""
     bad: list[str] = []
     for path in settings.fx.rates:
         bad += load_fx_file(conn, path, settings.fx.base_currency, run_id)
@@ -693,6 +700,7 @@ def refresh_marts(conn: Connection, settings: Settings, run_id: str = "marts") -
         as_of=resolution.data_clock(conn),
         reporting_currency=settings.marts.reporting_currency,
         base_currency=settings.fx.base_currency,
+        touched=touched,
     )
     return dataclasses.replace(refreshed, bad_rate_rows=tuple(bad))
 
@@ -743,10 +751,14 @@ def read_crm_apis(engine: Engine, settings: Settings) -> list[CrmRead]:
 
 
 def apply_opportunity_updates(
-    conn: Connection, settings: Settings, run_id: str, api_reads: Sequence[CrmRead] = ()
+    conn: Connection,
+    settings: Settings,
+    run_id: str,
+    api_reads: Sequence[CrmRead] = (),
+    touched: publish.Touched | None = None,
 ) -> dict[str, int]:
     """New or changed CRM export files, and what the CRM APIs gave, applied to the opportunities
-    in the caller's transaction."""
+    in the caller's transaction; the opportunities they moved are added to `touched`."""
     stats: dict[str, int] = defaultdict(int)
     if not settings.opportunity_updates:
         return stats
@@ -765,6 +777,9 @@ def apply_opportunity_updates(
         plan = plan_updates(updates, by_id, by_email, stage_table, as_of, src.stage_map)
         plan = dataclasses.replace(plan, rejects=tuple(rejects) + plan.rejects)
         outcomes_store.write_plan(conn, plan, cursor, run_id)
+        if touched is not None:
+            touched.opportunities.update(s.opportunity_id for s in plan.states)
+            touched.opportunities.update(h.opportunity_id for h in plan.history)
         stats["opportunity_updates_read"] += len(updates) + len(rejects)
         stats["opportunity_updates_applied"] += plan.applied
         stats["opportunity_updates_rejected"] += len(plan.rejects)

@@ -1,10 +1,36 @@
-"""The marts BI tools read: typed tables in their own schema, rebuilt inside the publish transaction.
+"""The marts BI tools read: typed tables in their own schema, kept up to date inside the publish transaction.
 
 Each mart is a declared table (names, SQL types, one comment per column) and one SELECT over the
-warehouse tables. `refresh_marts` replaces every mart's rows in the caller's transaction, so a
-reader sees marts consistent with the leads they summarize: the old state or the new one. On
-PostgreSQL the marts live in their own schema (`marts` by default), the only one `bi_reader` may
-read; SQLite has one namespace, so there the same table names sit in the main database.
+warehouse tables or the marts before it. `refresh_marts` brings them up to date in the caller's
+transaction, so a reader sees marts consistent with the leads they summarize: the old state or
+the new one. On PostgreSQL the marts live in their own schema (`marts` by default), the only one
+`bi_reader` may read; SQLite has one namespace, so there the same table names sit in the main
+database.
+
+How a refresh works. A run passes what it wrote or deleted (`warehouse.publish.Touched`: leads,
+contacts, opportunities). Those keys are widened to every row they reach (the leads of touched
+opportunities and of their stage changes, the opportunities of the leads, every contact of the
+leads, the leads of the contacts) into temporary key tables (`warehouse.load.key_table`). Then:
+
+- per-key marts (`mart_contacts`, `mart_lead_dates`, `mart_leads_current`, `mart_opportunities`,
+  the two transition marts): the keys' rows are deleted and their SELECT inserted again,
+  restricted to the keys;
+- aggregates: only the groups the old and the new rows of those keys fall in (funnel days,
+  weeks and months; stages; close and creation months; sources; days of status changes and of
+  last touches) are deleted and recomputed, from the per-key marts (indexed on those columns),
+  never from every contact or lead; `mart_source_quality` adds to its stored counts what the
+  keyed rows changed and counts landed records and rejects again;
+- `mart_lead_aging` is a view: the dates stay stored in `mart_lead_dates`, the days are computed
+  when read against the clock in `mart_catalog`, so a moving clock rewrites no lead's row;
+  `mart_lead_aging_summary` is recomputed whole from `mart_lead_touch_days` (a row per source,
+  status and day of last touch, with sums of seconds) and the leads of the two cut-off days;
+- `mart_fx_factors` holds the factors amounts convert by; when they change (new rates, another
+  clock day, another reporting currency) `mart_opportunities` and the marts over it are
+  rebuilt whole.
+
+Without `touched` (a rebuild, a remodel, `forget`, `rescore`, `leadflow db upgrade`), or when a
+mart was just created or changed, every mart is rebuilt whole from the same SELECTs; a test runs
+a sequence of runs and compares both, row by row, on SQLite and PostgreSQL.
 
 Every "days" figure is measured against the data's clock (the newest published contact), never
 the wall clock, so a rebuild reproduces the same marts. Amounts are converted to the reporting
@@ -19,10 +45,12 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -46,6 +74,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeEngine
 
+from warehouse.load import key_table
 from warehouse.quality import PUBLISHED, WARNING, CheckResult
 from warehouse.schema import fx_rates
 
@@ -106,10 +135,101 @@ class Dialect:
             return f"ROUND(CAST(EXTRACT(EPOCH FROM ({end} - {start})) / 86400.0 AS NUMERIC), 2)"
         return f"ROUND(julianday({end}) - julianday({start}), 2)"
 
+    def seconds(self, ts: str) -> str:
+        """Whole seconds since 1970 of a timestamp: integers, so sums of them add up exactly."""
+        if self.pg:
+            return f"CAST(FLOOR(EXTRACT(EPOCH FROM {ts})) AS BIGINT)"
+        return f"CAST(strftime('%s', {ts}) AS INTEGER)"
+
+    def date_key(self, k: str) -> str:
+        """A group key table's text as a date (SQLite keeps dates as ISO text already)."""
+        return f"CAST({k} AS DATE)" if self.pg else k
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which rows a mart's SELECT reads: all of them (a full refresh), or those of the keys and
+    groups in the refresh's temporary key tables (`warehouse.load.key_table`, column `k`)."""
+
+    d: Dialect
+    full: bool = True
+
+    def keys(self, col: str, of: str) -> str:
+        """`col` among the keys of `of` ("leads", "contacts", "opportunities")."""
+        return "1 = 1" if self.full else f"{col} IN (SELECT k FROM {_KEYS[of]})"
+
+    def groups(self, col: str, of: str) -> str:
+        """`col` (a date or a name) among the groups `of` names (see `_GROUPS`)."""
+        if self.full:
+            return "1 = 1"
+        k = self.d.date_key("k") if _GROUPS[of].dates else "k"
+        return f"{col} IN (SELECT {k} FROM {_GROUPS[of].table})"
+
 
 def rate(num: str, den: str) -> str:
     # 1.0 * … : no integer division; NULLIF: NULL rather than a division by zero.
     return f"ROUND(1.0 * ({num}) / NULLIF({den}, 0), 4)"
+
+
+# The temporary key tables of an incremental refresh: the keys a run touched, widened to every
+# row they reach (`_widen`), and the groups (days, months, stages, sources) their rows fall in.
+_KEYS = {
+    "leads": "mart_keys_leads",
+    "contacts": "mart_keys_contacts",
+    "opportunities": "mart_keys_opportunities",
+}
+
+
+@dataclass(frozen=True)
+class GroupSet:
+    table: str
+    dates: bool  # the keys are dates (ISO text in the key table)
+    # the per-key mart, its key set and the column whose old and new values name the groups
+    sources: tuple[tuple[str, str, str], ...]
+
+
+_GROUPS: dict[str, GroupSet] = {
+    "funnel_days": GroupSet(
+        "mart_groups_funnel_days",
+        True,
+        (
+            ("mart_contacts", "contacts", "received_on"),
+            ("mart_lead_dates", "leads", "first_seen_on"),
+        ),
+    ),
+    # weeks and months of the funnel days: derived in Python from funnel_days
+    "funnel_weeks": GroupSet("mart_groups_funnel_weeks", True, ()),
+    "funnel_months": GroupSet("mart_groups_funnel_months", True, ()),
+    "stages": GroupSet(
+        "mart_groups_stages", False, (("mart_opportunities", "opportunities", "stage"),)
+    ),
+    "close_months": GroupSet(
+        "mart_groups_close_months",
+        True,
+        (("mart_opportunities", "opportunities", "close_month"),),
+    ),
+    "created_months": GroupSet(
+        "mart_groups_created_months",
+        True,
+        (("mart_opportunities", "opportunities", "created_month"),),
+    ),
+    "opportunity_sources": GroupSet(
+        "mart_groups_opportunity_sources",
+        False,
+        (("mart_opportunities", "opportunities", "lead_source"),),
+    ),
+    "status_days": GroupSet(
+        "mart_groups_status_days", True, (("mart_status_transitions", "leads", "changed_on"),)
+    ),
+    "touch_days": GroupSet(
+        "mart_groups_touch_days", True, (("mart_lead_dates", "leads", "last_touch_on"),)
+    ),
+}
+
+FULL = "full"  # every row recomputed at every refresh (small marts, or read from small ones)
+KEYS = "keys"  # one row per lead, contact, opportunity or history row: the touched keys' rows
+GROUPS = "groups"  # an aggregate: the groups the touched rows fall in
+VIEW = "view"  # computed when read, from stored marts and the clock in mart_catalog
 
 
 @dataclass(frozen=True)
@@ -117,12 +237,13 @@ class Mart:
     name: str
     doc: str  # the table's comment: what one row is
     columns: tuple[Col, ...]
-    sql: Callable[[Dialect], str]
+    sql: Callable[[Dialect, Scope], str]
     key: tuple[str, ...]  # what makes a row unique (dbt tests it; the docs say it)
     indexes: tuple[tuple[str, ...], ...] = ()  # for the dashboards' lookups and filters
-    # (table, key): rows are immutable copies of that table's rows, so a refresh only adds the
-    # new ones and deletes the vanished ones instead of rewriting them all
-    incremental: tuple[str, str] | None = None
+    refresh: str = FULL
+    # KEYS: (key set, mart column) — the rows deleted and selected again are those whose column
+    # holds a key of the set; GROUPS: (group set, mart column)
+    by: tuple[str, str] | None = None
 
     @property
     def column_docs(self) -> dict[str, str]:
@@ -130,7 +251,8 @@ class Mart:
 
     def digest(self, dialect: Dialect) -> str:
         cols = ";".join(f"{c.name}:{c.type!r}:{c.nullable}:{c.doc}" for c in self.columns)
-        text = f"{self.doc}\n{cols}\n{self.indexes}\n{self.incremental}\n{self.sql(dialect)}"
+        sql = self.sql(dialect, Scope(dialect))
+        text = f"{self.doc}\n{cols}\n{self.indexes}\n{self.refresh}\n{self.by}\n{sql}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -158,39 +280,40 @@ _FUNNEL_COUNTS = (
 )
 
 
-def _funnel_sql(period: Callable[[Dialect, str], str], col: str) -> Callable[[Dialect], str]:
-    def sql(d: Dialect) -> str:
-        return f"""
+def _funnel_daily_sql(d: Dialect, f: Scope) -> str:
+    # Read from the per-contact and per-lead marts, which keep the UTC day of each, indexed: a
+    # refresh recounts only the days the run's contacts and leads fall in.
+    return f"""
 WITH contact_periods AS (
-    SELECT {period(d, "received_at")} AS {col}, source, COUNT(*) AS contacts
-    FROM contacts
-    GROUP BY 1, 2
+    SELECT received_on AS day, source, COUNT(*) AS contacts
+    FROM mart_contacts
+    WHERE {f.groups("received_on", "funnel_days")}
+    GROUP BY received_on, source
 ),
 lead_periods AS (
-    SELECT {period(d, "first_seen_at")} AS {col}, lead_source AS source,
+    SELECT first_seen_on AS day, lead_source AS source,
            COUNT(*) AS new_leads,
            SUM(CASE WHEN status = 'Qualified' THEN 1 ELSE 0 END) AS qualified,
-           SUM(CASE WHEN opportunity_id IS NULL THEN 0 ELSE 1 END) AS opportunities
-    FROM leads
-    GROUP BY 1, 2
+           SUM(CASE WHEN is_converted THEN 1 ELSE 0 END) AS opportunities
+    FROM mart_lead_dates
+    WHERE {f.groups("first_seen_on", "funnel_days")}
+    GROUP BY first_seen_on, lead_source
 ),
 keys AS (
-    SELECT {col}, source FROM contact_periods
+    SELECT day, source FROM contact_periods
     UNION
-    SELECT {col}, source FROM lead_periods
+    SELECT day, source FROM lead_periods
 )
-SELECT k.{col}, k.source,
+SELECT k.day, k.source,
        COALESCE(c.contacts, 0), COALESCE(l.new_leads, 0),
        COALESCE(l.qualified, 0), COALESCE(l.opportunities, 0),
        {rate("COALESCE(l.new_leads, 0)", "c.contacts")},
        {rate("l.qualified", "l.new_leads")},
        {rate("l.opportunities", "l.new_leads")}
 FROM keys k
-LEFT JOIN contact_periods c ON c.{col} = k.{col} AND c.source = k.source
-LEFT JOIN lead_periods l ON l.{col} = k.{col} AND l.source = k.source
+LEFT JOIN contact_periods c ON c.day = k.day AND c.source = k.source
+LEFT JOIN lead_periods l ON l.day = k.day AND l.source = k.source
 """
-
-    return sql
 
 
 _COHORT = (
@@ -210,15 +333,20 @@ FUNNEL_DAILY = Mart(
         ),
     )
     + _FUNNEL_COUNTS,
-    _funnel_sql(Dialect.day, "day"),
+    _funnel_daily_sql,
     ("day", "source"),
+    indexes=(("day",),),
+    refresh=GROUPS,
+    by=("funnel_days", "day"),
 )
 
 
-def _rollup_sql(period: Callable[[Dialect, str], str], col: str) -> Callable[[Dialect], str]:
+def _rollup_sql(
+    period: Callable[[Dialect, str], str], col: str, groups: str
+) -> Callable[[Dialect, Scope], str]:
     # Counts add up, so a week or a month is the sum of its days: one pass over the daily mart
     # instead of another over every contact and lead.
-    def sql(d: Dialect) -> str:
+    def sql(d: Dialect, f: Scope) -> str:
         return f"""
 SELECT {period(d, "day")} AS {col}, source,
        SUM(contacts), SUM(new_leads), SUM(qualified), SUM(opportunities),
@@ -226,6 +354,7 @@ SELECT {period(d, "day")} AS {col}, source,
        {rate("SUM(qualified)", "SUM(new_leads)")},
        {rate("SUM(opportunities)", "SUM(new_leads)")}
 FROM mart_funnel_daily
+WHERE {f.groups(period(d, "day"), groups)}
 GROUP BY 1, 2
 """
 
@@ -236,16 +365,20 @@ FUNNEL_WEEKLY = Mart(
     "mart_funnel_weekly",
     "One row per ISO week (Monday to Sunday, UTC) and source. " + _COHORT,
     (Col("week_start", DAY, "Monday (UTC) the ISO week starts on", False),) + _FUNNEL_COUNTS,
-    _rollup_sql(Dialect.week_of_date, "week_start"),
+    _rollup_sql(Dialect.week_of_date, "week_start", "funnel_weeks"),
     ("week_start", "source"),
+    refresh=GROUPS,
+    by=("funnel_weeks", "week_start"),
 )
 
 FUNNEL_MONTHLY = Mart(
     "mart_funnel_monthly",
     "One row per UTC calendar month and source. " + _COHORT,
     (Col("month_start", DAY, "first day of the UTC calendar month", False),) + _FUNNEL_COUNTS,
-    _rollup_sql(Dialect.month_of_date, "month_start"),
+    _rollup_sql(Dialect.month_of_date, "month_start", "funnel_months"),
     ("month_start", "source"),
+    refresh=GROUPS,
+    by=("funnel_months", "month_start"),
 )
 
 # ---- opportunities: one row each, then pipeline, forecast and outcomes over them ----------------
@@ -269,6 +402,23 @@ fx AS (
     FROM fx_latest c
     JOIN fx_latest r ON r.currency = :reporting
 )"""
+
+FX_FACTORS = Mart(
+    "mart_fx_factors",
+    "One row per currency that converts into the reporting currency as of the data clock's "
+    "day: the factor mart_opportunities multiplies its amounts by. A refresh that finds other "
+    "factors than the stored ones (new rates, another day, another reporting currency) "
+    "recomputes the opportunity marts whole.",
+    (
+        Col("currency", String(3), "ISO currency of the amounts converted", False),
+        Col("reporting_currency", String(3), "the reporting currency", False),
+        Col(
+            "factor", Numeric(), "amount in currency × factor = amount in reporting_currency", False
+        ),
+    ),
+    lambda d, f: f"WITH {_FX.strip()}\nSELECT currency, :reporting, factor FROM fx\n",
+    ("currency",),
+)
 
 OPPORTUNITIES = Mart(
     "mart_opportunities",
@@ -317,14 +467,13 @@ OPPORTUNITIES = Mart(
         ),
         Col("sales_cycle_days", DAYS, "days from created_at to closed_at; NULL without closed_at"),
     ),
-    lambda d: (
+    lambda d, f: (
         f"""
-WITH {_FX.strip()},
-closes AS (
+WITH closes AS (
     SELECT h.opportunity_id, MAX(h.changed_at) AS closed_at
     FROM opportunity_stage_history h
     JOIN opportunity_stages s ON s.stage = h.to_stage
-    WHERE s.is_closed
+    WHERE s.is_closed AND {f.keys("h.opportunity_id", "opportunities")}
     GROUP BY h.opportunity_id
 )
 SELECT o.opportunity_id, o.lead_id, o.account_id, o.lead_source,
@@ -336,11 +485,14 @@ SELECT o.opportunity_id, o.lead_id, o.account_id, o.lead_source,
 FROM opportunities o
 JOIN opportunity_stages s ON s.stage = o.stage
 LEFT JOIN closes c ON c.opportunity_id = o.opportunity_id
-LEFT JOIN fx ON fx.currency = o.currency
+LEFT JOIN mart_fx_factors fx ON fx.currency = o.currency
+WHERE {f.keys("o.opportunity_id", "opportunities")}
 """
     ),
     ("opportunity_id",),
     indexes=(("opportunity_id",), ("lead_id",)),
+    refresh=KEYS,
+    by=("opportunities", "opportunity_id"),
 )
 
 PIPELINE = Mart(
@@ -376,19 +528,21 @@ PIPELINE = Mart(
             "weighted_amount in the reporting currency (NULL without a rate)",
         ),
     ),
-    lambda d: (
-        """
+    lambda d, f: (
+        f"""
 SELECT stage, stage_sort_order, forecast_category, currency, COUNT(*),
        SUM(amount), ROUND(SUM(amount * probability) / 100.0, 2),
        CASE WHEN COUNT(amount) = COUNT(amount_reporting) THEN SUM(amount_reporting) END,
        CASE WHEN COUNT(amount) = COUNT(amount_reporting)
             THEN ROUND(SUM(amount_reporting * probability) / 100.0, 2) END
 FROM mart_opportunities
-WHERE NOT is_closed
+WHERE NOT is_closed AND {f.groups("stage", "stages")}
 GROUP BY stage, stage_sort_order, forecast_category, currency
 """
     ),
     ("stage", "currency"),
+    refresh=GROUPS,
+    by=("stages", "stage"),
 )
 
 FORECAST = Mart(
@@ -420,16 +574,19 @@ FORECAST = Mart(
             False,
         ),
     ),
-    lambda d: (
-        """
+    lambda d, f: (
+        f"""
 SELECT close_month, forecast_category, reporting_currency, COUNT(*),
        SUM(amount_reporting), ROUND(SUM(amount_reporting * probability) / 100.0, 2),
        SUM(CASE WHEN amount IS NOT NULL AND amount_reporting IS NULL THEN 1 ELSE 0 END)
 FROM mart_opportunities
+WHERE {f.groups("close_month", "close_months")}
 GROUP BY close_month, forecast_category, reporting_currency
 """
     ),
     ("close_month", "forecast_category"),
+    refresh=GROUPS,
+    by=("close_months", "close_month"),
 )
 
 _OUTCOME_COLS = (
@@ -451,16 +608,16 @@ _OUTCOME_COLS = (
 )
 
 
-def _outcomes_sql(group: str) -> Callable[[Dialect], str]:
+def _outcomes_sql(group: str, groups: str) -> Callable[[Dialect, Scope], str]:
     # Median without percentile functions (SQLite has none): the middle one or two of the sorted.
-    def sql(d: Dialect) -> str:
+    def sql(d: Dialect, f: Scope) -> str:
         return f"""
 WITH ranked AS (
     SELECT {group} AS g, sales_cycle_days AS days,
            ROW_NUMBER() OVER (PARTITION BY {group} ORDER BY sales_cycle_days) AS nth,
            COUNT(*) OVER (PARTITION BY {group}) AS n
     FROM mart_opportunities
-    WHERE is_won AND sales_cycle_days IS NOT NULL
+    WHERE is_won AND sales_cycle_days IS NOT NULL AND {f.groups(group, groups)}
 ),
 medians AS (
     SELECT g, ROUND(AVG(days), 2) AS median_days
@@ -481,6 +638,7 @@ SELECT o.{group},
                 THEN 1 ELSE 0 END)
 FROM mart_opportunities o
 LEFT JOIN medians m ON m.g = o.{group}
+WHERE {f.groups("o." + group, groups)}
 GROUP BY o.{group}
 """
 
@@ -491,8 +649,10 @@ OUTCOMES_BY_SOURCE = Mart(
     "mart_outcomes_by_source",
     "Win rate and sales cycle per lead source, over every opportunity the source brought.",
     (Col("lead_source", NAME, "source of the leads' first contact", False),) + _OUTCOME_COLS,
-    _outcomes_sql("lead_source"),
+    _outcomes_sql("lead_source", "opportunity_sources"),
     ("lead_source",),
+    refresh=GROUPS,
+    by=("opportunity_sources", "lead_source"),
 )
 
 OUTCOMES_BY_MONTH = Mart(
@@ -507,11 +667,73 @@ OUTCOMES_BY_MONTH = Mart(
         ),
     )
     + _OUTCOME_COLS,
-    _outcomes_sql("created_month"),
+    _outcomes_sql("created_month", "created_months"),
     ("created_month",),
+    refresh=GROUPS,
+    by=("created_months", "created_month"),
 )
 
 # ---- sources, leads, history ------------------------------------------------------------------
+
+# Per source: contacts and duplicates (from mart_contacts), leads and conversions (from
+# mart_lead_dates). An incremental refresh passes the stored counts plus what the run's rows
+# changed instead (`_source_members`), so it never counts every contact again.
+_MEMBERS_FROM_MARTS = """
+members AS (
+    SELECT source, SUM(contacts) AS contacts, SUM(duplicates) AS duplicates,
+           SUM(leads) AS leads, SUM(opportunities) AS opportunities
+    FROM (
+        SELECT source, COUNT(lead_id) AS contacts,
+               SUM(CASE WHEN is_duplicate THEN 1 ELSE 0 END) AS duplicates,
+               0 AS leads, 0 AS opportunities
+        FROM mart_contacts
+        GROUP BY source
+        UNION ALL
+        SELECT lead_source, 0, 0, COUNT(*), SUM(CASE WHEN is_converted THEN 1 ELSE 0 END)
+        FROM mart_lead_dates
+        GROUP BY lead_source
+    ) m
+    GROUP BY source
+)"""
+
+
+def _source_quality_sql(members: str) -> str:
+    return f"""
+WITH raw AS (SELECT source, COUNT(*) AS landed FROM raw_contacts GROUP BY source),
+rej AS (
+    SELECT source, COUNT(*) AS rejects,
+           SUM(CASE WHEN stage = 'extract' THEN 1 ELSE 0 END) AS extract_rejects
+    FROM rejects
+    WHERE stage <> 'outcome'
+    GROUP BY source
+),
+{members.strip()},
+sources AS (
+    SELECT source FROM raw
+    UNION
+    SELECT source FROM rej
+    UNION
+    SELECT source FROM members WHERE leads > 0
+),
+counts AS (
+    SELECT s.source,
+           COALESCE(r.landed, 0) + COALESCE(j.extract_rejects, 0) AS records,
+           COALESCE(m.contacts, 0) AS contacts,
+           COALESCE(j.rejects, 0) AS rejects,
+           COALESCE(m.duplicates, 0) AS duplicates,
+           COALESCE(m.leads, 0) AS leads,
+           COALESCE(m.opportunities, 0) AS opportunities
+    FROM sources s
+    LEFT JOIN raw r ON r.source = s.source
+    LEFT JOIN rej j ON j.source = s.source
+    LEFT JOIN members m ON m.source = s.source
+)
+SELECT source, records, contacts, rejects, duplicates, leads, opportunities,
+       {rate("duplicates", "contacts")}, {rate("rejects", "records")},
+       {rate("opportunities", "leads")}
+FROM counts
+"""
+
 
 SOURCE_QUALITY = Mart(
     "mart_source_quality",
@@ -544,60 +766,7 @@ SOURCE_QUALITY = Mart(
         Col("reject_rate", RATE, "rejects / records"),
         Col("conversion_rate", RATE, "opportunities / leads"),
     ),
-    lambda d: (
-        f"""
-WITH sources AS (
-    SELECT source FROM raw_contacts
-    UNION
-    SELECT source FROM rejects WHERE stage <> 'outcome'
-    UNION
-    SELECT lead_source FROM leads
-),
-raw AS (SELECT source, COUNT(*) AS landed FROM raw_contacts GROUP BY source),
-rej AS (
-    SELECT source, COUNT(*) AS rejects,
-           SUM(CASE WHEN stage = 'extract' THEN 1 ELSE 0 END) AS extract_rejects
-    FROM rejects
-    WHERE stage <> 'outcome'
-    GROUP BY source
-),
-ranked AS (
-    SELECT c.source,
-           ROW_NUMBER() OVER (PARTITION BY lk.lead_id ORDER BY c.received_at, c.contact_id) AS nth
-    FROM contacts c
-    JOIN lead_links lk ON lk.contact_id = c.contact_id
-),
-con AS (
-    SELECT source, COUNT(*) AS contacts, SUM(CASE WHEN nth > 1 THEN 1 ELSE 0 END) AS duplicates
-    FROM ranked
-    GROUP BY source
-),
-lds AS (
-    SELECT lead_source AS source, COUNT(*) AS leads,
-           SUM(CASE WHEN opportunity_id IS NULL THEN 0 ELSE 1 END) AS opportunities
-    FROM leads
-    GROUP BY lead_source
-),
-counts AS (
-    SELECT s.source,
-           COALESCE(r.landed, 0) + COALESCE(j.extract_rejects, 0) AS records,
-           COALESCE(c.contacts, 0) AS contacts,
-           COALESCE(j.rejects, 0) AS rejects,
-           COALESCE(c.duplicates, 0) AS duplicates,
-           COALESCE(l.leads, 0) AS leads,
-           COALESCE(l.opportunities, 0) AS opportunities
-    FROM sources s
-    LEFT JOIN raw r ON r.source = s.source
-    LEFT JOIN rej j ON j.source = s.source
-    LEFT JOIN con c ON c.source = s.source
-    LEFT JOIN lds l ON l.source = s.source
-)
-SELECT source, records, contacts, rejects, duplicates, leads, opportunities,
-       {rate("duplicates", "contacts")}, {rate("rejects", "records")},
-       {rate("opportunities", "leads")}
-FROM counts
-"""
-    ),
+    lambda d, f: _source_quality_sql(_MEMBERS_FROM_MARTS),
     ("source",),
 )
 
@@ -649,19 +818,182 @@ LEADS_CURRENT = Mart(
         Col("opportunity_amount", MONEY, "that opportunity's amount"),
         Col("opportunity_currency", String(3), "ISO currency of the amount"),
     ),
-    lambda d: (
-        """
+    lambda d, f: (
+        f"""
 SELECT l.lead_id, l.lead_source, l.company, l.country, l.status, l.score, l.grade,
        l.rules_version, l.first_seen_at, l.last_seen_at, l.contact_count, l.source_count,
        l.opportunity_id IS NOT NULL, l.converted_at, l.account_id, l.opportunity_id,
        o.stage, o.amount, o.currency
 FROM leads l
 LEFT JOIN opportunities o ON o.opportunity_id = l.opportunity_id
+WHERE {f.keys("l.lead_id", "leads")}
 """
     ),
     ("lead_id",),
     indexes=(("lead_id",), ("lead_source", "status")),
+    refresh=KEYS,
+    by=("leads", "lead_id"),
 )
+
+
+def _contacts_sql(d: Dialect, f: Scope) -> str:
+    # A duplicate: some other contact of its lead came first (by received_at, then id). A full
+    # refresh ranks every lead's contacts in one pass; a run's keys ask the index per contact.
+    if f.full:
+        return f"""
+WITH ranked AS (
+    SELECT lk.contact_id, lk.lead_id,
+           ROW_NUMBER() OVER (PARTITION BY lk.lead_id ORDER BY c.received_at, c.contact_id) AS nth
+    FROM lead_links lk
+    JOIN contacts c ON c.contact_id = lk.contact_id
+)
+SELECT c.contact_id, c.source, c.received_at, {d.day("c.received_at")}, r.lead_id,
+       CASE WHEN r.lead_id IS NOT NULL THEN r.nth > 1 END
+FROM contacts c
+LEFT JOIN ranked r ON r.contact_id = c.contact_id
+"""
+    return f"""
+SELECT c.contact_id, c.source, c.received_at, {d.day("c.received_at")}, lk.lead_id,
+       CASE WHEN lk.lead_id IS NOT NULL THEN EXISTS (
+           SELECT 1 FROM lead_links e JOIN contacts ec ON ec.contact_id = e.contact_id
+           WHERE e.lead_id = lk.lead_id
+             AND (ec.received_at < c.received_at
+                  OR (ec.received_at = c.received_at AND ec.contact_id < c.contact_id))
+       ) END
+FROM contacts c
+LEFT JOIN lead_links lk ON lk.contact_id = c.contact_id
+WHERE {f.keys("c.contact_id", "contacts")}
+"""
+
+
+CONTACTS = Mart(
+    "mart_contacts",
+    "One row per contact: its source, the UTC day it arrived, the lead it resolved to, and "
+    "whether it was a duplicate. No names, emails or phones.",
+    (
+        Col("contact_id", KEY, "stable contact id", False),
+        Col("source", NAME, "configured source name", False),
+        Col("received_at", TS, "UTC time the contact was received", False),
+        Col("received_on", DAY, "UTC day of received_at", False),
+        Col("lead_id", KEY, "the lead it resolved to; NULL while it has none"),
+        Col(
+            "is_duplicate",
+            Boolean(),
+            "true when an earlier contact (any source) of its lead came first; NULL without a lead",
+        ),
+    ),
+    lambda d, f: _contacts_sql(d, f),
+    ("contact_id",),
+    indexes=(("contact_id",), ("lead_id",), ("received_on", "source")),
+    refresh=KEYS,
+    by=("contacts", "contact_id"),
+)
+
+
+def _lead_dates_sql(d: Dialect, f: Scope) -> str:
+    # Stage changes from their copy in mart_stage_transitions (refreshed just before, indexed by
+    # lead). A full refresh aggregates each history once; a run's keys look each lead up.
+    if f.full:
+        aged = """
+WITH qualified AS (
+    SELECT lead_id, MIN(changed_at) AS qualified_at
+    FROM lead_status_history WHERE to_status = 'Qualified'
+    GROUP BY lead_id
+),
+status_changes AS (
+    SELECT lead_id, to_status, MAX(changed_at) AS since
+    FROM lead_status_history
+    GROUP BY lead_id, to_status
+),
+stage_touches AS (
+    SELECT lead_id, MAX(changed_at) AS touched_at
+    FROM mart_stage_transitions
+    GROUP BY lead_id
+),
+aged AS (
+    SELECT l.lead_id, l.lead_source, l.status, l.opportunity_id IS NOT NULL AS is_converted,
+           l.first_seen_at, l.last_seen_at, l.converted_at, q.qualified_at, sc.since,
+           t.touched_at
+    FROM leads l
+    LEFT JOIN qualified q ON q.lead_id = l.lead_id
+    LEFT JOIN status_changes sc ON sc.lead_id = l.lead_id AND sc.to_status = l.status
+    LEFT JOIN stage_touches t ON t.lead_id = l.lead_id
+)"""
+    else:
+        aged = f"""
+WITH aged AS (
+    SELECT l.lead_id, l.lead_source, l.status, l.opportunity_id IS NOT NULL AS is_converted,
+           l.first_seen_at, l.last_seen_at, l.converted_at,
+           (SELECT MIN(h.changed_at) FROM lead_status_history h
+            WHERE h.lead_id = l.lead_id AND h.to_status = 'Qualified') AS qualified_at,
+           (SELECT MAX(h.changed_at) FROM lead_status_history h
+            WHERE h.lead_id = l.lead_id AND h.to_status = l.status) AS since,
+           (SELECT MAX(t.changed_at) FROM mart_stage_transitions t
+            WHERE t.lead_id = l.lead_id) AS touched_at
+    FROM leads l
+    WHERE {f.keys("l.lead_id", "leads")}
+)"""
+    touch = "CASE WHEN touched_at > last_seen_at THEN touched_at ELSE last_seen_at END"
+    return f"""{aged}
+SELECT lead_id, lead_source, status, is_converted, first_seen_at, {d.day("first_seen_at")},
+       qualified_at, converted_at, {touch}, {d.day(touch)}, COALESCE(since, first_seen_at)
+FROM aged
+"""
+
+
+LEAD_DATES = Mart(
+    "mart_lead_dates",
+    "One row per live lead: the dates its aging is measured from (mart_lead_aging gives the days "
+    "against the data's clock), and what the funnel counts of it.",
+    (
+        Col("lead_id", KEY, "stable lead id", False),
+        Col("lead_source", NAME, "source of the lead's first contact", False),
+        Col("status", String(32), "current status", False),
+        Col("is_converted", Boolean(), "true when the lead has been converted", False),
+        Col("first_seen_at", TS, "UTC time of the lead's first contact", False),
+        Col("first_seen_on", DAY, "UTC day of first_seen_at", False),
+        Col("qualified_at", TS, "when the lead first became Qualified; NULL if never"),
+        Col("converted_at", TS, "when the lead was converted to an opportunity; NULL if not"),
+        Col("last_touch_at", TS, "the lead's newest contact or opportunity stage change", False),
+        Col("last_touch_on", DAY, "UTC day of last_touch_at", False),
+        Col("status_since", TS, "when the lead entered its current status", False),
+    ),
+    lambda d, f: _lead_dates_sql(d, f),
+    ("lead_id",),
+    indexes=(
+        ("lead_id",),
+        # the aging tiles' filter, and lead_id so the view's oldest-leads tile reads the index only
+        ("lead_source", "status", "first_seen_at", "lead_id"),
+        ("first_seen_on",),
+        ("last_touch_on", "last_touch_at"),
+    ),
+    refresh=KEYS,
+    by=("leads", "lead_id"),
+)
+
+
+def _aging_view_sql(d: Dialect, f: Scope) -> str:
+    # The days are computed when read, against the clock the last refresh wrote into
+    # mart_catalog: a run moves the clock without rewriting a row per lead.
+    def days(start: str, end: str) -> str:
+        # PostgreSQL: in double precision, one cast (which rounds half away from zero) at the
+        # end — a dashboard sorting tens of thousands of leads by it pays this per row.
+        if d.pg:
+            return f"CAST(date_part('epoch', {end} - {start}) / 86400.0::float8 AS NUMERIC(10, 2))"
+        return d.days(start, end)
+
+    # a constant subquery: evaluated once per query, not joined to every lead
+    clock = "(SELECT c.as_of FROM mart_catalog c WHERE c.mart = 'mart_lead_aging')"
+    return f"""
+SELECT a.lead_id, a.lead_source, a.status, {clock}, a.first_seen_at,
+       {days("a.first_seen_at", clock)},
+       a.qualified_at, {days("a.first_seen_at", "a.qualified_at")},
+       a.converted_at, {days("a.first_seen_at", "a.converted_at")},
+       a.last_touch_at, {days("a.last_touch_at", clock)},
+       a.status_since, {days("a.status_since", clock)}
+FROM mart_lead_dates a
+"""
+
 
 LEAD_AGING = Mart(
     "mart_lead_aging",
@@ -683,50 +1015,55 @@ LEAD_AGING = Mart(
         Col("status_since", TS, "when the lead entered its current status", False),
         Col("status_age_days", DAYS, "days from status_since to as_of", False),
     ),
-    lambda d: (
-        f"""
-WITH qualified AS (
-    SELECT lead_id, MIN(changed_at) AS qualified_at
-    FROM lead_status_history WHERE to_status = 'Qualified'
-    GROUP BY lead_id
-),
-status_changes AS (
-    SELECT lead_id, to_status, MAX(changed_at) AS since
-    FROM lead_status_history
-    GROUP BY lead_id, to_status
-),
-stage_touches AS (
-    SELECT lead_id, MAX(changed_at) AS touched_at
-    FROM opportunity_stage_history
-    GROUP BY lead_id
-),
-aged AS (
-    SELECT l.lead_id, l.lead_source, l.status, l.first_seen_at, q.qualified_at, l.converted_at,
-           CASE WHEN t.touched_at > l.last_seen_at THEN t.touched_at ELSE l.last_seen_at END
-               AS last_touch_at,
-           COALESCE(sc.since, l.first_seen_at) AS status_since
-    FROM leads l
-    LEFT JOIN qualified q ON q.lead_id = l.lead_id
-    LEFT JOIN status_changes sc ON sc.lead_id = l.lead_id AND sc.to_status = l.status
-    LEFT JOIN stage_touches t ON t.lead_id = l.lead_id
+    _aging_view_sql,
+    ("lead_id",),
+    refresh=VIEW,
 )
-SELECT lead_id, lead_source, status, :as_of, first_seen_at,
-       {d.days("first_seen_at", ":as_of")},
-       qualified_at, {d.days("first_seen_at", "qualified_at")},
-       converted_at, {d.days("first_seen_at", "converted_at")},
-       last_touch_at, {d.days("last_touch_at", ":as_of")},
-       status_since, {d.days("status_since", ":as_of")}
-FROM aged
+
+TOUCH_DAYS = Mart(
+    "mart_lead_touch_days",
+    "One row per lead source, status and UTC day of the leads' last touch: how many leads, and "
+    "sums of their times in whole seconds since 1970, from which mart_lead_aging_summary takes "
+    "its averages against the clock without reading every lead.",
+    (
+        Col("lead_source", NAME, "source of the leads' first contact", False),
+        Col("status", String(32), "current status", False),
+        Col("last_touch_on", DAY, "UTC day of the leads' last touch", False),
+        Col("leads", COUNT, "live leads", False),
+        Col("first_seen_seconds", Numeric(30, 0), "sum of their first_seen_at", False),
+        Col("qualified", COUNT, "of those, leads that were ever Qualified", False),
+        Col(
+            "to_qualified_seconds",
+            Numeric(30, 0),
+            "sum of qualified_at − first_seen_at of the qualified ones",
+            False,
+        ),
+        Col("last_touch_seconds", Numeric(30, 0), "sum of their last_touch_at", False),
+        Col("status_since_seconds", Numeric(30, 0), "sum of their status_since", False),
+    ),
+    lambda d, f: (
+        f"""
+SELECT lead_source, status, last_touch_on, COUNT(*),
+       SUM({d.seconds("first_seen_at")}),
+       COUNT(qualified_at),
+       COALESCE(SUM({d.seconds("qualified_at")} - {d.seconds("first_seen_at")}), 0),
+       SUM({d.seconds("last_touch_at")}),
+       SUM({d.seconds("status_since")})
+FROM mart_lead_dates
+WHERE {f.groups("last_touch_on", "touch_days")}
+GROUP BY lead_source, status, last_touch_on
 """
     ),
-    ("lead_id",),
-    indexes=(("lead_id",), ("lead_source", "status", "days_since_first_seen")),
+    ("lead_source", "status", "last_touch_on"),
+    indexes=(("last_touch_on",),),
+    refresh=GROUPS,
+    by=("touch_days", "last_touch_on"),
 )
 
 AGING_SUMMARY = Mart(
     "mart_lead_aging_summary",
     "One row per lead source and status: how old its leads are on average and how many have "
-    "gone untouched, against the data's clock (mart_lead_aging summed up).",
+    "gone untouched, against the data's clock (mart_lead_touch_days summed up).",
     (
         Col("lead_source", NAME, "source of the leads' first contact", False),
         Col("status", String(32), "current status", False),
@@ -747,15 +1084,37 @@ AGING_SUMMARY = Mart(
         Col("untouched_30_days", COUNT, "leads without a touch for more than 30 days", False),
         Col("untouched_90_days", COUNT, "leads without a touch for more than 90 days", False),
     ),
-    lambda d: (
+    # Recomputed whole at every refresh (the clock moves), from a few thousand day rows; the
+    # leads last touched on the day 30 (90) days before the clock are compared one by one.
+    lambda d, f: (
         """
-SELECT lead_source, status, COUNT(*),
-       ROUND(AVG(days_since_first_seen), 2), ROUND(AVG(days_to_qualified), 2),
-       ROUND(AVG(days_since_last_touch), 2), ROUND(AVG(status_age_days), 2),
-       SUM(CASE WHEN days_since_last_touch > 30 THEN 1 ELSE 0 END),
-       SUM(CASE WHEN days_since_last_touch > 90 THEN 1 ELSE 0 END)
-FROM mart_lead_aging
-GROUP BY lead_source, status
+WITH g AS (
+    SELECT lead_source, status, SUM(leads) AS n, SUM(first_seen_seconds) AS fs,
+           SUM(qualified) AS q, SUM(to_qualified_seconds) AS tq,
+           SUM(last_touch_seconds) AS lt, SUM(status_since_seconds) AS ss,
+           SUM(CASE WHEN last_touch_on < :day30 THEN leads ELSE 0 END) AS u30,
+           SUM(CASE WHEN last_touch_on < :day90 THEN leads ELSE 0 END) AS u90
+    FROM mart_lead_touch_days
+    GROUP BY lead_source, status
+),
+edges AS (
+    SELECT lead_source, status,
+           SUM(CASE WHEN last_touch_on = :day30 AND last_touch_at < :cut30 THEN 1 ELSE 0 END)
+               AS e30,
+           SUM(CASE WHEN last_touch_on = :day90 AND last_touch_at < :cut90 THEN 1 ELSE 0 END)
+               AS e90
+    FROM mart_lead_dates
+    WHERE last_touch_on IN (:day30, :day90)
+    GROUP BY lead_source, status
+)
+SELECT g.lead_source, g.status, g.n,
+       ROUND((:now_s * g.n - g.fs) / (86400.0 * g.n), 2),
+       ROUND(g.tq / (86400.0 * NULLIF(g.q, 0)), 2),
+       ROUND((:now_s * g.n - g.lt) / (86400.0 * g.n), 2),
+       ROUND((:now_s * g.n - g.ss) / (86400.0 * g.n), 2),
+       g.u30 + COALESCE(e.e30, 0), g.u90 + COALESCE(e.e90, 0)
+FROM g
+LEFT JOIN edges e ON e.lead_source = g.lead_source AND e.status = g.status
 """
     ),
     ("lead_source", "status"),
@@ -775,16 +1134,18 @@ STATUS_TRANSITIONS = Mart(
         Col("reason", Text(), "the criteria met and negatives hit", False),
         Col("rules_version", String(32), "version of the rules that made the change", False),
     ),
-    lambda d: (
+    lambda d, f: (
         f"""
 SELECT history_id, lead_id, from_status, to_status, changed_at,
        {d.day("changed_at")} AS changed_on, score, reason, rules_version
 FROM lead_status_history
+WHERE {f.keys("lead_id", "leads")}
 """
     ),
     ("history_id",),
     indexes=(("history_id",), ("lead_id",), ("changed_on",)),
-    incremental=("lead_status_history", "history_id"),
+    refresh=KEYS,
+    by=("leads", "lead_id"),
 )
 
 STATUS_CHANGES_DAILY = Mart(
@@ -797,15 +1158,18 @@ STATUS_CHANGES_DAILY = Mart(
         Col("to_status", String(32), "status after", False),
         Col("changes", COUNT, "changes from from_status to to_status that day", False),
     ),
-    lambda d: (
-        """
+    lambda d, f: (
+        f"""
 SELECT changed_on, from_status, to_status, COUNT(*)
 FROM mart_status_transitions
+WHERE {f.groups("changed_on", "status_days")}
 GROUP BY changed_on, from_status, to_status
 """
     ),
     ("changed_on", "from_status", "to_status"),
     indexes=(("changed_on",),),
+    refresh=GROUPS,
+    by=("status_days", "changed_on"),
 )
 
 STAGE_TRANSITIONS = Mart(
@@ -830,16 +1194,18 @@ STAGE_TRANSITIONS = Mart(
             False,
         ),
     ),
-    lambda d: (
+    lambda d, f: (
         f"""
 SELECT history_id, opportunity_id, lead_id, from_stage, to_stage, changed_at,
        {d.day("changed_at")} AS changed_on, reason, rules_version
 FROM opportunity_stage_history
+WHERE {f.keys("opportunity_id", "opportunities")}
 """
     ),
     ("history_id",),
-    indexes=(("history_id",), ("opportunity_id",), ("changed_on",)),
-    incremental=("opportunity_stage_history", "history_id"),
+    indexes=(("history_id",), ("opportunity_id",), ("lead_id",), ("changed_on",)),
+    refresh=KEYS,
+    by=("opportunities", "opportunity_id"),
 )
 
 CATALOG = Mart(
@@ -857,27 +1223,31 @@ CATALOG = Mart(
             False,
         ),
     ),
-    lambda d: "",  # written by refresh_marts itself
+    lambda d, f: "",  # written by refresh_marts itself
     ("mart",),
 )
 
 # Refresh order: a mart that reads another comes after it.
 MARTS: tuple[Mart, ...] = (
+    FX_FACTORS,
+    STAGE_TRANSITIONS,
+    STATUS_TRANSITIONS,
+    CONTACTS,
+    LEAD_DATES,
+    LEADS_CURRENT,
+    OPPORTUNITIES,
     FUNNEL_DAILY,
     FUNNEL_WEEKLY,
     FUNNEL_MONTHLY,
-    OPPORTUNITIES,
     PIPELINE,
     FORECAST,
     OUTCOMES_BY_SOURCE,
     OUTCOMES_BY_MONTH,
     SOURCE_QUALITY,
-    LEADS_CURRENT,
     LEAD_AGING,
+    TOUCH_DAYS,
     AGING_SUMMARY,
-    STATUS_TRANSITIONS,
     STATUS_CHANGES_DAILY,
-    STAGE_TRANSITIONS,
     CATALOG,
 )
 
@@ -927,6 +1297,7 @@ class MartRefresh:
     seconds: dict[str, float] = field(default_factory=dict)
     missing_rates: tuple[MissingRate, ...] = ()
     bad_rate_rows: tuple[str, ...] = ()  # "file:line: why" of rates-file rows that were not read
+    full: bool = True  # every mart rebuilt, or only what the touched keys reach
 
     def checks(self) -> list[CheckResult]:
         """One warning per currency lacking a rate: named, dated, with how many amounts it left out."""
@@ -973,30 +1344,115 @@ def _q(conn: Connection, name: str) -> str:
     return conn.dialect.identifier_preparer.quote(name)
 
 
-def _ensure_tables(conn: Connection, schema: str | None, dialect: Dialect) -> dict[str, Table]:
-    """Create the schema and any missing mart; a mart whose definition changed is recreated."""
+class TouchedKeys(Protocol):
+    """What a run wrote or deleted (`warehouse.publish.Touched`): the keys a refresh follows."""
+
+    @property
+    def leads(self) -> AbstractSet[str]: ...
+    @property
+    def contacts(self) -> AbstractSet[str]: ...
+    @property
+    def opportunities(self) -> AbstractSet[str]: ...
+    @property
+    def everything(self) -> bool: ...
+
+
+def _ensure_tables(
+    conn: Connection, schema: str | None, d: Dialect
+) -> tuple[dict[str, Table], bool]:
+    """Create the schema and any missing mart; a mart whose definition changed is recreated.
+
+    Returns the tables and whether any mart was (re)created: then only a full refresh fills it.
+    Views read stored marts, so when anything changes they are dropped first and made again.
+    """
     tables = mart_tables(schema)
     if schema is not None:
         conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {_q(conn, schema)}")
     insp = inspect(conn)
-    existing = set(insp.get_table_names(schema=schema))
+    views = set(insp.get_view_names(schema=schema))
+    existing = set(insp.get_table_names(schema=schema)) | views
     known: dict[str, str] = {}
-    if CATALOG.name in existing:
+    if CATALOG.name in existing and CATALOG.name not in views:
         cat = tables[CATALOG.name]
         known = {r.mart: r.definition for r in conn.execute(cat.select())}
+    changed = [
+        m
+        for m in MARTS
+        if m.name not in existing or (m is not CATALOG and known.get(m.name) != m.digest(d))
+    ]
+    if not changed:
+        return tables, False
+    prefix = f"{_q(conn, schema)}." if schema is not None else ""
     for m in MARTS:
-        table = tables[m.name]
-        if m.name in existing and m is not CATALOG and known.get(m.name) != m.digest(dialect):
-            table.drop(conn)
+        if m.refresh == VIEW and m.name in existing:
+            kind = "VIEW" if m.name in views else "TABLE"
+            conn.exec_driver_sql(f"DROP {kind} {prefix}{_q(conn, m.name)}")
             existing.discard(m.name)
-        if m.name not in existing:
-            table.create(conn)
-    return tables
+    for m in changed:
+        if m.refresh == VIEW:
+            continue
+        if m.name in existing:
+            tables[m.name].drop(conn)
+        tables[m.name].create(conn)
+    for m in MARTS:
+        if m.refresh == VIEW:
+            _create_view(conn, prefix, m, d)
+    return tables, True
+
+
+def _create_view(conn: Connection, prefix: str, m: Mart, d: Dialect) -> None:
+    name = f"{prefix}{_q(conn, m.name)}"
+    cols = ", ".join(_q(conn, c.name) for c in m.columns)
+    conn.exec_driver_sql(f"CREATE VIEW {name} ({cols}) AS {m.sql(d, Scope(d))}")
+    if d.pg:  # the same comments BI tools read on a table
+
+        def lit(s: str) -> str:
+            return "'" + s.replace("'", "''") + "'"
+
+        conn.exec_driver_sql(f"COMMENT ON VIEW {name} IS {lit(m.doc)}")
+        for c in m.columns:
+            conn.exec_driver_sql(f"COMMENT ON COLUMN {name}.{_q(conn, c.name)} IS {lit(c.doc)}")
+
+
+_BIND_TYPES: dict[str, TypeEngine[Any]] = {
+    "as_of": TS,
+    "as_of_day": DAY,
+    "oldest_rate_day": DAY,
+    "base": String(),
+    "reporting": String(),
+    "now_s": BigInteger(),
+    "day30": DAY,
+    "day90": DAY,
+    "cut30": TS,
+    "cut90": TS,
+}
 
 
 def _binds(sql: str) -> list[str]:
-    names = ("as_of", "as_of_day", "oldest_rate_day", "base", "reporting")
-    return [p for p in names if re.search(rf":{p}\b", sql)]
+    return [p for p in _BIND_TYPES if re.search(rf":{p}\b", sql)]
+
+
+def _run(
+    conn: Connection, sql: str, values: dict[str, Any], extra: dict[str, Any] | None = None
+) -> int:
+    stmt = text(sql)
+    params = dict(extra or {})
+    for p in _binds(sql):
+        stmt = stmt.bindparams(bindparam(p, type_=_BIND_TYPES[p]))
+        params[p] = values[p]
+    return max(conn.execute(stmt, params).rowcount, 0)
+
+
+# mart_opportunities and the marts over it: what a change of exchange factors recomputes whole
+_FX_DEPENDENT = frozenset(
+    {
+        "mart_opportunities",
+        "mart_pipeline",
+        "mart_forecast",
+        "mart_outcomes_by_source",
+        "mart_outcomes_by_month",
+    }
+)
 
 
 def refresh_marts(
@@ -1006,68 +1462,112 @@ def refresh_marts(
     as_of: datetime | None,
     reporting_currency: str = "EUR",
     base_currency: str = "EUR",
+    touched: TouchedKeys | None = None,
 ) -> MartRefresh:
-    """Rebuild every mart from the warehouse tables, in the caller's transaction.
+    """Bring every mart up to date with the warehouse tables, in the caller's transaction.
 
     `as_of` is the data's clock (`resolution.data_clock`): the day the rates are taken on and the end
     of every "days since". Without published contacts yet, the clock is None and only the
     source counts have rows.
+
+    Without `touched` (or with `touched.everything`) every mart is rebuilt. With it, only the
+    rows of the touched leads, contacts and opportunities (and the rows those reach) are
+    deleted and selected again, and only the aggregate groups they fall in are recomputed; a
+    mart created or changed by this refresh, or a change of exchange factors for the
+    opportunity marts, still gets a full rebuild. Either way the rows are the same.
     """
     d = Dialect(conn.dialect.name)
     schema = schema_of(conn, schema)
-    tables = _ensure_tables(conn, schema, d)
     saved_path = None
     if schema is not None:
         # The marts' SQL names the warehouse tables unqualified and the marts it reads beside them.
         saved_path = conn.exec_driver_sql("SHOW search_path").scalar_one()
         current = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
         conn.exec_driver_sql(f"SET LOCAL search_path TO {_q(conn, schema)}, {_q(conn, current)}")
-    rows: dict[str, int] = {}
-    seconds: dict[str, float] = {}
+    tables, created = _ensure_tables(conn, schema, d)
+    full = touched is None or touched.everything or created
     clock_day = as_of.date() if as_of else date(1970, 1, 1)
-    values = {
+    values: dict[str, Any] = {
         "as_of": as_of,
         "as_of_day": clock_day,
         "oldest_rate_day": clock_day - timedelta(days=FX_MAX_AGE_DAYS),
         "base": base_currency,
         "reporting": reporting_currency,
+        "now_s": int(as_of.timestamp()) if as_of else None,
     }
+    for n in (30, 90):
+        cut = as_of - timedelta(days=n) if as_of else None
+        values[f"cut{n}"], values[f"day{n}"] = cut, cut.date() if cut else None
+    rows: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    fx_changed = _refresh_fx(conn, tables, d, values, full)
+    rows[FX_FACTORS.name] = conn.execute(
+        select(func.count()).select_from(tables[FX_FACTORS.name])
+    ).scalar_one()
+    seconds[FX_FACTORS.name] = round(time.perf_counter() - t0, 3)
+    prior: dict[str, int] = {}
+    before: dict[str, set[str]] = {}
+    members_before: dict[str, Counter[str]] = {}
+    planner = None
+    if not full:
+        assert touched is not None
+        t0 = time.perf_counter()
+        planner = _index_driven(conn)
+        prior = {r.mart: int(r.row_count) for r in conn.execute(tables[CATALOG.name].select())}
+        _widen(conn, touched)
+        before = _group_values(conn)
+        members_before = _members(conn)
+        seconds["(keys)"] = round(time.perf_counter() - t0, 3)
+    grouped = False
+    scoped = Scope(d, full=False)
     for m in MARTS:
-        table = tables[m.name]
+        if m is FX_FACTORS or m is CATALOG:
+            continue
         t0 = time.perf_counter()
         target = _q(conn, m.name)
-        key = ""
-        if m.incremental:
-            base, key = (_q(conn, n) for n in m.incremental)
-            conn.execute(
-                text(
-                    f"DELETE FROM {target} WHERE NOT EXISTS "
-                    f"(SELECT 1 FROM {base} b WHERE b.{key} = {target}.{key})"
-                )
+        whole = full or m.refresh == FULL or (fx_changed and m.name in _FX_DEPENDENT)
+        if m.refresh == VIEW:
+            rows[m.name] = -1  # counted below, from the mart it reads
+        elif whole and m is SOURCE_QUALITY and not full:
+            rows[m.name] = _source_quality_delta(
+                conn, tables[m.name], members_before, _members(conn), values
+            )
+        elif whole:
+            # DELETE, not TRUNCATE: readers keep reading the old rows until this commits.
+            conn.execute(tables[m.name].delete())
+            names = ", ".join(_q(conn, c.name) for c in m.columns)
+            rows[m.name] = _run(
+                conn, f"INSERT INTO {target} ({names}) {m.sql(d, Scope(d))}", values
             )
         else:
-            # DELETE, not TRUNCATE: readers keep reading the old rows until this commits.
-            conn.execute(table.delete())
-        if m is not CATALOG:
-            sql = m.sql(d)
-            if m.incremental:
-                sql = (
-                    f"SELECT * FROM ({sql}) s WHERE NOT EXISTS "
-                    f"(SELECT 1 FROM {target} t WHERE t.{key} = s.{key})"
-                )
+            assert m.by is not None
+            of, col = m.by
+            if m.refresh == GROUPS and not grouped:
+                _group_tables(conn, before, _group_values(conn))
+                grouped = True
+            if m.refresh == KEYS:
+                keys = f"SELECT k FROM {_KEYS[of]}"
+            else:
+                keys = f"SELECT {d.date_key('k') if _GROUPS[of].dates else 'k'} FROM {_GROUPS[of].table}"
+            deleted = max(
+                conn.execute(
+                    text(f"DELETE FROM {target} WHERE {_q(conn, col)} IN ({keys})")
+                ).rowcount,
+                0,
+            )
             names = ", ".join(_q(conn, c.name) for c in m.columns)
-            stmt = text(f"INSERT INTO {target} ({names}) {sql}")
-            params = {}
-            for p in _binds(sql):
-                ty = TS if p == "as_of" else DAY if p.endswith("_day") else String()
-                stmt = stmt.bindparams(bindparam(p, type_=ty))
-                params[p] = values[p]
-            rows[m.name] = conn.execute(stmt, params).rowcount
-            if m.incremental:
-                rows[m.name] = conn.execute(select(func.count()).select_from(table)).scalar_one()
-        else:
-            rows[m.name] = 0
+            inserted = _run(conn, f"INSERT INTO {target} ({names}) {m.sql(d, scoped)}", values)
+            rows[m.name] = prior.get(m.name, 0) - deleted + inserted
         seconds[m.name] = round(time.perf_counter() - t0, 3)
+    if planner:
+        for name, value in planner.items():
+            conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
+    for m in MARTS:
+        if m.refresh == VIEW:
+            rows[m.name] = rows[LEAD_DATES.name]
+    rows[CATALOG.name] = len(MARTS)
+    conn.execute(tables[CATALOG.name].delete())
     conn.execute(
         tables[CATALOG.name].insert(),
         [
@@ -1075,7 +1575,7 @@ def refresh_marts(
                 "mart": m.name,
                 "description": m.doc,
                 "as_of": as_of,
-                "row_count": rows[m.name] if m is not CATALOG else len(MARTS),
+                "row_count": rows[m.name],
                 "definition": m.digest(d),
             }
             for m in MARTS
@@ -1084,7 +1584,165 @@ def refresh_marts(
     missing = _missing_rates(conn, tables, clock_day, reporting_currency, base_currency)
     if saved_path is not None:
         conn.execute(text("SELECT set_config('search_path', :p, true)"), {"p": saved_path})
-    return MartRefresh(schema, as_of, rows, seconds, missing)
+    return MartRefresh(schema, as_of, rows, seconds, missing, full=full)
+
+
+# A few thousand keys against tables of millions: PostgreSQL's estimates favour hashing whole
+# tables (a scan each, growing with the warehouse); every join here has an index on its inner
+# side, so nested loops over the key tables are what keeps a run's cost to its keys. JIT off:
+# compiling costs more than these statements run.
+_INDEX_DRIVEN = {"enable_hashjoin": "off", "enable_mergejoin": "off", "jit": "off"}
+
+
+def _index_driven(conn: Connection) -> dict[str, str] | None:
+    """Switch PostgreSQL to index-driven joins for this transaction; the settings to restore."""
+    if conn.dialect.name != "postgresql":
+        return None
+    saved = {}
+    for name, value in _INDEX_DRIVEN.items():
+        saved[name] = conn.execute(text("SELECT current_setting(:n)"), {"n": name}).scalar_one()
+        conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
+    return saved
+
+
+def _refresh_fx(
+    conn: Connection, tables: dict[str, Table], d: Dialect, values: dict[str, Any], full: bool
+) -> bool:
+    """The exchange factors as of the clock's day; True when they differ from the stored ones."""
+    table = tables[FX_FACTORS.name]
+    sql = FX_FACTORS.sql(d, Scope(d))
+    stmt = text(sql).bindparams(*(bindparam(p, type_=_BIND_TYPES[p]) for p in _binds(sql)))
+    params = {p: values[p] for p in _binds(sql)}
+    now = {tuple(r) for r in conn.execute(stmt, params)}
+    stored = {
+        tuple(r)
+        for r in conn.execute(select(table.c.currency, table.c.reporting_currency, table.c.factor))
+    }
+    if now == stored and not full:
+        return False
+    conn.execute(table.delete())
+    names = ", ".join(_q(conn, c.name) for c in FX_FACTORS.columns)
+    _run(conn, f"INSERT INTO {_q(conn, FX_FACTORS.name)} ({names}) {sql}", values)
+    return now != stored
+
+
+def _select_keys(conn: Connection, sql: str) -> set[str]:
+    return {r[0] for r in conn.exec_driver_sql(sql) if r[0] is not None}
+
+
+def _widen(conn: Connection, touched: TouchedKeys) -> None:
+    """The touched keys, widened to every row they reach, into the temporary key tables.
+
+    A lead's row reads its opportunity and its stage history; an opportunity's row its lead's
+    source; whether a contact is a duplicate depends on every contact of its lead. So: the leads
+    of the touched opportunities and of their stage changes, the opportunities of the leads, the
+    contacts of the leads (now and as the marts last stored them), the leads of the contacts —
+    until nothing is added (one or two rounds).
+    """
+    leads, contacts, opps = set(touched.leads), set(touched.contacts), set(touched.opportunities)
+    kl, kc, ko = _KEYS["leads"], _KEYS["contacts"], _KEYS["opportunities"]
+    while True:
+        key_table(conn, leads, kl)
+        key_table(conn, contacts, kc)
+        key_table(conn, opps, ko)
+        more_leads = leads | _select_keys(
+            conn,
+            f"SELECT o.lead_id FROM opportunities o JOIN {ko} k ON k.k = o.opportunity_id "
+            f"UNION SELECT h.lead_id FROM opportunity_stage_history h "
+            f"JOIN {ko} k ON k.k = h.opportunity_id "
+            f"UNION SELECT l.lead_id FROM lead_links l JOIN {kc} k ON k.k = l.contact_id",
+        )
+        more_opps = opps | _select_keys(
+            conn, f"SELECT o.opportunity_id FROM opportunities o JOIN {kl} k ON k.k = o.lead_id"
+        )
+        more_contacts = contacts | _select_keys(
+            conn,
+            f"SELECT l.contact_id FROM lead_links l JOIN {kl} k ON k.k = l.lead_id "
+            f"UNION SELECT c.contact_id FROM mart_contacts c JOIN {kl} k ON k.k = c.lead_id",
+        )
+        if (more_leads, more_opps, more_contacts) == (leads, opps, contacts):
+            return
+        leads, opps, contacts = more_leads, more_opps, more_contacts
+
+
+def _group_values(conn: Connection) -> dict[str, set[str]]:
+    """The groups the rows of the keyed marts fall in (called before and after they change)."""
+    by_mart = {m.name: m for m in MARTS}
+    out: dict[str, set[str]] = {}
+    for name, g in _GROUPS.items():
+        values: set[str] = set()
+        for mart, of, col in g.sources:
+            by = by_mart[mart].by
+            assert by is not None
+            values |= {
+                str(v)
+                for v in _select_keys(
+                    conn,
+                    f"SELECT DISTINCT m.{col} FROM {mart} m JOIN {_KEYS[of]} k ON k.k = m.{by[1]}",
+                )
+            }
+        out[name] = values
+    return out
+
+
+def _group_tables(
+    conn: Connection, before: dict[str, set[str]], after: dict[str, set[str]]
+) -> None:
+    groups = {name: before[name] | after[name] for name in _GROUPS}
+    days = [date.fromisoformat(v) for v in groups["funnel_days"]]
+    groups["funnel_weeks"] = {(v - timedelta(days=v.weekday())).isoformat() for v in days}
+    groups["funnel_months"] = {v.replace(day=1).isoformat() for v in days}
+    for name, g in _GROUPS.items():
+        key_table(conn, groups[name], g.table)
+
+
+def _members(conn: Connection) -> dict[str, Counter[str]]:
+    """Per source, what the keyed contacts and leads add to mart_source_quality as stored now."""
+    out: dict[str, Counter[str]] = defaultdict(Counter)
+    kc, kl = _KEYS["contacts"], _KEYS["leads"]
+    for source, contacts, dupes in conn.exec_driver_sql(
+        f"SELECT m.source, COUNT(m.lead_id), SUM(CASE WHEN m.is_duplicate THEN 1 ELSE 0 END) "
+        f"FROM mart_contacts m JOIN {kc} k ON k.k = m.contact_id GROUP BY m.source"
+    ):
+        out[source].update(contacts=int(contacts), duplicates=int(dupes or 0))
+    for source, leads, opps in conn.exec_driver_sql(
+        f"SELECT m.lead_source, COUNT(*), SUM(CASE WHEN m.is_converted THEN 1 ELSE 0 END) "
+        f"FROM mart_lead_dates m JOIN {kl} k ON k.k = m.lead_id GROUP BY m.lead_source"
+    ):
+        out[source].update(leads=int(leads), opportunities=int(opps or 0))
+    return out
+
+
+_MEMBER_COLS = ("contacts", "duplicates", "leads", "opportunities")
+
+
+def _source_quality_delta(
+    conn: Connection,
+    table: Table,
+    before: dict[str, Counter[str]],
+    after: dict[str, Counter[str]],
+    values: dict[str, Any],
+) -> int:
+    """mart_source_quality again: records and rejects counted, contacts, duplicates, leads and
+    conversions as stored plus what the keyed rows changed (integer sums: what a full count
+    gives)."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in conn.execute(select(table.c.source, *(table.c[c] for c in _MEMBER_COLS))):
+        counts[r.source].update({c: int(getattr(r, c)) for c in _MEMBER_COLS})
+    for source in set(before) | set(after):
+        for c in _MEMBER_COLS:
+            counts[source][c] += after.get(source, Counter())[c] - before.get(source, Counter())[c]
+    conn.execute(table.delete())
+    params: dict[str, Any] = {}
+    rows = []
+    for i, (source, n) in enumerate(sorted(counts.items())):
+        params[f"s{i}"] = source
+        params.update({f"{c}{i}": n[c] for c in _MEMBER_COLS})
+        rows.append(f"(:s{i}, " + ", ".join(f"CAST(:{c}{i} AS BIGINT)" for c in _MEMBER_COLS) + ")")
+    body = "VALUES " + ", ".join(rows) if rows else "SELECT '', 0, 0, 0, 0 WHERE 1 = 0"
+    members = f"members(source, contacts, duplicates, leads, opportunities) AS ({body})"
+    sql = f"INSERT INTO {_q(conn, table.name)} {_source_quality_sql(members)}"
+    return _run(conn, sql, values, params)
 
 
 def _missing_rates(

@@ -243,6 +243,10 @@ def test_types_are_as_declared(hand: Engine) -> None:
                 if want is types.Boolean and hand.dialect.name == "sqlite":
                     assert isinstance(have, types.Boolean | types.Integer), (m.name, col.name)
                     continue
+                if m.refresh == marts.VIEW and hand.dialect.name == "sqlite":
+                    # SQLite declares no type for a view's computed column; PostgreSQL does
+                    assert isinstance(have, want | types.NullType), (m.name, col.name, have)
+                    continue
                 assert isinstance(have, want), (m.name, col.name, have)
                 if isinstance(col.type, types.Numeric) and isinstance(have, types.Numeric):
                     assert (have.precision, have.scale) == (col.type.precision, col.type.scale)

@@ -1,0 +1,219 @@
+"""A run refreshes the marts for what it touched: after every run of a sequence (new leads, a
+contact joining a lead, two converted leads merging, CRM stage moves, new exchange rates) the
+incrementally refreshed marts hold exactly the rows a full refresh gives, on both dialects."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, select, text
+
+from flows import stages
+from flows.settings import Settings, load_settings
+from tests.conftest import write_config
+from tests.warehouse.conftest import land
+from tests.warehouse.test_marts import _plain
+from warehouse import db, marts
+
+HEADER = "Ad Soyad;E-posta;Telefon;Şirket;Ünvan;Şehir;Ülke;Bütçe;Zamanlama;İlgi Alanı;KVKK Onayı\n"
+# Ayşe twice (work email, mobile): two qualified leads, both converted; two people who do not
+# qualify; a euro and a dollar budget so every currency needs a rate.
+FIRST = HEADER + (
+    "Ayşe Kaya;ayse@kaya-lojistik.com.tr;;Kaya Lojistik A.Ş.;Genel Müdür;Ankara;Türkiye;"
+    "500.000 TL;3 ay içinde;Forklift filosu için teklif;Evet\n"
+    "Ayşe Kaya;;0532 123 45 67;;Satın Alma Müdürü;İzmir;Türkiye;400.000 TL;2 ay;"
+    "Depo raf sistemleri fiyat teklifi;Evet\n"
+    "Mehmet Demir;mehmet@demir-insaat.com.tr;0533 222 33 44;Demir İnşaat;Proje Müdürü;İstanbul;"
+    "Türkiye;20.000 EUR;1 ay;Vinç kiralama teklifi;Evet\n"
+    "Zeynep Ak;zeynep.ak@gmail.com;;;;Bursa;Türkiye;;;Bülten;Hayır\n"
+)
+# New people, and Zeynep again with her phone (she joins her lead).
+SECOND = HEADER + (
+    "Can Yılmaz;can@yilmaz-gida.com.tr;0535 444 55 66;Yılmaz Gıda;Satın Alma Müdürü;Konya;"
+    "Türkiye;30.000 USD;2 ay;Soğuk hava deposu teklifi;Evet\n"
+    "Elif Şahin;elif@sahin-tekstil.com.tr;;Şahin Tekstil;Stajyer;Denizli;Türkiye;;;Katalog;Evet\n"
+    "Zeynep Ak;zeynep.ak@gmail.com;0536 777 88 99;;;Bursa;Türkiye;;;Bülten;Hayır\n"
+)
+# Ayşe with both: her two converted leads are one person.
+BRIDGE = HEADER + (
+    "Ayşe Kaya;ayse@kaya-lojistik.com.tr;0532 123 45 67;Kaya Lojistik A.Ş.;Genel Müdür;Ankara;"
+    "Türkiye;500.000 TL;3 ay içinde;Forklift teklif;Evet\n"
+)
+MORE = HEADER + (
+    "Burak Öz;burak@oz-makina.com.tr;0537 111 22 33;Öz Makina;Genel Müdür;İzmir;Türkiye;"
+    "50.000 EUR;1 ay;Torna tezgahı teklifi;Evet\n"
+)
+
+
+def _rates(path: Path, usd: str, try_: str) -> None:
+    today = datetime.now(UTC).date()
+    days = [today + timedelta(days=n) for n in range(-3, 2)]
+    path.write_text(
+        "Date,USD,TRY,\n" + "".join(f"{d.isoformat()},{usd},{try_},\n" for d in days),
+        encoding="utf-8",
+    )
+
+
+def snapshot(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
+    """Every mart's rows, read through its declared table (so each dialect hands back the
+    declared Python types), sorted."""
+    tables = marts.mart_tables(marts.schema_of(conn, None))
+    out = {}
+    for m in marts.MARTS:
+        rows = [tuple(_plain(v) for v in r) for r in conn.execute(select(tables[m.name]))]
+        out[m.name] = sorted(rows, key=repr)
+    return out
+
+
+def assert_same_as_full(engine: Engine, settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
+    """The marts as the run left them equal the marts a full refresh gives (rolled back)."""
+    with engine.connect() as conn:
+        incremental = snapshot(conn)
+        conn.rollback()
+        with conn.begin() as txn:
+            refreshed = stages.refresh_marts(conn, settings)
+            assert refreshed.full
+            full = snapshot(conn)
+            txn.rollback()
+    for m in marts.MARTS:
+        assert incremental[m.name] == full[m.name], m.name
+    return incremental
+
+
+def _scalar(engine: Engine, sql: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(text(sql)).scalar_one()
+
+
+def test_incremental_refreshes_equal_a_full_refresh(warehouse_url: str, tmp_path: Path) -> None:
+    sheets, crm = tmp_path / "sheets", tmp_path / "crm"
+    sheets.mkdir()
+    crm.mkdir()
+    rates = tmp_path / "eurofxref-hist.csv"
+    _rates(rates, "1.08", "38.5")
+    cfg = write_config(
+        tmp_path / "leadflow.yaml",
+        warehouse_url,
+        f"default_region: TR\nsources:\n  - name: fair\n    kind: spreadsheet\n"
+        f"    path: {sheets}\n"
+        f"opportunity_updates:\n  - name: crm\n    path: {crm}/*.csv\n    layout: plain\n"
+        f"fx:\n  rates: [{rates}]\n"
+        f"quality:\n  docs_dir: {tmp_path / 'docs'}\n",
+    )
+    settings = load_settings(cfg)
+    engine = db.make_engine(warehouse_url)
+    db.upgrade(engine)
+
+    def run(run_id: str) -> dict[str, Any]:
+        land(engine, settings, run_id)
+        return stages.process_pending(engine, settings, run_id)
+
+    try:
+        # The first run builds every mart whole (they did not exist); two leads are converted.
+        (sheets / "1.csv").write_text(FIRST, encoding="utf-8")
+        run("run_1")
+        first = assert_same_as_full(engine, settings)
+        assert len(first["mart_opportunities"]) == 3  # Ayşe twice, Mehmet
+        with engine.connect() as conn:
+            assert (
+                conn.execute(text("select count(*) from leads")).scalar_one()
+                == len(first["mart_leads_current"])
+                == 4
+            )
+
+        # New leads, one converted; a contact joins an existing lead (incremental from here on).
+        (sheets / "2.csv").write_text(SECOND, encoding="utf-8")
+        run("run_2")
+        second = assert_same_as_full(engine, settings)
+        assert len(second["mart_leads_current"]) == 6
+        assert len(second["mart_contacts"]) == 7
+
+        # Ayşe's two converted leads merge: one opportunity stays open, the other closes.
+        (sheets / "3.csv").write_text(BRIDGE, encoding="utf-8")
+        run("run_3")
+        third = assert_same_as_full(engine, settings)
+        assert len(third["mart_leads_current"]) == 5
+
+        # The CRM moves an open opportunity on and wins another; a new lead arrives with it.
+        with engine.connect() as conn:
+            opps = (
+                conn.execute(
+                    text(
+                        "select opportunity_id from opportunities where stage not like 'Closed%' "
+                        "order by opportunity_id"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        assert len(opps) >= 2
+        clock = _scalar(engine, "select max(received_at) from contacts")
+        at = (clock if isinstance(clock, datetime) else datetime.fromisoformat(clock)).replace(
+            tzinfo=UTC
+        )
+        (crm / "export.csv").write_text(
+            "opportunity_id,stage,changed_at\n"
+            f"{opps[0]},Negotiation/Review,{(at + timedelta(minutes=1)).isoformat()}\n"
+            f"{opps[1]},Closed Won,{(at + timedelta(minutes=2)).isoformat()}\n",
+            encoding="utf-8",
+        )
+        (sheets / "4.csv").write_text(MORE, encoding="utf-8")
+        stats = run("run_4")
+        assert stats["opportunity_stage_moves"] == 2
+        fourth = assert_same_as_full(engine, settings)
+        stages_now = {r[0]: r[4] for r in fourth["mart_opportunities"]}
+        assert stages_now[opps[0]] == "Negotiation/Review"
+        assert stages_now[opps[1]] == "Closed Won"
+
+        # New rates: every converted amount changes, though no opportunity was touched.
+        _rates(rates, "1.12", "41.0")
+        run("run_5")
+        fifth = assert_same_as_full(engine, settings)
+        assert fifth["mart_fx_factors"] != fourth["mart_fx_factors"]
+        assert fifth["mart_opportunities"] != fourth["mart_opportunities"]
+
+        # A run with nothing new changes nothing.
+        run("run_6")
+        assert assert_same_as_full(engine, settings) == fifth
+    finally:
+        engine.dispose()
+
+
+def test_a_run_refreshes_incrementally_and_a_rebuild_in_full(
+    warehouse_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sheets = tmp_path / "sheets"
+    sheets.mkdir()
+    cfg = write_config(
+        tmp_path / "leadflow.yaml",
+        warehouse_url,
+        f"default_region: TR\nsources:\n  - name: fair\n    kind: spreadsheet\n"
+        f"    path: {sheets}\nquality:\n  docs_dir: {tmp_path / 'docs'}\n",
+    )
+    settings = load_settings(cfg)
+    engine = db.make_engine(warehouse_url)
+    db.upgrade(engine)
+    seen: list[bool] = []
+    original = marts.refresh_marts
+
+    def spy(conn: Connection, **kw: Any) -> marts.MartRefresh:
+        r = original(conn, **kw)
+        seen.append(r.full)
+        return r
+
+    monkeypatch.setattr(marts, "refresh_marts", spy)
+    try:
+        (sheets / "1.csv").write_text(FIRST, encoding="utf-8")
+        land(engine, settings, "run_1")
+        stages.process_pending(engine, settings, "run_1")
+        (sheets / "2.csv").write_text(SECOND, encoding="utf-8")
+        land(engine, settings, "run_2")
+        stages.process_pending(engine, settings, "run_2")
+        stages.process_pending(engine, settings, "run_3", rebuild=True)
+        assert seen == [True, False, True]  # created, then a run's keys, then a rebuild
+        assert_same_as_full(engine, settings)
+    finally:
+        engine.dispose()
