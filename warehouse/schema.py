@@ -95,6 +95,7 @@ contacts = Table(
     Column("phone_is_mobile", Boolean),
     Column("other_emails", JSON),
     Column("other_phones", JSON),
+    Index("ix_contacts_received_at", "received_at"),  # the data's clock: the newest contact
 )
 
 # Blocking keys of each contact (email key, phone, phonetic name, postal code + name …): new
