@@ -55,7 +55,7 @@ lint: install
 # two cores, a test file per worker (module fixtures are built once)
 PYTEST_WORKERS ?= 3
 test: install dbt-venv services lint
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 
 # the end-to-end benchmark into a fresh PostgreSQL database: `make bench ROWS=1000000 INCREMENTAL=10000`
 ROWS ?= 100000
