@@ -531,7 +531,8 @@ def iter_spreadsheet(
     stopped halfway reads the file again next time, and what was landed already is not landed
     twice. A file being rewritten while it is read is read again once it settles; one that never
     does is a `file_changing` reject and its cursor entry does not move, so the next run reads it
-    again. Rows without a date of their own are dated `dating.fixed`, else by when the file's
+    again. A file emptied after a version of it was read lands nothing and leaves its cursor
+    entry as it was. Rows without a date of their own are dated `dating.fixed`, else by when the file's
     content was first landed: `landed` (content hash → ISO time; default: the cursor's), else
     `now`, which the cursor then keeps. A file's modification time dates nothing.
     """
@@ -558,6 +559,10 @@ def iter_spreadsheet(
         except FileChanging as exc:
             reject = ExtractReject(source, fname, "file_changing", str(exc), "")
             yield RawBatch([], state(), [reject])
+            continue
+        if not data and fpath in seen:
+            # Emptied after a version was read: most often an editor that truncates before it
+            # writes. Nothing to land, so the cursor keeps the last version that had rows.
             continue
         content = content_hash(data)
         fp = fingerprint(content, dating.shape)

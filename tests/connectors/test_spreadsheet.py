@@ -471,3 +471,27 @@ def test_a_corrupt_workbook_warns_that_it_lost_the_file() -> None:
     [w] = [w for p in parts for w in p.warnings]
     assert (w.code, w.loses_data) == ("unreadable_file", True)
     assert w.message.startswith("the file cannot be read: BadZipFile:")
+
+
+def test_a_file_emptied_after_it_was_read_keeps_its_cursor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An editor truncates a sheet before it writes the new version: caught empty, the file has
+    # nothing to land and its cursor keeps the version that had rows.
+    monkeypatch.setattr("connectors.spreadsheet.SETTLE_SECONDS", 0.0)
+    path = tmp_path / "fair.csv"
+    path.write_text("Name;Email\nAyşe Yılmaz;ayse@firma.com.tr\n", encoding="utf-8")
+    [first] = list(iter_spreadsheet("fair", str(path), None, score=SCORE))
+    assert len(first.records) == 1
+    kept = first.cursor["files"][str(path)]
+    path.write_bytes(b"")
+    assert list(iter_spreadsheet("fair", str(path), first.cursor, score=SCORE)) == []
+    path.write_text("Name;Email\nAyşe Yılmaz;ayse@firma.com.tr\n", encoding="utf-8")
+    # the same version back: nothing to read again
+    assert list(iter_spreadsheet("fair", str(path), first.cursor, score=SCORE)) == []
+    # a file never read before that is empty is still read once (and warns that it is empty)
+    blank = tmp_path / "blank.csv"
+    blank.write_bytes(b"")
+    batches = list(iter_spreadsheet("fair", str(blank), None, score=SCORE))
+    assert [w.code for b in batches for w in b.warnings] == ["empty_file"]
+    assert first.cursor["files"][str(path)] == kept
