@@ -138,6 +138,8 @@ def _iter_raw_where(
         )
         .where(where)
         .order_by(r.c.received_at, r.c.raw_id)
+        # a server-side cursor on PostgreSQL: memory holds a batch, not every pending record
+        .execution_options(stream_results=True, max_row_buffer=batch_size)
     )
     batch: list[RawRow] = []
     for row in conn.execute(q):

@@ -13,6 +13,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, delete, func, select
 
 from transforms.match import (
@@ -28,7 +29,7 @@ from transforms.records import Contact
 from transforms.resolve import CONTEXT_SCHEMA, Context
 from transforms.scoring import TF_COLUMNS, Model, default_model
 from warehouse import schema as t
-from warehouse.load import Rows, insert_new, key_table, merge, upsert, utc
+from warehouse.load import Rows, index_lookups, insert_new, key_table, merge, upsert, utc
 
 # The definition the stored matching columns and blocking keys were built with: when the code's
 # changes, `ensure_index` builds them again from the contacts.
@@ -219,21 +220,34 @@ def read_context(
     per_key = Counter(keys)
     b, lk = t.contact_blocks, t.lead_links
     key_rows = key_table(conn, per_key, "block_keys")
-    sizes = select(b.c.block_key, func.count()).join(key_rows, key_rows.c.k == b.c.block_key)
-    for key, n in conn.execute(sizes.group_by(b.c.block_key)):
-        per_key[key] += n
-    common = frozenset(
-        k for k, n in per_key.items() if n > max_block_size and rule_of(k) not in EXACT_RULES
+    # How many published contacts hold each key, counted only as far as the limit: a common
+    # key (a first name in a big city) is never counted whole, each count is an index probe.
+    held = (
+        select(func.count())
+        .select_from(
+            select(b.c.contact_id)
+            .where(b.c.block_key == key_rows.c.k)
+            .limit(max_block_size + 1)
+            .correlate(key_rows)
+            .subquery()
+        )
+        .scalar_subquery()
     )
-    usable = key_table(conn, (k for k in per_key if k not in common), "usable_keys")
-    leads = set(
-        conn.execute(
-            select(lk.c.lead_id)
-            .distinct()
-            .join(b, b.c.contact_id == lk.c.contact_id)
-            .join(usable, usable.c.k == b.c.block_key)
-        ).scalars()
-    )
+    with index_lookups(conn):
+        for key, n in conn.execute(select(key_rows.c.k, held)):
+            per_key[key] += n
+        common = frozenset(
+            k for k, n in per_key.items() if n > max_block_size and rule_of(k) not in EXACT_RULES
+        )
+        usable = key_table(conn, (k for k in per_key if k not in common), "usable_keys")
+        leads = set(
+            conn.execute(
+                select(lk.c.lead_id)
+                .distinct()
+                .join(b, b.c.contact_id == lk.c.contact_id)
+                .join(usable, usable.c.k == b.c.block_key)
+            ).scalars()
+        )
     leads.update(extra_leads)
     members = members_of(conn, leads)
     values = {
@@ -252,18 +266,24 @@ def members_of(conn: Connection, lead_ids: Iterable[str]) -> pa.Table:
         return CONTEXT_SCHEMA.empty_table()
     keys = key_table(conn, ids, "member_keys")
     lk, c, f = t.lead_links, t.contacts, t.contact_features
-    q = (
-        select(lk.c.lead_id, c.c.received_at, *(f.c[n] for n in MATCH_SCHEMA.names))
-        .select_from(
-            lk.join(keys, keys.c.k == lk.c.lead_id)
-            .join(c, c.c.contact_id == lk.c.contact_id)
-            .join(f, f.c.contact_id == lk.c.contact_id)
-        )
-        .order_by(lk.c.lead_id, lk.c.contact_id)
+    q = select(lk.c.lead_id, c.c.received_at, *(f.c[n] for n in MATCH_SCHEMA.names)).select_from(
+        lk.join(keys, keys.c.k == lk.c.lead_id)
+        .join(c, c.c.contact_id == lk.c.contact_id)
+        .join(f, f.c.contact_id == lk.c.contact_id)
     )
-    data = _columns(conn.execute(q).all(), CONTEXT_SCHEMA.names)
-    data["received_at"] = [_aware(v) for v in data["received_at"]]
-    return pa.table(data, schema=CONTEXT_SCHEMA)
+    # The driver's tuples, not a Row object per contact: the context is many times the chunk.
+    with index_lookups(conn):
+        rows = conn.execute(q).cursor.fetchall()
+    if not rows:
+        return CONTEXT_SCHEMA.empty_table()
+    data = dict(zip(CONTEXT_SCHEMA.names, map(list, zip(*rows, strict=True)), strict=True))
+    if conn.dialect.name == "sqlite":  # timestamps come back as text
+        data["received_at"] = [_aware(v) for v in data["received_at"]]
+    table = pa.table(data, schema=CONTEXT_SCHEMA)
+    # ordered here, not by the database: its sort of a big context spills to disk
+    return table.take(
+        pc.sort_indices(table, [("lead_id", "ascending"), ("contact_id", "ascending")])
+    )
 
 
 def _columns(rows: Sequence[Any], names: Sequence[str]) -> dict[str, list[Any]]:

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,14 +42,13 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    text,
     union,
 )
 
 from transforms.erasure import ERASED
 from transforms.qualify import STAGE_PROBABILITY, STATUSES
 from warehouse import schema as t
-from warehouse.load import key_table, utc
+from warehouse.load import index_lookups, key_table, utc
 from warehouse.publish import PublishSet, Touched
 
 if TYPE_CHECKING:
@@ -433,7 +431,7 @@ def published_frames(
             "leads": _converted(conn, None),
         }
     else:
-        with _index_lookups(conn):
+        with index_lookups(conn):
             scope = _scope(conn, touched)
             frames = {
                 "lead_links": _links(conn, scope),
@@ -570,23 +568,6 @@ def _converted(conn: Connection, scope: _Scope | None) -> pd.DataFrame:
         q = q.where(src.c.opportunity_id.is_not(None))
     rows = [(lead, found) for lead, opp, found in conn.execute(q) if opp is not None]
     return _bools(rows, ["lead_id", "opportunity_exists"])
-
-
-@contextmanager
-def _index_lookups(conn: Connection) -> Iterator[None]:
-    """PostgreSQL: plan the scoped joins with random reads costed as on SSD or a cached warehouse.
-
-    With the default random_page_cost (4) the planner hash-joins a scope of 10k keys against the
-    whole of lead_links (1.4 s at 1M rows, under load) instead of probing its indexes (0.2 s). The
-    setting is put back afterwards: the rest of the run's transaction plans as before.
-    """
-    if conn.dialect.name != "postgresql":
-        yield
-        return
-    before = conn.execute(text("SELECT current_setting('random_page_cost')")).scalar_one()
-    conn.execute(text("SELECT set_config('random_page_cost', '1.1', true)"))
-    yield  # after a failure the transaction is rolled back, the setting with it
-    conn.execute(text("SELECT set_config('random_page_cost', :v, true)"), {"v": before})
 
 
 def _bools(rows: Sequence[Any], columns: list[str]) -> pd.DataFrame:
