@@ -10,12 +10,13 @@ cannot be one), the review queue, and survivorship per field.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -145,7 +146,8 @@ def _close_births(a: str, b: str) -> bool:
 class _Clusters:
     """Union-find over contact indices that refuses unions breaking a constraint: a cannot-link
     pair, two different person mailboxes without strong name evidence, birth dates that cannot
-    be one person's."""
+    be one person's. It starts with each existing lead's members (`leads`, indices ascending)
+    joined, and remembers the indices each later union joined (`touched`)."""
 
     def __init__(
         self,
@@ -153,6 +155,7 @@ class _Clusters:
         emails: Sequence[str | None],
         births: Sequence[str | None],
         bans: dict[int, set[int]],
+        leads: Iterable[Sequence[int]] = (),
     ) -> None:
         self.parent = list(range(n))
         self.email_of, self.birth_of = emails, births
@@ -161,6 +164,27 @@ class _Clusters:
         self.emails: dict[int, frozenset[str]] = {}
         self.births: dict[int, frozenset[str]] = {}
         self.banned: dict[int, set[int]] = {i: set(v) for i, v in bans.items()}
+        self.touched: set[int] = set()
+        for group in leads:
+            self._join_lead(group)
+        self.touched = set()  # joining the leads' own members touches no one
+
+    def _join_lead(self, group: Sequence[int]) -> None:
+        """Join an existing lead's members under its earliest, as earlier runs linked them. Only
+        birth dates can refuse that (a cannot-link inside a lead splits it before): with two or
+        more, `union` decides member by member, as it always has."""
+        root = group[0]
+        births = frozenset(b for i in group if (b := self.birth_of[i]))
+        if len(births) > 1:
+            for i in group[1:]:
+                self.union(root, i, True)
+            return
+        for i in group[1:]:
+            self.parent[i] = root
+            if i in self.banned:
+                self.banned.setdefault(root, set()).update(self.banned.pop(i))
+        self.emails[root] = frozenset(e for i in group if (e := self.email_of[i]))
+        self.births[root] = births
 
     @staticmethod
     def _of(
@@ -196,6 +220,7 @@ class _Clusters:
                 return False
         lo, hi = (ra, rb) if ra < rb else (rb, ra)
         self.parent[hi] = lo
+        self.touched.update((a, b))
         self.emails[lo] = ea | eb
         self.births[lo] = ba | bb
         self.emails.pop(hi, None)
@@ -224,8 +249,8 @@ def link_contacts(
     cfg = settings or MatchSettings()
     model = model or default_model()
     old, fresh, split = _ordered(new, context.members, decisions)
-    n_old = len(old)
-    ids = [r["contact_id"] for r in old] + [f.contact_id for f in fresh]
+    n_old = len(old.contact_ids)
+    ids = old.contact_ids + [f.contact_id for f in fresh]
     index = {cid: i for i, cid in enumerate(ids)}
     members = context.members.select(MATCH_SCHEMA.names).cast(MATCH_SCHEMA)
     # New contacts are featurized here; a split lead's members come back from the context.
@@ -234,7 +259,7 @@ def link_contacts(
     new_at = {cid: i for i, cid in enumerate(new_table.column("contact_id").to_pylist())}
     records = pa.concat_tables(
         [
-            members.take(pa.array([r["row"] for r in old], pa.int64())),
+            members.take(old.rows),
             pa.concat_tables([members, new_table]).take(
                 pa.array(
                     [
@@ -246,8 +271,9 @@ def link_contacts(
             ),
         ]
     )
-    records = records.append_column("is_new", pa.array([i >= n_old for i in range(len(ids))]))
-    records = records.append_column("ord", pa.array(range(len(ids)), pa.int64()))
+    position = np.arange(len(ids), dtype=np.int64)
+    records = records.append_column("is_new", pa.array(position >= n_old))
+    records = records.append_column("ord", pa.array(position))
 
     bans: dict[int, set[int]] = defaultdict(set)
     musts: list[tuple[int, int]] = []
@@ -260,17 +286,15 @@ def link_contacts(
             bans[ib].add(ia)
         elif d.decision == MUST_LINK:
             musts.append((ia, ib))
+    # Existing leads stay whole: their contacts were linked by earlier runs.
     cl = _Clusters(
-        len(ids), records.column("email_key").to_pylist(), records.column("birth").to_pylist(), bans
+        len(ids),
+        records.column("email_key").to_pylist(),
+        records.column("birth").to_pylist(),
+        bans,
+        old.shared.values(),
     )
     reason: dict[int, tuple[str, float, int, dict[str, Any]]] = {}
-
-    # Existing leads stay whole: their contacts were linked by earlier runs.
-    first_of_lead: dict[str, int] = {}
-    for i, r in enumerate(old):
-        j = first_of_lead.setdefault(r["lead_id"], i)
-        if j != i:
-            cl.union(j, i, True)
     for i, j in musts:
         cl.union(i, j, True)
         for x, y in ((i, j), (j, i)):
@@ -320,11 +344,10 @@ def link_contacts(
         reason[x] = (rule, p, y, evidence(model, proof[k], labels))
     reviews = [(i, j, p, evidence(model, proof[k], labels)) for i, j, p, k in review_rows]
 
-    linking = _build(ids, n_old, [r["lead_id"] for r in old], cl, reason, reviews)
+    linking = _build(ids, old, cl, reason, reviews)
     linking = replace(linking, scored_pairs=pairs.num_rows)
-    received = [_utc(r["received_at"]) for r in old] + [f.received_at for f in fresh]
     taken_out = {d.contact_a for d in decisions if d.split_out and d.decision == CANNOT_LINK}
-    return _renamed_splits(linking, split, {r["lead_id"] for r in old}, ids, received, taken_out)
+    return _renamed_splits(linking, split, old.lead_ids, fresh, taken_out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,50 +361,94 @@ class _Fresh:
     row: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Existing:
+    """The existing members that stay in their leads, in the order they were first seen, as
+    parallel columns: each one's row in the context table, contact id and lead id; and the
+    positions (ascending) of the members of each lead that has more than one."""
+
+    rows: pa.Array
+    contact_ids: list[str]
+    lead_ids: list[str]
+    shared: dict[str, list[int]]
+
+
 def _ordered(
     new: Sequence[Contact], members: pa.Table, decisions: Sequence[ReviewDecision]
-) -> tuple[list[dict[str, Any]], list[_Fresh], dict[str, list[str]]]:
-    """Existing members in the order they were first seen (as dicts with their row in `members`),
-    then the contacts to resolve in theirs. A lead holding both contacts of a cannot-link
-    decision is split: its members are resolved again like new ones (so the decision keeps them
-    apart), and its id goes back to the part holding its earliest contact (`_renamed_splits`)."""
-    rows = [
-        {"row": i, "contact_id": cid, "lead_id": lid, "received_at": _utc(at)}
-        for i, (cid, lid, at) in enumerate(
-            zip(
-                members.column("contact_id").to_pylist(),
-                members.column("lead_id").to_pylist(),
-                members.column("received_at").to_pylist(),
-                strict=True,
-            )
-        )
-    ]
-    lead_of = {r["contact_id"]: r["lead_id"] for r in rows}
-    broken = {
-        lead_of[d.contact_a]
-        for d in decisions
-        if d.decision == CANNOT_LINK
-        and d.contact_a in lead_of
-        and lead_of[d.contact_a] == lead_of.get(d.contact_b)
-    }
-    split: dict[str, list[str]] = defaultdict(list)
-    kept = []
+) -> tuple[_Existing, list[_Fresh], dict[str, list[str]]]:
+    """Existing members in the order they were first seen, then the contacts to resolve in
+    theirs. A lead holding both contacts of a cannot-link decision is split: its members are
+    resolved again like new ones (so the decision keeps them apart), and its id goes back to the
+    part holding its earliest contact (`_renamed_splits`)."""
+    rows = members.select(["received_at", "contact_id", "lead_id"]).append_column(
+        "row", pa.array(np.arange(members.num_rows, dtype=np.int64))
+    )
+    split: dict[str, list[str]] = {}
     fresh: list[_Fresh] = []
-    for r in rows:
-        if r["lead_id"] in broken:
-            split[r["lead_id"]].append(r["contact_id"])
-            fresh.append(_Fresh(r["received_at"], r["contact_id"], row=r["row"]))
-        else:
-            kept.append(r)
-    kept.sort(key=lambda r: (r["received_at"], r["contact_id"]))
-    seen = {r["contact_id"] for r in rows}
+    broken = _broken_leads(members, decisions)
+    if broken:
+        in_broken = pc.is_in(rows.column("lead_id"), pa.array(sorted(broken), pa.string()))
+        for r in rows.filter(in_broken).to_pylist():
+            split.setdefault(r["lead_id"], []).append(r["contact_id"])
+            fresh.append(_Fresh(_utc(r["received_at"]), r["contact_id"], row=r["row"]))
+        rows = rows.filter(pc.invert(in_broken))
+    # a stable sort: rows received at the same instant with the same id keep the table's order
+    rows = rows.take(
+        pc.sort_indices(rows, [("received_at", "ascending"), ("contact_id", "ascending")])
+    )
+    seen = pc.is_in(
+        pa.array([c.contact_id for c in new], pa.string()), members.column("contact_id")
+    ).to_pylist()
     fresh += [
         _Fresh(_utc(c.received_at), c.contact_id, contact=c)
-        for c in new
-        if c.contact_id not in seen
+        for c, known in zip(new, seen, strict=True)
+        if not known
     ]
     fresh.sort(key=lambda f: (f.received_at, f.contact_id))
-    return kept, fresh, dict(split)
+    old = _Existing(
+        rows=rows.column("row").combine_chunks(),
+        contact_ids=rows.column("contact_id").to_pylist(),
+        lead_ids=rows.column("lead_id").to_pylist(),
+        shared=_shared_leads(rows.column("lead_id").combine_chunks()),
+    )
+    return old, fresh, split
+
+
+def _broken_leads(members: pa.Table, decisions: Sequence[ReviewDecision]) -> set[str]:
+    """The leads holding both contacts of a cannot-link decision."""
+    cannot = [d for d in decisions if d.decision == CANNOT_LINK]
+    if not cannot:
+        return set()
+    named = pa.array(sorted({c for d in cannot for c in (d.contact_a, d.contact_b)}), pa.string())
+    hit = members.filter(pc.is_in(members.column("contact_id"), named))
+    lead_of = dict(
+        zip(hit.column("contact_id").to_pylist(), hit.column("lead_id").to_pylist(), strict=True)
+    )
+    return {
+        lead_of[d.contact_a]
+        for d in cannot
+        if d.contact_a in lead_of and lead_of[d.contact_a] == lead_of.get(d.contact_b)
+    }
+
+
+def _shared_leads(lead_ids: pa.Array) -> dict[str, list[int]]:
+    """The positions of each lead's members, ascending, for the leads that have more than one;
+    grouped by a stable sort of the lead codes, not row by row."""
+    encoded = pc.dictionary_encode(lead_ids)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    by_lead = np.argsort(codes, kind="stable").tolist()
+    sizes = np.bincount(codes, minlength=len(encoded.dictionary))
+    ends = np.cumsum(sizes)
+    shared = np.flatnonzero(sizes > 1)
+    return {
+        lead_id: by_lead[end - size : end]
+        for lead_id, size, end in zip(
+            encoded.dictionary.take(pa.array(shared)).to_pylist(),
+            sizes[shared].tolist(),
+            ends[shared].tolist(),
+            strict=True,
+        )
+    }
 
 
 def _utc(value: datetime) -> datetime:
@@ -410,15 +477,25 @@ def _with_chunk_counts(
 
 def _build(
     ids: Sequence[str],
-    n_old: int,
-    old_leads: Sequence[str],
+    old: _Existing,
     cl: _Clusters,
     reason: dict[int, tuple[str, float, int, dict[str, Any]]],
     reviews: Sequence[tuple[int, int, float, dict[str, Any]]],
 ) -> Linking:
+    n_old, old_leads = len(old.contact_ids), old.lead_ids
+    # Only a cluster holding a new contact or two existing leads gives anything, and one of the
+    # latter was made by later unions: the leads of the contacts they touched hold all its
+    # existing members. Walked in index order, each cluster lists its members as before.
+    roots = {cl.find(i) for i in cl.touched} | {cl.find(i) for i in range(n_old, len(ids))}
+    picked = set(range(n_old, len(ids)))
+    for i in cl.touched:
+        if i < n_old:
+            picked.update(old.shared.get(old_leads[i], (i,)))
     clusters: dict[int, list[int]] = defaultdict(list)
-    for i in range(len(ids)):
-        clusters[cl.find(i)].append(i)
+    for i in sorted(picked):
+        root = cl.find(i)
+        if root in roots:
+            clusters[root].append(i)
     links: list[Link] = []
     merges: list[tuple[str, str]] = []
     members: dict[str, list[str]] = {}
@@ -463,18 +540,18 @@ def _build(
 def _renamed_splits(
     res: Linking,
     split: dict[str, list[str]],
-    pinned: set[str],
-    ids: Sequence[str],
-    received: Sequence[datetime],
+    old_leads: Sequence[str],
+    fresh: Sequence[_Fresh],
     taken_out: AbstractSet[str] = frozenset(),
 ) -> Linking:
     """Give each split lead's id back to the part holding its earliest contact (of those a
     steward did not take out of it: the lead stays the others'); the other parts are new leads,
-    recorded in `splits` as (new lead, the lead it was split from). `pinned` are the other
+    recorded in `splits` as (new lead, the lead it was split from). `old_leads` are the other
     existing leads: one of them that took the earliest contact absorbs the split lead."""
     if not split:
         return res
-    when = dict(zip(ids, received, strict=True))
+    pinned = set(old_leads)
+    when = {f.contact_id: f.received_at for f in fresh}  # a split lead's members are all fresh
     lead_of = {lk.contact_id: lk.lead_id for lk in res.links}
     for lead_id, cids in res.members.items():
         for cid in cids:

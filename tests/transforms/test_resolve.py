@@ -12,8 +12,11 @@ from transforms.records import Contact
 from transforms.resolve import (
     CANNOT_LINK,
     MUST_LINK,
+    Context,
     Resolution,
     ReviewDecision,
+    context_of,
+    link_contacts,
     resolve_contacts,
 )
 
@@ -223,6 +226,44 @@ def test_bridging_contact_merges_leads_deterministically() -> None:
     # The same input in another order gives the same answer.
     res2 = resolve_contacts([bridge], list(reversed(existing)))
     assert res2.merges == res.merges and _full(res2) == _full(res)
+
+
+def test_only_changed_leads_are_rebuilt_with_all_their_members_in_time_order() -> None:
+    """A new contact bridging two leads, and a must-link between two others: each merged lead
+    lists every member, also one no pair touched, in the order first seen; untouched leads,
+    one of them with two members, are not listed."""
+    kaya, kaya_too, kaya_phone = (
+        contact(1, "Ayşe Kaya", email="ayse@firma.com"),
+        contact(4, "A. Kaya", city="Ankara"),
+        contact(2, "Ayşe Kaya", phone="+905321234567"),
+    )
+    weber, schulz = contact(3, "Hans Weber", city="Hannover"), contact(8, "Peter Schulz")
+    brandt = [contact(5, "Jan Brandt", city="Kiel"), contact(6, "Jan Brandt", city="Kiel")]
+    existing = [
+        (schulz, "lead_s"),
+        (kaya_too, "lead_k"),
+        (brandt[1], "lead_b"),
+        (weber, "lead_w"),
+        (kaya_phone, "lead_p"),
+        (brandt[0], "lead_b"),
+        (kaya, "lead_k"),
+    ]
+    bridge = contact(7, "Ayşe Kaya", email="ayse@firma.com", phone="+905321234567")
+    res = link_contacts(
+        [bridge],
+        Context(members=context_of(existing)),
+        [ReviewDecision("con_008", "con_003", MUST_LINK)],
+    )
+    assert list(res.members.items()) == [
+        ("lead_k", ["con_001", "con_002", "con_004", "con_007"]),
+        ("lead_w", ["con_003", "con_008"]),
+    ]
+    assert res.merges == [("lead_p", "lead_k"), ("lead_s", "lead_w")]
+    assert [(lk.contact_id, lk.lead_id, lk.rule) for lk in res.links] == [
+        ("con_002", "lead_k", "merge"),
+        ("con_007", "lead_k", "model"),
+        ("con_008", "lead_w", "merge"),
+    ]
 
 
 def _grey_pair() -> tuple[Contact, Contact]:
