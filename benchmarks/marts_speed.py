@@ -174,6 +174,13 @@ QUERIES = {
         "WHERE lead_source = 'fair_istanbul' AND status = 'Nurturing' "
         "ORDER BY days_since_first_seen DESC LIMIT 50"
     ),
+    # the same leads in the same order, sorted by the stored column the computed days come from:
+    # an index walk (lead_source, status, first_seen_at) instead of a sort of every match
+    "oldest_open_leads_of_a_source_by_first_seen": (
+        "SELECT lead_id, status, days_since_first_seen FROM mart_lead_aging "
+        "WHERE lead_source = 'fair_istanbul' AND status = 'Nurturing' "
+        "ORDER BY first_seen_at, lead_id LIMIT 50"
+    ),
     "one_lead": "SELECT * FROM mart_leads_current WHERE lead_id = 'lead_123457'",
     "status_changes_last_4_weeks": (
         "SELECT changed_on, to_status, SUM(changes) FROM mart_status_changes_daily "

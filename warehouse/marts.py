@@ -1502,6 +1502,8 @@ def refresh_marts(
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     fx_changed = _refresh_fx(conn, tables, d, values, full)
+    if full or fx_changed:
+        _analyze(conn, _q(conn, FX_FACTORS.name))
     rows[FX_FACTORS.name] = conn.execute(
         select(func.count()).select_from(tables[FX_FACTORS.name])
     ).scalar_one()
@@ -1540,6 +1542,7 @@ def refresh_marts(
             rows[m.name] = _run(
                 conn, f"INSERT INTO {target} ({names}) {m.sql(d, Scope(d))}", values
             )
+            _analyze(conn, target)
         else:
             assert m.by is not None
             of, col = m.by
@@ -1559,6 +1562,8 @@ def refresh_marts(
             names = ", ".join(_q(conn, c.name) for c in m.columns)
             inserted = _run(conn, f"INSERT INTO {target} ({names}) {m.sql(d, scoped)}", values)
             rows[m.name] = prior.get(m.name, 0) - deleted + inserted
+            if deleted + inserted > ANALYZE_SHARE * max(prior.get(m.name, 0), 1):
+                _analyze(conn, target)
         seconds[m.name] = round(time.perf_counter() - t0, 3)
     if planner:
         for name, value in planner.items():
@@ -1581,10 +1586,25 @@ def refresh_marts(
             for m in MARTS
         ],
     )
+    if full:
+        _analyze(conn, _q(conn, CATALOG.name))
     missing = _missing_rates(conn, tables, clock_day, reporting_currency, base_currency)
     if saved_path is not None:
         conn.execute(text("SELECT set_config('search_path', :p, true)"), {"p": saved_path})
     return MartRefresh(schema, as_of, rows, seconds, missing, full=full)
+
+
+# The share of a mart's rows a refresh may rewrite before its statistics are taken again (the
+# threshold PostgreSQL's autovacuum uses by default), so the BI reader's plans (the oldest-leads
+# tile walks an index only when the planner knows how many leads a source has) and the next
+# marts' plans hold even where autovacuum is off.
+ANALYZE_SHARE = 0.1
+
+
+def _analyze(conn: Connection, target: str) -> None:
+    """PostgreSQL: statistics of a mart just rewritten, in the refresh's transaction."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {target}")
 
 
 # A few thousand keys against tables of millions: PostgreSQL's estimates favour hashing whole
