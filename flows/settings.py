@@ -70,6 +70,9 @@ class ResolutionSettings(_Strict):
     memory_limit: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?\s*[KMGT]i?B$")] = "1GB"
     threads: Annotated[int, Field(ge=1)] = 2
     temp_directory: str | None = None  # where DuckDB spills past memory_limit (its default: .tmp)
+    # Pending raw records resolved at once. A run's memory follows it and the context it reads
+    # (at 1M contacts ~8 existing contacts per new one); smaller is leaner and slower.
+    chunk_size: Annotated[int, Field(ge=100)] = 50_000
 
     @field_validator("review_probability")
     @classmethod

@@ -464,9 +464,10 @@ def process_pending(
     are processed again from scratch. A critical data-quality failure rolls the whole transaction
     back and raises QualityGateError. Runs that publish wait for each other (a warehouse lock).
     """
+    size = settings.resolution.chunk_size
 
     def pending(conn: Connection) -> Iterator[list[RawRow]]:
-        yield from landing.iter_pending_raw(conn)
+        yield from landing.iter_pending_raw(conn, size)
         # Review decisions take effect on the next run even when nothing new arrived: one chunk
         # without raw rows pulls in the leads they touch, merges or splits them, marks them applied.
         if resolution.pending_decisions(conn):
@@ -483,7 +484,7 @@ def process_pending(
         return (
             chunk
             for landed_by in runs.landing_runs(conn)
-            for chunk in landing.iter_pending_raw(conn, landed_by=landed_by)
+            for chunk in landing.iter_pending_raw(conn, size, landed_by=landed_by)
         )
 
     return _gated_publish(engine, settings, run_id, chunks, rebuild=rebuild)
@@ -514,9 +515,10 @@ def replay_rejects(
         raw_ids, not_replayable = quarantine.quarantined_raw_ids(conn, reason)
 
     def rows(conn: Connection) -> Iterator[list[RawRow]]:
-        yield from landing.iter_raw(conn, raw_ids)
+        size = settings.resolution.chunk_size
+        yield from landing.iter_raw(conn, raw_ids, size)
         if reread:  # the rows the re-read landed
-            yield from landing.iter_pending_raw(conn)
+            yield from landing.iter_pending_raw(conn, size)
 
     stats = _gated_publish(engine, settings, run_id, rows)
     stats["replay_candidates"] = len(raw_ids)
@@ -581,7 +583,9 @@ def remodel(
                 chunks = (
                     chunk
                     for landed_by in runs.landing_runs(conn)
-                    for chunk in landing.iter_pending_raw(conn, landed_by=landed_by)
+                    for chunk in landing.iter_pending_raw(
+                        conn, settings.resolution.chunk_size, landed_by=landed_by
+                    )
                 )
                 touched = publish.Touched(everything=True)
                 _process_all(
