@@ -4,8 +4,8 @@ SQLite), key lists, and the timestamps SQLite hands back naive."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -281,23 +281,36 @@ def _dict_chunks(rows: Rows) -> Iterator[list[dict[str, Any]]]:
         yield [dict(zip(cols, v, strict=True)) for v in rows.values[start : start + CHUNK]]
 
 
-@contextmanager
-def index_lookups(conn: Connection) -> Iterator[None]:
-    """PostgreSQL: plan the next statements with random reads costed as on SSD or a cached
-    warehouse (`random_page_cost` 1.1 instead of 4), for the joins of a few thousand keys
-    against the big tables: the scoped checks, the resolution context.
+# PostgreSQL planner settings for statements that join a few thousand keys against tables of
+# millions, where the default estimates favour hashing (or scanning) the whole big table:
+# random reads costed as on SSD or a cached warehouse (the scoped checks, the resolution
+# context); and, for the marts' incremental refresh, whose every join has an index on its inner
+# side, nested loops only and no JIT (compiling costs more than these statements run).
+INDEX_LOOKUPS = {"random_page_cost": "1.1"}
+INDEX_JOINS = {"enable_hashjoin": "off", "enable_mergejoin": "off", "jit": "off"}
 
-    With the default cost the planner hash-joins 10k keys against the whole of lead_links or
-    contact_blocks (a sequential scan of millions of rows) instead of probing their indexes.
-    The setting is put back afterwards: the rest of the run's transaction plans as before.
-    """
+
+@contextmanager
+def planner(conn: Connection, settings: Mapping[str, str]) -> Iterator[None]:
+    """PostgreSQL: these planner settings for the statements inside, the previous ones put back
+    afterwards (the rest of the run's transaction plans as before). Other dialects: nothing."""
     if conn.dialect.name != "postgresql":
         yield
         return
-    before = conn.execute(text("SELECT current_setting('random_page_cost')")).scalar_one()
-    conn.execute(text("SELECT set_config('random_page_cost', '1.1', true)"))
-    yield  # after a failure the transaction is rolled back, the setting with it
-    conn.execute(text("SELECT set_config('random_page_cost', :v, true)"), {"v": before})
+    saved = {}
+    for name, value in settings.items():
+        saved[name] = conn.execute(text("SELECT current_setting(:n)"), {"n": name}).scalar_one()
+        conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
+    yield  # after a failure the transaction is rolled back, the settings with it
+    for name, value in saved.items():
+        conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
+
+
+def index_lookups(conn: Connection) -> AbstractContextManager[None]:
+    """`INDEX_LOOKUPS` for the statements inside: with the default random_page_cost (4) the
+    planner hash-joins 10k keys against the whole of lead_links or contact_blocks (a scan of
+    millions of rows) instead of probing their indexes."""
+    return planner(conn, INDEX_LOOKUPS)
 
 
 def key_table(conn: Connection, keys: Iterable[Any], name: str = "lookup_keys") -> TableClause:

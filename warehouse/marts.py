@@ -48,6 +48,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
@@ -74,7 +75,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeEngine
 
-from warehouse.load import key_table
+from warehouse.load import INDEX_JOINS, key_table, planner
 from warehouse.quality import PUBLISHED, WARNING, CheckResult
 from warehouse.schema import fx_rates
 
@@ -1511,11 +1512,11 @@ def refresh_marts(
     prior: dict[str, int] = {}
     before: dict[str, set[str]] = {}
     members_before: dict[str, Counter[str]] = {}
-    planner = None
+    joins = ExitStack()  # index-driven joins for the run's keys (incremental), put back after
     if not full:
         assert touched is not None
         t0 = time.perf_counter()
-        planner = _index_driven(conn)
+        joins.enter_context(planner(conn, INDEX_JOINS))
         prior = {r.mart: int(r.row_count) for r in conn.execute(tables[CATALOG.name].select())}
         _widen(conn, touched)
         before = _group_values(conn)
@@ -1565,9 +1566,7 @@ def refresh_marts(
             if deleted + inserted > ANALYZE_SHARE * max(prior.get(m.name, 0), 1):
                 _analyze(conn, target)
         seconds[m.name] = round(time.perf_counter() - t0, 3)
-    if planner:
-        for name, value in planner.items():
-            conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
+    joins.close()
     for m in MARTS:
         if m.refresh == VIEW:
             rows[m.name] = rows[LEAD_DATES.name]
@@ -1605,24 +1604,6 @@ def _analyze(conn: Connection, target: str) -> None:
     """PostgreSQL: statistics of a mart just rewritten, in the refresh's transaction."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"ANALYZE {target}")
-
-
-# A few thousand keys against tables of millions: PostgreSQL's estimates favour hashing whole
-# tables (a scan each, growing with the warehouse); every join here has an index on its inner
-# side, so nested loops over the key tables are what keeps a run's cost to its keys. JIT off:
-# compiling costs more than these statements run.
-_INDEX_DRIVEN = {"enable_hashjoin": "off", "enable_mergejoin": "off", "jit": "off"}
-
-
-def _index_driven(conn: Connection) -> dict[str, str] | None:
-    """Switch PostgreSQL to index-driven joins for this transaction; the settings to restore."""
-    if conn.dialect.name != "postgresql":
-        return None
-    saved = {}
-    for name, value in _INDEX_DRIVEN.items():
-        saved[name] = conn.execute(text("SELECT current_setting(:n)"), {"n": name}).scalar_one()
-        conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
-    return saved
 
 
 def _refresh_fx(
