@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import calendar
-from collections.abc import Callable, Mapping, Sequence
+import gc
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any, Literal
+from functools import cached_property, lru_cache
+from itertools import compress, count
+from operator import attrgetter
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -207,174 +213,255 @@ def rules_from_yaml(text: str, origin: str = "rules") -> Rules:
 # ---- scoring -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
+
+
+def _each_distinct(values: Sequence[K], said: Callable[[K], R]) -> list[R]:
+    """`said` of each value, computed once per distinct value: leads share texts, days, budgets."""
+    memo = {v: said(v) for v in set(values)}
+    return [memo[v] for v in values]
+
+
+def _budget_rank(c: Contact) -> tuple[float, str]:
+    return (c.budget_amount or 0, c.contact_id)
+
+
+def _primary_rank(c: Contact) -> tuple[str, str]:
+    return (c.received_at.isoformat(), c.contact_id)
+
+
 class _Facts:
-    """What the conditions look at, computed once per lead."""
+    """What the conditions look at, one list per fact with an entry per lead. Each list is built
+    the first time a rule asks for it, so a batch computes only the facts its rules use."""
 
-    text: str
-    title: str
-    touches: int
-    sources: int
-    last_seen_at: datetime
-    budget: Contact | None
-    timeline_months: int | None
-    has: frozenset[str]
-    emails: tuple[Contact, ...]
-    consent_declined: bool
+    def __init__(self, leads: Sequence[Lead], members: Sequence[Sequence[Contact]]) -> None:
+        self.leads = leads
+        self.members = members
+
+    @cached_property
+    def text(self) -> list[str]:
+        """Interest and message of every contact, accent- and case-folded."""
+        raw = [" ".join(f"{c.interest or ''} {c.message or ''}" for c in cs) for cs in self.members]
+        return _each_distinct(raw, fold)
+
+    @cached_property
+    def title(self) -> list[str]:
+        raw = [" ".join(c.job_title or "" for c in cs) for cs in self.members]
+        return _each_distinct(raw, fold)
+
+    @cached_property
+    def budget(self) -> list[Contact | None]:
+        """The contact stating the highest budget."""
+        return [
+            max(stated, key=_budget_rank)
+            if (stated := [c for c in cs if c.budget_amount])
+            else None
+            for cs in self.members
+        ]
+
+    @cached_property
+    def timeline_months(self) -> list[int | None]:
+        """The shortest stated timeline."""
+        return [
+            min(stated)
+            if (stated := [c.timeline_months for c in cs if c.timeline_months is not None])
+            else None
+            for cs in self.members
+        ]
+
+    @cached_property
+    def emails(self) -> list[list[Contact]]:
+        return [[c for c in cs if c.email_key] for cs in self.members]
+
+    def has(self, what: str) -> list[bool]:
+        """Whether the lead (company, phone) or any of its contacts states `what`."""
+        if what in ("company", "phone"):
+            return [bool(getattr(ld, what)) for ld in self.leads]
+        if what == "budget":
+            return [b is not None for b in self.budget]
+        if what == "timeline":
+            return [m is not None for m in self.timeline_months]
+        stated = attrgetter(what)
+        return [any(map(stated, cs)) for cs in self.members]
 
 
-def _facts(lead: Lead, contacts: Sequence[Contact]) -> _Facts:
-    budgets = [c for c in contacts if c.budget_amount]
-    timelines = [c.timeline_months for c in contacts if c.timeline_months is not None]
-    has = {
-        name
-        for name, present in (
-            ("interest", any(c.interest for c in contacts)),
-            ("company", bool(lead.company)),
-            ("budget", bool(budgets)),
-            ("timeline", bool(timelines)),
-            ("job_title", any(c.job_title for c in contacts)),
-            ("phone", bool(lead.phone)),
-        )
-        if present
-    }
-    return _Facts(
-        text=fold(" ".join(f"{c.interest or ''} {c.message or ''}" for c in contacts)),
-        title=fold(" ".join(c.job_title or "" for c in contacts)),
-        touches=lead.contact_count,
-        sources=lead.source_count,
-        last_seen_at=lead.last_seen_at,
-        budget=max(budgets, key=lambda c: (c.budget_amount or 0, c.contact_id))
-        if budgets
-        else None,
-        timeline_months=min(timelines) if timelines else None,
-        has=frozenset(has),
-        emails=tuple(c for c in contacts if c.email_key),
-        consent_declined=any(c.consent is False for c in contacts),
-    )
+Column = Callable[[_Facts, datetime], list["str | None"]]
 
 
-Predicate = Callable[[_Facts, datetime], "str | None"]
-
-
-def _predicate(cond: Condition) -> Predicate:
-    """The condition as a function of a lead's facts: why it holds, or None. Built once per
-    rules object, so scoring a lead runs only the checks its rules declare."""
+def _column(cond: Condition) -> Column:
+    """The condition over a batch of leads: for each lead, why it holds, or None. Built once per
+    rules object, so scoring runs only the checks its rules declare, each over all leads."""
     if cond.text_contains_any:
         return _contains("the request mentions", "text", cond.text_contains_any)
     if cond.title_contains_any:
         return _contains("the job title mentions", "title", cond.title_contains_any)
     if cond.has:
         has, said = cond.has, f"{cond.has.replace('_', ' ')} stated"
-        return lambda f, _: said if has in f.has else None
+        return lambda f, _: [said if held else None for held in f.has(has)]
     if cond.budget_between:
         lo, hi = cond.budget_between
 
-        def budget(f: _Facts, _: datetime) -> str | None:
-            b = f.budget
-            if b is None or b.budget_amount is None or not lo <= b.budget_amount <= hi:
+        def budget(stated: tuple[float | None, str | None] | None) -> str | None:
+            if stated is None or stated[0] is None or not lo <= stated[0] <= hi:
                 return None
-            return f"budget {b.budget_amount:,.0f} {b.budget_currency or ''}".rstrip()
+            return f"budget {stated[0]:,.0f} {stated[1] or ''}".rstrip()
 
-        return budget
+        return lambda f, _: _each_distinct(
+            [None if b is None else (b.budget_amount, b.budget_currency) for b in f.budget], budget
+        )
     if cond.timeline_within_months is not None:
         within = cond.timeline_within_months
 
-        def timeline(f: _Facts, _: datetime) -> str | None:
-            m = f.timeline_months
+        def timeline(m: int | None) -> str | None:
             if m is None or m > within:
                 return None
             return f"buying within {m} month{'' if m == 1 else 's'}"
 
-        return timeline
+        return lambda f, _: _each_distinct(f.timeline_months, timeline)
     if cond.touches_at_least:
         least = cond.touches_at_least
-        return lambda f, _: f"{f.touches} touches" if f.touches >= least else None
+        return lambda f, _: _each_distinct(
+            [ld.contact_count for ld in f.leads], lambda n: f"{n} touches" if n >= least else None
+        )
     if cond.sources_at_least:
         fewest = cond.sources_at_least
-        return lambda f, _: f"{f.sources} sources" if f.sources >= fewest else None
+        return lambda f, _: _each_distinct(
+            [ld.source_count for ld in f.leads], lambda n: f"{n} sources" if n >= fewest else None
+        )
     if cond.seen_within_days is not None:
         window = cond.seen_within_days
 
-        def seen(f: _Facts, as_of: datetime) -> str | None:
-            days = (as_of - f.last_seen_at) // _DAY
-            if not 0 <= days <= window:
-                return None
-            return f"last seen {days} days before {as_of:%Y-%m-%d}"
+        def seen(f: _Facts, as_of: datetime) -> list[str | None]:
+            def said(days: int) -> str | None:
+                if not 0 <= days <= window:
+                    return None
+                return f"last seen {days} days before {as_of:%Y-%m-%d}"
+
+            return _each_distinct([(as_of - ld.last_seen_at) // _DAY for ld in f.leads], said)
 
         return seen
     if cond.email_is:
-        kind, flag = cond.email_is, f"email_is_{cond.email_is}"
-        said = f"{kind} email address"
+        flag, anyone = attrgetter(f"email_is_{cond.email_is}"), cond.email_is == "disposable"
+        said = f"{cond.email_is} email address"
 
-        def email_is(f: _Facts, _: datetime) -> str | None:
-            flags = [getattr(c, flag) for c in f.emails]
-            held = (any(flags) if kind == "disposable" else all(flags)) and bool(flags)
-            return said if held else None
-
-        return email_is
+        if anyone:
+            return lambda f, _: [said if any(map(flag, es)) else None for es in f.emails]
+        return lambda f, _: [said if es and all(map(flag, es)) else None for es in f.emails]
     if cond.email_domain_in:
         domains = frozenset(d.lower() for d in cond.email_domain_in)
 
-        def domain_in(f: _Facts, _: datetime) -> str | None:
-            found = sorted(
-                {c.email_key.partition("@")[2] for c in f.emails if c.email_key} & domains
-            )
+        def domain_in(emails: list[Contact]) -> str | None:
+            found = sorted({c.email_key.partition("@")[2] for c in emails if c.email_key} & domains)
             return f"email domain {found[0]}" if found else None
 
-        return domain_in
+        return lambda f, _: [domain_in(es) for es in f.emails]
     if cond.business_email:
 
-        def business(f: _Facts, _: datetime) -> str | None:
-            biz = [c.email_key for c in f.emails if not (c.email_is_free or c.email_is_disposable)]
+        def business(emails: list[Contact]) -> str | None:
+            biz = [c.email_key for c in emails if not (c.email_is_free or c.email_is_disposable)]
             return f"business email domain {biz[0].partition('@')[2]}" if biz and biz[0] else None
 
-        return business
+        return lambda f, _: [business(es) for es in f.emails]
     if cond.consent_declined:
-        return lambda f, _: "declined consent" if f.consent_declined else None
+        return lambda f, _: [
+            "declined consent" if any(c.consent is False for c in cs) else None for cs in f.members
+        ]
     raise AssertionError("a validated condition always has one predicate")
 
 
 _DAY = timedelta(days=1)
 
 
-def _contains(said: str, field_: str, words: Sequence[str]) -> Predicate:
+def _contains(said: str, field_: str, words: Sequence[str]) -> Column:
     folded = tuple((w, fold(w)) for w in words)
 
-    def contains(f: _Facts, _: datetime) -> str | None:
-        text = f.text if field_ == "text" else f.title
+    def first(text: str) -> str | None:
         for word, key in folded:
             if key in text:
                 return f"{said} {word!r}"
         return None
 
-    return contains
+    return lambda f, _: _each_distinct(f.text if field_ == "text" else f.title, first)
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    name: str
+    criterion: str
+    weight: int
+    disqualify: bool
+    column: Column
 
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
-    """A rules object prepared for scoring many leads: predicates, sorted grades, status sets."""
+    """A rules object prepared for scoring many leads: columns, sorted grades, status sets."""
 
     version: str
-    checks: tuple[tuple[str, str, int, bool, Predicate], ...]  # name, criterion, weight, dq, pred
+    checks: tuple[_Check, ...]
     grades: tuple[tuple[str, int], ...]  # highest floor first
     qualified_require: frozenset[str]
     qualified_min: int
     nurturing_any: frozenset[str]
     working_touches: int
+    opportunity: _Opportunity
 
 
 def _compile(rules: Rules) -> _Compiled:
     return _Compiled(
         rules.version,
         tuple(
-            (r.name, r.criterion, r.weight, r.disqualify, _predicate(r.when)) for r in rules.rules
+            _Check(r.name, r.criterion, r.weight, r.disqualify, _column(r.when))
+            for r in rules.rules
         ),
         tuple(sorted(rules.grades.items(), key=lambda g: -g[1])),
         frozenset(rules.qualified.require),
         rules.qualified.min_score,
         frozenset(rules.nurturing.require_any),
         rules.working.touches_at_least,
+        rules.opportunity,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What holding exactly one set of rules decides; the same for every lead that holds it."""
+
+    score: int
+    grade: str
+    layout: tuple[tuple[str, tuple[int, ...]], ...]  # criterion → its held checks, CRITERIA order
+    status: str | None  # None: Working or Open, by the lead's touches
+    stage: str  # for an opportunity opened or advanced by it
+    why: str
+
+
+def _verdict(held: int, rules: _Compiled) -> _Verdict:
+    """The verdict of the checks whose bits are set in `held`."""
+    on = [i for i in range(len(rules.checks)) if held >> i & 1]
+    score = max(0, min(100, sum(rules.checks[i].weight for i in on)))
+    layout = tuple(
+        (c, idx)
+        for c in CRITERIA
+        if (idx := tuple(i for i in on if rules.checks[i].criterion == c))
+    )
+    met = {c for c, _ in layout if c != "negative"}
+    if any(rules.checks[i].disqualify for i in on):
+        status: str | None = "Unqualified"
+    elif rules.qualified_require <= met and score >= rules.qualified_min:
+        status = "Qualified"
+    elif met & rules.nurturing_any:
+        status = "Nurturing"
+    else:
+        status = None
+    negative = [rules.checks[i].name for i in on if rules.checks[i].criterion == "negative"]
+    return _Verdict(
+        score,
+        next(g for g, floor in rules.grades if score >= floor),
+        layout,
+        status,
+        _stage(met, rules.opportunity),
+        _why(score, met, negative),
     )
 
 
@@ -386,40 +473,53 @@ def score_lead(
     lead: Lead, contacts: Sequence[Contact], rules: Rules, as_of: datetime
 ) -> Qualification:
     """Score one lead; every point carries the name of the rule that gave it and why it held."""
-    return _score(lead, _facts(lead, contacts), _compile(rules), as_of)
+    return _score(_Facts([lead], [contacts]), _compile(rules), as_of)[0][0]
 
 
-def _score(lead: Lead, facts: _Facts, rules: _Compiled, as_of: datetime) -> Qualification:
-    reasons: dict[str, list[str]] = {}
-    score = 0
-    disqualified = False
-    for name, criterion, weight, disqualify, predicate in rules.checks:
-        why = predicate(facts, as_of)
-        if why is None:
-            continue
-        score += weight
-        disqualified |= disqualify
-        reasons.setdefault(criterion, []).append(f"{name} ({weight:+d}): {why}")
-    score = max(0, min(100, score))
-    grade = next(g for g, floor in rules.grades if score >= floor)
-    met = {c for c in reasons if c != "negative"}
-    if disqualified:
-        status = "Unqualified"
-    elif rules.qualified_require <= met and score >= rules.qualified_min:
-        status = "Qualified"
-    elif met & rules.nurturing_any:
-        status = "Nurturing"
-    elif lead.contact_count >= rules.working_touches:
-        status = "Working - Contacted"
-    else:
-        status = "Open - Not Contacted"
-    ordered = {c: reasons[c] for c in CRITERIA if c in reasons}
-    return Qualification(lead.lead_id, status, score, grade, ordered, rules.version)
+def _score(
+    facts: _Facts, rules: _Compiled, as_of: datetime
+) -> tuple[list[Qualification], list[_Verdict]]:
+    """Each rule once over all leads as a column of reasons, then each lead's qualification from
+    the verdict of the rules it holds, decided once per distinct set of held rules."""
+    n = len(facts.leads)
+    columns: dict[str, list[list[str | None]]] = {}
+    held = [0] * n
+    for bit, check in enumerate(rules.checks):
+        whys = check.column(facts, as_of)
+        said: dict[str | None, str] = {
+            w: f"{check.name} ({check.weight:+d}): {w}" for w in set(whys) if w is not None
+        }
+        column = list(map(said.get, whys))
+        for i in compress(range(n), column):
+            held[i] |= 1 << bit
+        columns.setdefault(check.criterion, []).append(column)
+    # Per criterion, each lead's reasons in rule order, or None when none held.
+    criteria = [c for c in CRITERIA if c in columns]
+    reasons = [
+        [[s] if s else None for s in cols[0]]
+        if len(cols) == 1
+        else [list(filter(None, row)) or None for row in zip(*cols, strict=True)]
+        for cols in (columns[c] for c in criteria)
+    ]
+    verdicts: dict[int, _Verdict] = {}
+    quals, decided = [], []
+    for lead, lists, h in zip(facts.leads, zip(*reasons, strict=True), held, strict=True):
+        v = verdicts.get(h) or verdicts.setdefault(h, _verdict(h, rules))
+        status = v.status or (
+            "Working - Contacted"
+            if lead.contact_count >= rules.working_touches
+            else "Open - Not Contacted"
+        )
+        given = dict(compress(zip(criteria, lists, strict=True), lists))
+        quals.append(Qualification(lead.lead_id, status, v.score, v.grade, given, rules.version))
+        decided.append(v)
+    return quals, decided
 
 
 # ---- conversion ----------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def _add_months(d: date, months: int) -> date:
     y, m = divmod(d.month - 1 + months, 12)
     year, month = d.year + y, m + 1
@@ -429,28 +529,34 @@ def _add_months(d: date, months: int) -> date:
 def account_for(lead: Lead) -> Account:
     """The company behind the lead, or a person account when there is no company (free-mail)."""
     if lead.company_key or lead.company_domain:
-        key = lead.company_key or lead.company_domain
-        name = lead.company or lead.company_domain or str(key)
-        return Account(
-            stable_id("acc", "business", key),
-            name,
-            "business",
-            lead.company_domain,
-            lead.company_key,
-            lead.country,
-        )
+        return _business(lead.company_key, lead.company_domain, lead.company, lead.country)
     name = lead.full_name or lead.email or lead.lead_id
     return Account(
         stable_id("acc", "person", lead.lead_id), name, "person", None, None, lead.country
     )
 
 
-def stage_for(q: Qualification, rules: Rules) -> str:
-    met = _met(q.reasons)
+def _stage(met: AbstractSet[str], opportunity: _Opportunity) -> str:
     return next(
-        (s.stage for s in rules.opportunity.stages if set(s.when_met) <= met),
-        rules.opportunity.default_stage,
+        (s.stage for s in opportunity.stages if set(s.when_met) <= met),
+        opportunity.default_stage,
     )
+
+
+@lru_cache(maxsize=4096)
+def _business(
+    company_key: str | None, domain: str | None, company: str | None, country: str | None
+) -> Account:
+    """Cached: many leads work for one company."""
+    key = company_key or domain
+    name = company or domain or str(key)
+    return Account(
+        stable_id("acc", "business", key), name, "business", domain, company_key, country
+    )
+
+
+def stage_for(q: Qualification, rules: Rules) -> str:
+    return _stage(_met(q.reasons), rules.opportunity)
 
 
 def convert_lead(
@@ -459,18 +565,27 @@ def convert_lead(
     q: Qualification,
     rules: Rules,
     stages: Mapping[str, Stage],
-    facts: _Facts | None = None,
 ) -> Opportunity:
     """A qualified lead's opportunity: stable id per lead, data-derived dates, stage from rules."""
+    facts = _Facts([lead], [contacts])
+    stage = stages[stage_for(q, rules)]
+    best, months = facts.budget[0], facts.timeline_months[0]
+    return _opportunity(lead, contacts, best, months, stage, account_for(lead), rules)
+
+
+def _opportunity(
+    lead: Lead,
+    contacts: Sequence[Contact],
+    best: Contact | None,
+    months: int | None,
+    stage: Stage,
+    account: Account,
+    rules: Rules,
+) -> Opportunity:
     converted_at: datetime = lead.last_seen_at
-    facts = facts or _facts(lead, contacts)
-    best = facts.budget
-    months = facts.timeline_months
     if months is None:
         months = rules.opportunity.default_close_months
-    stage = stages[stage_for(q, rules)]
-    primary = max(contacts, key=lambda c: (c.received_at.isoformat(), c.contact_id))
-    account = account_for(lead)
+    primary = contacts[0] if len(contacts) == 1 else max(contacts, key=_primary_rank)
     who = lead.full_name or lead.email or lead.lead_id
     return Opportunity(
         opportunity_id=stable_id("opp", lead.lead_id),
@@ -614,11 +729,25 @@ def fold_merges(
     return folded, reparented, closing
 
 
-def _why(q: Qualification) -> str:
-    met = sorted(_met(q.reasons))
-    neg = [r.split(" ", 1)[0] for r in q.reasons.get("negative", [])]
-    text = f"score {q.score}; met: {', '.join(met) or 'none'}"
-    return text + (f"; negative: {', '.join(neg)}" if neg else "")
+def _why(score: int, met: AbstractSet[str], negative: Sequence[str]) -> str:
+    text = f"score {score}; met: {', '.join(sorted(met)) or 'none'}"
+    return text + (f"; negative: {', '.join(negative)}" if negative else "")
+
+
+_NEVER = Prior(None)
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """A batch builds several objects per lead and no cycles, so a cyclic collection meanwhile
+    finds nothing; yet each full one walks the whole heap (it was half of qualify_leads)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def qualify_leads(
@@ -648,71 +777,71 @@ def qualify_leads(
     prior, reparented, closing = fold_merges(
         [m for m in merges if m[1] in when], prior or {}, by_name, when, rules.version
     )
-    quals: list[Qualification] = []
     accounts: dict[str, Account] = {}
     opps: list[Opportunity] = []
     conversions: dict[str, tuple[str, str, datetime]] = {}
     status_history: list[StatusChange] = []
     stage_history: list[StageChange] = list(closing)
-    compiled = _compile(rules)
-    for lead in sorted(leads, key=lambda ld: ld.lead_id):
-        members = contacts_by_lead[lead.lead_id]
-        facts = _facts(lead, members)
-        q = _score(lead, facts, compiled, as_of)
-        quals.append(q)
-        before = prior.get(lead.lead_id, Prior(None))
-        at = changed_at or lead.last_seen_at
-        if before.opportunity_id and before.account_id and before.converted_at:
-            conversions[lead.lead_id] = (
-                before.opportunity_id,
-                before.account_id,
-                before.converted_at,
-            )
-        if q.status != before.status:
-            reason = _why(q)
-            if before.opportunity_id and q.status != "Qualified":
-                reason += f"; converted lead, opportunity {before.opportunity_id} kept"
-            status_history.append(
-                StatusChange(
-                    lead.lead_id, before.status, q.status, at, reason, rules.version, q.score
-                )
-            )
-        if q.status != "Qualified":
-            continue
-        if before.opportunity_id is None:
-            opp = convert_lead(lead, members, q, rules, by_name, facts)
-            acc = account_for(lead)
-            accounts[acc.account_id] = acc
-            opps.append(opp)
-            conversions[lead.lead_id] = (opp.opportunity_id, opp.account_id, opp.created_at)
-            stage_history.append(
-                StageChange(
-                    opp.opportunity_id,
-                    lead.lead_id,
-                    None,
-                    opp.stage,
-                    opp.probability,
-                    opp.created_at,
-                    f"converted from lead; {_why(q)}",
-                    rules.version,
-                )
-            )
-            continue
-        current = by_name.get(before.stage or "")
-        target = by_name[stage_for(q, rules)]
-        if current and not current.is_closed and target.sort_order > current.sort_order:
-            stage_history.append(
-                StageChange(
+    ordered = sorted(leads, key=lambda ld: ld.lead_id)
+    facts = _Facts(ordered, [contacts_by_lead[ld.lead_id] for ld in ordered])
+    with _no_cycle_collection():
+        quals, verdicts = _score(facts, _compile(rules), as_of)
+        for lead, members, q, v, i in zip(ordered, facts.members, quals, verdicts, count()):
+            before = prior.get(lead.lead_id, _NEVER)
+            at = changed_at or lead.last_seen_at
+            if before.opportunity_id and before.account_id and before.converted_at:
+                conversions[lead.lead_id] = (
                     before.opportunity_id,
-                    lead.lead_id,
-                    current.name,
-                    target.name,
-                    target.probability,
-                    at,
-                    f"advanced by new evidence; {_why(q)}",
-                    rules.version,
+                    before.account_id,
+                    before.converted_at,
                 )
-            )
+            if q.status != before.status:
+                reason = v.why
+                if before.opportunity_id and q.status != "Qualified":
+                    reason += f"; converted lead, opportunity {before.opportunity_id} kept"
+                status_history.append(
+                    StatusChange(
+                        lead.lead_id, before.status, q.status, at, reason, rules.version, q.score
+                    )
+                )
+            if q.status != "Qualified":
+                continue
+            if before.opportunity_id is None:
+                acc = account_for(lead)
+                stage = by_name[v.stage]
+                best, months = facts.budget[i], facts.timeline_months[i]
+                opp = _opportunity(lead, members, best, months, stage, acc, rules)
+                accounts[acc.account_id] = acc
+                opps.append(opp)
+                conversions[lead.lead_id] = (opp.opportunity_id, opp.account_id, opp.created_at)
+                stage_history.append(
+                    StageChange(
+                        opp.opportunity_id,
+                        lead.lead_id,
+                        None,
+                        opp.stage,
+                        opp.probability,
+                        opp.created_at,
+                        f"converted from lead; {v.why}",
+                        rules.version,
+                    )
+                )
+                continue
+            current = by_name.get(before.stage or "")
+            target = by_name[v.stage]
+            if current and not current.is_closed and target.sort_order > current.sort_order:
+                stage_history.append(
+                    StageChange(
+                        before.opportunity_id,
+                        lead.lead_id,
+                        current.name,
+                        target.name,
+                        target.probability,
+                        at,
+                        f"advanced by new evidence; {v.why}",
+                        rules.version,
+                    )
+                )
     return QualifyResult(
         quals,
         sorted(accounts.values(), key=lambda a: a.account_id),

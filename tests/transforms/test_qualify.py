@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, date, datetime
+import random
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from transforms.qualify import (
     Prior,
     Rules,
     RulesError,
+    convert_lead,
     fold_merges,
     parse_rules,
     qualify_leads,
@@ -395,3 +398,95 @@ def test_merges_carry_conversions_to_the_surviving_lead(
             T_MERGE,
         )
         assert "merged into lead_a" in c.reason and "opp_a continues" in c.reason
+
+
+EVERY_KIND = """
+rules_version: "every.1"
+qualified: {min_score: 30, require: [need, market]}
+nurturing: {require_any: [timeline, authority]}
+working: {touches_at_least: 3}
+grades: {A: 70, B: 45, C: 20, D: 0}
+opportunity:
+  stages:
+    - {when_met: [authority, market, timeline], stage: Value Proposition}
+    - {when_met: [engagement], stage: Needs Analysis}
+rules:
+  - {name: text, criterion: need, weight: 15, when: {text_contains_any: [angebot, Fiyat, demo]}}
+  - {name: title, criterion: authority, weight: 10, when: {title_contains_any: [ceo, Müdür]}}
+  - {name: has_interest, criterion: need, weight: 5, when: {has: interest}}
+  - {name: has_company, criterion: market, weight: 5, when: {has: company}}
+  - {name: has_budget, criterion: market, weight: 5, when: {has: budget}}
+  - {name: has_timeline, criterion: timeline, weight: 5, when: {has: timeline}}
+  - {name: has_job_title, criterion: authority, weight: 3, when: {has: job_title}}
+  - {name: has_phone, criterion: engagement, weight: 2, when: {has: phone}}
+  - {name: budget, criterion: market, weight: 10, when: {budget_between: [1000, 60000]}}
+  - {name: timeline, criterion: timeline, weight: 10, when: {timeline_within_months: 3}}
+  - {name: touches, criterion: engagement, weight: 4, when: {touches_at_least: 2}}
+  - {name: sources, criterion: engagement, weight: 4, when: {sources_at_least: 2}}
+  - {name: seen, criterion: engagement, weight: 3, when: {seen_within_days: 30}}
+  - {name: free, criterion: negative, weight: -5, when: {email_is: free}}
+  - {name: disposable, criterion: negative, weight: -30, when: {email_is: disposable}}
+  - {name: role, criterion: negative, weight: -3, when: {email_is: role}}
+  - {name: domain, criterion: negative, weight: -100, disqualify: true,
+     when: {email_domain_in: [rival.example]}}
+  - {name: business, criterion: market, weight: 6, when: {business_email: true}}
+  - {name: consent, criterion: negative, weight: -20, when: {consent_declined: true}}
+"""
+
+
+def _generated(n: int, seed: int = 5) -> tuple[list[Lead], dict[str, list[Contact]]]:
+    """Leads whose contacts vary every field some condition reads, one to three contacts each."""
+    rnd = random.Random(seed)
+    leads, members = [], {}
+    for i in range(n):
+        domain = rnd.choice(["roe-gmbh.de", "gmail.com", "rival.example", "acme.com.tr"])
+        cs = [
+            contact(
+                10 * i + k,
+                source=rnd.choice(["web", "mail"]),
+                received_at=SEEN - timedelta(days=rnd.choice([0, 3, 40]), minutes=k),
+                email_key=rnd.choice([f"p{i}@{domain}", None]),
+                email_is_free=domain == "gmail.com",
+                email_is_disposable=rnd.random() < 0.1,
+                email_is_role=rnd.random() < 0.2,
+                company=rnd.choice([None, "Roe GmbH"]),
+                phone=rnd.choice([None, "+4930123456"]),
+                job_title=rnd.choice([None, "CEO", "Genel Müdür", "Engineer"]),
+                interest=rnd.choice([None, "Forklift"]),
+                message=rnd.choice([None, "Bitte ein Angebot", "fiyat teklifi", "hello"]),
+                budget_amount=rnd.choice([None, 500.0, 5_000.0, 80_000.0]),
+                budget_currency=rnd.choice([None, "EUR"]),
+                timeline_months=rnd.choice([None, 1, 3, 12]),
+                consent=rnd.choice([None, True, False]),
+            )
+            for k in range(rnd.randint(1, 3))
+        ]
+        lead = lead_of(*cs, lead_id=f"lead_{i:03d}")
+        leads.append(lead)
+        members[lead.lead_id] = cs
+    return leads, members
+
+
+def test_a_batch_scores_every_lead_as_if_scored_alone() -> None:
+    # qualify_leads evaluates each rule once over the whole batch, sharing work between leads
+    # that share a value; scoring a lead alone must give the very same qualification.
+    rules = rules_from_yaml(EVERY_KIND)
+    leads, members = _generated(300)
+    res = qualify_leads(leads, members, rules, AS_OF)
+    alone = [score_lead(ld, members[ld.lead_id], rules, AS_OF) for ld in leads]
+    assert res.qualifications == alone
+    assert [list(q.reasons) for q in res.qualifications] == [list(q.reasons) for q in alone]
+    fired = Counter(r.split(" ", 1)[0] for q in alone for why in q.reasons.values() for r in why)
+    assert set(fired) == {r.name for r in rules.rules}  # every condition kind held somewhere
+    assert max(fired.values()) < len(leads)  # and none held everywhere
+    weights = {r.name: r.weight for r in rules.rules}
+    for q in alone:  # the score is the clamped sum of the rules its reasons name
+        named = [r.split(" ", 1)[0] for why in q.reasons.values() for r in why]
+        assert q.score == max(0, min(100, sum(weights[n] for n in named)))
+    by_name = {s.name: s for s in DEFAULT_STAGES}
+    opps = {o.lead_id: o for o in res.opportunities}
+    assert opps and set(opps) == {q.lead_id for q in alone if q.status == "Qualified"}
+    for q in alone:
+        if q.lead_id in opps:
+            lead = next(ld for ld in leads if ld.lead_id == q.lead_id)
+            assert opps[q.lead_id] == convert_lead(lead, members[q.lead_id], q, rules, by_name)
