@@ -243,7 +243,7 @@ def map_fields(
     formatted address) fills its field only when no other column does. Further emails and phones
     of the row come back as lists under `other_emails` and `other_phones`.
     """
-    plan = header_plan(tuple(values), explicit)
+    plan = _header_plan(tuple(values), tuple(explicit.items()) if explicit else ())
     if plan.direct is not None:
         return {
             canon: value

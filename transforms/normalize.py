@@ -377,12 +377,12 @@ def _simple_address(text: str) -> tuple[str, str, str] | None:
     """(local, domain, ASCII domain) of an address without quotes or a display name, ("", "",
     "") for an invalid one, or None when it needs email_validator's full treatment.
 
-    Without '"' or '<' before its only '@', `validate_email` splits the address there and checks
-    the local part and the domain each on its own: the domain's checks (which repeat across
-    many addresses) run once per domain, the local part's only when it is no plain ASCII
-    dot-atom (which it accepts as it is)."""
+    With one '@' and no '"' or '<' before it, `validate_email` splits the address there and
+    checks the local part and the domain each on its own: the domain's checks (which repeat
+    across many addresses) run once per domain, the local part's only when it is no plain
+    ASCII dot-atom (which it accepts as it is)."""
     local, at, domain = text.rpartition("@")
-    if not at or '"' in local or "<" in local:
+    if not at or "@" in local or '"' in local or "<" in local:
         return None
     if len(local) <= 64 and _DOT_ATOM.fullmatch(local):
         parts = _domain_parts(domain)
@@ -1144,15 +1144,19 @@ _RAW_ARGUMENTS = frozenset(
 
 
 def _memo(fn: Callable[..., Any], raw_arguments: bool) -> Callable[..., Any]:
-    """`fn` computed once per distinct arguments, for one batch. Typed: 1, 1.0 and True are
-    equal keys but not equal cells (`_clean` writes "1", "1.0", "True")."""
-    cached = lru_cache(maxsize=None, typed=True)(fn)
+    """`fn` computed once per distinct arguments, for one batch. A lone string (most cells) is
+    its own key; other raw arguments are typed: 1, 1.0 and True are equal keys but not equal
+    cells (`_clean` writes "1", "1.0", "True")."""
+    cached = lru_cache(maxsize=None)(fn)
     if not raw_arguments:
         return cached
+    typed = lru_cache(maxsize=None, typed=True)(fn)
 
     def call(*args: Any) -> Any:
+        if len(args) == 1 and args[0].__class__ is str:
+            return cached(*args)  # most cells: no key tuple to build and keep
         try:
-            return cached(*args)
+            return typed(*args)
         except TypeError:  # an unhashable argument: computed as it is
             return fn(*args)
 
