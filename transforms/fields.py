@@ -198,6 +198,10 @@ class HeaderPlan:
     fields: tuple[str | None, ...]
     # the columns whose value counts only when no other column of the row gives their field
     fallback: frozenset[int]
+    # per column, the field its non-empty value is kept as (None: dropped), when no two columns
+    # give one field, none is a fallback and none holds further emails or phones: the row then
+    # maps column by column; None when `map_fields` must weigh the columns against each other
+    direct: tuple[str | None, ...] | None
 
 
 @lru_cache(maxsize=1024)
@@ -206,13 +210,15 @@ def _header_plan(headers: tuple[str, ...], explicit: tuple[tuple[str, str], ...]
     layout = detect_layout(headers) or ""
     own, weak = _LAYOUTS.get(layout, {}), _FALLBACKS.get(layout, set())
     keys = [header_key(h) for h in headers]
-    return HeaderPlan(
-        tuple(
-            by_key.get(k) or own.get(k) or canonical_field(h)
-            for h, k in zip(headers, keys, strict=True)
-        ),
-        frozenset(i for i, k in enumerate(keys) if k in weak and k not in by_key),
+    fields = tuple(
+        by_key.get(k) or own.get(k) or canonical_field(h)
+        for h, k in zip(headers, keys, strict=True)
     )
+    fallback = frozenset(i for i, k in enumerate(keys) if k in weak and k not in by_key)
+    kept = [f for f in fields if f not in (None, IGNORE)]
+    plain = len(set(kept)) == len(kept) and not fallback and _OTHERS.isdisjoint(headers)
+    direct = tuple(None if f == IGNORE else f for f in fields) if plain else None
+    return HeaderPlan(fields, fallback, direct)
 
 
 def header_plan(headers: Sequence[str], explicit: Mapping[str, str] | None = None) -> HeaderPlan:
@@ -237,9 +243,17 @@ def map_fields(
     formatted address) fills its field only when no other column does. Further emails and phones
     of the row come back as lists under `other_emails` and `other_phones`.
     """
+    plan = _header_plan(tuple(values), tuple(explicit.items()) if explicit else ())
+    if plan.direct is not None:
+        return {
+            canon: value
+            for canon, value in zip(plan.direct, values.values(), strict=True)
+            if canon is not None
+            and value is not None
+            and not (isinstance(value, str) and not value.strip())
+        }
     out: dict[str, Any] = {}
     last_resort: dict[str, Any] = {}
-    plan = header_plan(tuple(values), explicit)
     for i, ((header, value), canon) in enumerate(zip(values.items(), plan.fields, strict=True)):
         if canon is None and header in _OTHERS and isinstance(value, list):
             out.setdefault(header, []).extend(v for v in value if v not in out.get(header, []))

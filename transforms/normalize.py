@@ -11,9 +11,12 @@ from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
 
+import email_validator
 import phonenumbers
 import pycountry
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import EMAIL_MAX_LENGTH
+from email_validator.syntax import validate_email_local_part
 
 from transforms.fields import flatten_submission, map_fields
 from transforms.mail_fields import contact_fields
@@ -350,18 +353,53 @@ def _domain_parts(domain: str) -> tuple[str, str] | None:
     return info.domain, info.ascii_domain
 
 
+def _local_part(local: str) -> tuple[str, str | None] | None:
+    """(local part, ASCII local part) as `validate_email` makes them from an unquoted local
+    part, by its own checks under its defaults, or None when it refuses it. (Its lower-casing
+    of postmaster@ and the like is left out: every local part is lower-cased after this.)"""
+    options = {
+        "allow_smtputf8": email_validator.ALLOW_SMTPUTF8,
+        "allow_empty_local": email_validator.ALLOW_EMPTY_LOCAL,
+        "quoted_local_part": False,
+        "strict": email_validator.STRICT,
+    }
+    try:
+        info = validate_email_local_part(local, **options)
+        normalized = unicodedata.normalize("NFC", local)
+        if normalized != local:
+            info = validate_email_local_part(normalized, **options)
+    except EmailNotValidError:
+        return None
+    return info["local_part"], info["ascii_local_part"]
+
+
 def _simple_address(text: str) -> tuple[str, str, str] | None:
-    """(local, domain, ASCII domain) of a plain address, ("", "", "") for an invalid domain, or
-    None when the address needs email_validator's full treatment."""
+    """(local, domain, ASCII domain) of an address without quotes or a display name, ("", "",
+    "") for an invalid one, or None when it needs email_validator's full treatment.
+
+    With one '@' and no '"' or '<' before it, `validate_email` splits the address there and
+    checks the local part and the domain each on its own: the domain's checks (which repeat
+    across many addresses) run once per domain, the local part's only when it is no plain
+    ASCII dot-atom (which it accepts as it is)."""
     local, at, domain = text.rpartition("@")
-    if not at or len(local) > 64 or not _DOT_ATOM.fullmatch(local):
+    if not at or "@" in local or '"' in local or "<" in local:
         return None
-    parts = _domain_parts(domain)
-    if parts is None:
+    if len(local) <= 64 and _DOT_ATOM.fullmatch(local):
+        parts = _domain_parts(domain)
+        if parts is None:
+            return "", "", ""
+        if len(local) + 1 + len(parts[1]) > 254:
+            return None
+        return local, parts[0], parts[1]
+    part, parts = _local_part(local), _domain_parts(domain)
+    if part is None or parts is None:
         return "", "", ""
-    if len(local) + 1 + len(parts[1]) > 254:
+    # the lengths `validate_email` checks: as written, normalized, with the ASCII domain
+    written, normalized = text, f"{part[0]}@{parts[0]}"
+    ascii_domain = f"{part[1] or part[0]}@{parts[1]}"
+    if any(len(a.encode()) > EMAIL_MAX_LENGTH for a in (written, normalized, ascii_domain)):
         return None
-    return local, parts[0], parts[1]
+    return part[0], parts[0], parts[1]
 
 
 @lru_cache(maxsize=65536)
@@ -881,32 +919,36 @@ def _contact(
     issues: list[str] = []
     if row.source_kind == "email" and row.payload.get("mime_defects"):
         issues.append("malformed_mime")  # the body was broken; the sender came from the headers
-    dial_code, country_raw = v.dial_code(f.get("phone_country_code")), v.clean(f.get("country"))
+    # A field the row does not give is None, and so is each value made of it: most of a row's
+    # fields are absent, and skip their normalizers.
+    get, clean = f.get, v.clean
+    dial_code = v.dial_code(c) if (c := get("phone_country_code")) is not None else None
+    country_raw = clean(c) if (c := get("country")) is not None else None
     if country_raw and _DIAL_CODE.match(country_raw):
         # a "Country Code" column holding +49 is the phone's calling code, not a country
         dial_code, country_raw = dial_code or v.dial_code(country_raw), None
-    if not country_raw and f.get("phone_country_code") and not dial_code:
-        country_raw = v.clean(f.get("phone_country_code"))  # an ISO code ("DE") in that column
+    if not country_raw and get("phone_country_code") and not dial_code:
+        country_raw = clean(get("phone_country_code"))  # an ISO code ("DE") in that column
     country = v.country(country_raw) if country_raw else None
     if country_raw and not country:
         issues.append("country_unknown")
 
-    if f.get("first_name") and f.get("last_name"):
+    if get("first_name") and get("last_name"):
         joined = " ".join(str(f[k]) for k in ("first_name", "last_name"))
         first, last, full = v.name(joined, country)
-    elif f.get("last_name"):
+    elif get("last_name"):
         # A register with the surname alone: it stays the surname, not a first name.
         first, last, full = v.name(str(f["last_name"]), country)
         first, last = None, full
-    elif f.get("first_name"):
+    elif get("first_name"):
         first, last, full = v.name(str(f["first_name"]), country)
     else:
-        first, last, full = v.name(str(f.get("full_name") or ""), country)
+        first, last, full = v.name(str(get("full_name") or ""), country)
 
     email = ekey = None
     # the first address of the row that is valid is the contact's; the row's others stay in
     # its raw payload
-    for i, candidate in enumerate([f.get("email"), *(f.get("other_emails") or [])]):
+    for i, candidate in enumerate([get("email"), *(get("other_emails") or [])]):
         if not candidate:
             continue
         email, ekey, eissues = v.email(str(candidate))
@@ -922,8 +964,8 @@ def _contact(
 
     region = country or opts.default_region
     phone_raw, phone = None, _NO_PHONE
-    for i, candidate in enumerate([f.get("phone"), *(f.get("other_phones") or [])]):
-        text = v.clean(candidate)
+    for i, candidate in enumerate([get("phone"), *(get("other_phones") or [])]):
+        text = clean(candidate)
         if not text:
             continue
         parsed = v.phone(text, dial_code, region)
@@ -932,19 +974,25 @@ def _contact(
         if parsed.e164:
             break
     issues += phone.issues
-    other_emails, other_phones = _others(f, email, phone.e164, dial_code, region, issues, v)
+    other_emails: tuple[str, ...] = ()
+    other_phones: tuple[str, ...] = ()
+    if get("other_emails") or get("other_phones"):
+        # without them, the row's only email and phone are the contact's own
+        other_emails, other_phones = _others(f, email, phone.e164, dial_code, region, issues, v)
 
-    company = v.clean(f.get("company"))
-    domain = v.domain_of(v.clean(f.get("website")))
+    company = clean(c) if (c := get("company")) is not None else None
+    website = clean(c) if (c := get("website")) is not None else None
+    domain = v.domain_of(website) if website is not None else None
     if not domain and ekey and not (is_free or is_disposable):
         domain = ekey.partition("@")[2]
-    postal = v.clean(f.get("postal_code"))
-    street = v.street(f.get("street"), f.get("street_number"), f.get("address_line2"))
-    city = v.clean(f.get("city"))
-    birth_raw = f.get("birth_date")
+    postal = clean(c) if (c := get("postal_code")) is not None else None
+    street_parts = get("street"), get("street_number"), get("address_line2")
+    street = v.street(*street_parts) if street_parts != (None, None, None) else None
+    city = clean(c) if (c := get("city")) is not None else None
+    birth_raw = get("birth_date")
     if isinstance(birth_raw, str) and not birth_raw.strip("0/.- "):
         birth_raw = None  # Outlook writes "0/0/00" for no birthday
-    birth = v.date(birth_raw)
+    birth = v.date(birth_raw) if birth_raw is not None else None
     if birth_raw and birth is None:
         issues.append("birth_date_unparseable")
     has_person_email = bool(ekey) and not is_role
@@ -976,9 +1024,10 @@ def _contact(
             reason += f" ({', '.join(issues)})"
         return _reject(row, "no_identity", reason)
 
-    postal, pissue = v.postal(postal, country)
-    issues += pissue
-    budget_amount, budget_currency = v.budget(f.get("budget"))
+    if postal is not None:
+        postal, pissue = v.postal(postal, country)
+        issues += pissue
+    budget = v.budget(c) if (c := get("budget")) is not None else (None, None)
     return Contact(
         contact_id=row.raw_id.replace("raw_", "con_", 1),
         raw_id=row.raw_id,
@@ -1001,20 +1050,20 @@ def _contact(
         company=company,
         company_key=v.company_key(company) if company else None,
         company_domain=domain,
-        job_title=v.clean(f.get("job_title")),
+        job_title=clean(c) if (c := get("job_title")) is not None else None,
         street=street,
         city=city,
         postal_code=postal,
-        region=v.clean(f.get("region")),
+        region=clean(c) if (c := get("region")) is not None else None,
         country=country,
         birth_date=birth,
-        interest=v.clean(f.get("interest")),
-        message=v.clean(f.get("message")),
-        budget_amount=budget_amount,
-        budget_currency=budget_currency,
-        timeline_months=v.timeline(f.get("timeline")),
-        consent=v.consent(f.get("consent")),
-        issues=tuple(sorted(set(issues))),
+        interest=clean(c) if (c := get("interest")) is not None else None,
+        message=clean(c) if (c := get("message")) is not None else None,
+        budget_amount=budget[0],
+        budget_currency=budget[1],
+        timeline_months=v.timeline(c) if (c := get("timeline")) is not None else None,
+        consent=v.consent(c) if (c := get("consent")) is not None else None,
+        issues=tuple(sorted(set(issues))) if issues else (),
         other_emails=other_emails,
         other_phones=other_phones,
     )
@@ -1095,15 +1144,19 @@ _RAW_ARGUMENTS = frozenset(
 
 
 def _memo(fn: Callable[..., Any], raw_arguments: bool) -> Callable[..., Any]:
-    """`fn` computed once per distinct arguments, for one batch. Typed: 1, 1.0 and True are
-    equal keys but not equal cells (`_clean` writes "1", "1.0", "True")."""
-    cached = lru_cache(maxsize=None, typed=True)(fn)
+    """`fn` computed once per distinct arguments, for one batch. A lone string (most cells) is
+    its own key; other raw arguments are typed: 1, 1.0 and True are equal keys but not equal
+    cells (`_clean` writes "1", "1.0", "True")."""
+    cached = lru_cache(maxsize=None)(fn)
     if not raw_arguments:
         return cached
+    typed = lru_cache(maxsize=None, typed=True)(fn)
 
     def call(*args: Any) -> Any:
+        if len(args) == 1 and args[0].__class__ is str:
+            return cached(*args)  # most cells: no key tuple to build and keep
         try:
-            return cached(*args)
+            return typed(*args)
         except TypeError:  # an unhashable argument: computed as it is
             return fn(*args)
 

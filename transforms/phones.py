@@ -18,6 +18,8 @@ compares both on generated numbers of many regions and shapes.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from functools import cache
 
 import phonenumbers
 from phonenumbers import (
@@ -28,6 +30,10 @@ from phonenumbers import (
     PhoneNumberType,
 )
 from phonenumbers import phonenumberutil as _pn
+
+# The library compiles a metadata pattern on each use unless told to keep them (a bounded set,
+# from its fixed metadata); keeping them changes no result.
+phonenumbers.enable_pattern_cache()
 
 # A leading "+" or digit, digits and separators, a digit at the end; at least three digits
 # (fewer: the library's viability rules differ, it decides).
@@ -97,8 +103,15 @@ def _parse_plain(text: str, region: str | None) -> PhoneNumber | None:
 def number_kind(num: PhoneNumber) -> int | None:
     """`number_type(num)` when `is_valid_number(num)`, else None: one match of the number
     against its region's patterns, which the two library calls would each make."""
-    region, country_code = _pn.region_code_for_number(num), num.country_code
-    if region is None or country_code is None:  # no region for an unknown or missing code
+    country_code = num.country_code
+    if country_code is None:
+        return None
+    regions = _pn.COUNTRY_CODE_TO_REGION_CODE.get(country_code)
+    if regions is None:  # no region for an unknown code
+        return None
+    nsn = _pn.national_significant_number(num)
+    region = regions[0] if len(regions) == 1 else _region_among(regions, nsn)
+    if region is None:
         return None
     metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region.upper())
     if metadata is None or (
@@ -106,8 +119,35 @@ def number_kind(num: PhoneNumber) -> int | None:
         and country_code != _pn.country_code_for_valid_region(region)
     ):
         return None
-    kind = _type_of(_pn.national_significant_number(num), metadata)
+    kind = _type_of(nsn, metadata)
     return None if kind == PhoneNumberType.UNKNOWN else kind
+
+
+def _region_among(regions: tuple[str, ...], nsn: str) -> str | None:
+    """The library's `_region_code_for_number_from_list` (a calling code several regions share):
+    the first whose leading digits, or else whose patterns, the number matches."""
+    for region_code, leading, metadata in _tells_apart(regions):
+        if leading is not None:
+            if leading.match(nsn):
+                return region_code
+        elif _type_of(nsn, metadata) != PhoneNumberType.UNKNOWN:
+            return region_code
+    return None
+
+
+@cache  # one per calling code that several regions share: bounded
+def _tells_apart(
+    regions: tuple[str, ...],
+) -> tuple[tuple[str, re.Pattern[str] | None, PhoneMetadata], ...]:
+    """Each region with metadata, in order, with its leading-digits pattern (None: told apart by
+    its number patterns)."""
+    out = []
+    for region_code in regions:
+        metadata = PhoneMetadata.metadata_for_region(region_code.upper(), None)
+        if metadata is not None:
+            leading = metadata.leading_digits
+            out.append((region_code, None if leading is None else re.compile(leading), metadata))
+    return tuple(out)
 
 
 # phonenumbers' `_number_type_helper` tries the types in this order, after the general pattern
@@ -121,38 +161,75 @@ _SPECIAL_TYPES = (
     ("uan", PhoneNumberType.UAN),
     ("voicemail", PhoneNumberType.VOICEMAIL),
 )
-# compiled once: one per pattern of the library's metadata, so bounded by it
-_PATTERNS: dict[str, re.Pattern[str]] = {}
 
 
-def _matches(nsn: str, desc: PhoneNumberDesc | None) -> bool:
-    """The library's `_is_number_matching_desc`: a possible length and the whole number matching
-    the pattern (its `match`-then-`fullmatch` is `fullmatch`: a full match is a match)."""
-    if desc is None:
-        return False
-    if len(desc.possible_length) > 0 and len(nsn) not in desc.possible_length:
-        return False
-    pattern = desc.national_number_pattern
-    if not pattern:
-        return False
-    compiled = _PATTERNS.get(pattern)
-    if compiled is None:
-        compiled = _PATTERNS[pattern] = re.compile(pattern)
-    return compiled.fullmatch(nsn) is not None
+@dataclass(frozen=True, slots=True)
+class _Desc:
+    """A number type's description as the library matches it: a possible length (any, when the
+    metadata lists none) and the whole number matching the pattern (its `match`-then-`fullmatch`
+    is `fullmatch`: a full match is a match)."""
+
+    lengths: frozenset[int]
+    pattern: re.Pattern[str]
+
+    def matches(self, nsn: str) -> bool:
+        return (not self.lengths or len(nsn) in self.lengths) and (
+            self.pattern.fullmatch(nsn) is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Types:
+    """A region's number types in the order `_number_type_helper` tries them; a type without a
+    pattern matches nothing and is left out."""
+
+    general: _Desc | None
+    special: tuple[tuple[int, _Desc], ...]
+    fixed_line: _Desc | None
+    mobile: _Desc | None
+    same_mobile_and_fixed_line: bool
+
+
+def _desc(desc: PhoneNumberDesc | None) -> _Desc | None:
+    if desc is None or not desc.national_number_pattern:
+        return None
+    return _Desc(frozenset(desc.possible_length), re.compile(desc.national_number_pattern))
+
+
+# one per metadata object of the library (which keeps them for good), so bounded by it; the
+# metadata is held beside its types so that its id stays its own
+_TYPES: dict[int, tuple[PhoneMetadata, _Types]] = {}
+
+
+def _types(metadata: PhoneMetadata) -> _Types:
+    found = _TYPES.get(id(metadata))
+    if found is not None and found[0] is metadata:
+        return found[1]
+    special = ((kind, _desc(getattr(metadata, name))) for name, kind in _SPECIAL_TYPES)
+    types = _Types(
+        _desc(metadata.general_desc),
+        tuple((kind, d) for kind, d in special if d is not None),
+        _desc(metadata.fixed_line),
+        _desc(metadata.mobile),
+        bool(metadata.same_mobile_and_fixed_line_pattern),
+    )
+    _TYPES[id(metadata)] = metadata, types
+    return types
 
 
 def _type_of(nsn: str, metadata: PhoneMetadata) -> int:
     """The library's `_number_type_helper`, each pattern compiled once and matched once."""
-    if not _matches(nsn, metadata.general_desc):
+    types = _types(metadata)
+    if types.general is None or not types.general.matches(nsn):
         return PhoneNumberType.UNKNOWN
-    for name, kind in _SPECIAL_TYPES:
-        if _matches(nsn, getattr(metadata, name)):
+    for kind, desc in types.special:
+        if desc.matches(nsn):
             return kind
-    same = metadata.same_mobile_and_fixed_line_pattern
-    if _matches(nsn, metadata.fixed_line):
-        if same or _matches(nsn, metadata.mobile):
+    same, fixed, mobile = types.same_mobile_and_fixed_line, types.fixed_line, types.mobile
+    if fixed is not None and fixed.matches(nsn):
+        if same or (mobile is not None and mobile.matches(nsn)):
             return PhoneNumberType.FIXED_LINE_OR_MOBILE
         return PhoneNumberType.FIXED_LINE
-    if not same and _matches(nsn, metadata.mobile):
+    if not same and mobile is not None and mobile.matches(nsn):
         return PhoneNumberType.MOBILE
     return PhoneNumberType.UNKNOWN

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
 
 from transforms.match import first_key, name_token
 from transforms.normalize import (
@@ -95,6 +96,37 @@ def test_normalize_email(
     raw: str, email: str | None, key: str | None, issues: tuple[str, ...]
 ) -> None:
     assert normalize_email(raw) == (email, key, issues)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "İsmail.Işık@örnek.com.tr",  # a dotted capital: lower-cases with a combining dot
+        "i\u0307smail@example.com",  # that combining dot written out
+        "jürgen.weiß7@Example.COM",
+        "e\u0301mile@x.de",  # not NFC: validated again after normalization
+        "POSTMASTER@Örnek.com.tr",
+        "ali..veli@x.de",  # two dots: refused
+        ".ali@x.de",
+        "çağrı,öz@x.de",  # a comma is no atom character
+        "ä" * 64 + "@x.de",  # the longest local part
+        "ä" * 65 + "@x.de",
+        "ü" * 60 + "@" + ".".join(["ö" * 60] * 3) + ".de",  # within 254 written, not as ASCII
+        "x" * 65 + "@x.de",
+        "ali@x..de",
+        "中文@例子.中国",
+        "a\u200bb@x.de",  # an invisible character
+    ],
+)
+def test_an_address_reads_as_email_validator_reads_it(raw: str) -> None:
+    """Its local part and its domain are checked apart (the domain once per domain): the
+    result is what `validate_email` makes of the whole address."""
+    try:
+        info = validate_email(raw, check_deliverability=False)
+    except EmailNotValidError:
+        assert normalize_email(raw)[0] is None
+    else:
+        assert normalize_email(raw)[0] == f"{info.local_part.lower()}@{info.domain.lower()}"
 
 
 @pytest.mark.parametrize(

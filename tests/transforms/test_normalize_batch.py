@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from transforms.fields import header_plan
 from transforms.match import MATCH_SCHEMA, match_row, match_table
 from transforms.normalize import NormalizeOptions, normalize_batch, normalize_contact
 from transforms.records import Contact, RawRow, Reject, raw_id_for
@@ -244,3 +245,44 @@ def test_equal_cells_of_other_types_are_not_one_value() -> None:
     contacts, _ = normalize_batch(rows, NormalizeOptions())
     assert [c.company for c in contacts] == ["1", "1.0", "True"]
     assert_same_as_per_record(rows, NormalizeOptions())
+
+
+def test_repeated_values_in_other_case_and_spacing_normalize_as_each_row_alone() -> None:
+    """A batch normalizes each distinct cell once: cells that differ only in case or spacing
+    are other cells, each giving what its row alone gives, whichever way the header row is
+    read (each field in one column, or a field in several)."""
+    when = datetime(2026, 3, 1, tzinfo=UTC)
+    cells = [
+        ("İsmail Işık", "İsmail@Örnek.com.tr", "0532 123 45 67", "Türkiye"),
+        ("ISMAIL ISIK", "ismail@örnek.com.tr", "05321234567", "TÜRKİYE"),
+        ("  ismail   işık ", " İSMAİL@ÖRNEK.COM.TR ", "+90 532 123 45 67", " türkiye "),
+        ("Jürgen WEIß", "Jürgen.Weiß@Example.com", "030 1234567", "deutschland"),
+        ("jürgen weiß", "JÜRGEN.WEISS@EXAMPLE.COM", "+49 30 1234567", "DE"),
+        ("Weiß, Jürgen", "junk", "call me", "Atlantis"),
+    ]
+    headers = [
+        ("Name", "E-Mail", "Telefon", "Land"),
+        ("Name", "E-Mail", "Telefon", "Land", "Email"),
+    ]
+    rows = [
+        RawRow(
+            raw_id_for("s", f"{i}.{j}"),
+            "s",
+            "spreadsheet",
+            f"{i}.{j}",
+            when,
+            dict(zip(header, [*cell, ""], strict=False)),
+        )
+        for i, cell in enumerate(cells * 3)
+        for j, header in enumerate(headers)
+    ]
+    plain, several = (header_plan(h) for h in headers)
+    assert plain.direct is not None and several.direct is None  # both ways are read
+    contacts, _ = normalize_batch(rows, NormalizeOptions(default_region="DE"))
+    assert assert_same_as_per_record(rows, NormalizeOptions(default_region="DE")) == len(rows)
+    # the two header rows give each row the same contact
+    for a, b in zip(contacts[::2], contacts[1::2], strict=True):
+        assert dataclasses.replace(a, contact_id="", raw_id="") == dataclasses.replace(
+            b, contact_id="", raw_id=""
+        )
+    assert_match_table_is_match_rows(contacts)
