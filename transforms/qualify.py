@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import calendar
-import gc
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property, lru_cache
@@ -737,19 +735,6 @@ def _why(score: int, met: AbstractSet[str], negative: Sequence[str]) -> str:
 _NEVER = Prior(None)
 
 
-@contextmanager
-def _no_cycle_collection() -> Iterator[None]:
-    """A batch builds several objects per lead and no cycles, so a cyclic collection meanwhile
-    finds nothing; yet each full one walks the whole heap (it was half of qualify_leads)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def qualify_leads(
     leads: Sequence[Lead],
     contacts_by_lead: Mapping[str, Sequence[Contact]],
@@ -784,64 +769,63 @@ def qualify_leads(
     stage_history: list[StageChange] = list(closing)
     ordered = sorted(leads, key=lambda ld: ld.lead_id)
     facts = _Facts(ordered, [contacts_by_lead[ld.lead_id] for ld in ordered])
-    with _no_cycle_collection():
-        quals, verdicts = _score(facts, _compile(rules), as_of)
-        for lead, members, q, v, i in zip(ordered, facts.members, quals, verdicts, count()):
-            before = prior.get(lead.lead_id, _NEVER)
-            at = changed_at or lead.last_seen_at
-            if before.opportunity_id and before.account_id and before.converted_at:
-                conversions[lead.lead_id] = (
+    quals, verdicts = _score(facts, _compile(rules), as_of)
+    for lead, members, q, v, i in zip(ordered, facts.members, quals, verdicts, count()):
+        before = prior.get(lead.lead_id, _NEVER)
+        at = changed_at or lead.last_seen_at
+        if before.opportunity_id and before.account_id and before.converted_at:
+            conversions[lead.lead_id] = (
+                before.opportunity_id,
+                before.account_id,
+                before.converted_at,
+            )
+        if q.status != before.status:
+            reason = v.why
+            if before.opportunity_id and q.status != "Qualified":
+                reason += f"; converted lead, opportunity {before.opportunity_id} kept"
+            status_history.append(
+                StatusChange(
+                    lead.lead_id, before.status, q.status, at, reason, rules.version, q.score
+                )
+            )
+        if q.status != "Qualified":
+            continue
+        if before.opportunity_id is None:
+            acc = account_for(lead)
+            stage = by_name[v.stage]
+            best, months = facts.budget[i], facts.timeline_months[i]
+            opp = _opportunity(lead, members, best, months, stage, acc, rules)
+            accounts[acc.account_id] = acc
+            opps.append(opp)
+            conversions[lead.lead_id] = (opp.opportunity_id, opp.account_id, opp.created_at)
+            stage_history.append(
+                StageChange(
+                    opp.opportunity_id,
+                    lead.lead_id,
+                    None,
+                    opp.stage,
+                    opp.probability,
+                    opp.created_at,
+                    f"converted from lead; {v.why}",
+                    rules.version,
+                )
+            )
+            continue
+        current = by_name.get(before.stage or "")
+        target = by_name[v.stage]
+        if current and not current.is_closed and target.sort_order > current.sort_order:
+            stage_history.append(
+                StageChange(
                     before.opportunity_id,
-                    before.account_id,
-                    before.converted_at,
+                    lead.lead_id,
+                    current.name,
+                    target.name,
+                    target.probability,
+                    at,
+                    f"advanced by new evidence; {v.why}",
+                    rules.version,
                 )
-            if q.status != before.status:
-                reason = v.why
-                if before.opportunity_id and q.status != "Qualified":
-                    reason += f"; converted lead, opportunity {before.opportunity_id} kept"
-                status_history.append(
-                    StatusChange(
-                        lead.lead_id, before.status, q.status, at, reason, rules.version, q.score
-                    )
-                )
-            if q.status != "Qualified":
-                continue
-            if before.opportunity_id is None:
-                acc = account_for(lead)
-                stage = by_name[v.stage]
-                best, months = facts.budget[i], facts.timeline_months[i]
-                opp = _opportunity(lead, members, best, months, stage, acc, rules)
-                accounts[acc.account_id] = acc
-                opps.append(opp)
-                conversions[lead.lead_id] = (opp.opportunity_id, opp.account_id, opp.created_at)
-                stage_history.append(
-                    StageChange(
-                        opp.opportunity_id,
-                        lead.lead_id,
-                        None,
-                        opp.stage,
-                        opp.probability,
-                        opp.created_at,
-                        f"converted from lead; {v.why}",
-                        rules.version,
-                    )
-                )
-                continue
-            current = by_name.get(before.stage or "")
-            target = by_name[v.stage]
-            if current and not current.is_closed and target.sort_order > current.sort_order:
-                stage_history.append(
-                    StageChange(
-                        before.opportunity_id,
-                        lead.lead_id,
-                        current.name,
-                        target.name,
-                        target.probability,
-                        at,
-                        f"advanced by new evidence; {v.why}",
-                        rules.version,
-                    )
-                )
+            )
     return QualifyResult(
         quals,
         sorted(accounts.values(), key=lambda a: a.account_id),

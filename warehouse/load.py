@@ -67,17 +67,16 @@ class Rows:
 
 
 def _dedupe(table: Table, rows: Rows) -> Rows:
-    """Last row per primary key wins, so one statement never touches a row twice."""
+    """Last row per primary key wins, so one statement never touches a row twice; the rows come
+    back in key order.
+
+    In key order because a COPY's rows then reach the primary key's index in order: each leaf
+    page is visited once per batch instead of at random. Measured on PostgreSQL, 300k blocking
+    keys into a table of 3.6M: 4.0–5.7 s in random order, 2.1–3.3 s sorted."""
     at = [rows.columns.index(c.name) for c in table.primary_key.columns]
-    if len(at) == 1:
-        i = at[0]
-        by_key: dict[Any, tuple[Any, ...]] = {v[i]: v for v in rows.values}
-    else:
-        key = itemgetter(*at)
-        by_key = {key(v): v for v in rows.values}
-    if len(by_key) == len(rows.values):
-        return rows
-    return Rows(rows.columns, list(by_key.values()))
+    key = itemgetter(*at)
+    by_key: dict[Any, tuple[Any, ...]] = {key(v): v for v in rows.values}
+    return Rows(rows.columns, [by_key[k] for k in sorted(by_key)])
 
 
 def _binary_type(col: Column[Any]) -> tuple[str, Callable[[Any], Any] | None]:
@@ -333,8 +332,7 @@ def key_table(conn: Connection, keys: Iterable[Any], name: str = "lookup_keys") 
             )
             cur.execute(sql.SQL("TRUNCATE {}").format(ident))
             with cur.copy(sql.SQL("COPY {} (k) FROM STDIN").format(ident)) as copy:
-                for k in unique:
-                    copy.write_row((k,))
+                copy.write(_copy_lines(unique))
             cur.execute(sql.SQL("ANALYZE {}").format(ident))
         return tmp
     quoted = conn.dialect.identifier_preparer.quote(name)
@@ -343,6 +341,16 @@ def key_table(conn: Connection, keys: Iterable[Any], name: str = "lookup_keys") 
     if unique:
         conn.execute(tmp.insert(), [{"k": k} for k in unique])
     return tmp
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _copy_lines(values: Sequence[Any]) -> bytes:
+    """One-column rows in COPY's text format, in one buffer: a key list of 300k rows goes in a
+    write, not a `write_row` each (measured 2 s a chunk at 1M contacts). None is not a key."""
+    text = "\n".join(str(v).translate(_COPY_ESCAPES) for v in values)
+    return (text + "\n").encode() if values else b""
 
 
 def count_present(conn: Connection, table_: Table, column_name: str, keys: Iterable[Any]) -> int:

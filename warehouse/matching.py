@@ -66,7 +66,9 @@ def write_features(conn: Connection, table: pa.Table, new: bool = False) -> None
     try:
         # distinct: one statement never writes a key twice (the merge collapsed repeats too)
         con.register("__lf_blocks", block_key_rows(table, con))
-        blocks = _arrow_rows(con.sql("select distinct * from __lf_blocks").to_arrow_table())
+        blocks = _arrow_rows(
+            con.sql("select distinct * from __lf_blocks order by all").to_arrow_table()
+        )
     finally:
         con.close()
     if new:

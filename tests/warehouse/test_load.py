@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select, text
 
 from warehouse import db
-from warehouse.load import upsert
+from warehouse.load import count_present, key_table, upsert
 from warehouse.schema import lead_links
 
 
@@ -62,3 +62,17 @@ def test_rows_of_one_upsert_share_their_columns(warehouse_url: str) -> None:
         upsert(conn, lead_links, rows)
     engine.dispose()
     assert "evidence" in str(err.value) or "same columns" in str(err.value)
+
+
+def test_a_key_table_holds_every_key_exactly(warehouse_url: str) -> None:
+    """Keys that COPY's text format must escape (backslash, tab, newline, carriage return) come
+    back as they went in, beside blocking keys with their separator and non-ASCII text."""
+    engine = db.make_engine(warehouse_url)
+    db.upgrade(engine)
+    keys = ["a\\b", "tab\there", "line\nbreak", "cr\rx", "n:işık\x1fweiß", "\\N", "", "plain"]
+    with engine.begin() as conn:
+        tmp = key_table(conn, [*keys, "plain"])
+        got = sorted(conn.execute(select(tmp.c.k)).scalars())
+        assert count_present(conn, lead_links, "contact_id", keys) == 0
+    engine.dispose()
+    assert got == sorted(keys)
