@@ -29,7 +29,7 @@ from transforms.records import Contact
 from transforms.resolve import CONTEXT_SCHEMA, Context
 from transforms.scoring import TF_COLUMNS, Model, default_model
 from warehouse import schema as t
-from warehouse.load import Rows, index_lookups, insert_new, key_table, merge, upsert, utc
+from warehouse.load import Rows, index_lookups, insert_new, key_table, merge, pg_arrow, upsert, utc
 
 # The definition the stored matching columns and blocking keys were built with: when the code's
 # changes, `ensure_index` builds them again from the contacts.
@@ -268,24 +268,44 @@ def members_of(conn: Connection, lead_ids: Iterable[str]) -> pa.Table:
         return CONTEXT_SCHEMA.empty_table()
     keys = key_table(conn, ids, "member_keys")
     lk, c, f = t.lead_links, t.contacts, t.contact_features
-    q = select(lk.c.lead_id, c.c.received_at, *(f.c[n] for n in MATCH_SCHEMA.names)).select_from(
+    pg = conn.dialect.name == "postgresql"
+    # PostgreSQL hands the time over as epoch seconds: CSV's text of a timestamp depends on the
+    # session's time zone and date style
+    received = func.extract("epoch", c.c.received_at) if pg else c.c.received_at
+    q = select(lk.c.lead_id, received, *(f.c[n] for n in MATCH_SCHEMA.names)).select_from(
         lk.join(keys, keys.c.k == lk.c.lead_id)
         .join(c, c.c.contact_id == lk.c.contact_id)
         .join(f, f.c.contact_id == lk.c.contact_id)
     )
-    # The driver's tuples, not a Row object per contact: the context is many times the chunk.
     with index_lookups(conn):
-        rows = conn.execute(q).cursor.fetchall()
-    if not rows:
+        if pg:
+            table = _epoch_to_time(pg_arrow(conn, q, _EPOCH_SCHEMA))
+        else:  # the driver's tuples, not a Row object per contact
+            rows = conn.execute(q).cursor.fetchall()
+            if not rows:
+                return CONTEXT_SCHEMA.empty_table()
+            data = dict(zip(CONTEXT_SCHEMA.names, map(list, zip(*rows, strict=True)), strict=True))
+            data["received_at"] = [_aware(v) for v in data["received_at"]]  # text on SQLite
+            table = pa.table(data, schema=CONTEXT_SCHEMA)
+    if table.num_rows == 0:
         return CONTEXT_SCHEMA.empty_table()
-    data = dict(zip(CONTEXT_SCHEMA.names, map(list, zip(*rows, strict=True)), strict=True))
-    if conn.dialect.name == "sqlite":  # timestamps come back as text
-        data["received_at"] = [_aware(v) for v in data["received_at"]]
-    table = pa.table(data, schema=CONTEXT_SCHEMA)
     # ordered here, not by the database: its sort of a big context spills to disk
     return table.take(
         pc.sort_indices(table, [("lead_id", "ascending"), ("contact_id", "ascending")])
     )
+
+
+_EPOCH_SCHEMA = CONTEXT_SCHEMA.set(
+    CONTEXT_SCHEMA.get_field_index("received_at"), pa.field("received_at", pa.float64())
+)
+
+
+def _epoch_to_time(table: pa.Table) -> pa.Table:
+    """received_at from epoch seconds (microseconds exact: 2^53 µs is 285 years) to UTC time."""
+    at = table.schema.get_field_index("received_at")
+    micros = pc.round(pc.multiply(table.column(at), 1_000_000)).cast(pa.int64())
+    timed = table.set_column(at, "received_at", micros.cast(pa.timestamp("us", tz="UTC")))
+    return timed.cast(CONTEXT_SCHEMA)  # and the ids' NOT NULL, which CSV does not carry
 
 
 def _columns(rows: Sequence[Any], names: Sequence[str]) -> dict[str, list[Any]]:

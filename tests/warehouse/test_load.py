@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import column, select, table, text
 
 from warehouse import db
-from warehouse.load import count_present, key_table, upsert
+from warehouse.load import count_present, key_table, pg_arrow, upsert
 from warehouse.schema import lead_links
 
 
@@ -76,3 +77,26 @@ def test_a_key_table_holds_every_key_exactly(warehouse_url: str) -> None:
         assert count_present(conn, lead_links, "contact_id", keys) == 0
     engine.dispose()
     assert got == sorted(keys)
+
+
+def test_a_query_reaches_arrow_as_the_driver_reads_it(pg_url: str) -> None:
+    """PostgreSQL's COPY-to-Arrow path gives the values the driver gives: NULL and '' apart,
+    separators, quotes and line breaks inside values, non-ASCII text, numbers."""
+    engine = db.make_engine(pg_url)
+    values = [None, "", "a,b", 'say "hi"', "line\nbreak", "işık\x1fweiß", "\\N", " padded "]
+    schema = pa.schema([("k", pa.string()), ("v", pa.string()), ("n", pa.float64())])
+    with engine.begin() as conn:
+        tmp = key_table(conn, [f"{i:02d}" for i in range(len(values))], "arrow_keys")
+        conn.exec_driver_sql("CREATE TEMP TABLE arrow_vals (k text, v text, n numeric)")
+        conn.execute(
+            text("INSERT INTO arrow_vals VALUES (:k, :v, :n)"),
+            [{"k": f"{i:02d}", "v": v, "n": i / 8} for i, v in enumerate(values)],
+        )
+        vals = table("arrow_vals", column("k"), column("v"), column("n"))
+        q = select(vals.c.k, vals.c.v, vals.c.n).join(tmp, tmp.c.k == vals.c.k).order_by(vals.c.k)
+        got = pg_arrow(conn, q, schema)
+        empty = pg_arrow(conn, q.where(vals.c.k == "none"), schema)
+    engine.dispose()
+    assert got.column("v").to_pylist() == values
+    assert got.column("n").to_pylist() == [i / 8 for i in range(len(values))]
+    assert empty.num_rows == 0 and empty.schema == schema
