@@ -134,7 +134,9 @@ def main() -> None:
                 )
             engine.dispose()
         print(json.dumps(result))
-    frame = quality._of_rows(rows, quality._columns("contacts", quality.STAGED))
+    frame = quality._of_rows(
+        Rows.of_dicts(contacts, rows), quality._columns("contacts", quality.STAGED)
+    )
     gate = quality.QualityGate("bench")
     gate._context()  # GX import and context: a fixed cost per run, measured apart
     validate = timed(lambda: gate.check({"contacts": frame}, quality.STAGED))

@@ -29,12 +29,6 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return names
 
 
-def _row(obj: Any) -> dict[str, Any]:
-    names = _field_names(type(obj))
-    values = attrgetter(*names)(obj) if len(names) > 1 else (getattr(obj, names[0]),)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in zip(names, values, strict=True)}
-
-
 def _tuples(table: Table, objs: Sequence[Any], **extra: Any) -> Rows:
     """Records as rows of `table`: one C-level getter per record, the columns in the table's
     order, then `extra` (the same value on every row). Attributes that are no column (a stage
@@ -103,33 +97,47 @@ class PublishSet:
     new_contacts: bool = False
     new_leads: frozenset[str] = frozenset()
 
-    def lead_rows(self) -> list[dict[str, Any]]:
+    def lead_rows(self) -> Rows:
         """The leads as rows of `leads` (built once: the gate and the merge both read them)."""
-        cached: list[dict[str, Any]] | None = self.__dict__.get("_lead_rows")
+        cached: Rows | None = self.__dict__.get("_lead_rows")
         if cached is None:
             cached = self._build_lead_rows()
             object.__setattr__(self, "_lead_rows", cached)
         return cached
 
-    def _build_lead_rows(self) -> list[dict[str, Any]]:
+    def _build_lead_rows(self) -> Rows:
+        """A tuple per lead: its golden record, its qualification, its conversion (one C-level
+        getter per lead, no dict: 30 µs a lead as dicts, a sixth of a chunk's gate)."""
+        if not self.leads:
+            return Rows((), [])
         quals = {q.lead_id: q for q in self.qualifications}
-        rows = []
+        have = set(_field_names(Lead))
+        cols = tuple(c.name for c in t.leads.columns if c.name in have)
+        get = attrgetter(*cols)
+        no_conversion = (None, None, None)
+        values = []
         for lead in self.leads:
             q = quals[lead.lead_id]
             opp = self.conversions.get(lead.lead_id)
-            row = _row(lead)
-            row.update(
-                status=q.status,
-                score=q.score,
-                grade=q.grade,
-                reasons=q.reasons,
-                rules_version=q.rules_version,
-                converted_at=opp[2] if opp else None,
-                account_id=opp[1] if opp else None,
-                opportunity_id=opp[0] if opp else None,
+            values.append(
+                get(lead)
+                + (q.status, q.score, q.grade, q.reasons, q.rules_version)
+                + ((opp[2], opp[1], opp[0]) if opp else no_conversion)
             )
-            rows.append(row)
-        return rows
+        return Rows(cols + _QUALIFIED_COLUMNS, values)
+
+
+# What a lead's row adds to its golden record, in `_build_lead_rows`' order.
+_QUALIFIED_COLUMNS = (
+    "status",
+    "score",
+    "grade",
+    "reasons",
+    "rules_version",
+    "converted_at",
+    "account_id",
+    "opportunity_id",
+)
 
 
 @dataclasses.dataclass
@@ -194,8 +202,8 @@ def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
             [{"oid": k, "lid": v} for k, v in sorted(ps.reparented.items())],
         )
     lead_rows = ps.lead_rows()
-    if lead_rows:
-        fresh, rest = _split(Rows.of_dicts(t.leads, lead_rows), "lead_id", ps.new_leads)
+    if lead_rows.values:
+        fresh, rest = _split(lead_rows, "lead_id", ps.new_leads)
         insert_new(conn, t.leads, fresh)
         merge(conn, t.leads, rest)
     record_history(conn, ps.status_history, ps.stage_history)

@@ -48,7 +48,7 @@ from sqlalchemy import (
 from transforms.erasure import ERASED
 from transforms.qualify import STAGE_PROBABILITY, STATUSES
 from warehouse import schema as t
-from warehouse.load import index_lookups, key_table, utc
+from warehouse.load import Rows, index_lookups, key_table, utc
 from warehouse.publish import PublishSet, Touched
 
 if TYPE_CHECKING:
@@ -362,8 +362,9 @@ def _of_objects(objs: Sequence[Any], columns: Sequence[str]) -> pd.DataFrame:
     return _frame({c: [getattr(o, c) for o in objs] for c in columns})
 
 
-def _of_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
-    return _frame({c: [r[c] for r in rows] for c in columns})
+def _of_rows(rows: Rows, columns: Sequence[str]) -> pd.DataFrame:
+    at = {name: i for i, name in enumerate(rows.columns)}
+    return _frame({c: [v[at[c]] for v in rows.values] if at else [] for c in columns})
 
 
 def _columns(suite: str, scope: str) -> list[str]:
