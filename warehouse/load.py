@@ -362,7 +362,7 @@ def pg_arrow(conn: Connection, query: Any, schema: pa.Schema) -> pa.Table:
     if not buf:
         return schema.empty_table()
     return pacsv.read_csv(
-        pa.py_buffer(bytes(buf)),
+        pa.py_buffer(buf),  # the bytearray itself: no second copy of the text
         read_options=pacsv.ReadOptions(column_names=schema.names),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
