@@ -424,12 +424,24 @@ def candidate_pairs(
             where keys.exact
                or (sizes.n <= {int(max_block_size)}
                    and keys.key not in (select key from __lf_common))
+        ),
+        pairs as (
+            -- a pair holds a new contact on its right, or only on its left: each join filters
+            -- its sides before it, so a block of a hundred existing contacts and one new gives a
+            -- hundred pairs, not five thousand
+            select a.contact_id as l, b.contact_id as r, a.rule, a.ord as ord_l, b.ord as ord_r
+            from usable a join (select * from usable where is_new) b
+              on a.key = b.key and a.ord < b.ord
+            where not a.exact or a.ord = a.first_ord
+            union all
+            select a.contact_id, b.contact_id, a.rule, a.ord, b.ord
+            from (select * from usable where is_new and (not exact or ord = first_ord)) a
+              join (select * from usable where not is_new) b on a.key = b.key and a.ord < b.ord
         )
-        select a.contact_id as contact_id_l, b.contact_id as contact_id_r, min(a.rule) as rule,
-               min(a.ord) as ord_l, min(b.ord) as ord_r
-        from usable a join usable b on a.key = b.key and a.ord < b.ord
-        where (a.is_new or b.is_new) and (not a.exact or a.ord = a.first_ord)
-        group by a.contact_id, b.contact_id
+        select l as contact_id_l, r as contact_id_r, min(rule) as rule, min(ord_l) as ord_l,
+               min(ord_r) as ord_r
+        from pairs
+        group by l, r
         order by ord_l, ord_r
         """  # noqa: S608
         return con.sql(sql).select("contact_id_l, contact_id_r, rule").to_arrow_table()

@@ -29,7 +29,17 @@ from transforms.records import Contact
 from transforms.resolve import CONTEXT_SCHEMA, Context
 from transforms.scoring import TF_COLUMNS, Model, default_model
 from warehouse import schema as t
-from warehouse.load import Rows, index_lookups, insert_new, key_table, merge, pg_arrow, upsert, utc
+from warehouse.load import (
+    Rows,
+    index_joins,
+    index_lookups,
+    insert_new,
+    key_table,
+    merge,
+    pg_arrow,
+    upsert,
+    utc,
+)
 
 # The definition the stored matching columns and blocking keys were built with: when the code's
 # changes, `ensure_index` builds them again from the contacts.
@@ -235,7 +245,7 @@ def read_context(
         )
         .scalar_subquery()
     )
-    with index_lookups(conn):
+    with index_joins(conn):
         for key, n in conn.execute(select(key_rows.c.k, held)):
             per_key[key] += n
         common = frozenset(

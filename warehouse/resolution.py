@@ -15,7 +15,7 @@ from transforms.qualify import Prior, Stage
 from transforms.records import Contact, Lead
 from transforms.resolve import CANNOT_LINK, MUST_LINK, ReviewDecision
 from warehouse import schema as t
-from warehouse.load import key_table, utc
+from warehouse.load import index_joins, key_table, utc
 
 BINDING = (MUST_LINK, CANNOT_LINK)  # the decisions a review row can hold that bind the resolver
 
@@ -198,13 +198,15 @@ def prior_states(conn: Connection, lead_ids: set[str]) -> dict[str, Prior]:
             o, o.c.opportunity_id == ld.c.opportunity_id
         )
     )
-    for r in conn.execute(q):
-        created = utc(r.created_at) if r.created_at is not None else None
-        out[r.lead_id] = Prior(r.status, r.opportunity_id, r.account_id, created, r.stage)
     # A lead not (yet) in `leads` — a rebuild recomputing it — still owns its opportunity.
     orphans = select(o.c.lead_id, o.c.opportunity_id, o.c.account_id, o.c.created_at, o.c.stage)
     orphans = orphans.join(keys, keys.c.k == o.c.lead_id)
-    for o_row in conn.execute(orphans):
+    with index_joins(conn):
+        rows, orphan_rows = conn.execute(q).all(), conn.execute(orphans).all()
+    for r in rows:
+        created = utc(r.created_at) if r.created_at is not None else None
+        out[r.lead_id] = Prior(r.status, r.opportunity_id, r.account_id, created, r.stage)
+    for o_row in orphan_rows:
         lead_id = o_row.lead_id
         if lead_id not in out or out[lead_id].opportunity_id is None:
             status = out[lead_id].status if lead_id in out else None

@@ -303,3 +303,63 @@ def test_cannot_link_decision_is_honoured_against_strong_evidence() -> None:
     res = resolve_contacts([a, b, c], [], [decision])
     lead = _full(res)
     assert lead["con_001"] != lead["con_002"]
+
+
+def test_candidate_pairs_are_every_pair_sharing_a_usable_key_with_a_new_contact() -> None:
+    """Against a brute force over every pair: blocks of existing and new contacts, one block too
+    big, one key listed as common, and an email shared by many (a star around its first)."""
+    import random
+
+    import numpy as np
+    import pyarrow as pa
+
+    from transforms.match import MATCH_SCHEMA, block_keys, candidate_pairs, rule_of
+    from transforms.scoring import Engine
+
+    rnd = random.Random(3)
+    n_old, n = 60, 90
+    rows = []
+    for i in range(n):
+        row: dict[str, Any] = {f.name: None for f in MATCH_SCHEMA}
+        row["contact_id"] = f"c{i:03d}"
+        row["last"] = rnd.choice(["kaya", "weiss", "smith", "ak", "big"])
+        row["postcode"] = rnd.choice(["34000", "10115", None])
+        row["first"] = rnd.choice(["ali", "anna", None])
+        row["birth"] = rnd.choice(["1980-01-02", None, None])
+        row["email_key"] = rnd.choice(["shared@x.com", None, f"p{i}@x.com"])
+        rows.append(row)
+    for row in rows[:30]:  # one block of thirty: over the limit below
+        row["city"], row["last"] = "ankara", "big"
+    table = pa.Table.from_pylist(rows, schema=MATCH_SCHEMA)
+    position = np.arange(n)
+    table = table.append_column("is_new", pa.array(position >= n_old))
+    table = table.append_column("ord", pa.array(position))
+    common = {"fl:ali\x1fkaya"}
+    max_block = 20
+
+    keys_of = [set(block_keys(r)) for r in rows]
+    members: dict[str, list[int]] = {}
+    for i, keys in enumerate(keys_of):
+        for k in keys:
+            members.setdefault(k, []).append(i)
+    want: set[tuple[str, str]] = set()
+    for k, ids in members.items():
+        exact = rule_of(k) in ("e", "p")
+        if not exact and (len(ids) > max_block or k in common):
+            continue
+        for x in ids:
+            for y in ids:
+                if x < y and (x >= n_old or y >= n_old) and (not exact or x == ids[0]):
+                    want.add((rows[x]["contact_id"], rows[y]["contact_id"]))
+
+    con = Engine().connect()
+    try:
+        got = candidate_pairs(table, common, max_block, con)
+    finally:
+        con.close()
+    left, right = got.column("contact_id_l").to_pylist(), got.column("contact_id_r").to_pylist()
+    pairs = list(zip(left, right, strict=True))
+    assert len(pairs) == len(set(pairs))
+    assert set(pairs) == want
+    assert not any(x < "c060" and y < "c060" for x, y in want)  # none between two old ones
+    assert len(want) > 50
