@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -98,7 +97,6 @@ _DIGRAPHS = (("ae", "a"), ("oe", "o"), ("ue", "u"), ("ph", "f"), ("th", "t"), ("
 _SOUND = str.maketrans("czqwvyj", "sskvfii")
 
 
-@lru_cache(maxsize=262_144)
 def name_token(text: str | None) -> str:
     """Folded, transliterated form of one name part: 'Müller' and 'Mueller' both give 'muller'."""
     if not text:
@@ -119,7 +117,6 @@ def _canonical_nicknames() -> dict[str, str]:
     return out
 
 
-@lru_cache(maxsize=262_144)
 def first_key(first: str | None) -> str:
     """Canonical first name for matching: first given name, folded, nickname resolved."""
     token = name_token(first).split(" ")[0] if first else ""
@@ -198,7 +195,6 @@ _UNIT = re.compile(
 _HOUSE = re.compile(r"\b\d+[a-z]?\b")
 
 
-@lru_cache(maxsize=262_144)
 def street_parts(raw: str | None) -> tuple[str, str]:
     """(house number, street name) of a street line: 'Hauptstraße 5, Whg. 3' → ('5', 'haupt str');
     '115 Park Road Flat 2' → ('115', 'park rd'). Either may be empty."""
@@ -212,12 +208,10 @@ def street_parts(raw: str | None) -> tuple[str, str]:
     return (numbers[0] if numbers else ""), " ".join(w for w in words if w)
 
 
-@lru_cache(maxsize=65_536)
 def postcode_key(raw: str | None) -> str:
     return re.sub(r"[^0-9A-Z]", "", raw.upper()) if raw else ""
 
 
-@lru_cache(maxsize=262_144)
 def national_number(e164: str | None) -> str:
     """The national significant number of an E.164 phone: +90 532 … and +49 532 … share it."""
     if not e164:
