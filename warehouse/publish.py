@@ -148,8 +148,7 @@ class Touched:
     A run touches a few ids per contact, a million contacts touch millions. What `add` is given
     waits in Arrow arrays, one per chunk, and becomes the sets of Python strings only when they
     are read, after the chunks: held as strings from chunk to chunk, they were small objects
-    scattered among each chunk's freed ones, and kept the allocator from giving that memory back
-    (the process grew by some 60 MB a chunk between chunks, 1.2 kB per contact)."""
+    scattered among each chunk's freed ones, where the allocator cannot give memory back."""
 
     _NAMES = ("leads", "contacts", "opportunities")
 
