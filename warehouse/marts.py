@@ -272,6 +272,8 @@ class Mart:
     sql: Callable[[Dialect, Scope], str]
     key: tuple[str, ...]  # what makes a row unique (dbt tests it; the docs say it)
     indexes: tuple[tuple[str, ...], ...] = ()  # for the dashboards' lookups and filters
+    # (columns, condition): an index of only the rows the condition picks
+    partial_indexes: tuple[tuple[tuple[str, ...], str], ...] = ()
     refresh: str = FULL
     # KEYS: (key set, mart column) — the rows selected again are those whose column holds a key
     # of the set; GROUPS and SUMS: (group set, mart column) — the rows of the groups the changed
@@ -285,7 +287,8 @@ class Mart:
     def digest(self, dialect: Dialect) -> str:
         cols = ";".join(f"{c.name}:{c.type!r}:{c.nullable}:{c.doc}" for c in self.columns)
         sql = self.sql(dialect, Scope(dialect))
-        text = f"{self.doc}\n{cols}\n{self.indexes}\n{self.refresh}\n{self.by}\n{sql}"
+        indexes = f"{self.indexes}{self.partial_indexes}"
+        text = f"{self.doc}\n{cols}\n{indexes}\n{self.refresh}\n{self.by}\n{sql}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -448,6 +451,8 @@ FX_FACTORS = Mart(
     ("currency",),
 )
 
+_UNCONVERTED = "amount IS NOT NULL AND amount_reporting IS NULL"
+
 OPPORTUNITIES = Mart(
     "mart_opportunities",
     "One row per opportunity: its stage today, its amount in its own and in the reporting "
@@ -519,6 +524,8 @@ WHERE {f.keys("o.opportunity_id", "opportunities")}
     ),
     ("opportunity_id",),
     indexes=(("opportunity_id",), ("lead_id",)),
+    # the amounts left unconverted, which every refresh reports by currency (`_missing_rates`)
+    partial_indexes=((("currency",), _UNCONVERTED),),
     refresh=KEYS,
     by=("opportunities", "opportunity_id"),
 )
@@ -1312,6 +1319,15 @@ def mart_tables(schema: str | None) -> dict[str, Table]:
                 Index(f"ix_{m.name}_{'_'.join(cols)}", *cols, unique=cols == m.key)
                 for cols in m.indexes
             ),
+            *(
+                Index(
+                    f"ix_{m.name}_{'_'.join(cols)}",
+                    *cols,
+                    postgresql_where=text(where),
+                    sqlite_where=text(where),
+                )
+                for cols, where in m.partial_indexes
+            ),
             comment=m.doc,
         )
         for m in MARTS
@@ -1658,32 +1674,42 @@ def _widen(conn: Connection, touched: TouchedKeys) -> None:
     source; whether a contact is a duplicate depends on every contact of its lead. So: the leads
     of the touched opportunities and of their stage changes, the opportunities of the leads, the
     contacts of the leads (now and as the marts last stored them), the leads of the contacts —
-    until nothing is added (one or two rounds).
+    until nothing is added. Each step goes from one key to the rows it reaches, so a round
+    follows only the keys the round before added.
     """
-    leads, contacts, opps = set(touched.leads), set(touched.contacts), set(touched.opportunities)
+    keys = {
+        "leads": set(touched.leads),
+        "contacts": set(touched.contacts),
+        "opportunities": set(touched.opportunities),
+    }
     kl, kc, ko = _KEYS["leads"], _KEYS["contacts"], _KEYS["opportunities"]
-    while True:
-        key_table(conn, leads, kl)
-        key_table(conn, contacts, kc)
-        key_table(conn, opps, ko)
-        more_leads = leads | _select_keys(
-            conn,
-            f"SELECT o.lead_id FROM opportunities o JOIN {ko} k ON k.k = o.opportunity_id "
-            f"UNION SELECT h.lead_id FROM opportunity_stage_history h "
-            f"JOIN {ko} k ON k.k = h.opportunity_id "
-            f"UNION SELECT l.lead_id FROM lead_links l JOIN {kc} k ON k.k = l.contact_id",
-        )
-        more_opps = opps | _select_keys(
-            conn, f"SELECT o.opportunity_id FROM opportunities o JOIN {kl} k ON k.k = o.lead_id"
-        )
-        more_contacts = contacts | _select_keys(
-            conn,
-            f"SELECT l.contact_id FROM lead_links l JOIN {kl} k ON k.k = l.lead_id "
-            f"UNION SELECT c.contact_id FROM mart_contacts c JOIN {kl} k ON k.k = c.lead_id",
-        )
-        if (more_leads, more_opps, more_contacts) == (leads, opps, contacts):
-            return
-        leads, opps, contacts = more_leads, more_opps, more_contacts
+    follow, rounds = keys, 0  # the keys not followed yet: at first, all of them
+    while any(follow.values()):
+        for of, k in follow.items():
+            key_table(conn, k, _KEYS[of])
+        reached = {
+            "leads": _select_keys(
+                conn,
+                f"SELECT o.lead_id FROM opportunities o JOIN {ko} k ON k.k = o.opportunity_id "
+                f"UNION SELECT h.lead_id FROM opportunity_stage_history h "
+                f"JOIN {ko} k ON k.k = h.opportunity_id "
+                f"UNION SELECT l.lead_id FROM lead_links l JOIN {kc} k ON k.k = l.contact_id",
+            ),
+            "contacts": _select_keys(
+                conn,
+                f"SELECT l.contact_id FROM lead_links l JOIN {kl} k ON k.k = l.lead_id "
+                f"UNION SELECT c.contact_id FROM mart_contacts c JOIN {kl} k ON k.k = c.lead_id",
+            ),
+            "opportunities": _select_keys(
+                conn, f"SELECT o.opportunity_id FROM opportunities o JOIN {kl} k ON k.k = o.lead_id"
+            ),
+        }
+        follow = {of: reached[of] - keys[of] for of in keys}
+        keys = {of: keys[of] | follow[of] for of in keys}
+        rounds += 1
+    if rounds != 1:  # the key tables hold the last keys followed, not every key
+        for of, k in keys.items():
+            key_table(conn, k, _KEYS[of])
 
 
 def _replace_keyed(
@@ -1723,9 +1749,9 @@ HAVING SUM(side) <> 0
         f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM {changes} WHERE side < 0)",
         {},
     )
-    inserted = _run(
-        conn, f"INSERT INTO {target} ({names}) SELECT {names} FROM {changes} WHERE side > 0", {}
-    )
+    # In key order, so the key's index takes the new rows leaf by leaf (as `load._dedupe` does).
+    new = f"SELECT {names} FROM {changes} WHERE side > 0 ORDER BY {key}"
+    inserted = _run(conn, f"INSERT INTO {target} ({names}) {new}", {})
     return deleted, inserted
 
 
@@ -1777,7 +1803,7 @@ def _missing_rates(
     conn: Connection, tables: dict[str, Table], on: date, reporting: str, base: str
 ) -> tuple[MissingRate, ...]:
     o = tables[OPPORTUNITIES.name]
-    unconverted = o.c.amount.is_not(None), o.c.amount_reporting.is_(None)
+    unconverted = (text(_UNCONVERTED),)  # the partial index's own condition: read from it
     if reporting != base:
         # Every amount goes through the reporting currency's rate: without it none converts,
         # and the rate to name is that one, not each amount's own.
