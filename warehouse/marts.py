@@ -13,13 +13,17 @@ opportunities and of their stage changes, the opportunities of the leads, every 
 leads, the leads of the contacts) into temporary key tables (`warehouse.load.key_table`). Then:
 
 - per-key marts (`mart_contacts`, `mart_lead_dates`, `mart_leads_current`, `mart_opportunities`,
-  the two transition marts): the keys' rows are deleted and their SELECT inserted again,
-  restricted to the keys;
-- aggregates: only the groups the old and the new rows of those keys fall in (funnel days,
-  weeks and months; stages; close and creation months; sources; days of status changes and of
-  last touches) are deleted and recomputed, from the per-key marts (indexed on those columns),
-  never from every contact or lead; `mart_source_quality` adds to its stored counts what the
-  keyed rows changed and counts landed records and rejects again;
+  the two transition marts): the keys' stored rows and their SELECT, restricted to the keys, are
+  compared; only the rows that differ are deleted and inserted, and they stay, each with its
+  side (-1 taken out, 1 put in), in a temporary `mart_changes_*` table for the marts over it;
+- counts and sums (`SUMS`: the daily funnel, `mart_lead_touch_days`, the daily status changes,
+  `mart_source_quality`'s contacts, duplicates, leads and conversions): the stored rows of the
+  groups the changed rows fall in plus what those rows add and take away, so a day holding a
+  million leads costs what the run changed in it; landed records and rejects are counted again;
+- other aggregates (`GROUPS`: funnel weeks and months from the daily funnel; pipeline, forecast
+  and outcomes, medians among them, from `mart_opportunities`): only the groups the changed rows
+  fall in (weeks, months, stages, close and creation months, sources) are recomputed, none when
+  no row changed;
 - `mart_lead_aging` is a view: the dates stay stored in `mart_lead_dates`, the days are computed
   when read against the clock in `mart_catalog`, so a moving clock rewrites no lead's row;
   `mart_lead_aging_summary` is recomputed whole from `mart_lead_touch_days` (a row per source,
@@ -45,7 +49,6 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import ExitStack
@@ -146,11 +149,26 @@ class Dialect:
         """A group key table's text as a date (SQLite keeps dates as ISO text already)."""
         return f"CAST({k} AS DATE)" if self.pg else k
 
+    def temp_table(self, name: str, query: str) -> list[str]:
+        """A temporary table with the columns of `query`, made anew (PostgreSQL drops it when the
+        transaction ends; SQLite keeps it with the connection, so one left there goes first)."""
+        if self.pg:
+            return [
+                f"DROP TABLE IF EXISTS pg_temp.{name}",
+                f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {query}",
+            ]
+        return [f"DROP TABLE IF EXISTS temp.{name}", f"CREATE TEMP TABLE {name} AS {query}"]
+
 
 @dataclass(frozen=True)
 class Scope:
     """Which rows a mart's SELECT reads: all of them (a full refresh), or those of the keys and
-    groups in the refresh's temporary key tables (`warehouse.load.key_table`, column `k`)."""
+    groups in the refresh's temporary key tables (`warehouse.load.key_table`, column `k`).
+
+    An additive mart (`SUMS`) counts and sums the rows of per-key marts through `rows`, `count`,
+    `count_if` and `sum`: in a full refresh over every row; in an incremental one over the rows
+    the refresh changed (`_changes`: each stored row it took out with `side` -1, each new row
+    with 1), added by `so_far` to the sums it had stored."""
 
     d: Dialect
     full: bool = True
@@ -165,6 +183,26 @@ class Scope:
             return "1 = 1"
         k = self.d.date_key("k") if _GROUPS[of].dates else "k"
         return f"{col} IN (SELECT {k} FROM {_GROUPS[of].table})"
+
+    def rows(self, mart: str) -> str:
+        """The per-key mart's rows: all of them, or the ones the refresh changed."""
+        return mart if self.full else _changes(mart)
+
+    def count(self) -> str:
+        return "COUNT(*)" if self.full else "SUM(side)"
+
+    def count_if(self, cond: str) -> str:
+        return f"SUM(CASE WHEN {cond} THEN {'1' if self.full else 'side'} ELSE 0 END)"
+
+    def sum(self, expr: str) -> str:
+        return f"SUM({expr})" if self.full else f"SUM(side * ({expr}))"
+
+    def so_far(self, stored: str, col: str | None = None, of: str = "") -> str:
+        """Incremental: the mart's stored sums (`stored`, a SELECT of its group and sum columns)
+        of the groups `of` names (every row without `col`), as one more branch of a UNION ALL."""
+        if self.full:
+            return ""
+        return f"UNION ALL\n{stored}" + (f" WHERE {self.groups(col, of)}" if col else "")
 
 
 def rate(num: str, den: str) -> str:
@@ -181,55 +219,48 @@ _KEYS = {
 }
 
 
+def _changes(mart: str) -> str:
+    """The temporary table of the rows an incremental refresh changed in a per-key mart."""
+    return "mart_changes_" + mart.removeprefix("mart_")
+
+
 @dataclass(frozen=True)
 class GroupSet:
     table: str
     dates: bool  # the keys are dates (ISO text in the key table)
-    # the per-key mart, its key set and the column whose old and new values name the groups
-    sources: tuple[tuple[str, str, str], ...]
+    # per-key marts and the column whose values in their changed rows (old and new) name the groups
+    sources: tuple[tuple[str, str], ...]
 
 
 _GROUPS: dict[str, GroupSet] = {
     "funnel_days": GroupSet(
         "mart_groups_funnel_days",
         True,
-        (
-            ("mart_contacts", "contacts", "received_on"),
-            ("mart_lead_dates", "leads", "first_seen_on"),
-        ),
+        (("mart_contacts", "received_on"), ("mart_lead_dates", "first_seen_on")),
     ),
     # weeks and months of the funnel days: derived in Python from funnel_days
     "funnel_weeks": GroupSet("mart_groups_funnel_weeks", True, ()),
     "funnel_months": GroupSet("mart_groups_funnel_months", True, ()),
-    "stages": GroupSet(
-        "mart_groups_stages", False, (("mart_opportunities", "opportunities", "stage"),)
-    ),
+    "stages": GroupSet("mart_groups_stages", False, (("mart_opportunities", "stage"),)),
     "close_months": GroupSet(
-        "mart_groups_close_months",
-        True,
-        (("mart_opportunities", "opportunities", "close_month"),),
+        "mart_groups_close_months", True, (("mart_opportunities", "close_month"),)
     ),
     "created_months": GroupSet(
-        "mart_groups_created_months",
-        True,
-        (("mart_opportunities", "opportunities", "created_month"),),
+        "mart_groups_created_months", True, (("mart_opportunities", "created_month"),)
     ),
     "opportunity_sources": GroupSet(
-        "mart_groups_opportunity_sources",
-        False,
-        (("mart_opportunities", "opportunities", "lead_source"),),
+        "mart_groups_opportunity_sources", False, (("mart_opportunities", "lead_source"),)
     ),
     "status_days": GroupSet(
-        "mart_groups_status_days", True, (("mart_status_transitions", "leads", "changed_on"),)
+        "mart_groups_status_days", True, (("mart_status_transitions", "changed_on"),)
     ),
-    "touch_days": GroupSet(
-        "mart_groups_touch_days", True, (("mart_lead_dates", "leads", "last_touch_on"),)
-    ),
+    "touch_days": GroupSet("mart_groups_touch_days", True, (("mart_lead_dates", "last_touch_on"),)),
 }
 
 FULL = "full"  # every row recomputed at every refresh (small marts, or read from small ones)
 KEYS = "keys"  # one row per lead, contact, opportunity or history row: the touched keys' rows
-GROUPS = "groups"  # an aggregate: the groups the touched rows fall in
+GROUPS = "groups"  # an aggregate: the groups the changed rows fall in, recomputed from its source
+SUMS = "sums"  # counts and sums: the stored ones of the changed groups plus what the changes add
 VIEW = "view"  # computed when read, from stored marts and the clock in mart_catalog
 
 
@@ -241,9 +272,12 @@ class Mart:
     sql: Callable[[Dialect, Scope], str]
     key: tuple[str, ...]  # what makes a row unique (dbt tests it; the docs say it)
     indexes: tuple[tuple[str, ...], ...] = ()  # for the dashboards' lookups and filters
+    # (columns, condition): an index of only the rows the condition picks
+    partial_indexes: tuple[tuple[tuple[str, ...], str], ...] = ()
     refresh: str = FULL
-    # KEYS: (key set, mart column) — the rows deleted and selected again are those whose column
-    # holds a key of the set; GROUPS: (group set, mart column)
+    # KEYS: (key set, mart column) — the rows selected again are those whose column holds a key
+    # of the set; GROUPS and SUMS: (group set, mart column) — the rows of the groups the changed
+    # rows fall in are replaced; SUMS without it: every row (a mart of a few rows)
     by: tuple[str, str] | None = None
 
     @property
@@ -253,7 +287,8 @@ class Mart:
     def digest(self, dialect: Dialect) -> str:
         cols = ";".join(f"{c.name}:{c.type!r}:{c.nullable}:{c.doc}" for c in self.columns)
         sql = self.sql(dialect, Scope(dialect))
-        text = f"{self.doc}\n{cols}\n{self.indexes}\n{self.refresh}\n{self.by}\n{sql}"
+        indexes = f"{self.indexes}{self.partial_indexes}"
+        text = f"{self.doc}\n{cols}\n{indexes}\n{self.refresh}\n{self.by}\n{sql}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -282,39 +317,34 @@ _FUNNEL_COUNTS = (
 
 
 def _funnel_daily_sql(d: Dialect, f: Scope) -> str:
-    # Read from the per-contact and per-lead marts, which keep the UTC day of each, indexed: a
-    # refresh recounts only the days the run's contacts and leads fall in.
+    # Counted from the per-contact and per-lead marts, which keep the UTC day of each; counts add
+    # up, so a refresh adds to the stored days what its changed contacts and leads add.
     return f"""
-WITH contact_periods AS (
-    SELECT received_on AS day, source, COUNT(*) AS contacts
-    FROM mart_contacts
-    WHERE {f.groups("received_on", "funnel_days")}
+SELECT day, source,
+       SUM(contacts), SUM(new_leads), SUM(qualified), SUM(opportunities),
+       {rate("SUM(new_leads)", "SUM(contacts)")},
+       {rate("SUM(qualified)", "SUM(new_leads)")},
+       {rate("SUM(opportunities)", "SUM(new_leads)")}
+FROM (
+    SELECT received_on AS day, source, {f.count()} AS contacts,
+           0 AS new_leads, 0 AS qualified, 0 AS opportunities
+    FROM {f.rows("mart_contacts")}
     GROUP BY received_on, source
-),
-lead_periods AS (
-    SELECT first_seen_on AS day, lead_source AS source,
-           COUNT(*) AS new_leads,
-           SUM(CASE WHEN status = 'Qualified' THEN 1 ELSE 0 END) AS qualified,
-           SUM(CASE WHEN is_converted THEN 1 ELSE 0 END) AS opportunities
-    FROM mart_lead_dates
-    WHERE {f.groups("first_seen_on", "funnel_days")}
+    UNION ALL
+    SELECT first_seen_on, lead_source, 0, {f.count()},
+           {f.count_if("status = 'Qualified'")}, {f.count_if("is_converted")}
+    FROM {f.rows("mart_lead_dates")}
     GROUP BY first_seen_on, lead_source
-),
-keys AS (
-    SELECT day, source FROM contact_periods
-    UNION
-    SELECT day, source FROM lead_periods
-)
-SELECT k.day, k.source,
-       COALESCE(c.contacts, 0), COALESCE(l.new_leads, 0),
-       COALESCE(l.qualified, 0), COALESCE(l.opportunities, 0),
-       {rate("COALESCE(l.new_leads, 0)", "c.contacts")},
-       {rate("l.qualified", "l.new_leads")},
-       {rate("l.opportunities", "l.new_leads")}
-FROM keys k
-LEFT JOIN contact_periods c ON c.day = k.day AND c.source = k.source
-LEFT JOIN lead_periods l ON l.day = k.day AND l.source = k.source
+    {f.so_far(_FUNNEL_DAILY_SUMS, "day", "funnel_days")}
+) p
+GROUP BY day, source
+HAVING SUM(contacts) + SUM(new_leads) > 0
 """
+
+
+_FUNNEL_DAILY_SUMS = (
+    "SELECT day, source, contacts, new_leads, qualified, opportunities FROM mart_funnel_daily"
+)
 
 
 _COHORT = (
@@ -337,7 +367,7 @@ FUNNEL_DAILY = Mart(
     _funnel_daily_sql,
     ("day", "source"),
     indexes=(("day",),),
-    refresh=GROUPS,
+    refresh=SUMS,
     by=("funnel_days", "day"),
 )
 
@@ -421,6 +451,8 @@ FX_FACTORS = Mart(
     ("currency",),
 )
 
+_UNCONVERTED = "amount IS NOT NULL AND amount_reporting IS NULL"
+
 OPPORTUNITIES = Mart(
     "mart_opportunities",
     "One row per opportunity: its stage today, its amount in its own and in the reporting "
@@ -492,6 +524,8 @@ WHERE {f.keys("o.opportunity_id", "opportunities")}
     ),
     ("opportunity_id",),
     indexes=(("opportunity_id",), ("lead_id",)),
+    # the amounts left unconverted, which every refresh reports by currency (`_missing_rates`)
+    partial_indexes=((("currency",), _UNCONVERTED),),
     refresh=KEYS,
     by=("opportunities", "opportunity_id"),
 )
@@ -676,29 +710,11 @@ OUTCOMES_BY_MONTH = Mart(
 
 # ---- sources, leads, history ------------------------------------------------------------------
 
-# Per source: contacts and duplicates (from mart_contacts), leads and conversions (from
-# mart_lead_dates). An incremental refresh passes the stored counts plus what the run's rows
-# changed instead (`_source_members`), so it never counts every contact again.
-_MEMBERS_FROM_MARTS = """
-members AS (
-    SELECT source, SUM(contacts) AS contacts, SUM(duplicates) AS duplicates,
-           SUM(leads) AS leads, SUM(opportunities) AS opportunities
-    FROM (
-        SELECT source, COUNT(lead_id) AS contacts,
-               SUM(CASE WHEN is_duplicate THEN 1 ELSE 0 END) AS duplicates,
-               0 AS leads, 0 AS opportunities
-        FROM mart_contacts
-        GROUP BY source
-        UNION ALL
-        SELECT lead_source, 0, 0, COUNT(*), SUM(CASE WHEN is_converted THEN 1 ELSE 0 END)
-        FROM mart_lead_dates
-        GROUP BY lead_source
-    ) m
-    GROUP BY source
-)"""
 
-
-def _source_quality_sql(members: str) -> str:
+def _source_quality_sql(d: Dialect, f: Scope) -> str:
+    # Contacts and duplicates from mart_contacts, leads and conversions from mart_lead_dates: a
+    # refresh adds what its changed rows add to the stored counts. Landed records and rejects
+    # are counted again.
     return f"""
 WITH raw AS (SELECT source, COUNT(*) AS landed FROM raw_contacts GROUP BY source),
 rej AS (
@@ -708,7 +724,22 @@ rej AS (
     WHERE stage <> 'outcome'
     GROUP BY source
 ),
-{members.strip()},
+members AS (
+    SELECT source, SUM(contacts) AS contacts, SUM(duplicates) AS duplicates,
+           SUM(leads) AS leads, SUM(opportunities) AS opportunities
+    FROM (
+        SELECT source, {f.count_if("lead_id IS NOT NULL")} AS contacts,
+               {f.count_if("is_duplicate")} AS duplicates, 0 AS leads, 0 AS opportunities
+        FROM {f.rows("mart_contacts")}
+        GROUP BY source
+        UNION ALL
+        SELECT lead_source, 0, 0, {f.count()}, {f.count_if("is_converted")}
+        FROM {f.rows("mart_lead_dates")}
+        GROUP BY lead_source
+        {f.so_far(_SOURCE_QUALITY_SUMS)}
+    ) m
+    GROUP BY source
+),
 sources AS (
     SELECT source FROM raw
     UNION
@@ -767,8 +798,13 @@ SOURCE_QUALITY = Mart(
         Col("reject_rate", RATE, "rejects / records"),
         Col("conversion_rate", RATE, "opportunities / leads"),
     ),
-    lambda d, f: _source_quality_sql(_MEMBERS_FROM_MARTS),
+    _source_quality_sql,
     ("source",),
+    refresh=SUMS,
+)
+
+_SOURCE_QUALITY_SUMS = (
+    "SELECT source, contacts, duplicates, leads, opportunities FROM mart_source_quality"
 )
 
 LEADS_CURRENT = Mart(
@@ -838,29 +874,14 @@ WHERE {f.keys("l.lead_id", "leads")}
 
 
 def _contacts_sql(d: Dialect, f: Scope) -> str:
-    # A duplicate: some other contact of its lead came first (by received_at, then id). A full
-    # refresh ranks every lead's contacts in one pass; a run's keys ask the index per contact.
-    if f.full:
-        return f"""
-WITH ranked AS (
-    SELECT lk.contact_id, lk.lead_id,
-           ROW_NUMBER() OVER (PARTITION BY lk.lead_id ORDER BY c.received_at, c.contact_id) AS nth
-    FROM lead_links lk
-    JOIN contacts c ON c.contact_id = lk.contact_id
-)
-SELECT c.contact_id, c.source, c.received_at, {d.day("c.received_at")}, r.lead_id,
-       CASE WHEN r.lead_id IS NOT NULL THEN r.nth > 1 END
-FROM contacts c
-LEFT JOIN ranked r ON r.contact_id = c.contact_id
-"""
+    # A duplicate: some other contact of its lead came first (by received_at, then id). Ranked
+    # in one pass over the contacts, a lead's contacts side by side; a run's keys hold every
+    # contact of their leads (`_widen`), so ranking the keyed contacts ranks whole leads too.
     return f"""
 SELECT c.contact_id, c.source, c.received_at, {d.day("c.received_at")}, lk.lead_id,
-       CASE WHEN lk.lead_id IS NOT NULL THEN EXISTS (
-           SELECT 1 FROM lead_links e JOIN contacts ec ON ec.contact_id = e.contact_id
-           WHERE e.lead_id = lk.lead_id
-             AND (ec.received_at < c.received_at
-                  OR (ec.received_at = c.received_at AND ec.contact_id < c.contact_id))
-       ) END
+       CASE WHEN lk.lead_id IS NOT NULL THEN ROW_NUMBER() OVER (
+           PARTITION BY lk.lead_id ORDER BY c.received_at, c.contact_id
+       ) > 1 END
 FROM contacts c
 LEFT JOIN lead_links lk ON lk.contact_id = c.contact_id
 WHERE {f.keys("c.contact_id", "contacts")}
@@ -921,18 +942,21 @@ aged AS (
     LEFT JOIN stage_touches t ON t.lead_id = l.lead_id
 )"""
     else:
+        # One index probe of each lead's status history (grouped, which also keeps the stage
+        # lookup from being copied into each of the four places that read touched_at).
         aged = f"""
 WITH aged AS (
     SELECT l.lead_id, l.lead_source, l.status, l.opportunity_id IS NOT NULL AS is_converted,
            l.first_seen_at, l.last_seen_at, l.converted_at,
-           (SELECT MIN(h.changed_at) FROM lead_status_history h
-            WHERE h.lead_id = l.lead_id AND h.to_status = 'Qualified') AS qualified_at,
-           (SELECT MAX(h.changed_at) FROM lead_status_history h
-            WHERE h.lead_id = l.lead_id AND h.to_status = l.status) AS since,
+           MIN(CASE WHEN h.to_status = 'Qualified' THEN h.changed_at END) AS qualified_at,
+           MAX(CASE WHEN h.to_status = l.status THEN h.changed_at END) AS since,
            (SELECT MAX(t.changed_at) FROM mart_stage_transitions t
             WHERE t.lead_id = l.lead_id) AS touched_at
     FROM leads l
+    LEFT JOIN lead_status_history h ON h.lead_id = l.lead_id
     WHERE {f.keys("l.lead_id", "leads")}
+    GROUP BY l.lead_id, l.lead_source, l.status, l.opportunity_id, l.first_seen_at,
+             l.last_seen_at, l.converted_at
 )"""
     touch = "CASE WHEN touched_at > last_seen_at THEN touched_at ELSE last_seen_at END"
     return f"""{aged}
@@ -1044,22 +1068,33 @@ TOUCH_DAYS = Mart(
     ),
     lambda d, f: (
         f"""
-SELECT lead_source, status, last_touch_on, COUNT(*),
-       SUM({d.seconds("first_seen_at")}),
-       COUNT(qualified_at),
-       COALESCE(SUM({d.seconds("qualified_at")} - {d.seconds("first_seen_at")}), 0),
-       SUM({d.seconds("last_touch_at")}),
-       SUM({d.seconds("status_since")})
-FROM mart_lead_dates
-WHERE {f.groups("last_touch_on", "touch_days")}
+SELECT lead_source, status, last_touch_on, SUM(leads), SUM(first_seen_seconds), SUM(qualified),
+       SUM(to_qualified_seconds), SUM(last_touch_seconds), SUM(status_since_seconds)
+FROM (
+    SELECT lead_source, status, last_touch_on, {f.count()} AS leads,
+           {f.sum(d.seconds("first_seen_at"))} AS first_seen_seconds,
+           {f.count_if("qualified_at IS NOT NULL")} AS qualified,
+           COALESCE({f.sum(f"{d.seconds('qualified_at')} - {d.seconds('first_seen_at')}")}, 0)
+               AS to_qualified_seconds,
+           {f.sum(d.seconds("last_touch_at"))} AS last_touch_seconds,
+           {f.sum(d.seconds("status_since"))} AS status_since_seconds
+    FROM {f.rows("mart_lead_dates")}
+    GROUP BY lead_source, status, last_touch_on
+    {f.so_far(_TOUCH_DAYS_SUMS, "last_touch_on", "touch_days")}
+) p
 GROUP BY lead_source, status, last_touch_on
+HAVING SUM(leads) > 0
 """
     ),
     ("lead_source", "status", "last_touch_on"),
     indexes=(("last_touch_on",),),
-    refresh=GROUPS,
+    refresh=SUMS,
     by=("touch_days", "last_touch_on"),
 )
+
+_TOUCH_DAYS_SUMS = """SELECT lead_source, status, last_touch_on, leads, first_seen_seconds, qualified,
+       to_qualified_seconds, last_touch_seconds, status_since_seconds
+FROM mart_lead_touch_days"""
 
 AGING_SUMMARY = Mart(
     "mart_lead_aging_summary",
@@ -1161,16 +1196,25 @@ STATUS_CHANGES_DAILY = Mart(
     ),
     lambda d, f: (
         f"""
-SELECT changed_on, from_status, to_status, COUNT(*)
-FROM mart_status_transitions
-WHERE {f.groups("changed_on", "status_days")}
+SELECT changed_on, from_status, to_status, SUM(changes)
+FROM (
+    SELECT changed_on, from_status, to_status, {f.count()} AS changes
+    FROM {f.rows("mart_status_transitions")}
+    GROUP BY changed_on, from_status, to_status
+    {f.so_far(_STATUS_CHANGES_SUMS, "changed_on", "status_days")}
+) p
 GROUP BY changed_on, from_status, to_status
+HAVING SUM(changes) > 0
 """
     ),
     ("changed_on", "from_status", "to_status"),
     indexes=(("changed_on",),),
-    refresh=GROUPS,
+    refresh=SUMS,
     by=("status_days", "changed_on"),
+)
+
+_STATUS_CHANGES_SUMS = (
+    "SELECT changed_on, from_status, to_status, changes FROM mart_status_changes_daily"
 )
 
 STAGE_TRANSITIONS = Mart(
@@ -1274,6 +1318,15 @@ def mart_tables(schema: str | None) -> dict[str, Table]:
             *(
                 Index(f"ix_{m.name}_{'_'.join(cols)}", *cols, unique=cols == m.key)
                 for cols in m.indexes
+            ),
+            *(
+                Index(
+                    f"ix_{m.name}_{'_'.join(cols)}",
+                    *cols,
+                    postgresql_where=text(where),
+                    sqlite_where=text(where),
+                )
+                for cols, where in m.partial_indexes
             ),
             comment=m.doc,
         )
@@ -1473,9 +1526,10 @@ def refresh_marts(
 
     Without `touched` (or with `touched.everything`) every mart is rebuilt. With it, only the
     rows of the touched leads, contacts and opportunities (and the rows those reach) are
-    deleted and selected again, and only the aggregate groups they fall in are recomputed; a
-    mart created or changed by this refresh, or a change of exchange factors for the
-    opportunity marts, still gets a full rebuild. Either way the rows are the same.
+    selected again, only those that differ from the stored ones are written, and only the
+    aggregate groups those fall in are recomputed or added to; a mart created or changed by
+    this refresh, or a change of exchange factors for the opportunity marts, still gets a full
+    rebuild. Either way the rows are the same.
     """
     d = Dialect(conn.dialect.name)
     schema = schema_of(conn, schema)
@@ -1510,8 +1564,6 @@ def refresh_marts(
     ).scalar_one()
     seconds[FX_FACTORS.name] = round(time.perf_counter() - t0, 3)
     prior: dict[str, int] = {}
-    before: dict[str, set[str]] = {}
-    members_before: dict[str, Counter[str]] = {}
     joins = ExitStack()  # index-driven joins for the run's keys (incremental), put back after
     if not full:
         assert touched is not None
@@ -1519,11 +1571,9 @@ def refresh_marts(
         joins.enter_context(planner(conn, INDEX_JOINS))
         prior = {r.mart: int(r.row_count) for r in conn.execute(tables[CATALOG.name].select())}
         _widen(conn, touched)
-        before = _group_values(conn)
-        members_before = _members(conn)
         seconds["(keys)"] = round(time.perf_counter() - t0, 3)
-    grouped = False
-    scoped = Scope(d, full=False)
+    changed: set[str] = set()  # the per-key marts whose changed rows are in `_changes` tables
+    groups: dict[str, set[str]] = {}  # the groups those rows fall in, once asked for
     for m in MARTS:
         if m is FX_FACTORS or m is CATALOG:
             continue
@@ -1532,10 +1582,6 @@ def refresh_marts(
         whole = full or m.refresh == FULL or (fx_changed and m.name in _FX_DEPENDENT)
         if m.refresh == VIEW:
             rows[m.name] = -1  # counted below, from the mart it reads
-        elif whole and m is SOURCE_QUALITY and not full:
-            rows[m.name] = _source_quality_delta(
-                conn, tables[m.name], members_before, _members(conn), values
-            )
         elif whole:
             # DELETE, not TRUNCATE: readers keep reading the old rows until this commits.
             conn.execute(tables[m.name].delete())
@@ -1545,23 +1591,13 @@ def refresh_marts(
             )
             _analyze(conn, target)
         else:
-            assert m.by is not None
-            of, col = m.by
-            if m.refresh == GROUPS and not grouped:
-                _group_tables(conn, before, _group_values(conn))
-                grouped = True
             if m.refresh == KEYS:
-                keys = f"SELECT k FROM {_KEYS[of]}"
+                deleted, inserted = _replace_keyed(conn, m, d, values)
+                changed.add(m.name)
             else:
-                keys = f"SELECT {d.date_key('k') if _GROUPS[of].dates else 'k'} FROM {_GROUPS[of].table}"
-            deleted = max(
-                conn.execute(
-                    text(f"DELETE FROM {target} WHERE {_q(conn, col)} IN ({keys})")
-                ).rowcount,
-                0,
-            )
-            names = ", ".join(_q(conn, c.name) for c in m.columns)
-            inserted = _run(conn, f"INSERT INTO {target} ({names}) {m.sql(d, scoped)}", values)
+                if not groups:  # every per-key mart comes before the aggregates over it
+                    groups.update(_group_tables(conn, changed))
+                deleted, inserted = _replace_groups(conn, m, d, values, groups)
             rows[m.name] = prior.get(m.name, 0) - deleted + inserted
             if deleted + inserted > ANALYZE_SHARE * max(prior.get(m.name, 0), 1):
                 _analyze(conn, target)
@@ -1638,119 +1674,136 @@ def _widen(conn: Connection, touched: TouchedKeys) -> None:
     source; whether a contact is a duplicate depends on every contact of its lead. So: the leads
     of the touched opportunities and of their stage changes, the opportunities of the leads, the
     contacts of the leads (now and as the marts last stored them), the leads of the contacts —
-    until nothing is added (one or two rounds).
+    until nothing is added. Each step goes from one key to the rows it reaches, so a round
+    follows only the keys the round before added.
     """
-    leads, contacts, opps = set(touched.leads), set(touched.contacts), set(touched.opportunities)
+    keys = {
+        "leads": set(touched.leads),
+        "contacts": set(touched.contacts),
+        "opportunities": set(touched.opportunities),
+    }
     kl, kc, ko = _KEYS["leads"], _KEYS["contacts"], _KEYS["opportunities"]
-    while True:
-        key_table(conn, leads, kl)
-        key_table(conn, contacts, kc)
-        key_table(conn, opps, ko)
-        more_leads = leads | _select_keys(
-            conn,
-            f"SELECT o.lead_id FROM opportunities o JOIN {ko} k ON k.k = o.opportunity_id "
-            f"UNION SELECT h.lead_id FROM opportunity_stage_history h "
-            f"JOIN {ko} k ON k.k = h.opportunity_id "
-            f"UNION SELECT l.lead_id FROM lead_links l JOIN {kc} k ON k.k = l.contact_id",
-        )
-        more_opps = opps | _select_keys(
-            conn, f"SELECT o.opportunity_id FROM opportunities o JOIN {kl} k ON k.k = o.lead_id"
-        )
-        more_contacts = contacts | _select_keys(
-            conn,
-            f"SELECT l.contact_id FROM lead_links l JOIN {kl} k ON k.k = l.lead_id "
-            f"UNION SELECT c.contact_id FROM mart_contacts c JOIN {kl} k ON k.k = c.lead_id",
-        )
-        if (more_leads, more_opps, more_contacts) == (leads, opps, contacts):
-            return
-        leads, opps, contacts = more_leads, more_opps, more_contacts
+    follow, rounds = keys, 0  # the keys not followed yet: at first, all of them
+    while any(follow.values()):
+        for of, k in follow.items():
+            key_table(conn, k, _KEYS[of])
+        reached = {
+            "leads": _select_keys(
+                conn,
+                f"SELECT o.lead_id FROM opportunities o JOIN {ko} k ON k.k = o.opportunity_id "
+                f"UNION SELECT h.lead_id FROM opportunity_stage_history h "
+                f"JOIN {ko} k ON k.k = h.opportunity_id "
+                f"UNION SELECT l.lead_id FROM lead_links l JOIN {kc} k ON k.k = l.contact_id",
+            ),
+            "contacts": _select_keys(
+                conn,
+                f"SELECT l.contact_id FROM lead_links l JOIN {kl} k ON k.k = l.lead_id "
+                f"UNION SELECT c.contact_id FROM mart_contacts c JOIN {kl} k ON k.k = c.lead_id",
+            ),
+            "opportunities": _select_keys(
+                conn, f"SELECT o.opportunity_id FROM opportunities o JOIN {kl} k ON k.k = o.lead_id"
+            ),
+        }
+        follow = {of: reached[of] - keys[of] for of in keys}
+        keys = {of: keys[of] | follow[of] for of in keys}
+        rounds += 1
+    if rounds != 1:  # the key tables hold the last keys followed, not every key
+        for of, k in keys.items():
+            key_table(conn, k, _KEYS[of])
 
 
-def _group_values(conn: Connection) -> dict[str, set[str]]:
-    """The groups the rows of the keyed marts fall in (called before and after they change)."""
-    by_mart = {m.name: m for m in MARTS}
-    out: dict[str, set[str]] = {}
+def _replace_keyed(
+    conn: Connection, m: Mart, d: Dialect, values: dict[str, Any]
+) -> tuple[int, int]:
+    """A per-key mart's rows of the refresh's keys selected again, and only the rows that differ
+    written; returns how many were deleted and inserted.
+
+    The stored rows of the keys (side -1) and their new rows (side 1) go into the mart's
+    `_changes` table, less every row that is the same on both sides: the aggregates over the mart
+    read what changed there. Unchanged rows are not rewritten, and a new key costs no lookup of a
+    stored row to delete."""
+    assert m.by is not None
+    of, col = m.by
+    target, changes = _q(conn, m.name), _changes(m.name)
+    names = ", ".join(_q(conn, c.name) for c in m.columns)
+    for stmt in d.temp_table(changes, f"SELECT {names}, 1 AS side FROM {target} WHERE 1 = 0"):
+        conn.exec_driver_sql(stmt)
+    _run(
+        conn,
+        f"""
+INSERT INTO {changes} ({names}, side)
+SELECT {names}, SUM(side)
+FROM (
+    SELECT {names}, -1 AS side FROM {target} WHERE {_q(conn, col)} IN (SELECT k FROM {_KEYS[of]})
+    UNION ALL
+    SELECT n.*, 1 FROM ({m.sql(d, Scope(d, full=False))}) n
+) r
+GROUP BY {names}
+HAVING SUM(side) <> 0
+""",
+        values,
+    )
+    key = _q(conn, m.key[0])
+    deleted = _run(
+        conn,
+        f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM {changes} WHERE side < 0)",
+        {},
+    )
+    # In key order, so the key's index takes the new rows leaf by leaf (as `load._dedupe` does).
+    new = f"SELECT {names} FROM {changes} WHERE side > 0 ORDER BY {key}"
+    inserted = _run(conn, f"INSERT INTO {target} ({names}) {new}", {})
+    return deleted, inserted
+
+
+def _group_tables(conn: Connection, changed: AbstractSet[str]) -> dict[str, set[str]]:
+    """The groups the changed rows of the per-key marts fall in (old and new values alike), into
+    the group key tables. A per-key mart rebuilt whole (new exchange factors) names none: the
+    marts over it are rebuilt whole too."""
+    groups: dict[str, set[str]] = {}
     for name, g in _GROUPS.items():
-        values: set[str] = set()
-        for mart, of, col in g.sources:
-            by = by_mart[mart].by
-            assert by is not None
-            values |= {
-                str(v)
-                for v in _select_keys(
-                    conn,
-                    f"SELECT DISTINCT m.{col} FROM {mart} m JOIN {_KEYS[of]} k ON k.k = m.{by[1]}",
-                )
-            }
-        out[name] = values
-    return out
-
-
-def _group_tables(
-    conn: Connection, before: dict[str, set[str]], after: dict[str, set[str]]
-) -> None:
-    groups = {name: before[name] | after[name] for name in _GROUPS}
+        groups[name] = {
+            str(v)
+            for mart, col in g.sources
+            if mart in changed
+            for v in _select_keys(conn, f"SELECT DISTINCT {col} FROM {_changes(mart)}")
+        }
     days = [date.fromisoformat(v) for v in groups["funnel_days"]]
     groups["funnel_weeks"] = {(v - timedelta(days=v.weekday())).isoformat() for v in days}
     groups["funnel_months"] = {v.replace(day=1).isoformat() for v in days}
     for name, g in _GROUPS.items():
         key_table(conn, groups[name], g.table)
+    return groups
 
 
-def _members(conn: Connection) -> dict[str, Counter[str]]:
-    """Per source, what the keyed contacts and leads add to mart_source_quality as stored now."""
-    out: dict[str, Counter[str]] = defaultdict(Counter)
-    kc, kl = _KEYS["contacts"], _KEYS["leads"]
-    for source, contacts, dupes in conn.exec_driver_sql(
-        f"SELECT m.source, COUNT(m.lead_id), SUM(CASE WHEN m.is_duplicate THEN 1 ELSE 0 END) "
-        f"FROM mart_contacts m JOIN {kc} k ON k.k = m.contact_id GROUP BY m.source"
-    ):
-        out[source].update(contacts=int(contacts), duplicates=int(dupes or 0))
-    for source, leads, opps in conn.exec_driver_sql(
-        f"SELECT m.lead_source, COUNT(*), SUM(CASE WHEN m.is_converted THEN 1 ELSE 0 END) "
-        f"FROM mart_lead_dates m JOIN {kl} k ON k.k = m.lead_id GROUP BY m.lead_source"
-    ):
-        out[source].update(leads=int(leads), opportunities=int(opps or 0))
-    return out
-
-
-_MEMBER_COLS = ("contacts", "duplicates", "leads", "opportunities")
-
-
-def _source_quality_delta(
-    conn: Connection,
-    table: Table,
-    before: dict[str, Counter[str]],
-    after: dict[str, Counter[str]],
-    values: dict[str, Any],
-) -> int:
-    """mart_source_quality again: records and rejects counted, contacts, duplicates, leads and
-    conversions as stored plus what the keyed rows changed (integer sums: what a full count
-    gives)."""
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for r in conn.execute(select(table.c.source, *(table.c[c] for c in _MEMBER_COLS))):
-        counts[r.source].update({c: int(getattr(r, c)) for c in _MEMBER_COLS})
-    for source in set(before) | set(after):
-        for c in _MEMBER_COLS:
-            counts[source][c] += after.get(source, Counter())[c] - before.get(source, Counter())[c]
-    conn.execute(table.delete())
-    params: dict[str, Any] = {}
-    rows = []
-    for i, (source, n) in enumerate(sorted(counts.items())):
-        params[f"s{i}"] = source
-        params.update({f"{c}{i}": n[c] for c in _MEMBER_COLS})
-        rows.append(f"(:s{i}, " + ", ".join(f"CAST(:{c}{i} AS BIGINT)" for c in _MEMBER_COLS) + ")")
-    body = "VALUES " + ", ".join(rows) if rows else "SELECT '', 0, 0, 0, 0 WHERE 1 = 0"
-    members = f"members(source, contacts, duplicates, leads, opportunities) AS ({body})"
-    sql = f"INSERT INTO {_q(conn, table.name)} {_source_quality_sql(members)}"
-    return _run(conn, sql, values, params)
+def _replace_groups(
+    conn: Connection, m: Mart, d: Dialect, values: dict[str, Any], groups: dict[str, set[str]]
+) -> tuple[int, int]:
+    """An aggregate's rows of the groups the changed rows fall in (every row of a `SUMS` mart
+    without `by`) computed again, then put in place of the stored ones; returns how many were
+    deleted and inserted. Computed into a temporary table first: a `SUMS` mart reads its own
+    stored rows."""
+    target = _q(conn, m.name)
+    where = ""
+    if m.by is not None:
+        of, col = m.by
+        if not groups[of]:
+            return 0, 0
+        where = f" WHERE {Scope(d, full=False).groups(_q(conn, col), of)}"
+    names = ", ".join(_q(conn, c.name) for c in m.columns)
+    after = "mart_next_" + m.name.removeprefix("mart_")
+    for stmt in d.temp_table(after, f"SELECT {names} FROM {target} WHERE 1 = 0"):
+        conn.exec_driver_sql(stmt)
+    _run(conn, f"INSERT INTO {after} ({names}) {m.sql(d, Scope(d, full=False))}", values)
+    deleted = _run(conn, f"DELETE FROM {target}{where}", {})
+    inserted = _run(conn, f"INSERT INTO {target} ({names}) SELECT {names} FROM {after}", {})
+    return deleted, inserted
 
 
 def _missing_rates(
     conn: Connection, tables: dict[str, Table], on: date, reporting: str, base: str
 ) -> tuple[MissingRate, ...]:
     o = tables[OPPORTUNITIES.name]
-    unconverted = o.c.amount.is_not(None), o.c.amount_reporting.is_(None)
+    unconverted = (text(_UNCONVERTED),)  # the partial index's own condition: read from it
     if reporting != base:
         # Every amount goes through the reporting currency's rate: without it none converts,
         # and the rate to name is that one, not each amount's own.

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, insert, select, text, update
 
 from flows import stages
 from flows.settings import Settings, load_settings
@@ -17,6 +17,8 @@ from tests.conftest import write_config
 from tests.warehouse.conftest import land
 from tests.warehouse.test_marts import _plain
 from warehouse import db, marts
+from warehouse import schema as t
+from warehouse.publish import Touched
 
 HEADER = "Ad Soyad;E-posta;Telefon;Şirket;Ünvan;Şehir;Ülke;Bütçe;Zamanlama;İlgi Alanı;KVKK Onayı\n"
 # Ayşe twice (work email, mobile): two qualified leads, both converted; two people who do not
@@ -215,5 +217,62 @@ def test_a_run_refreshes_incrementally_and_a_rebuild_in_full(
         stages.process_pending(engine, settings, "run_3", rebuild=True)
         assert seen == [True, False, True]  # created, then a run's keys, then a rebuild
         assert_same_as_full(engine, settings)
+    finally:
+        engine.dispose()
+
+
+def test_a_group_left_empty_goes(warehouse_url: str, tmp_path: Path) -> None:
+    """Counts are added to, not recounted: a lead alone in its source, status and day of last
+    touch moves on (another status, a touch a day later), and that group's row goes, as a full
+    refresh has it, instead of staying with no leads."""
+    sheets = tmp_path / "sheets"
+    sheets.mkdir()
+    cfg = write_config(
+        tmp_path / "leadflow.yaml",
+        warehouse_url,
+        f"default_region: TR\nsources:\n  - name: fair\n    kind: spreadsheet\n"
+        f"    path: {sheets}\nquality:\n  docs_dir: {tmp_path / 'docs'}\n",
+    )
+    settings = load_settings(cfg)
+    engine = db.make_engine(warehouse_url)
+    db.upgrade(engine)
+    try:
+        (sheets / "1.csv").write_text(FIRST, encoding="utf-8")
+        land(engine, settings, "run_1")
+        stages.process_pending(engine, settings, "run_1")
+        with engine.begin() as conn:
+            tables = marts.mart_tables(marts.schema_of(conn, None))
+            dates = tables[marts.LEAD_DATES.name]
+            rows = conn.execute(
+                select(dates.c.lead_id, dates.c.lead_source, dates.c.status, dates.c.last_touch_on)
+            ).all()
+            alone = [r for r in rows if sum(tuple(o[1:]) == tuple(r[1:]) for o in rows) == 1]
+            assert alone, "every group holds two leads or more"
+            lead_id, source, old, day = alone[0]
+            new = "Unqualified" if old != "Unqualified" else "Nurturing"
+            lead = conn.execute(select(t.leads).where(t.leads.c.lead_id == lead_id)).one()
+            conn.execute(
+                update(t.leads)
+                .where(t.leads.c.lead_id == lead_id)
+                .values(status=new, last_seen_at=lead.last_seen_at + timedelta(days=1))
+            )
+            conn.execute(
+                insert(t.lead_status_history).values(
+                    history_id="moved-on",
+                    lead_id=lead_id,
+                    from_status=old,
+                    to_status=new,
+                    changed_at=lead.last_seen_at + timedelta(days=1),
+                    score=lead.score,
+                    reason="a test moves it on",
+                    rules_version=lead.rules_version,
+                )
+            )
+            refreshed = stages.refresh_marts(conn, settings, touched=Touched(leads={lead_id}))
+            assert not refreshed.full
+        after = assert_same_as_full(engine, settings)
+        touch_days = {r[:3] for r in after[marts.TOUCH_DAYS.name]}
+        assert (source, old, day) not in touch_days
+        assert (source, new, day + timedelta(days=1)) in touch_days
     finally:
         engine.dispose()
