@@ -1720,8 +1720,8 @@ def _replace_keyed(
 
     The stored rows of the keys (side -1) and their new rows (side 1) go into the mart's
     `_changes` table, less every row that is the same on both sides: the aggregates over the mart
-    read what changed there. Unchanged rows are not rewritten, and a new key costs no lookup of a
-    stored row to delete."""
+    read what changed there. An unchanged row is not rewritten; a key without a stored row costs
+    no deletion."""
     assert m.by is not None
     of, col = m.by
     target, changes = _q(conn, m.name), _changes(m.name)
