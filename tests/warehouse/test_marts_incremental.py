@@ -184,9 +184,8 @@ def test_incremental_refreshes_equal_a_full_refresh(warehouse_url: str, tmp_path
         engine.dispose()
 
 
-def test_a_run_refreshes_incrementally_and_a_rebuild_in_full(
-    warehouse_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def fair_warehouse(warehouse_url: str, tmp_path: Path) -> tuple[Path, Settings, Engine]:
+    """An upgraded warehouse and the settings of one spreadsheet source reading `sheets/`."""
     sheets = tmp_path / "sheets"
     sheets.mkdir()
     cfg = write_config(
@@ -195,9 +194,15 @@ def test_a_run_refreshes_incrementally_and_a_rebuild_in_full(
         f"default_region: TR\nsources:\n  - name: fair\n    kind: spreadsheet\n"
         f"    path: {sheets}\nquality:\n  docs_dir: {tmp_path / 'docs'}\n",
     )
-    settings = load_settings(cfg)
     engine = db.make_engine(warehouse_url)
     db.upgrade(engine)
+    return sheets, load_settings(cfg), engine
+
+
+def test_a_run_refreshes_incrementally_and_a_rebuild_in_full(
+    warehouse_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sheets, settings, engine = fair_warehouse(warehouse_url, tmp_path)
     seen: list[bool] = []
     original = marts.refresh_marts
 
@@ -225,17 +230,7 @@ def test_a_group_left_empty_goes(warehouse_url: str, tmp_path: Path) -> None:
     """Counts are added to, not recounted: a lead alone in its source, status and day of last
     touch moves on (another status, a touch a day later), and that group's row goes, as a full
     refresh has it, instead of staying with no leads."""
-    sheets = tmp_path / "sheets"
-    sheets.mkdir()
-    cfg = write_config(
-        tmp_path / "leadflow.yaml",
-        warehouse_url,
-        f"default_region: TR\nsources:\n  - name: fair\n    kind: spreadsheet\n"
-        f"    path: {sheets}\nquality:\n  docs_dir: {tmp_path / 'docs'}\n",
-    )
-    settings = load_settings(cfg)
-    engine = db.make_engine(warehouse_url)
-    db.upgrade(engine)
+    sheets, settings, engine = fair_warehouse(warehouse_url, tmp_path)
     try:
         (sheets / "1.csv").write_text(FIRST, encoding="utf-8")
         land(engine, settings, "run_1")
