@@ -1721,7 +1721,8 @@ def _replace_keyed(
     The stored rows of the keys (side -1) and their new rows (side 1) go into the mart's
     `_changes` table, less every row that is the same on both sides: the aggregates over the mart
     read what changed there. An unchanged row is not rewritten; a key without a stored row costs
-    no deletion."""
+    no deletion. The stored rows are joined to the keys, not filtered by `IN`: PostgreSQL then
+    probes the index in the key table's (sorted) order instead of hashing the keys first."""
     assert m.by is not None
     of, col = m.by
     target, changes = _q(conn, m.name), _changes(m.name)
@@ -1734,7 +1735,7 @@ def _replace_keyed(
 INSERT INTO {changes} ({names}, side)
 SELECT {names}, SUM(side)
 FROM (
-    SELECT {names}, -1 AS side FROM {target} WHERE {_q(conn, col)} IN (SELECT k FROM {_KEYS[of]})
+    SELECT {names}, -1 AS side FROM {target} JOIN {_KEYS[of]} k ON k.k = {_q(conn, col)}
     UNION ALL
     SELECT n.*, 1 FROM ({m.sql(d, Scope(d, full=False))}) n
 ) r
