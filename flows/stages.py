@@ -382,8 +382,8 @@ def bounded_heap() -> Iterator[None]:
     carved from its heap, which it cannot shrink past the newest one still in use. As the context
     grows with the warehouse, each chunk's bigger buffers then took new memory and the process
     kept the old. Measured at 300k contacts (PostgreSQL, load 2–3), each step on the one before:
-    Arrow on malloc, peak 1,484 → 1,387 MB; the fixed threshold, 1,387 → 1,283 MB, the growth
-    between chunks ~50 → ~20 MB a chunk; run time unchanged within the noise (180–199 s)."""
+    Arrow on malloc, peak 1,484 → 1,387 MB; the fixed threshold, 1,387 → 1,328 MB, the growth
+    between chunks ~50 → ~25 MB a chunk; run time unchanged within the noise (168–199 s)."""
     import pyarrow as pa
 
     _map_big_allocations()
