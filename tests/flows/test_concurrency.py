@@ -7,9 +7,11 @@ import signal
 import subprocess
 import sys
 import threading
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select, text
@@ -85,7 +87,11 @@ def test_a_holder_on_another_machine_is_waited_for_until_its_lock_expires(sqlite
 
 
 def test_two_runs_started_at_once_wait_for_each_other_and_match_a_single_run(
-    sample_config: Path, warehouse_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    sample_config: Path,
+    warehouse_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sample_config.write_text(
         sample_config.read_text().replace("sqlite:///leadflow.db", warehouse_url)
@@ -94,6 +100,27 @@ def test_two_runs_started_at_once_wait_for_each_other_and_match_a_single_run(
     engine = _engine(warehouse_url)
     errors: list[BaseException] = []
     go = threading.Barrier(2)
+    # Started at once, one run could still finish before the other's first try (SQLite's busy
+    # wait backs off for up to 100 ms, a sample run is shorter): the first lock taken is kept until
+    # the other run has been turned away once, so the two always overlap.
+    real_try_lock, real_hold = runs.try_lock, locking.hold
+    turned_away, first = threading.Event(), threading.Lock()
+
+    def try_lock(*args: Any, **kwargs: Any) -> Any:
+        holder = real_try_lock(*args, **kwargs)
+        if holder is not None:
+            turned_away.set()
+        return holder
+
+    @contextmanager
+    def hold(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        with real_hold(*args, **kwargs) as refresh:
+            if first.acquire(blocking=False):
+                assert turned_away.wait(timeout=60), "the other run never tried the lock"
+            yield refresh
+
+    monkeypatch.setattr(runs, "try_lock", try_lock)
+    monkeypatch.setattr(locking, "hold", hold)
 
     def run(run_id: str) -> None:
         try:
@@ -110,6 +137,7 @@ def test_two_runs_started_at_once_wait_for_each_other_and_match_a_single_run(
             th.start()
         for th in threads:
             th.join(timeout=300)
+    monkeypatch.undo()
     assert errors == []
     # One waited, and said for whom.
     assert "waiting for lock" in caplog.text and "held by run run_" in caplog.text
