@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -242,6 +244,24 @@ def publish_artifacts(settings: Settings, run_id: str) -> None:
     )
 
 
+def _import_quality_gate_early() -> None:
+    """Import Great Expectations on a thread of its own while the sources are read.
+
+    The quality gate imports it on first use, which costs a fresh process ~3 s of the critical
+    path (an incremental run of 10k contacts into 1M takes ~20 s); reading the sources mostly
+    waits on files, the warehouse and Prefect's API, so the import overlaps them. A failed
+    import here is left for the gate's own import to report.
+    """
+
+    def load() -> None:
+        try:
+            importlib.import_module("great_expectations")
+        except Exception as exc:  # reported where the gate imports it
+            logging.getLogger(__name__).debug("early import of great_expectations: %s", exc)
+
+    threading.Thread(target=load, name="leadflow-import-gx", daemon=True).start()
+
+
 def run(
     settings: Settings,
     kind: str,
@@ -282,6 +302,7 @@ def run(
         "runner": settings.runner,
         "reason": reason,
     }
+    _import_quality_gate_early()
     stage = "prepare"  # which stage a failure names: prepare, extract, process, record
     engine = db.make_engine(settings.warehouse.url)
     stats = RunStats()
