@@ -34,6 +34,7 @@ from warehouse.load import (
     index_joins,
     index_lookups,
     insert_new,
+    insert_new_arrow,
     key_table,
     merge,
     pg_arrow,
@@ -71,22 +72,20 @@ def write_features(conn: Connection, table: pa.Table, new: bool = False) -> None
     go in by plain insert (COPY) instead of the merge."""
     if table.num_rows == 0:
         return
-    features = _arrow_rows(table.select(MATCH_SCHEMA.names))
+    features = table.select(MATCH_SCHEMA.names)
     con = _duck()
     try:
         # distinct: one statement never writes a key twice (the merge collapsed repeats too)
         con.register("__lf_blocks", block_key_rows(table, con))
-        blocks = _arrow_rows(
-            con.sql("select distinct * from __lf_blocks order by all").to_arrow_table()
-        )
+        blocks = con.sql("select distinct * from __lf_blocks order by all").to_arrow_table()
     finally:
         con.close()
     if new:
-        insert_new(conn, t.contact_features, features)
-        insert_new(conn, t.contact_blocks, blocks)
+        insert_new_arrow(conn, t.contact_features, features)
+        insert_new_arrow(conn, t.contact_blocks, blocks)
     else:
-        merge(conn, t.contact_features, features)
-        merge(conn, t.contact_blocks, blocks, update=False)
+        merge(conn, t.contact_features, _arrow_rows(features))
+        merge(conn, t.contact_blocks, _arrow_rows(blocks), update=False)
     _add_counts(conn, _counts_of(table), +1)
 
 

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from sqlalchemy import Engine, select
 
@@ -19,7 +20,7 @@ from tests.warehouse.conftest import land
 from transforms.records import Link
 from warehouse import db, matching, publish
 from warehouse import schema as t
-from warehouse.load import Rows, insert_new, merge
+from warehouse.load import Rows, insert_new, insert_new_arrow, merge
 
 # Every table a publish writes.
 PUBLISHED = (
@@ -101,9 +102,14 @@ def test_rows_published_by_copy_equal_those_of_the_merge(
         appended.append((table.name, len(rows.values)))
         return insert_new(conn, table, rows)
 
+    def counting_arrow(conn: Any, table: Any, data: pa.Table) -> int:
+        appended.append((table.name, data.num_rows))
+        return insert_new_arrow(conn, table, data)
+
     with monkeypatch.context() as m:
         m.setattr(publish, "insert_new", counting)
         m.setattr(matching, "insert_new", counting)
+        m.setattr(matching, "insert_new_arrow", counting_arrow)
         m.setattr(publish, "publish", spying)
         fast = _two_runs(sample_config, warehouse_url, "fast")
     fast_tables = _tables(fast)
@@ -112,9 +118,14 @@ def test_rows_published_by_copy_equal_those_of_the_merge(
     def merged(conn: Any, table: Any, rows: Rows) -> int:
         return merge(conn, table, rows)
 
+    def merged_arrow(conn: Any, table: Any, data: pa.Table) -> int:
+        columns = [data.column(n).to_pylist() for n in data.column_names]
+        return merge(conn, table, Rows(tuple(data.column_names), list(zip(*columns, strict=True))))
+
     with _another(warehouse_url, tmp_path) as other, monkeypatch.context() as m:
         m.setattr(publish, "insert_new", merged)
         m.setattr(matching, "insert_new", merged)
+        m.setattr(matching, "insert_new_arrow", merged_arrow)
         slow = _two_runs(sample_config, other, "merge")
         slow_tables = _tables(slow)
         slow.dispose()
