@@ -251,12 +251,13 @@ def read_context(
             k for k, n in per_key.items() if n > max_block_size and rule_of(k) not in EXACT_RULES
         )
         usable = key_table(conn, (k for k in per_key if k not in common), "usable_keys")
+        # IN, not a three-way join: SQLite's planner joined lead_links first and built an
+        # automatic index over the whole of contact_blocks for each chunk (4.0 s for 10k new
+        # contacts into 200k, 0.2 s this way); PostgreSQL plans both as the same probes.
+        holding = select(b.c.contact_id).where(b.c.block_key.in_(select(usable.c.k)))
         leads = set(
             conn.execute(
-                select(lk.c.lead_id)
-                .distinct()
-                .join(b, b.c.contact_id == lk.c.contact_id)
-                .join(usable, usable.c.k == b.c.block_key)
+                select(lk.c.lead_id).distinct().where(lk.c.contact_id.in_(holding))
             ).scalars()
         )
     leads.update(extra_leads)
