@@ -273,6 +273,12 @@ def insert_new(conn: Connection, table: Table, rows: Rows) -> int:
     return len(unique.values)
 
 
+def arrow_rows(data: pa.Table) -> Rows:
+    """An Arrow table as row tuples (a column at a time into Python, then zipped)."""
+    columns = [data.column(n).to_pylist() for n in data.column_names]
+    return Rows(tuple(data.column_names), list(zip(*columns, strict=True)))
+
+
 def insert_new_arrow(conn: Connection, table: Table, data: pa.Table) -> int:
     """`insert_new` for rows that are already an Arrow table of text columns (the matching
     columns, the blocking keys): on PostgreSQL sorted by the primary key and handed to COPY as
@@ -285,8 +291,7 @@ def insert_new_arrow(conn: Connection, table: Table, data: pa.Table) -> int:
         return 0
     names = list(data.column_names)
     if conn.dialect.name != "postgresql":
-        columns = [data.column(n).to_pylist() for n in names]
-        return insert_new(conn, table, Rows(tuple(names), list(zip(*columns, strict=True))))
+        return insert_new(conn, table, arrow_rows(data))
     not_text = [n for n in names if not pa.types.is_string(data.schema.field(n).type)]
     if not_text:
         raise TypeError(f"insert_new_arrow takes text columns only, not {not_text}")
@@ -466,6 +471,7 @@ __all__ = [
     "Rows",
     "insert_new",
     "insert_new_arrow",
+    "arrow_rows",
     "merge",
     "key_table",
     "upsert",

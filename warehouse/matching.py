@@ -31,6 +31,7 @@ from transforms.scoring import TF_COLUMNS, Model, default_model
 from warehouse import schema as t
 from warehouse.load import (
     Rows,
+    arrow_rows,
     index_joins,
     index_lookups,
     insert_new,
@@ -84,15 +85,9 @@ def write_features(conn: Connection, table: pa.Table, new: bool = False) -> None
         insert_new_arrow(conn, t.contact_features, features)
         insert_new_arrow(conn, t.contact_blocks, blocks)
     else:
-        merge(conn, t.contact_features, _arrow_rows(features))
-        merge(conn, t.contact_blocks, _arrow_rows(blocks), update=False)
+        merge(conn, t.contact_features, arrow_rows(features))
+        merge(conn, t.contact_blocks, arrow_rows(blocks), update=False)
     _add_counts(conn, _counts_of(table), +1)
-
-
-def _arrow_rows(table: pa.Table) -> Rows:
-    """An Arrow table as row tuples (a column at a time into Python, then zipped)."""
-    columns = [table.column(n).to_pylist() for n in table.column_names]
-    return Rows(tuple(table.column_names), list(zip(*columns, strict=True)))
 
 
 def _counts_of(table: pa.Table) -> Counter[tuple[str, str]]:
@@ -253,7 +248,7 @@ def read_context(
         usable = key_table(conn, (k for k in per_key if k not in common), "usable_keys")
         # IN, not a three-way join: SQLite's planner joined lead_links first and built an
         # automatic index over the whole of contact_blocks for each chunk (4.0 s for 10k new
-        # contacts into 200k, 0.2 s this way); PostgreSQL plans both as the same probes.
+        # contacts into 200k; under 0.2 s this way); PostgreSQL plans both as the same probes.
         holding = select(b.c.contact_id).where(b.c.block_key.in_(select(usable.c.k)))
         leads = set(
             conn.execute(

@@ -20,7 +20,7 @@ from tests.warehouse.conftest import land
 from transforms.records import Link
 from warehouse import db, matching, publish
 from warehouse import schema as t
-from warehouse.load import Rows, insert_new, insert_new_arrow, merge
+from warehouse.load import Rows, arrow_rows, insert_new, insert_new_arrow, merge
 
 # Every table a publish writes.
 PUBLISHED = (
@@ -119,8 +119,7 @@ def test_rows_published_by_copy_equal_those_of_the_merge(
         return merge(conn, table, rows)
 
     def merged_arrow(conn: Any, table: Any, data: pa.Table) -> int:
-        columns = [data.column(n).to_pylist() for n in data.column_names]
-        return merge(conn, table, Rows(tuple(data.column_names), list(zip(*columns, strict=True))))
+        return merge(conn, table, arrow_rows(data))
 
     with _another(warehouse_url, tmp_path) as other, monkeypatch.context() as m:
         m.setattr(publish, "insert_new", merged)
