@@ -36,6 +36,34 @@ def prefect_api() -> Iterator[None]:
             yield
 
 
+@pytest.fixture(autouse=True)
+def files_at_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source's files are read as they are, without waiting for them to settle.
+
+    A real source's files were written long before a run reads them; a test writes its files a
+    moment before, and each read would wait out the rest of a second (111 s of the suite's time,
+    summed over its workers). The wait itself is tested where it is set back: a sheet rewritten
+    while runs read it (`tests/flows/test_faults.py`)."""
+    from connectors import spreadsheet, vcard
+
+    monkeypatch.setattr(spreadsheet, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(vcard, "SETTLE_SECONDS", 0.0)
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url(prefect_api: None) -> str:
+    """The session's Prefect API, for tests that run the `leadflow` command as a child process.
+
+    A child pointed at a running API talks to it, as a deployment's runs talk to their server; one
+    left to itself starts an ephemeral API of its own first: 8-17 s a command on this machine,
+    the most of what those tests cost. Tests of a fresh install leave it out on purpose."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    assert url, "the test harness set no API URL"
+    return str(url)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'warehouse.db'}"
@@ -93,3 +121,34 @@ def sample_config(tmp_path: Path) -> Path:
 def write_config(path: Path, warehouse_url: str, body: str) -> Path:
     path.write_text(f"warehouse:\n  url: {warehouse_url}\n{body}", encoding="utf-8")
     return path
+
+
+# The heaviest test files, heaviest first (seconds each in one run of the whole suite, summed
+# over their tests). `make test` hands whole files to its workers in collection order; started
+# last, a file of two minutes keeps one worker busy after the others are done. Only an order:
+# a file missing here runs after these, as collected.
+HEAVY_FIRST = (
+    "tests/console/test_http.py",  # 144 s
+    "tests/flows/test_errors.py",  # 109
+    "tests/warehouse/test_scoped_checks.py",  # 105
+    "tests/flows/test_operations.py",  # 104
+    "tests/flows/test_crash.py",  # 99
+    "tests/warehouse/test_marts_incremental.py",  # 73
+    "tests/flows/test_decisions_next_run.py",  # 65
+    "tests/flows/test_pipeline.py",  # 64
+    "tests/warehouse/test_pending_queue.py",  # 60
+    "tests/flows/test_source_warnings.py",  # 60
+    "tests/flows/test_cli_promises.py",  # 59
+    "tests/warehouse/test_publish_bulk.py",  # 51
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Heaviest files first, each file's tests together and in their own order."""
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+
+    def weight(item: pytest.Item) -> int:
+        path = Path(str(item.path)).resolve().relative_to(ROOT).as_posix()
+        return rank.get(path, len(HEAVY_FIRST))
+
+    items.sort(key=weight)  # stable: the rest keep their collected order

@@ -124,10 +124,10 @@ def _count(url: str, table: str) -> int:
 @pytest.mark.slow
 @pytest.mark.skipif(not pgserver.available(), reason="needs the PostgreSQL server binaries")
 def test_a_warehouse_restarted_mid_run_fails_in_one_line_and_the_next_run_completes(
-    tmp_path: Path,
+    tmp_path: Path, prefect_api_url: str
 ) -> None:
     config = str(write_sample(tmp_path, rows=600))
-    environ = env(tmp_path)
+    environ = env(tmp_path, PREFECT_API_URL=prefect_api_url)
     with pgserver.pg_server() as pg:
         clean, broken = pg.create_database("clean"), pg.create_database("broken")
         first = leadflow(["run", "--config", config], {**environ, "LEADFLOW_WAREHOUSE_URL": clean})

@@ -48,7 +48,7 @@ def _register(path: Path, people: int = 900, seed: int = 5) -> int:
     return len(rows)
 
 
-def test_train_show_activate_and_rebuild_with_a_model(tmp_path: Path) -> None:
+def test_train_show_activate_and_rebuild_with_a_model(tmp_path: Path, prefect_api_url: str) -> None:
     n = _register(tmp_path / "register.csv")
     with pg_database() as url:
         cfg = tmp_path / "leadflow.yaml"
@@ -58,7 +58,7 @@ def test_train_show_activate_and_rebuild_with_a_model(tmp_path: Path) -> None:
             f"    received_at: 2026-11-02\nquality:\n  docs_dir: {tmp_path / 'docs'}\n",
             encoding="utf-8",
         )
-        environ = env(tmp_path)
+        environ = env(tmp_path, PREFECT_API_URL=prefect_api_url)
         run = leadflow(["run", "--config", str(cfg)], environ)
         assert run.returncode == 0, run.stderr[-2000:]
         engine = create_engine(url)

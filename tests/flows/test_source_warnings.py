@@ -49,7 +49,9 @@ class Project:
         return rows
 
 
-def _project(folder: Path, files: dict[str, bytes], sources: list[str]) -> Project:
+def _project(
+    folder: Path, files: dict[str, bytes], sources: list[str], prefect_api_url: str
+) -> Project:
     (folder / "in").mkdir()
     for name, data in files.items():
         (folder / "in" / name).write_bytes(data)
@@ -59,7 +61,7 @@ def _project(folder: Path, files: dict[str, bytes], sources: list[str]) -> Proje
         + "".join(f"  - {s}\n" for s in sources),
         encoding="utf-8",
     )
-    return Project(folder, config, env(folder))
+    return Project(folder, config, env(folder, PREFECT_API_URL=prefect_api_url))
 
 
 def _warnings(stats: str | dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -68,7 +70,7 @@ def _warnings(stats: str | dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 
 @pytest.fixture(scope="module")
-def lossy(tmp_path_factory: pytest.TempPathFactory) -> Project:
+def lossy(tmp_path_factory: pytest.TempPathFactory, prefect_api_url: str) -> Project:
     """A binary file named .csv, a sheet in a language leadflow does not know, and a good one."""
     return _project(
         tmp_path_factory.mktemp("lossy"),
@@ -82,6 +84,7 @@ def lossy(tmp_path_factory: pytest.TempPathFactory) -> Project:
             "{name: finland, kind: spreadsheet, path: in/yhteystiedot.csv}",
             "{name: fair, kind: spreadsheet, path: in/leads.csv}",
         ],
+        prefect_api_url,
     )
 
 
@@ -151,7 +154,7 @@ def test_the_fix_the_warning_names_lands_the_rows(lossy: Project) -> None:
 
 
 @pytest.fixture(scope="module")
-def quiet_files(tmp_path_factory: pytest.TempPathFactory) -> Project:
+def quiet_files(tmp_path_factory: pytest.TempPathFactory, prefect_api_url: str) -> Project:
     from io import BytesIO
 
     from openpyxl import Workbook
@@ -174,6 +177,7 @@ def quiet_files(tmp_path_factory: pytest.TempPathFactory) -> Project:
             "{name: header_only_xlsx, kind: spreadsheet, path: in/only.xlsx}",
             '{name: mapped, kind: spreadsheet, path: in/mapped.csv, columns: {"E-posta": email}}',
         ],
+        prefect_api_url,
     )
 
 

@@ -64,3 +64,34 @@ def test_upgrade_from_the_first_migration_keeps_the_data(warehouse_url: str) -> 
 def test_the_schema_has_one_head() -> None:
     # Two heads made `db upgrade` print "0003, 0006"; every migration now chains on one head.
     assert len(db.head_revisions()) == 1, db.head_revisions()
+
+
+def test_an_upgrade_cut_short_leaves_nothing_and_the_next_one_completes(
+    warehouse_url: str,
+) -> None:
+    """A run killed mid-upgrade (the crash tests once caught one between two CREATE TABLEs on
+    SQLite, whose driver runs DDL outside any transaction of its own) must leave the warehouse
+    as it was, so the next upgrade starts from there."""
+    from sqlalchemy import event
+
+    engine = db.make_engine(warehouse_url)
+    created: list[str] = []
+
+    def cut_short(_conn: object, _cur: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("CREATE TABLE"):
+            created.append(statement)
+            if len(created) == 3:
+                raise KeyboardInterrupt("killed mid-upgrade")  # as a signal would, not an error
+
+    event.listen(engine, "before_cursor_execute", cut_short)
+    try:
+        db.upgrade(engine)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the upgrade was not cut short")
+    event.remove(engine, "before_cursor_execute", cut_short)
+    assert inspect(engine).get_table_names() == []
+    db.upgrade(engine)
+    assert db.current_revisions(engine) == db.head_revisions()
+    engine.dispose()
