@@ -182,14 +182,14 @@ def _alembic_config() -> Config:
 
 def upgrade(engine: Engine, revision: str = "heads") -> None:
     """Apply the migrations up to `revision` (all heads by default)."""
+    from warehouse.load import ddl_in_transaction  # Arrow with it: not for every command's start
+
     cfg = _alembic_config()
     with engine.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            # The sqlite3 module begins its implicit transaction only before a data change, so
-            # each CREATE TABLE would commit on its own: a run killed mid-upgrade left tables
-            # without the revision that made them, and every later upgrade failed on "table
-            # already exists". One explicit transaction holds the whole upgrade, as on PostgreSQL.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Without it each CREATE TABLE committed on its own on SQLite: a run killed mid-upgrade
+        # left tables without the revision that made them, and every later upgrade failed on
+        # "table already exists".
+        ddl_in_transaction(conn)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

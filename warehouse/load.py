@@ -333,6 +333,21 @@ INDEX_LOOKUPS = {"random_page_cost": "1.1"}
 INDEX_JOINS = {"enable_hashjoin": "off", "enable_mergejoin": "off", "jit": "off"}
 
 
+def ddl_in_transaction(conn: Connection) -> None:
+    """Make the caller's transaction hold the schema changes that follow, on SQLite too.
+
+    PostgreSQL's DDL is transactional. Python's sqlite3 module begins its implicit transaction
+    only before a data change, so a CREATE or DROP issued first commits on its own; a process
+    killed between two of them leaves half a change. Here that transaction begins at once
+    (IMMEDIATE: it takes the write lock, as every writer here does), unless one is open already.
+    """
+    if conn.dialect.name != "sqlite":
+        return
+    dbapi = conn.connection.dbapi_connection
+    if dbapi is not None and not dbapi.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 @contextmanager
 def planner(conn: Connection, settings: Mapping[str, str]) -> Iterator[None]:
     """PostgreSQL: these planner settings for the statements inside, the previous ones put back

@@ -78,7 +78,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeEngine
 
-from warehouse.load import INDEX_JOINS, key_table, planner
+from warehouse.load import INDEX_JOINS, ddl_in_transaction, key_table, planner
 from warehouse.quality import PUBLISHED, WARNING, CheckResult
 from warehouse.schema import fx_rates
 
@@ -1420,6 +1420,7 @@ def _ensure_tables(
     Views read stored marts, so when anything changes they are dropped first and made again.
     """
     tables = mart_tables(schema)
+    ddl_in_transaction(conn)  # readers see the old marts or the new ones, never a dropped one
     if schema is not None:
         conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {_q(conn, schema)}")
     insp = inspect(conn)

@@ -227,6 +227,45 @@ def test_a_changed_definition_recreates_only_that_mart(sqlite_url: str) -> None:
     assert "stale" not in cols and "kept" in kept
 
 
+def test_a_mart_change_cut_short_leaves_the_marts_as_they_were(sqlite_url: str) -> None:
+    """Recreating a changed mart drops and creates tables and views before it writes a row: a
+    process killed in between must leave the old marts, not a dropped one (on SQLite each DDL
+    statement committed on its own)."""
+    from sqlalchemy import event
+
+    engine = db.make_engine(sqlite_url)
+    db.upgrade(engine)
+    with engine.begin() as conn:
+        marts.refresh_marts(conn, as_of=None)
+        conn.execute(
+            text("update mart_catalog set definition = 'old' where mart = 'mart_forecast'")
+        )
+    names = "select name from sqlite_master where name like 'mart%' order by name"
+    before = read(sqlite_url, names)
+
+    def killed(_conn: object, _cur: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("CREATE TABLE"):
+            raise KeyboardInterrupt("killed mid-change")  # after the views were dropped
+
+    event.listen(engine, "before_cursor_execute", killed)
+    try:
+        with engine.begin() as conn:
+            marts.refresh_marts(conn, as_of=None)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the change was not cut short")
+    event.remove(engine, "before_cursor_execute", killed)
+    assert read(sqlite_url, names) == before
+    assert read(sqlite_url, "select definition from mart_catalog where mart = 'mart_forecast'") == [
+        ("old",)
+    ]
+    with engine.begin() as conn:
+        marts.refresh_marts(conn, as_of=None)
+    assert read(sqlite_url, names) == before
+    engine.dispose()
+
+
 def test_the_readme_shows_a_query_per_mart() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("### The BI marts", 1)[1].split("\n## ", 1)[0]
