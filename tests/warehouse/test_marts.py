@@ -209,14 +209,21 @@ def test_table_rebuilding_migrations_run_beside_the_marts(sqlite_url: str) -> No
     ]
 
 
-def test_a_changed_definition_recreates_only_that_mart(sqlite_url: str) -> None:
-    engine = db.make_engine(sqlite_url)
+def _forecast_mart_changed(url: str) -> Engine:
+    """A warehouse with its marts, whose catalog holds another definition of mart_forecast."""
+    engine = db.make_engine(url)
     db.upgrade(engine)
     with engine.begin() as conn:
         marts.refresh_marts(conn, as_of=None)
         conn.execute(
             text("update mart_catalog set definition = 'old' where mart = 'mart_forecast'")
         )
+    return engine
+
+
+def test_a_changed_definition_recreates_only_that_mart(sqlite_url: str) -> None:
+    engine = _forecast_mart_changed(sqlite_url)
+    with engine.begin() as conn:
         conn.execute(text("alter table mart_forecast add column stale integer"))
         conn.execute(text("alter table mart_pipeline add column kept integer"))
     with engine.begin() as conn:
@@ -233,13 +240,7 @@ def test_a_mart_change_cut_short_leaves_the_marts_as_they_were(sqlite_url: str) 
     statement committed on its own)."""
     from sqlalchemy import event
 
-    engine = db.make_engine(sqlite_url)
-    db.upgrade(engine)
-    with engine.begin() as conn:
-        marts.refresh_marts(conn, as_of=None)
-        conn.execute(
-            text("update mart_catalog set definition = 'old' where mart = 'mart_forecast'")
-        )
+    engine = _forecast_mart_changed(sqlite_url)
     names = "select name from sqlite_master where name like 'mart%' order by name"
     before = read(sqlite_url, names)
 
