@@ -123,23 +123,37 @@ def write_config(path: Path, warehouse_url: str, body: str) -> Path:
     return path
 
 
-# The heaviest test files, heaviest first (seconds each in one run of the whole suite, summed
-# over their tests). `make test` hands whole files to its workers in collection order; started
-# last, a file of two minutes keeps one worker busy after the others are done. Only an order:
-# a file missing here runs after these, as collected.
+# The heaviest test files, heaviest first (seconds each, the mean of two runs of the whole suite,
+# summed over their tests). `make test` hands whole files to its workers in collection order;
+# started last, a file of a minute keeps one worker busy after the others are done. Only an
+# order: a file missing here runs after these, as collected.
 HEAVY_FIRST = (
-    "tests/console/test_http.py",  # 144 s
-    "tests/flows/test_errors.py",  # 109
-    "tests/warehouse/test_scoped_checks.py",  # 105
-    "tests/flows/test_operations.py",  # 104
+    "tests/console/test_http.py",  # 134 s
+    "tests/flows/test_errors.py",  # 104
+    "tests/warehouse/test_scoped_checks.py",  # 104
     "tests/flows/test_crash.py",  # 99
+    "tests/flows/test_operations.py",  # 96
     "tests/warehouse/test_marts_incremental.py",  # 73
-    "tests/flows/test_decisions_next_run.py",  # 65
-    "tests/flows/test_pipeline.py",  # 64
-    "tests/warehouse/test_pending_queue.py",  # 60
-    "tests/flows/test_source_warnings.py",  # 60
-    "tests/flows/test_cli_promises.py",  # 59
-    "tests/warehouse/test_publish_bulk.py",  # 51
+    "tests/flows/test_pipeline.py",  # 67
+    "tests/flows/test_decisions_next_run.py",  # 66
+    "tests/flows/test_cli_promises.py",  # 62
+    "tests/warehouse/test_pending_queue.py",  # 62
+    "tests/flows/test_source_warnings.py",  # 59
+    "tests/warehouse/test_publish_bulk.py",  # 53
+    "tests/flows/test_deployments.py",  # 51
+    "tests/connectors/test_vcard.py",  # 46
+    "tests/flows/test_model_cli.py",  # 46
+    "tests/flows/test_rebuild.py",  # 39
+    "tests/flows/test_quality_gate.py",  # 37
+    "tests/flows/test_repair_loop.py",  # 37
+    "tests/warehouse/test_match_models.py",  # 34
+    "tests/flows/test_concurrency.py",  # 33
+    "tests/flows/test_merge_conversions.py",  # 33
+    "tests/flows/test_sticky_rules.py",  # 30
+    "tests/flows/test_ops_cli.py",  # 29
+    "tests/warehouse/test_gate.py",  # 28
+    "tests/transforms/test_layouts.py",  # 26
+    "tests/warehouse/test_publish.py",  # 25
 )
 
 
