@@ -1420,7 +1420,6 @@ def _ensure_tables(
     Views read stored marts, so when anything changes they are dropped first and made again.
     """
     tables = mart_tables(schema)
-    ddl_in_transaction(conn)  # readers see the old marts or the new ones, never a dropped one
     if schema is not None:
         conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {_q(conn, schema)}")
     insp = inspect(conn)
@@ -1437,6 +1436,7 @@ def _ensure_tables(
     ]
     if not changed:
         return tables, False
+    ddl_in_transaction(conn)  # readers see the old marts or the new ones, never a dropped one
     prefix = f"{_q(conn, schema)}." if schema is not None else ""
     for m in MARTS:
         if m.refresh == VIEW and m.name in existing:
