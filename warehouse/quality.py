@@ -719,14 +719,27 @@ class QualityGate:
                 )
                 self._definitions[(scope, name)] = vd
             id_col = ID_COLUMNS[name]
+            batch = {"dataframe": frame.reset_index(drop=True)}
+            run_id = RunIdentifier(run_name=self.run_id)
+            # Pass or fail first, the cheapest result GX gives: about half the time of a full one,
+            # most of it GX's own work per expectation, whatever the rows. Only a suite that
+            # failed is run again in full, for its counts and sample ids; under the same run
+            # identifier its full result takes the pass-or-fail one's place in the store, so
+            # Data Docs show each suite once per chunk.
             res = vd.run(
-                batch_parameters={"dataframe": frame.reset_index(drop=True)},
-                result_format={
-                    "result_format": "COMPLETE",
-                    "unexpected_index_column_names": [id_col],
-                },
-                run_id=RunIdentifier(run_name=self.run_id),
+                batch_parameters=batch,
+                result_format={"result_format": "BOOLEAN_ONLY"},
+                run_id=run_id,
             )
+            if not res.success:
+                res = vd.run(
+                    batch_parameters=batch,
+                    result_format={
+                        "result_format": "COMPLETE",
+                        "unexpected_index_column_names": [id_col],
+                    },
+                    run_id=run_id,
+                )
             by_description = {c.description: c for c in checks}
             for r in res.results:
                 c = by_description[getattr(r.expectation_config, "description", "") or ""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,13 @@ def test_bad_batch_fails_and_publishes_nothing(
     failed_docs = re.search(r"Data Docs: (\S+?)\)", err)
     assert failed_docs and Path(failed_docs[1]).is_file()
     # The site shows the failed validation of the staged opportunities, with the failing column.
-    pages = list(Path(failed_docs[1]).parent.glob("validations/staged/opportunities/**/*.html"))
-    assert pages and "probability" in pages[0].read_text(encoding="utf-8")
+    # Once, in full: the failed suite's pass-or-fail result gave way to the one with its values.
+    site = Path(failed_docs[1]).parent
+    pages = list(site.glob("validations/staged/opportunities/**/*.html"))
+    assert len(pages) == 1, pages
+    page = pages[0].read_text(encoding="utf-8")
+    assert "probability" in page and "1.5" in page
+    assert len(list(site.glob("validations/staged/contacts/**/*.html"))) == 1  # a suite that passed
     assert "Failed" in Path(failed_docs[1]).read_text(encoding="utf-8")
     after = snapshot(warehouse_url)
     # The raw landing is committed (it is the source of truth to retry from); nothing derived moved.
@@ -90,13 +96,23 @@ def test_bad_batch_fails_and_publishes_nothing(
         ).all()
         critical = conn.execute(
             text(
-                "select suite || '.' || column_name from dq_results "
+                "select suite || '.' || column_name, unexpected_count, sample_ids from dq_results "
                 "where run_id = :r and severity = 'critical' and not success"
             ),
             {"r": failed[0].run_id},
         ).all()
+        passed = conn.execute(
+            text("select count(*) from dq_results where run_id = :r and success"),
+            {"r": failed[0].run_id},
+        ).scalar_one()
     assert len(failed) == 1 and "probability" in failed[0].error
-    assert {"opportunities.probability", "leads.lead_id"} <= {c for (c,) in critical}
+    found = {c: (n, json.loads(s) if isinstance(s, str) else s) for c, n, s in critical}
+    assert {"opportunities.probability", "leads.lead_id"} <= set(found)
+    # counted and sampled: the bad opportunity is the one named
+    bad_opportunity = found["opportunities.probability"]
+    assert bad_opportunity[0] == 1 and len(bad_opportunity[1]) == 1, bad_opportunity
+    assert found["leads.lead_id"][0] == 2  # the lead and its twin
+    assert passed > 20  # the suites that passed are recorded too
     table = _artifact_markdown(failed[0].run_id)
     assert "| FAIL | critical | staged | opportunities | probability |" in table
 
