@@ -10,12 +10,13 @@ import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, Engine
 
@@ -76,6 +77,9 @@ from warehouse import (
 from warehouse import outcomes as outcomes_store
 from warehouse.quality import CheckResult, QualityGate, Thresholds
 from warehouse.schema import dq_results
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 # Stage progress goes to this logger; the CLI shows it as progress bars (`extra["progress"]`).
@@ -411,17 +415,37 @@ def _map_big_allocations() -> None:
         return
 
 
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """A chunk's records normalized, with their matching columns: work that reads nothing from
+    the warehouse, so it can be done while the chunk before is being written."""
+
+    contacts: list[Contact]
+    rejects: list[Reject]
+    features: pa.Table  # match_table of the contacts, in their order
+    seconds: float
+
+
+def normalize_chunk(rows: Sequence[RawRow], opts: NormalizeOptions) -> Normalized:
+    t0 = time.perf_counter()
+    contacts, rejects = normalize_batch(rows, opts)
+    features = match_table(contacts)
+    return Normalized(contacts, rejects, features, time.perf_counter() - t0)
+
+
 def process_chunk(
     conn: Connection,
     rows: list[Any],
     opts: NormalizeOptions,
     rules: Rules,
     resolving: Resolving | None = None,
+    normalized: Normalized | None = None,
 ) -> tuple[publish.PublishSet, dict[str, float]]:
     """normalize → resolve → qualify for one chunk of pending raw rows.
 
     `rows` must be raw rows that have no contact yet (pending, or a replay's quarantined ones):
     the PublishSet then says its contacts are new, and they are published by plain COPY.
+    `normalized` is `normalize_chunk(rows, opts)` when it was done ahead.
 
     Reads first (erasure tombstones, the resolution context: the matching columns of the
     candidate leads' contacts), computes the links, then reads the whole contacts of only the
@@ -430,10 +454,11 @@ def process_chunk(
     resolving = resolving or Resolving(MatchSettings())
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    contacts, rejects = normalize_batch(rows, opts)
-    contacts, erased = suppress_erased(conn, contacts, rows)
-    rejects = rejects + erased
-    features = match_table(contacts)
+    done = normalized or normalize_chunk(rows, opts)
+    contacts, erased = suppress_erased(conn, done.contacts, rows)
+    rejects = done.rejects + erased
+    # the erased people's matching columns go with them (rare: only a chunk with one of them)
+    features = match_table(contacts) if erased else done.features
     t1 = time.perf_counter()
     model = resolving.model or matching.active_model(conn)
     pending = resolution.decision_leads(conn) if resolution.pending_decisions(conn) else set()
@@ -466,7 +491,9 @@ def process_chunk(
         merges=linking.merges,
     )
     t3 = time.perf_counter()
-    timings.update(normalize=t1 - t0, resolve=t2 - t1, qualify=t3 - t2)
+    # normalize counts its own work even when it was done ahead, beside the chunk before
+    ahead = done.seconds if normalized else 0.0
+    timings.update(normalize=t1 - t0 + ahead, resolve=t2 - t1, qualify=t3 - t2)
     ps = publish.PublishSet(
         contacts=contacts,
         rejects=rejects,
@@ -527,10 +554,15 @@ def process_pending(
     size = settings.resolution.chunk_size
 
     def pending(conn: Connection) -> Iterator[list[RawRow]]:
-        yield from landing.iter_pending_raw(conn, size)
-        # Review decisions take effect on the next run even when nothing new arrived: one chunk
-        # without raw rows pulls in the leads they touch, merges or splits them, marks them applied.
-        if resolution.pending_decisions(conn):
+        some = False
+        for batch in landing.iter_pending_raw(conn, size):
+            some = True
+            yield batch
+        # Review decisions take effect on the next run even when nothing new arrived. Every chunk
+        # resolves the leads they touch (`decision_leads`), so a run with raw rows has applied
+        # them; one without them gets a chunk without raw rows that pulls those leads in, merges
+        # or splits them, marks them applied.
+        if not some and resolution.pending_decisions(conn):
             yield []
 
     def chunks(conn: Connection) -> Iterable[list[RawRow]]:
@@ -921,42 +953,63 @@ def _process_all(
     baseline = quality.previous_counts(conn)
     chunk_no = 0
     stale = False
-    for rows in chunks:
-        if stale:  # before the chunk that reads them, so the last chunk pays for no ANALYZE
-            t0 = time.perf_counter()
-            publish.refresh_statistics(conn)
-            timings["publish"] += time.perf_counter() - t0
-        # The whole chunk, checks and writes included: they build a tuple or more per row while
-        # the chunk's records are alive, and each cyclic collection would walk them all again.
-        with collector_paused():
-            ps, t = process_chunk(conn, rows, opts, rules, resolving)
-            for k, v in t.items():
-                timings[k] += v
-            t0 = time.perf_counter()
-            report = gate.check(quality.staged_frames(ps, rows), quality.STAGED)
-            timings["validate"] += time.perf_counter() - t0
-            if not report.passed:
-                raise QualityGateError(report.summary())
-            t0 = time.perf_counter()
-            publish.publish(conn, ps, run_id)
-            touched.add(ps)
-            erasure.scrub_raw(conn, [j.raw_id for j in ps.rejects if j.code == ERASED and j.raw_id])
-            chunk_no += 1
-            stale = chunk_no & (chunk_no - 1) == 0  # after chunks 1, 2, 4, 8…: the tables doubled
-            timings["publish"] += time.perf_counter() - t0
-            stats["raw_processed"] += len(rows)
-            stats["contacts"] += len(ps.contacts)
-            stats["rejects"] += len(ps.rejects)
-            stats["leads_touched"] += len(ps.leads)
-            stats["lead_merges"] += len(ps.merges)
-            stats["review_pairs"] += len(ps.reviews)
-            stats["opportunities_new"] += len(ps.opportunities)
-            progress.info(
-                "processed %d raw records",
-                stats["raw_processed"],
-                extra={"progress": ("process", "pending", stats["raw_processed"])},
-            )
-            del ps, report, rows
+    # The next chunk is read before this one is written and normalized on a thread of its own
+    # meanwhile: writing is mostly waiting on the database, and normalizing reads nothing from
+    # it. One chunk ahead at most.
+    ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadflow-normalize")
+    upcoming = iter(chunks)
+
+    def read_ahead() -> tuple[list[RawRow], Future[Normalized]] | None:
+        rows = next(upcoming, None)
+        return None if rows is None else (rows, ahead.submit(normalize_chunk, rows, opts))
+
+    try:
+        nxt = read_ahead()
+        while nxt is not None:
+            rows, normalizing = nxt
+            if stale:  # before the chunk that reads them, so the last chunk pays for no ANALYZE
+                t0 = time.perf_counter()
+                publish.refresh_statistics(conn)
+                timings["publish"] += time.perf_counter() - t0
+            # The whole chunk, checks and writes included: they build a tuple or more per row
+            # while the chunk's records are alive, and each cyclic collection would walk them all.
+            with collector_paused():
+                ps, t = process_chunk(conn, rows, opts, rules, resolving, normalizing.result())
+                del normalizing
+                for k, v in t.items():
+                    timings[k] += v
+                t0 = time.perf_counter()
+                report = gate.check(quality.staged_frames(ps, rows), quality.STAGED)
+                timings["validate"] += time.perf_counter() - t0
+                if not report.passed:
+                    raise QualityGateError(report.summary())
+                nxt = read_ahead()
+                t0 = time.perf_counter()
+                publish.publish(conn, ps, run_id)
+                touched.add(ps)
+                erasure.scrub_raw(
+                    conn, [j.raw_id for j in ps.rejects if j.code == ERASED and j.raw_id]
+                )
+                chunk_no += 1
+                # after chunks 1, 2, 4, 8…: the tables doubled
+                stale = chunk_no & (chunk_no - 1) == 0
+                timings["publish"] += time.perf_counter() - t0
+                stats["raw_processed"] += len(rows)
+                stats["contacts"] += len(ps.contacts)
+                stats["rejects"] += len(ps.rejects)
+                stats["leads_touched"] += len(ps.leads)
+                stats["lead_merges"] += len(ps.merges)
+                stats["review_pairs"] += len(ps.reviews)
+                stats["opportunities_new"] += len(ps.opportunities)
+                progress.info(
+                    "processed %d raw records",
+                    stats["raw_processed"],
+                    extra={"progress": ("process", "pending", stats["raw_processed"])},
+                )
+                del ps, report, rows
+    finally:
+        # an error leaves the chunk read ahead unprocessed: its normalizing is not waited for
+        ahead.shutdown(wait=False, cancel_futures=True)
     stats["raw_settled"] += landing.settle_pending(conn)
     stats["rejects_released"] += quarantine.release_landed_rejects(conn, run_id, now)
     t0 = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -134,9 +135,34 @@ def test_a_smaller_chunk_size_publishes_the_same_tables(
     small.write_text(
         config.read_text(encoding="utf-8") + "resolution:\n  chunk_size: 100\n", encoding="utf-8"
     )
+    # Each chunk after the first is normalized ahead, on a thread of its own, while the chunk
+    # before it is written: each write waits (2 s at most) for the next chunk's normalizing to
+    # begin, which it never would if normalizing came after the write.
+    threads: set[str] = set()
+    begun = threading.Condition()
+    normalized, written, overlapped = [0], [0], []
+    normalize_chunk, write = stages.normalize_chunk, stages.publish.publish
+
+    def normalizing(rows: list[Any], *args: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        with begun:
+            normalized[0] += 1
+            begun.notify_all()
+        return normalize_chunk(rows, *args)
+
+    def writing(*args: Any, **kwargs: Any) -> Any:
+        written[0] += 1
+        with begun:
+            overlapped.append(begun.wait_for(lambda: normalized[0] > written[0], timeout=2))
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "normalize_chunk", normalizing)
+    monkeypatch.setattr(stages.publish, "publish", writing)
     chunked = f"sqlite:///{tmp_path / 'chunked.db'}"
     crashkit.run_pipeline(str(small), chunked)
     assert len(calls) > 5 and max(calls) == 100, calls
+    assert threads == {"leadflow-normalize_0"}
+    assert overlapped == [True] * (len(calls) - 1) + [False]  # the last chunk has none after it
     # Chunks show only in the lineage: the earlier contact of a pair split across chunks was
     # published as a new lead before the later one linked to it, and a lead's status after each
     # chunk is history. Who is who, and everything published of them, are the same.
