@@ -32,6 +32,7 @@ from warehouse import schema as t
 from warehouse.load import (
     Rows,
     arrow_rows,
+    counted_keys,
     index_joins,
     index_lookups,
     insert_new,
@@ -220,12 +221,12 @@ def read_context(
     and the keys too common over the warehouse to compare."""
     con = _duck()
     try:
-        keys = block_key_rows(new, con).column("block_key").to_pylist()
+        keys = block_key_rows(new, con).column("block_key")
     finally:
         con.close()
-    per_key = Counter(keys)
     b, lk = t.contact_blocks, t.lead_links
-    key_rows = key_table(conn, per_key, "block_keys")
+    # each key of the chunk with how many of the chunk's contacts hold it
+    key_rows = counted_keys(conn, keys, "block_keys")
     # How many published contacts hold each key, counted only as far as the limit: a common
     # key (a first name in a big city) is never counted whole, each count is an index probe.
     held = (
@@ -240,16 +241,16 @@ def read_context(
         .scalar_subquery()
     )
     with index_joins(conn):
-        for key, n in conn.execute(select(key_rows.c.k, held)):
-            per_key[key] += n
-        common = frozenset(
-            k for k, n in per_key.items() if n > max_block_size and rule_of(k) not in EXACT_RULES
-        )
-        usable = key_table(conn, (k for k in per_key if k not in common), "usable_keys")
+        # only the keys over the limit come back, not a row per key of the chunk
+        over = conn.execute(select(key_rows.c.k).where(key_rows.c.n + held > max_block_size))
+        common = frozenset(k for k in over.scalars() if rule_of(k) not in EXACT_RULES)
+        if common:  # the usable keys are those left
+            gone = key_table(conn, common, "common_keys")
+            conn.execute(delete(key_rows).where(key_rows.c.k.in_(select(gone.c.k))))
         # IN, not a three-way join: SQLite's planner joined lead_links first and built an
         # automatic index over the whole of contact_blocks for each chunk (4.0 s for 10k new
         # contacts into 200k; under 0.2 s this way); PostgreSQL plans both as the same probes.
-        holding = select(b.c.contact_id).where(b.c.block_key.in_(select(usable.c.k)))
+        holding = select(b.c.contact_id).where(b.c.block_key.in_(select(key_rows.c.k)))
         leads = set(
             conn.execute(
                 select(lk.c.lead_id).distinct().where(lk.c.contact_id.in_(holding))
@@ -258,7 +259,11 @@ def read_context(
     leads.update(extra_leads)
     members = members_of(conn, leads)
     values = {
-        col: {v for table in (new, members) for v in table.column(col).to_pylist() if v is not None}
+        col: pc.unique(
+            pa.chunked_array(new.column(col).chunks + members.column(col).chunks, pa.string())
+        )
+        .drop_null()
+        .to_pylist()
         for col in TF_COLUMNS
     }
     return Context(

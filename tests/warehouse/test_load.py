@@ -75,6 +75,10 @@ def test_a_key_table_holds_every_key_exactly(warehouse_url: str) -> None:
         tmp = key_table(conn, [*keys, "plain"])
         got = sorted(conn.execute(select(tmp.c.k)).scalars())
         assert count_present(conn, lead_links, "contact_id", keys) == 0
+        # keys with nothing to escape are joined as they are; one newline among them is not
+        for some in (["n:işık\x1fweiß", "", "plain"], ["plain", "line\nbreak"], [7, 8]):
+            tmp = key_table(conn, some, "few_keys")
+            assert sorted(conn.execute(select(tmp.c.k)).scalars()) == sorted(map(str, some))
     engine.dispose()
     assert got == sorted(keys)
 
