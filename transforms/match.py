@@ -397,8 +397,8 @@ def candidate_pairs(
 ) -> pa.Table:
     """The pairs to score: contacts sharing a blocking key, at least one of them new.
 
-    `records` holds contact_id, `is_new`, `ord` (the order contacts were first seen: a pair is
-    written earlier → later) and the matching columns. A key shared by more than
+    `records` holds contact_id, `is_new`, `ord` (the order contacts were first seen, which is
+    their row's position: a pair is written earlier → later) and the matching columns. A key shared by more than
     `max_block_size` contacts here, or listed in `common` (too common over the warehouse),
     is left out; an identifier key (email, phone) never is, and pairs each contact only with
     the first contact seen with it (a star: a mailbox shared by a thousand sightings gives a
@@ -423,25 +423,33 @@ def candidate_pairs(
             -- a pair holds a new contact on its right, or only on its left: each join filters
             -- its sides before it, so a block of a hundred existing contacts and one new gives a
             -- hundred pairs, not five thousand
-            select a.contact_id as l, b.contact_id as r, a.rule, a.ord as ord_l, b.ord as ord_r
+            select a.ord as ord_l, b.ord as ord_r, a.rule
             from usable a join (select * from usable where is_new) b
               on a.key = b.key and a.ord < b.ord
             where not a.exact or a.ord = a.first_ord
             union all
-            select a.contact_id, b.contact_id, a.rule, a.ord, b.ord
+            select a.ord, b.ord, a.rule
             from (select * from usable where is_new and (not exact or ord = first_ord)) a
               join (select * from usable where not is_new) b on a.key = b.key and a.ord < b.ord
         )
-        select l as contact_id_l, r as contact_id_r, min(rule) as rule, min(ord_l) as ord_l,
-               min(ord_r) as ord_r
+        -- a contact's position stands for it (grouping two integers, not two ids)
+        select ord_l, ord_r, min(rule) as rule
         from pairs
-        group by l, r
+        group by ord_l, ord_r
         order by ord_l, ord_r
         """  # noqa: S608
-        return con.sql(sql).select("contact_id_l, contact_id_r, rule").to_arrow_table()
+        found = con.sql(sql).to_arrow_table()
     finally:
         con.unregister("__lf_records")
         con.unregister("__lf_common")
+    ids = records.column("contact_id")
+    return pa.table(
+        {
+            "contact_id_l": ids.take(found.column("ord_l")),
+            "contact_id_r": ids.take(found.column("ord_r")),
+            "rule": found.column("rule"),
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)
