@@ -398,11 +398,11 @@ def candidate_pairs(
     """The pairs to score: contacts sharing a blocking key, at least one of them new.
 
     `records` holds contact_id, `is_new`, `ord` (the order contacts were first seen, which is
-    their row's position: a pair is written earlier → later) and the matching columns. A key shared by more than
-    `max_block_size` contacts here, or listed in `common` (too common over the warehouse),
-    is left out; an identifier key (email, phone) never is, and pairs each contact only with
-    the first contact seen with it (a star: a mailbox shared by a thousand sightings gives a
-    thousand pairs, not half a million). Returns contact_id_l, contact_id_r and the rule of the
+    their row's position: a pair is written earlier → later) and the matching columns. A key
+    shared by more than `max_block_size` contacts here, or listed in `common` (too common over
+    the warehouse), is left out; an identifier key (email, phone) never is, and pairs each
+    contact only with the first contact seen with it (a star: a mailbox shared by a thousand
+    sightings gives a thousand pairs, not half a million). Returns contact_id_l, contact_id_r and the rule of the
     first key the pair shares."""
     con.register("__lf_records", records)
     con.register("__lf_common", pa.table({"key": pa.array(sorted(set(common)), pa.string())}))

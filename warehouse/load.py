@@ -415,7 +415,8 @@ def key_table(conn: Connection, keys: Iterable[Any], name: str = "lookup_keys") 
 def counted_keys(conn: Connection, keys: pa.Array | pa.ChunkedArray, name: str) -> TableClause:
     """The distinct text `keys` with how often each occurs (`k`, `n`) in a temporary table, as
     `key_table`, counted by Arrow and on PostgreSQL handed to COPY as CSV written by Arrow's C
-    writer: a chunk's 600k blocking keys make no Python object each."""
+    writer: a chunk's blocking keys (182k distinct for 50k contacts at 1M) make no Python
+    object each."""
     import pyarrow.compute as pc
 
     counted = pc.value_counts(keys.drop_null())
