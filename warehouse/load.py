@@ -391,18 +391,7 @@ def key_table(conn: Connection, keys: Iterable[Any], name: str = "lookup_keys") 
     unique = sorted(set(keys))
     tmp = table(name, column("k", Text))
     if conn.dialect.name == "postgresql":
-        from psycopg import sql
-
-        dbapi = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
-        ident = sql.Identifier(name)
-        with dbapi.cursor() as cur:
-            cur.execute(
-                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (k text) ON COMMIT DROP").format(ident)
-            )
-            cur.execute(sql.SQL("TRUNCATE {}").format(ident))
-            with cur.copy(sql.SQL("COPY {} (k) FROM STDIN").format(ident)) as copy:
-                copy.write(_copy_lines(unique))
-            cur.execute(sql.SQL("ANALYZE {}").format(ident))
+        _pg_temp_copy(conn, name, "k text", "k", "", _copy_lines(unique))
         return tmp
     quoted = conn.dialect.identifier_preparer.quote(name)
     conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {quoted} (k TEXT)")
@@ -424,23 +413,11 @@ def counted_keys(conn: Connection, keys: pa.Array | pa.ChunkedArray, name: str) 
     tmp = table(name, column("k", Text), column("n", Integer))
     if conn.dialect.name == "postgresql":
         import pyarrow.csv as pacsv
-        from psycopg import sql
 
         out = pa.BufferOutputStream()
         options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
         pacsv.write_csv(data, out, options)
-        dbapi = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
-        ident = sql.Identifier(name)
-        with dbapi.cursor() as cur:
-            cur.execute(
-                sql.SQL(
-                    "CREATE TEMP TABLE IF NOT EXISTS {} (k text, n bigint) ON COMMIT DROP"
-                ).format(ident)
-            )
-            cur.execute(sql.SQL("TRUNCATE {}").format(ident))
-            with cur.copy(sql.SQL("COPY {} (k, n) FROM STDIN (FORMAT csv)").format(ident)) as copy:
-                copy.write(memoryview(out.getvalue()))
-            cur.execute(sql.SQL("ANALYZE {}").format(ident))
+        _pg_temp_copy(conn, name, "k text, n bigint", "k, n", "(FORMAT csv)", out.getvalue())
         return tmp
     quoted = conn.dialect.identifier_preparer.quote(name)
     conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {quoted} (k TEXT, n INTEGER)")
@@ -448,6 +425,28 @@ def counted_keys(conn: Connection, keys: pa.Array | pa.ChunkedArray, name: str) 
     if data.num_rows:
         conn.execute(tmp.insert(), data.to_pylist())
     return tmp
+
+
+def _pg_temp_copy(
+    conn: Connection, name: str, columns: str, names: str, options: str, data: Any
+) -> None:
+    """A temporary table `name` (`columns`, dropped at commit) emptied, filled by one COPY of
+    `data` (bytes or a buffer in COPY's format given by `options`), and analyzed."""
+    from psycopg import sql
+
+    dbapi = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
+    ident = sql.Identifier(name)
+    with dbapi.cursor() as cur:
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DROP").format(
+                ident, sql.SQL(columns)
+            )
+        )
+        cur.execute(sql.SQL("TRUNCATE {}").format(ident))
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN {}").format(ident, sql.SQL(names), sql.SQL(options))
+        with cur.copy(stmt) as copy:
+            copy.write(memoryview(data))
+        cur.execute(sql.SQL("ANALYZE {}").format(ident))
 
 
 def pg_arrow(conn: Connection, query: Any, schema: pa.Schema) -> pa.Table:
