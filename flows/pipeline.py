@@ -224,10 +224,11 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 
 def publish_artifacts(settings: Settings, run_id: str) -> None:
-    """The funnel and this run's rejects by reason, as markdown tables on the flow run."""
+    """The funnel and this run's rejects by reason, as markdown tables on the flow run. The
+    funnel is read from the marts the run refreshed, not counted again over the warehouse."""
     engine = db.make_engine(settings.warehouse.url)
     with engine.connect() as conn:
-        funnel = reports.funnel(conn)
+        funnel = reports.funnel_of_marts(conn, settings.marts.schema_name)
         rejects = reports.rejects_by_reason(conn, run_id)
     engine.dispose()
     cols = ["source", "contacts", "leads", "qualified", "opportunities"]
