@@ -136,24 +136,41 @@ MAX_JSON_DEPTH = 32
 
 def beyond_limits(payload: Any, max_chars: int, max_depth: int = MAX_JSON_DEPTH) -> str | None:
     """Why a payload is beyond the limits (a string longer than `max_chars`, nesting deeper than
-    `max_depth`), or None. Iterative, so no payload can exhaust the stack."""
-    stack: list[tuple[Any, int, str]] = [(payload, 0, "")]
+    `max_depth`), or None. Iterative, so no payload can exhaust the stack. A value's path (for
+    the reason) is spelled out only when it is beyond: a sheet row's fields are all checked,
+    and naming each one took more time than checking it."""
+    stack: list[tuple[Any, int, Any]] = [(payload, 0, None)]
     while stack:
-        value, depth, where = stack.pop()
+        value, depth, at = stack.pop()
         if depth > max_depth:
-            return f"{where or 'the record'} is nested deeper than {max_depth} levels"
+            return f"{_path(at) or 'the record'} is nested deeper than {max_depth} levels"
         if isinstance(value, str):
             if len(value) > max_chars:
-                return f"{where or 'a field'} has {len(value)} characters, limit {max_chars}"
+                return f"{_path(at) or 'a field'} has {len(value)} characters, limit {max_chars}"
         elif isinstance(value, dict):
             for key, item in value.items():
-                name = str(key)[:64]
                 if len(str(key)) > max_chars:
                     return f"a field name has {len(str(key))} characters, limit {max_chars}"
-                stack.append((item, depth + 1, f"{where}.{name}" if where else name))
+                stack.append((item, depth + 1, (at, key, False)))
         elif isinstance(value, list | tuple):
-            stack.extend((item, depth + 1, f"{where}[{i}]") for i, item in enumerate(value))
+            stack.extend((item, depth + 1, (at, i, True)) for i, item in enumerate(value))
     return None
+
+
+def _path(at: Any) -> str:
+    """`beyond_limits`' path of a value: `a.b[2].c`, each field name cut to 64 characters."""
+    steps: list[tuple[Any, bool]] = []
+    while at is not None:
+        at, step, index = at
+        steps.append((step, index))
+    where = ""
+    for step, index in reversed(steps):
+        if index:
+            where = f"{where}[{step}]"
+        else:
+            name = str(step)[:64]
+            where = f"{where}.{name}" if where else name
+    return where
 
 
 def within_limits(batch: RawBatch, max_chars: int) -> RawBatch:

@@ -401,6 +401,22 @@ def key_table(conn: Connection, keys: Iterable[Any], name: str = "lookup_keys") 
     return tmp
 
 
+def selected_keys(conn: Connection, query: Any, name: str) -> TableClause:
+    """The distinct values of a one-column `query` in a temporary key table (`k`), as
+    `key_table` makes it, filled by the database itself (`INSERT … SELECT`): keys the next
+    statement joins against never travel to Python and back."""
+    tmp = table(name, column("k", Text))
+    quoted = conn.dialect.identifier_preparer.quote(name)
+    pg = conn.dialect.name == "postgresql"
+    tail = " ON COMMIT DROP" if pg else ""
+    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {quoted} (k TEXT){tail}")
+    conn.execute(delete(tmp))
+    conn.execute(tmp.insert().from_select(["k"], select(query.subquery().c[0]).distinct()))
+    if pg:
+        conn.exec_driver_sql(f"ANALYZE {quoted}")
+    return tmp
+
+
 def counted_keys(conn: Connection, keys: pa.Array | pa.ChunkedArray, name: str) -> TableClause:
     """The distinct text `keys` with how often each occurs (`k`, `n`) in a temporary table, as
     `key_table`, counted by Arrow and on PostgreSQL handed to COPY as CSV written by Arrow's C

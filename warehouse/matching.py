@@ -15,6 +15,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, delete, func, select
+from sqlalchemy.sql.expression import TableClause
 
 from transforms.match import (
     BLOCKING_RULES,
@@ -40,6 +41,7 @@ from warehouse.load import (
     key_table,
     merge,
     pg_arrow,
+    selected_keys,
     upsert,
     utc,
 )
@@ -252,13 +254,14 @@ def read_context(
         # automatic index over the whole of contact_blocks for each chunk (4.0 s for 10k new
         # contacts into 200k; under 0.2 s this way); PostgreSQL plans both as the same probes.
         holding = select(b.c.contact_id).where(b.c.block_key.in_(select(key_rows.c.k)))
-        leads = set(
-            conn.execute(
-                select(lk.c.lead_id).distinct().where(lk.c.contact_id.in_(holding))
-            ).scalars()
+        sharing = select(lk.c.lead_id).where(lk.c.contact_id.in_(holding))
+        extra = sorted(set(extra_leads))
+        leads = (
+            sharing.union(select(key_table(conn, extra, "extra_leads").c.k)) if extra else sharing
         )
-    leads.update(extra_leads)
-    members = members_of(conn, leads)
+        # the leads stay in the database, in the key table the members are read through
+        keys = selected_keys(conn, leads, "member_keys")
+    members = members_of(conn, keys)
     values = {
         col: pc.unique(
             pa.chunked_array(new.column(col).chunks + members.column(col).chunks, pa.string())
@@ -272,12 +275,9 @@ def read_context(
     )
 
 
-def members_of(conn: Connection, lead_ids: Iterable[str]) -> pa.Table:
-    """Every contact of these leads: lead id, received time and matching columns, in columns."""
-    ids = sorted(set(lead_ids))
-    if not ids:
-        return CONTEXT_SCHEMA.empty_table()
-    keys = key_table(conn, ids, "member_keys")
+def members_of(conn: Connection, keys: TableClause) -> pa.Table:
+    """Every contact of the leads in a key table (`k`): lead id, received time and matching
+    columns, in columns."""
     lk, c, f = t.lead_links, t.contacts, t.contact_features
     pg = conn.dialect.name == "postgresql"
     # PostgreSQL hands the time over as epoch seconds: CSV's text of a timestamp depends on the

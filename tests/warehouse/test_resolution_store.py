@@ -159,6 +159,14 @@ def test_common_blocking_keys_are_neither_fetched_nor_compared(warehouse_url: st
         assert {k.partition(":")[0] for k in context.common} == {"np", "lp", "fp", "fl"}
         assert context.members.num_rows == 0
         assert matching.read_context(conn, new, 100).members.num_rows == 3
+        # the leads a pending decision names are read whatever the keys say, each contact once
+        webers_leads = {lk.lead_id for lk in ps.links}
+        named = matching.read_context(conn, new, 3, extra_leads=webers_leads).members
+        assert sorted(named.column("contact_id").to_pylist()) == sorted(
+            c.contact_id for c in ps.contacts
+        )
+        both = matching.read_context(conn, new, 100, extra_leads=webers_leads).members
+        assert both.num_rows == 3
         ps, _ = process_chunk(conn, [paper], normalize_options(SETTINGS), load_rules(None), small)
     assert [lk.rule for lk in ps.links] == ["new_lead"]
     engine.dispose()
