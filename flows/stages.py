@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, Engine
 
-from connectors.base import READ_FAILURES, SourceWarning, within_limits
+from connectors.base import READ_FAILURES, SourceWarning, gc_paused, within_limits
 from connectors.fx_rates import read_rates_file
 from connectors.http import (
     HttpError,
@@ -366,14 +366,18 @@ def collector_paused() -> Iterator[None]:
     the whole heap again as the records pile up. Measured at 200k contacts (PostgreSQL): the run
     158 → 137 s, resolve 37 → 27 s; scoring 200k leads alone, about half its time. The chunk's
     checks and writes build a tuple or more per row too: at 1M contacts, with the collector on
-    for them, the leads' rows for the gate alone took 36 s of the run's 91 s of validation."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    for them, the leads' rows for the gate alone took 36 s of the run's 91 s of validation.
+
+    The collector is the process's: this pause is counted with the connectors' own
+    (`connectors.base.gc_paused`), so flows sharing a process (a worker serving several
+    deployments) neither turn it back on under one another nor leave it off when all are done."""
+    with gc_paused():
         yield
-    finally:
-        if enabled:
-            gc.enable()
+
+
+_heap_lock = threading.Lock()
+_heap_holders = 0
+_heap_previous_pool: Any = None
 
 
 @contextmanager
@@ -389,16 +393,27 @@ def bounded_heap() -> Iterator[None]:
     grows with the warehouse, each chunk's bigger buffers then took new memory and the process
     kept the old. Measured at 300k contacts (PostgreSQL, load 2–3), each step on the one before:
     Arrow on malloc, peak 1,484 → 1,387 MB; the fixed threshold, 1,387 → 1,328 MB, the growth
-    between chunks ~50 → ~25 MB a chunk; run time unchanged within the noise (168–199 s)."""
+    between chunks ~50 → ~25 MB a chunk; run time unchanged within the noise (168–199 s).
+
+    The pool is the process's: nested and concurrent blocks count, and the last one out puts
+    back the pool the first one found."""
     import pyarrow as pa
 
-    _map_big_allocations()
-    previous = pa.default_memory_pool()
-    pa.set_memory_pool(pa.system_memory_pool())
+    global _heap_holders, _heap_previous_pool
+    with _heap_lock:
+        if _heap_holders == 0:
+            _map_big_allocations()
+            _heap_previous_pool = pa.default_memory_pool()
+            pa.set_memory_pool(pa.system_memory_pool())
+        _heap_holders += 1
     try:
         yield
     finally:
-        pa.set_memory_pool(previous)
+        with _heap_lock:
+            _heap_holders -= 1
+            if _heap_holders == 0:
+                pa.set_memory_pool(_heap_previous_pool)
+                _heap_previous_pool = None
 
 
 def _map_big_allocations() -> None:
