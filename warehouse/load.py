@@ -393,9 +393,7 @@ def key_table(conn: Connection, keys: Iterable[Any], name: str = "lookup_keys") 
     if conn.dialect.name == "postgresql":
         _pg_temp_copy(conn, name, "k text", "k", "", _copy_lines(unique))
         return tmp
-    quoted = conn.dialect.identifier_preparer.quote(name)
-    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {quoted} (k TEXT)")
-    conn.execute(delete(tmp))
+    _empty_temp(conn, name, "k TEXT")
     if unique:
         conn.execute(tmp.insert(), [{"k": k} for k in unique])
     return tmp
@@ -406,13 +404,9 @@ def selected_keys(conn: Connection, query: Any, name: str) -> TableClause:
     `key_table` makes it, filled by the database itself (`INSERT … SELECT`): keys the next
     statement joins against never travel to Python and back."""
     tmp = table(name, column("k", Text))
-    quoted = conn.dialect.identifier_preparer.quote(name)
-    pg = conn.dialect.name == "postgresql"
-    tail = " ON COMMIT DROP" if pg else ""
-    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {quoted} (k TEXT){tail}")
-    conn.execute(delete(tmp))
+    quoted = _empty_temp(conn, name, "k TEXT")
     conn.execute(tmp.insert().from_select(["k"], select(query.subquery().c[0]).distinct()))
-    if pg:
+    if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"ANALYZE {quoted}")
     return tmp
 
@@ -435,12 +429,24 @@ def counted_keys(conn: Connection, keys: pa.Array | pa.ChunkedArray, name: str) 
         pacsv.write_csv(data, out, options)
         _pg_temp_copy(conn, name, "k text, n bigint", "k, n", "(FORMAT csv)", out.getvalue())
         return tmp
-    quoted = conn.dialect.identifier_preparer.quote(name)
-    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {quoted} (k TEXT, n INTEGER)")
-    conn.execute(delete(tmp))
+    _empty_temp(conn, name, "k TEXT, n INTEGER")
     if data.num_rows:
         conn.execute(tmp.insert(), data.to_pylist())
     return tmp
+
+
+def _empty_temp(conn: Connection, name: str, columns: str) -> str:
+    """An empty temporary table `name` (`columns`): created once, dropped at commit on
+    PostgreSQL, kept by SQLite's connection until the next call empties it. Its quoted name."""
+    quoted = conn.dialect.identifier_preparer.quote(name)
+    pg = conn.dialect.name == "postgresql"
+    tail = " ON COMMIT DROP" if pg else ""
+    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {quoted} ({columns}){tail}")
+    if pg:  # a chunk's key tables are refilled in one transaction: no dead rows left behind
+        conn.exec_driver_sql(f"TRUNCATE {quoted}")
+    else:
+        conn.execute(delete(table(name)))
+    return quoted
 
 
 def _pg_temp_copy(
@@ -450,19 +456,15 @@ def _pg_temp_copy(
     `data` (bytes or a buffer in COPY's format given by `options`), and analyzed."""
     from psycopg import sql
 
+    quoted = _empty_temp(conn, name, columns)
     dbapi = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
-    ident = sql.Identifier(name)
     with dbapi.cursor() as cur:
-        cur.execute(
-            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DROP").format(
-                ident, sql.SQL(columns)
-            )
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN {}").format(
+            sql.SQL(quoted), sql.SQL(names), sql.SQL(options)
         )
-        cur.execute(sql.SQL("TRUNCATE {}").format(ident))
-        stmt = sql.SQL("COPY {} ({}) FROM STDIN {}").format(ident, sql.SQL(names), sql.SQL(options))
         with cur.copy(stmt) as copy:
             copy.write(memoryview(data))
-        cur.execute(sql.SQL("ANALYZE {}").format(ident))
+        cur.execute(sql.SQL("ANALYZE {}").format(sql.SQL(quoted)))
 
 
 def pg_arrow(conn: Connection, query: Any, schema: pa.Schema) -> pa.Table:
