@@ -48,7 +48,7 @@ class RunStats:
     sources: dict[str, stages.LandingStats] = field(default_factory=dict)
     seconds: Seconds = field(default_factory=Seconds)
     failed_sources: dict[str, str] = field(default_factory=dict)
-    process: dict[str, Any] | None = None  # the processing stage's counts and timings
+    process: stages.ProcessStats | None = None  # the processing stage's counts and timings
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -58,7 +58,7 @@ class RunStats:
         if self.failed_sources:
             d["failed_sources"] = self.failed_sources
         if self.process is not None:
-            d["process"] = self.process
+            d["process"] = self.process.as_dict()
         return d
 
 
@@ -135,7 +135,7 @@ def process(
     rebuild: bool = False,
     replay: bool = False,
     reason: str | None = None,
-) -> dict[str, Any]:
+) -> stages.ProcessStats:
     """Pending records (all raw records with `rebuild`, quarantined ones with `replay`) through
     the gate into the live tables. The run's checks become a markdown artifact either way.
     """
@@ -146,7 +146,7 @@ def process(
             stats = stages.replay_rejects(engine, settings, run_id, reason)
         else:
             stats = stages.process_pending(engine, settings, run_id, rebuild=rebuild)
-        docs = stats.get("data_docs")
+        docs = stats.data_docs
         return stats
     except stages.QualityGateError as exc:
         docs = str(exc.docs) if exc.docs else None

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
@@ -51,7 +51,7 @@ from flows.sources import (
 from transforms import scoring
 from transforms.erasure import ERASED, contact_key_hashes, split_erased
 from transforms.fx import parse_rates
-from transforms.match import MatchSettings, match_table
+from transforms.match import MatchSettings, block_table, match_table
 from transforms.normalize import NormalizeOptions, normalize_batch, parse_received
 from transforms.outcomes import (
     OpportunityUpdate,
@@ -59,7 +59,7 @@ from transforms.outcomes import (
     plan_updates,
 )
 from transforms.qualify import Rules, RulesError, qualify_leads, rules_from_yaml
-from transforms.records import Contact, RawRow, Reject, raw_id_for
+from transforms.records import Contact, RawRow, Reject
 from transforms.resolve import golden_leads, link_contacts
 from warehouse import (
     docs_site,
@@ -148,6 +148,86 @@ class LandingStats:
         return d
 
 
+@dataclass
+class StageSeconds:
+    """Seconds each processing stage took, summed over a run's chunks (a chunk's normalizing
+    counted even when it was done ahead, beside the chunk before)."""
+
+    normalize: float = 0.0
+    resolve: float = 0.0
+    qualify: float = 0.0
+    validate: float = 0.0
+    publish: float = 0.0
+    marts: float = 0.0
+    docs: float = 0.0
+
+    def add(self, other: StageSeconds) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: round(getattr(self, f.name), 3) for f in fields(self)}
+
+
+@dataclass
+class ReplayCounts:
+    """What a replay of the quarantine started from."""
+
+    candidates: int = 0  # quarantined records asked for
+    not_replayable: int = 0  # quarantined with no raw record to process again
+    reread_sources: int = 0  # sheet sources read again for their extraction rejects
+    extract_closed: int = 0  # extraction rejects that did not come back
+
+
+@dataclass
+class ProcessStats:
+    """What processing counted and how long its stages took. `as_dict()` is the form the run
+    log (`pipeline_runs.stats`), the command line and the flows' results hold."""
+
+    raw_processed: int = 0
+    contacts: int = 0
+    rejects: int = 0
+    leads_touched: int = 0
+    lead_merges: int = 0
+    review_pairs: int = 0
+    opportunities_new: int = 0
+    raw_settled: int = 0  # taken off the pending queue: became a contact or a reject
+    rejects_released: int = 0  # quarantined records that landed as contacts
+    contacts_indexed: int = 0  # contacts given matching columns the index lacked
+    opportunity_updates: dict[str, int] = field(default_factory=dict)  # by what they did
+    opportunity_update_failures: list[str] = field(default_factory=list)
+    mart_warnings: list[str] = field(default_factory=list)
+    dq_checks: int = 0
+    dq_warnings: int = 0
+    dq_warning_names: list[str] = field(default_factory=list)
+    data_docs: str | None = None
+    replay: ReplayCounts | None = None
+    timings: StageSeconds = field(default_factory=StageSeconds)
+
+    def count_chunk(self, raw: int, ps: publish.PublishSet) -> None:
+        self.raw_processed += raw
+        self.contacts += len(ps.contacts)
+        self.rejects += len(ps.rejects)
+        self.leads_touched += len(ps.leads)
+        self.lead_merges += len(ps.merges)
+        self.review_pairs += len(ps.reviews)
+        self.opportunities_new += len(ps.opportunities)
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("opportunity_updates", "replay", "timings")
+        }
+        d.update(self.opportunity_updates)
+        if not self.opportunity_update_failures:
+            del d["opportunity_update_failures"]
+        if self.replay is not None:
+            d.update({f"replay_{k}": v for k, v in asdict(self.replay).items()})
+        d["timings"] = self.timings.as_dict()
+        return d
+
+
 class SourceReadError(RuntimeError):
     """The read of a source stopped short (retries used up mid-way): what came before it is
     landed with its cursor; `stats` are the counts of what was landed."""
@@ -225,9 +305,8 @@ def extract_and_land(
             records = batch.records
             if backfill:
                 records = [r for r in records if in_window(r.received_at, start, end)]
-            raw_ids = {raw_id_for(r.source, r.source_record_id) for r in records}
             with engine.begin() as conn:
-                new = landing.land_batch(
+                landed = landing.land_batch(
                     conn,
                     source=source.name,
                     records=records,
@@ -236,7 +315,6 @@ def extract_and_land(
                     run_id=run_id,
                     move_cursor=not backfill,
                 )
-                present = landing.count_raw(conn, raw_ids)
                 for fpath in finished:
                     stats.rejects_closed = (stats.rejects_closed or 0) + (
                         quarantine.close_reread_rejects(
@@ -245,10 +323,10 @@ def extract_and_land(
                     )
             skipped = sum(batch.skipped.values())
             stats.seen += len(batch.records) + len(batch.rejects) + skipped
-            stats.landed += new
-            stats.already_landed += present - new
-            stats.duplicates += len(records) - len(raw_ids)
-            stats.missing += len(raw_ids) - present
+            stats.landed += landed.new
+            stats.already_landed += landed.present - landed.new
+            stats.duplicates += len(records) - landed.distinct
+            stats.missing += landed.distinct - landed.present
             stats.rejected += len(batch.rejects)
             stats.skipped += skipped
             stats.outside_window += len(batch.records) - len(records)
@@ -438,6 +516,7 @@ class Normalized:
     contacts: list[Contact]
     rejects: list[Reject]
     features: pa.Table  # match_table of the contacts, in their order
+    blocks: pa.Table  # block_table of the features: the context's look-ups and the index's rows
     seconds: float
 
 
@@ -445,7 +524,8 @@ def normalize_chunk(rows: Sequence[RawRow], opts: NormalizeOptions) -> Normalize
     t0 = time.perf_counter()
     contacts, rejects = normalize_batch(rows, opts)
     features = match_table(contacts)
-    return Normalized(contacts, rejects, features, time.perf_counter() - t0)
+    blocks = block_table(features)
+    return Normalized(contacts, rejects, features, blocks, time.perf_counter() - t0)
 
 
 def process_chunk(
@@ -455,7 +535,7 @@ def process_chunk(
     rules: Rules,
     resolving: Resolving | None = None,
     normalized: Normalized | None = None,
-) -> tuple[publish.PublishSet, dict[str, float]]:
+) -> tuple[publish.PublishSet, StageSeconds]:
     """normalize → resolve → qualify for one chunk of pending raw rows.
 
     `rows` must be raw rows that have no contact yet (pending, or a replay's quarantined ones):
@@ -467,17 +547,18 @@ def process_chunk(
     leads that changed, for their golden records and qualification.
     """
     resolving = resolving or Resolving(MatchSettings())
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     done = normalized or normalize_chunk(rows, opts)
     contacts, erased = suppress_erased(conn, done.contacts, rows)
     rejects = done.rejects + erased
     # the erased people's matching columns go with them (rare: only a chunk with one of them)
     features = match_table(contacts) if erased else done.features
+    blocks = block_table(features) if erased else done.blocks
     t1 = time.perf_counter()
     model = resolving.model or matching.active_model(conn)
     pending = resolution.decision_leads(conn) if resolution.pending_decisions(conn) else set()
-    context = matching.read_context(conn, features, resolving.settings.max_block_size, pending)
+    max_block = resolving.settings.max_block_size
+    context = matching.read_context(conn, features, max_block, pending, blocks)
     ids = context.members.column("contact_id").to_pylist() + [c.contact_id for c in contacts]
     decisions = resolution.review_decisions(conn, ids)
     linking = link_contacts(
@@ -508,7 +589,7 @@ def process_chunk(
     t3 = time.perf_counter()
     # normalize counts its own work even when it was done ahead, beside the chunk before
     ahead = done.seconds if normalized else 0.0
-    timings.update(normalize=t1 - t0 + ahead, resolve=t2 - t1, qualify=t3 - t2)
+    timings = StageSeconds(normalize=t1 - t0 + ahead, resolve=t2 - t1, qualify=t3 - t2)
     ps = publish.PublishSet(
         contacts=contacts,
         rejects=rejects,
@@ -526,6 +607,7 @@ def process_chunk(
         decisions=decisions,
         splits=linking.splits,
         features=features,
+        blocks=blocks,
         model_version=model.version,
         new_contacts=True,
         # `prior_states` read every lead of the chunk: those without a `leads` row (an orphaned
@@ -559,7 +641,7 @@ def suppress_erased(
 
 def process_pending(
     engine: Engine, settings: Settings, run_id: str, rebuild: bool = False
-) -> dict[str, Any]:
+) -> ProcessStats:
     """Everything landed but not yet processed goes through to the live tables in one transaction.
 
     With `rebuild`, every derived row is dropped first, in the same transaction, so all raw records
@@ -599,7 +681,7 @@ def process_pending(
 
 def replay_rejects(
     engine: Engine, settings: Settings, run_id: str, reason: str | None = None
-) -> dict[str, Any]:
+) -> ProcessStats:
     """Re-process quarantined records (after a fix) through the same gate and publish.
 
     Records that land as contacts leave the quarantine in the same transaction; the others stay.
@@ -628,10 +710,7 @@ def replay_rejects(
             yield from landing.iter_pending_raw(conn, size)
 
     stats = _gated_publish(engine, settings, run_id, rows)
-    stats["replay_candidates"] = len(raw_ids)
-    stats["replay_not_replayable"] = not_replayable
-    stats["replay_reread_sources"] = len(reread)
-    stats["replay_extract_closed"] = closed
+    stats.replay = ReplayCounts(len(raw_ids), not_replayable, len(reread), closed)
     return stats
 
 
@@ -679,8 +758,7 @@ def remodel(
     gate = QualityGate(
         run_id, Thresholds(q.volume_max_change, q.freshness_hours, q.full_checks_every)
     )
-    stats: dict[str, Any] = defaultdict(int)
-    timings: dict[str, float] = defaultdict(float)
+    stats = ProcessStats()
     with locking.hold(engine, locking.PUBLISH_LOCK, run_id, ttl=locking.PUBLISH_TTL):
         with engine.connect() as conn, bounded_heap():
             txn = conn.begin()
@@ -695,9 +773,7 @@ def remodel(
                     )
                 )
                 touched = publish.Touched(everything=True)
-                _process_all(
-                    conn, chunks, opts, rules, resolving, run_id, gate, stats, timings, touched
-                )
+                _process_all(conn, chunks, opts, rules, resolving, run_id, gate, stats, touched)
                 after = _partition(conn)
                 merged, split, moved = compare_partitions(before, after)
                 plan = ModelPlan(
@@ -716,7 +792,7 @@ def remodel(
                 gate.results.extend(refreshed.checks())
                 matching.activate_model(conn, model.version)
                 runs.start_run(conn, run_id, "remodel", {"model": model.version})
-                runs.finish_run(conn, run_id, "succeeded", {**stats, "timings": dict(timings)})
+                runs.finish_run(conn, run_id, "succeeded", stats.as_dict())
                 txn.commit()
                 return plan
             except BaseException:
@@ -729,11 +805,11 @@ RowSource = Callable[[Connection], Iterable[list[RawRow]]]
 
 def _gated_publish(
     engine: Engine, settings: Settings, run_id: str, rows_of: RowSource, rebuild: bool = False
-) -> dict[str, Any]:
+) -> ProcessStats:
     opts, rules = normalize_options(settings), rules_for_run(engine, settings)
     resolving = Resolving(match_settings(settings), engine=match_engine(settings))
-    stats: dict[str, Any] = defaultdict(int)
-    timings: dict[str, float] = defaultdict(float)
+    stats = ProcessStats()
+    timings = stats.timings
     q = settings.quality
     gate = QualityGate(
         run_id, Thresholds(q.volume_max_change, q.freshness_hours, q.full_checks_every)
@@ -747,9 +823,9 @@ def _gated_publish(
             crm = read_crm_apis(engine, settings)
             with engine.begin() as conn, bounded_heap():
                 t0 = time.perf_counter()
-                stats["contacts_indexed"] += matching.ensure_index(conn)
+                stats.contacts_indexed += matching.ensure_index(conn)
                 resolving = replace(resolving, model=matching.active_model(conn))
-                timings["resolve"] += time.perf_counter() - t0
+                timings.resolve += time.perf_counter() - t0
                 touched = publish.Touched(everything=rebuild)
                 _process_all(
                     conn,
@@ -760,20 +836,19 @@ def _gated_publish(
                     run_id,
                     gate,
                     stats,
-                    timings,
                     touched,
                 )
                 t0 = time.perf_counter()
-                moved = apply_opportunity_updates(conn, settings, run_id, crm, touched)
-                for k, v in moved.items():
-                    stats[k] += v
-                failures = [f"{r.source.name}: {r.failure}" for r in crm if r.failure]
-                if failures:
-                    stats["opportunity_update_failures"] = failures
+                stats.opportunity_updates = apply_opportunity_updates(
+                    conn, settings, run_id, crm, touched
+                )
+                stats.opportunity_update_failures = [
+                    f"{r.source.name}: {r.failure}" for r in crm if r.failure
+                ]
                 refreshed = refresh_marts(conn, settings, run_id, touched)
                 gate.results.extend(refreshed.checks())
-                stats["mart_warnings"] = refreshed.warnings()
-                timings["marts"] += time.perf_counter() - t0
+                stats.mart_warnings = refreshed.warnings()
+                timings.marts += time.perf_counter() - t0
     except QualityGateError as exc:
         failure = exc
     finally:
@@ -781,17 +856,16 @@ def _gated_publish(
         docs = _build_docs(gate, Path(q.docs_dir) / run_id, q.docs_keep)
         with engine.begin() as conn:
             record_quality(conn, run_id, gate.results)
-        timings["docs"] = time.perf_counter() - t0
+        timings.docs = time.perf_counter() - t0
     if failure is not None:
         where = f" (Data Docs: {docs})" if docs else ""
         raise QualityGateError(f"{failure}{where}", docs) from None
     checks = [r for r in gate.results if r.expectation != "row_count"]
-    stats["dq_checks"] = len(checks)
-    stats["dq_warnings"] = sum(1 for x in checks if not x.success)
-    stats["dq_warning_names"] = [quality.warning_line(x) for x in checks if not x.success]
-    stats["data_docs"] = str(docs) if docs else None
-    stats["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    return dict(stats)
+    stats.dq_checks = len(checks)
+    stats.dq_warnings = sum(1 for x in checks if not x.success)
+    stats.dq_warning_names = [quality.warning_line(x) for x in checks if not x.success]
+    stats.data_docs = str(docs) if docs else None
+    return stats
 
 
 def refresh_marts(
@@ -957,14 +1031,14 @@ def _process_all(
     resolving: Resolving,
     run_id: str,
     gate: QualityGate,
-    stats: dict[str, Any],
-    timings: dict[str, float],
+    stats: ProcessStats,
     touched: publish.Touched,
 ) -> None:
     """stage → validate → merge per chunk, then validate the merged state; one transaction.
 
     `touched` collects the keys every chunk wrote or deleted."""
     now = datetime.now(UTC)
+    timings = stats.timings
     baseline = quality.previous_counts(conn)
     chunk_no = 0
     stale = False
@@ -985,17 +1059,16 @@ def _process_all(
             if stale:  # before the chunk that reads them, so the last chunk pays for no ANALYZE
                 t0 = time.perf_counter()
                 publish.refresh_statistics(conn)
-                timings["publish"] += time.perf_counter() - t0
+                timings.publish += time.perf_counter() - t0
             # The whole chunk, checks and writes included: they build a tuple or more per row
             # while the chunk's records are alive, and each cyclic collection would walk them all.
             with collector_paused():
                 ps, t = process_chunk(conn, rows, opts, rules, resolving, normalizing.result())
                 del normalizing
-                for k, v in t.items():
-                    timings[k] += v
+                timings.add(t)
                 t0 = time.perf_counter()
                 report = gate.check(quality.staged_frames(ps, rows), quality.STAGED)
-                timings["validate"] += time.perf_counter() - t0
+                timings.validate += time.perf_counter() - t0
                 if not report.passed:
                     raise QualityGateError(report.summary())
                 nxt = read_ahead()
@@ -1008,32 +1081,26 @@ def _process_all(
                 chunk_no += 1
                 # after chunks 1, 2, 4, 8…: the tables doubled
                 stale = chunk_no & (chunk_no - 1) == 0
-                timings["publish"] += time.perf_counter() - t0
-                stats["raw_processed"] += len(rows)
-                stats["contacts"] += len(ps.contacts)
-                stats["rejects"] += len(ps.rejects)
-                stats["leads_touched"] += len(ps.leads)
-                stats["lead_merges"] += len(ps.merges)
-                stats["review_pairs"] += len(ps.reviews)
-                stats["opportunities_new"] += len(ps.opportunities)
+                timings.publish += time.perf_counter() - t0
+                stats.count_chunk(len(rows), ps)
                 progress.info(
                     "processed %d raw records",
-                    stats["raw_processed"],
-                    extra={"progress": ("process", "pending", stats["raw_processed"])},
+                    stats.raw_processed,
+                    extra={"progress": ("process", "pending", stats.raw_processed)},
                 )
                 del ps, report, rows
     finally:
         # an error leaves the chunk read ahead unprocessed: its normalizing is not waited for
         ahead.shutdown(wait=False, cancel_futures=True)
-    stats["raw_settled"] += landing.settle_pending(conn)
-    stats["rejects_released"] += quarantine.release_landed_rejects(conn, run_id, now)
+    stats.raw_settled += landing.settle_pending(conn)
+    stats.rejects_released += quarantine.release_landed_rejects(conn, run_id, now)
     t0 = time.perf_counter()
     due = quality.full_check_due(conn, gate.thresholds.full_checks_every)
     scope = publish.Touched(everything=True) if due else touched
     frames, counts = quality.published_frames(conn, now, baseline, gate.thresholds, scope)
     report = gate.check(frames, quality.PUBLISHED)
     gate.record_counts(counts)
-    timings["validate"] += time.perf_counter() - t0
+    timings.validate += time.perf_counter() - t0
     if not report.passed:
         raise QualityGateError(report.summary())
 

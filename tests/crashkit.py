@@ -130,7 +130,7 @@ def run_pipeline(config: str, url: str) -> None:
     stats: dict[str, Any] = {"sources": {}}
     for source in settings.sources:
         stats["sources"][source.name] = stages.extract_and_land(engine, source, run_id).as_dict()
-    stats["process"] = stages.process_pending(engine, settings, run_id)
+    stats["process"] = stages.process_pending(engine, settings, run_id).as_dict()
     _mark("finish")
     with engine.begin() as conn:
         runs.finish_run(conn, run_id, "succeeded", stats)

@@ -392,6 +392,24 @@ def block_key_rows(table: pa.Table, con: Any) -> pa.Table:
         con.unregister("__lf_match")
 
 
+def block_table(table: pa.Table) -> pa.Table:
+    """The distinct (block_key, contact_id) of a matching table, in key order, computed in
+    DuckDB: once per chunk, beside its normalizing, for both the chunk's context (which keys
+    it looks up) and the index it is published into (which keys it stores)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET threads = 2")
+        con.register("__lf_match", table)
+        return con.sql(
+            f"select distinct key as block_key, contact_id from ({block_keys_sql('__lf_match')}) "  # noqa: S608
+            "order by all"
+        ).to_arrow_table()
+    finally:
+        con.close()
+
+
 def candidate_pairs(
     records: pa.Table, common: Iterable[str], max_block_size: int, con: Any
 ) -> pa.Table:

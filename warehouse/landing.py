@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, exists, func, not_, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from transforms.records import RawRow, Reject, raw_id_for
 from warehouse import schema as t
-from warehouse.load import count_present, in_chunks, upsert, utc
+from warehouse.load import Rows, count_present, in_chunks, merge_staged, upsert, utc
 from warehouse.quarantine import reject_row
 
 
@@ -20,6 +22,16 @@ def read_cursor(conn: Connection, source: str) -> dict[str, Any] | None:
         select(t.source_cursors.c.cursor).where(t.source_cursors.c.source == source)
     ).first()
     return dict(row[0]) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class Landed:
+    """What landing one batch did: its distinct raw records, how many of them were new, and how
+    many of them the warehouse holds afterwards (the reconciliation)."""
+
+    distinct: int
+    new: int
+    present: int
 
 
 def land_batch(
@@ -31,10 +43,13 @@ def land_batch(
     cursor: dict[str, Any] | None,
     run_id: str,
     move_cursor: bool = True,
-) -> int:
-    """Append raw records (idempotent on source + record id) and advance the cursor with them.
+) -> Landed:
+    """Append raw records (idempotent on source + record id), put them on the pending queue and
+    advance the cursor with them; then count how many of them are in `raw_contacts`.
 
-    Returns how many records were new. Extraction rejects land in `rejects` with stage 'extract'.
+    On PostgreSQL the records travel once: the queue and the count are filled from the staging
+    table their COPY went into (`load.merge_staged`), not from the ids sent again. Extraction
+    rejects land in `rejects` with stage 'extract'.
     """
     rows = [
         {
@@ -49,10 +64,24 @@ def land_batch(
         }
         for r in records
     ]
-    new = upsert(conn, t.raw_contacts, rows, update=False)
-    # Every id goes on the queue, landed before or not: one already settled leaves it again at
-    # the next processing (`settle_pending`).
-    upsert(conn, t.raw_pending, [{"raw_id": r["raw_id"]} for r in rows], update=False)
+    raw_ids = {r["raw_id"] for r in rows}
+    new, present = 0, 0
+    if rows:
+        staged_rows = Rows.of_dicts(t.raw_contacts, rows)
+        new, stage = merge_staged(conn, t.raw_contacts, staged_rows, update=False, binary=False)
+        # Every id goes on the queue, landed before or not: one already settled leaves it again
+        # at the next processing (`settle_pending`).
+        if stage is None:
+            upsert(conn, t.raw_pending, [{"raw_id": k} for k in raw_ids], update=False)
+            present = count_present(conn, t.raw_contacts, "raw_id", raw_ids)
+        else:
+            staged = select(stage.c.raw_id)
+            conn.execute(
+                pg_insert(t.raw_pending).from_select(["raw_id"], staged).on_conflict_do_nothing()
+            )
+            r = t.raw_contacts
+            on = r.c.raw_id == stage.c.raw_id
+            present = conn.execute(select(func.count()).select_from(stage.join(r, on))).scalar_one()
     reject_rows = [
         reject_row(
             Reject(j.source, j.source_record_id, "extract", j.code, j.message, j.raw), run_id
@@ -62,7 +91,7 @@ def land_batch(
     upsert(conn, t.rejects, reject_rows, update=False)
     if move_cursor and cursor is not None:
         upsert(conn, t.source_cursors, [{"source": source, "cursor": cursor, "run_id": run_id}])
-    return new
+    return Landed(len(raw_ids), new, int(present))
 
 
 def content_hash(text: str) -> str:
@@ -158,11 +187,6 @@ def _iter_raw_where(
             batch = []
     if batch:
         yield batch
-
-
-def count_raw(conn: Connection, raw_ids: Iterable[str]) -> int:
-    """How many of these raw ids are in the warehouse (a landing's reconciliation)."""
-    return count_present(conn, t.raw_contacts, "raw_id", raw_ids)
 
 
 def landed_count(conn: Connection, raw_ids: Iterable[str]) -> int:

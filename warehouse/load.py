@@ -35,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.expression import TableClause
+from sqlalchemy.sql.expression import table as table_clause
 
 if TYPE_CHECKING:
     import psycopg
@@ -150,7 +151,8 @@ def _pg_copy(
 def _pg_copy_merge(
     conn: Connection, table: Table, rows: Rows, update: bool, binary: bool = True
 ) -> int:
-    """COPY every row into a temporary copy of the table, then merge it in one statement.
+    """COPY every row into a temporary copy of the table (`stage_<table>`, kept until the next
+    merge into the same table or the end of the transaction), then merge it in one statement.
 
     Identifiers come from the MetaData (a fixed whitelist) and are quoted by psycopg; values only
     travel through COPY. Unchanged rows are not rewritten, so a re-run writes (almost) nothing.
@@ -246,6 +248,19 @@ def merge(
     for part in _dict_chunks(unique):
         written += max(conn.execute(stmt, part).rowcount, 0)
     return written
+
+
+def merge_staged(
+    conn: Connection, table: Table, rows: Rows, update: bool = True, binary: bool = True
+) -> tuple[int, TableClause | None]:
+    """`merge`, and on PostgreSQL the staging table the rows went through (their distinct keys,
+    the last row of each, as merged), for statements that follow from the same rows without
+    sending them again; None elsewhere. It holds them until the next merge into `table` or the
+    end of the transaction."""
+    written = merge(conn, table, rows, update, binary)
+    if conn.dialect.name != "postgresql" or not rows.values:
+        return written, None
+    return written, table_clause(f"stage_{table.name}", *(column(c) for c in rows.columns))
 
 
 def insert_new(conn: Connection, table: Table, rows: Rows) -> int:
@@ -553,6 +568,7 @@ __all__ = [
     "insert_new_arrow",
     "arrow_rows",
     "merge",
+    "merge_staged",
     "counted_keys",
     "key_table",
     "upsert",

@@ -11,7 +11,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, delete, func, select
@@ -22,7 +21,7 @@ from transforms.match import (
     EXACT_RULES,
     MATCH_COLUMNS,
     MATCH_SCHEMA,
-    block_key_rows,
+    block_table,
     match_table,
     rule_of,
 )
@@ -60,30 +59,22 @@ INDEX_VERSION = hashlib.sha256(
 _INDEX_KEY = "matching_index"
 
 
-def _duck() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET threads = 2")
-    return con
-
-
 # ---- the index: matching columns, blocking keys, term counts --------------------------------
 
 
-def write_features(conn: Connection, table: pa.Table, new: bool = False) -> None:
+def write_features(
+    conn: Connection, table: pa.Table, new: bool = False, blocks: pa.Table | None = None
+) -> None:
     """Store the matching columns, blocking keys and term counts of newly published contacts.
 
     `new`: none of these contacts is in the index yet (they were just published), so their rows
-    go in by plain insert (COPY) instead of the merge."""
+    go in by plain insert (COPY) instead of the merge. `blocks`: their `block_table`, when the
+    caller has it already."""
     if table.num_rows == 0:
         return
     features = table.select(MATCH_SCHEMA.names)
-    con = _duck()
-    try:
-        # distinct: one statement never writes a key twice (the merge collapsed repeats too)
-        con.register("__lf_blocks", block_key_rows(table, con))
-        blocks = con.sql("select distinct * from __lf_blocks order by all").to_arrow_table()
-    finally:
-        con.close()
+    # distinct: one statement never writes a key twice (the merge collapsed repeats too)
+    blocks = block_table(table) if blocks is None else blocks
     if new:
         insert_new_arrow(conn, t.contact_features, features)
         insert_new_arrow(conn, t.contact_blocks, blocks)
@@ -215,17 +206,18 @@ def clear_index(conn: Connection) -> None:
 
 
 def read_context(
-    conn: Connection, new: pa.Table, max_block_size: int, extra_leads: Iterable[str] = ()
+    conn: Connection,
+    new: pa.Table,
+    max_block_size: int,
+    extra_leads: Iterable[str] = (),
+    blocks: pa.Table | None = None,
 ) -> Context:
     """What resolving `new` (their matching columns) needs from the warehouse, read before it:
     every contact of every lead sharing a usable blocking key with them, or named in
     `extra_leads` (leads a pending decision touches); the term counts of the values involved;
-    and the keys too common over the warehouse to compare."""
-    con = _duck()
-    try:
-        keys = block_key_rows(new, con).column("block_key")
-    finally:
-        con.close()
+    and the keys too common over the warehouse to compare. `blocks`: their `block_table`, when
+    the caller has it already."""
+    keys = (block_table(new) if blocks is None else blocks).column("block_key")
     b, lk = t.contact_blocks, t.lead_links
     # each key of the chunk with how many of the chunk's contacts hold it
     key_rows = counted_keys(conn, keys, "block_keys")

@@ -90,6 +90,7 @@ class PublishSet:
     reparented: dict[str, str] = dataclasses.field(default_factory=dict)  # opportunity → lead
     splits: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (new lead, from)
     features: pa.Table | None = None  # the new contacts' matching columns
+    blocks: pa.Table | None = None  # their blocking keys (`block_table`), when computed already
     model_version: str | None = None  # the match model that scored the links and reviews
     # What the chunk proved absent from the live tables when it read them, so it goes in by
     # plain insert (COPY) instead of the merge: every contact comes from a raw row that had no
@@ -227,7 +228,7 @@ def publish(conn: Connection, ps: PublishSet, run_id: str) -> None:
     _write(conn, t.contacts, _tuples(t.contacts, ps.contacts), ps.new_contacts)
     upsert(conn, t.rejects, [reject_row(j, run_id) for j in ps.rejects], update=False)
     if ps.features is not None:
-        matching.write_features(conn, ps.features, new=ps.new_contacts)
+        matching.write_features(conn, ps.features, new=ps.new_contacts, blocks=ps.blocks)
     fresh, rest = _split(
         _tuples(t.lead_links, ps.links, model_version=ps.model_version), "contact_id", new_ids
     )

@@ -100,7 +100,7 @@ def test_decisions_apply_on_the_next_run(tmp_path: Path, warehouse_url: str) -> 
     merge = _decide(engine, c1, c2, "must_link")
     split = _decide(engine, c3, c4, "cannot_link")
     stats = process_pending(engine, settings, "run_2")
-    assert stats["raw_processed"] == 0
+    assert stats.raw_processed == 0
     after = _leads(engine)
     assert after["c1"] == after["c2"] == first["c1"]  # the lead seen first survives
     assert after["c3"] == first["c3"] and after["c4"] != first["c3"]

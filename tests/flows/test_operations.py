@@ -218,7 +218,7 @@ def test_rebuild_recomputes_the_same_tables(sample_config: Path, warehouse_url: 
     _run(engine, settings, "run_2")
     incremental = snapshot(engine)
     stats = stages.process_pending(engine, settings, "run_rebuild", rebuild=True)
-    assert stats["raw_processed"] == 23
+    assert stats.raw_processed == 23
     assert snapshot(engine) == incremental
     engine.dispose()
 

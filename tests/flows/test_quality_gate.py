@@ -64,7 +64,7 @@ def test_bad_batch_fails_and_publishes_nothing(
     before = snapshot(warehouse_url)
     real = stages.process_chunk
 
-    def bad_chunk(*args: Any) -> tuple[publish.PublishSet, dict[str, float]]:
+    def bad_chunk(*args: Any) -> tuple[publish.PublishSet, stages.StageSeconds]:
         ps, timings = real(*args)
         return _bad_batch(ps), timings
 

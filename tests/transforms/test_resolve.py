@@ -363,3 +363,33 @@ def test_candidate_pairs_are_every_pair_sharing_a_usable_key_with_a_new_contact(
     assert set(pairs) == want
     assert not any(x < "c060" and y < "c060" for x, y in want)  # none between two old ones
     assert len(want) > 50
+
+
+def test_block_table_holds_each_rows_keys_once_in_key_order() -> None:
+    """The chunk's blocking keys, computed once in DuckDB for both its context and its index
+    rows: the keys `block_keys` gives each row (names in either order meet), each pair once,
+    sorted by key then contact."""
+    import random
+
+    import pyarrow as pa
+
+    from transforms.match import MATCH_SCHEMA, block_keys, block_table
+
+    rnd = random.Random(3)
+    rows = []
+    for i in range(200):
+        row: dict[str, Any] = {f.name: None for f in MATCH_SCHEMA}
+        row["contact_id"] = f"c{i:03d}"
+        row["first"], row["last"] = rnd.sample(["ali", "kaya", "anna", "weiss", None], 2)
+        row["postcode"] = rnd.choice(["34000", "10115", None])
+        row["city"] = rnd.choice(["ankara", None])
+        row["email_key"] = rnd.choice(["shared@x.com", None, f"p{i}@x.com"])
+        row["phone"] = rnd.choice(["+905321234567", None])
+        row["street_name"], row["house"] = rnd.choice([("ataturk cad", "5"), (None, None)])
+        rows.append(row)
+    want = sorted({(k, r["contact_id"]) for r in rows for k in block_keys(r)})
+    got = block_table(pa.Table.from_pylist(rows, schema=MATCH_SCHEMA))
+    assert got.column_names == ["block_key", "contact_id"]
+    pairs = list(zip(*(got.column(n).to_pylist() for n in got.column_names), strict=True))
+    assert pairs == want
+    assert any(k.startswith("n") and "ali|kaya" in k for k, _ in want)  # both orders met

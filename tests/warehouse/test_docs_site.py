@@ -50,7 +50,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Sites:
     for run_id in runs:
         land(engine, settings, run_id)
         stats = stages.process_pending(engine, settings, run_id)
-        assert stats["data_docs"] == str(docs / run_id / "index.html")
+        assert stats.data_docs == str(docs / run_id / "index.html")
     engine.dispose()
     return Sites(docs, runs)
 

@@ -58,7 +58,7 @@ def test_bad_batches_are_stopped_then_the_fixed_run_publishes(
 
         def bad_chunk(
             *args: Any, corrupt: Corruption = corrupt
-        ) -> tuple[publish.PublishSet, dict[str, float]]:
+        ) -> tuple[publish.PublishSet, stages.StageSeconds]:
             ps, timings = real(*args)
             return corrupt(ps), timings
 
@@ -86,8 +86,8 @@ def test_bad_batches_are_stopped_then_the_fixed_run_publishes(
         runs.start_run(conn, "run_first", "pipeline", {})
         runs.finish_run(conn, "run_first", "succeeded", {})
     stats = stages.process_pending(engine, settings, "run_fixed")
-    assert stats["raw_processed"] > 0 and snapshot(warehouse_url) != before
-    assert Path(stats["data_docs"]).is_file()
+    assert stats.raw_processed > 0 and snapshot(warehouse_url) != before
+    assert Path(str(stats.data_docs)).is_file()
     with engine.connect() as conn:
         rows = conn.execute(
             text(

@@ -109,7 +109,7 @@ def test_incremental_refreshes_equal_a_full_refresh(warehouse_url: str, tmp_path
     engine = db.make_engine(warehouse_url)
     db.upgrade(engine)
 
-    def run(run_id: str) -> dict[str, Any]:
+    def run(run_id: str) -> stages.ProcessStats:
         land(engine, settings, run_id)
         return stages.process_pending(engine, settings, run_id)
 
@@ -164,7 +164,7 @@ def test_incremental_refreshes_equal_a_full_refresh(warehouse_url: str, tmp_path
         )
         (sheets / "4.csv").write_text(MORE, encoding="utf-8")
         stats = run("run_4")
-        assert stats["opportunity_stage_moves"] == 2
+        assert stats.opportunity_updates["opportunity_stage_moves"] == 2
         fourth = assert_same_as_full(engine, settings)
         stages_now = {r[0]: r[4] for r in fourth["mart_opportunities"]}
         assert stages_now[opps[0]] == "Negotiation/Review"

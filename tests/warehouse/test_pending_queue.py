@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, and_, exists, func, not_, or_, select, text
 
+from connectors.base import RawRecord
 from flows import stages
 from flows.settings import Settings
-from warehouse import db
+from transforms.records import raw_id_for
+from warehouse import db, landing
 from warehouse import schema as t
 
 
@@ -35,11 +37,11 @@ def test_landing_queues_and_processing_settles(warehouse: tuple[Settings, Engine
         assert waiting <= _queued(conn)
         contacts_before = conn.execute(select(func.count()).select_from(t.contacts)).scalar_one()
     stats = stages.process_pending(engine, settings, "run_third")
-    assert stats["raw_processed"] == len(waiting)
+    assert stats.raw_processed == len(waiting)
     with engine.connect() as conn:
         assert _queued(conn) == set() and _unsettled(conn) == set()
         contacts = conn.execute(select(func.count()).select_from(t.contacts)).scalar_one()
-    rejected = stats["rejects"]
+    rejected = stats.rejects
     assert contacts - contacts_before == len(waiting) - rejected
 
 
@@ -53,7 +55,7 @@ def test_landing_again_processes_nothing_twice(warehouse: tuple[Settings, Engine
         assert _queued(conn)  # re-landed ids wait on the queue…
         assert _unsettled(conn) == set()  # …but nothing is pending
     stats = stages.process_pending(engine, settings, "run_fourth")
-    assert stats.get("raw_processed", 0) == 0 and stats["raw_settled"] > 0
+    assert stats.raw_processed == 0 and stats.raw_settled > 0
     with engine.connect() as conn:
         assert _queued(conn) == set()
 
@@ -63,7 +65,7 @@ def test_a_rebuild_queues_every_raw_record(warehouse: tuple[Settings, Engine]) -
     with engine.connect() as conn:
         raw = conn.execute(select(func.count()).select_from(t.raw_contacts)).scalar_one()
     stats = stages.process_pending(engine, settings, "run_rebuild", rebuild=True)
-    assert stats["raw_processed"] == raw
+    assert stats.raw_processed == raw
     with engine.connect() as conn:
         assert _queued(conn) == set()
 
@@ -92,4 +94,44 @@ def test_the_migration_queues_what_was_pending(warehouse_url: str) -> None:
     db.upgrade(engine)
     with engine.connect() as conn:
         assert _queued(conn) == {"raw_waiting"}
+    engine.dispose()
+
+
+def test_a_batch_lands_queues_and_reconciles_its_records_once(warehouse_url: str) -> None:
+    """A batch with a record twice and one landed before: each distinct record is counted once,
+    only the unseen ones are new, all of them are queued and present afterwards."""
+
+    engine = db.make_engine(warehouse_url)
+    db.upgrade(engine)
+    at = datetime(2026, 10, 1, tzinfo=UTC)
+
+    def rec(i: int, name: str = "x") -> RawRecord:
+        return RawRecord("fair", "spreadsheet", f"row-{i}", at, {"name": name})
+
+    def land(records: list[RawRecord], run_id: str) -> landing.Landed:
+        with engine.begin() as conn:
+            return landing.land_batch(
+                conn, source="fair", records=records, rejects=[], cursor=None, run_id=run_id
+            )
+
+    assert land([rec(1)], "run_a") == landing.Landed(distinct=1, new=1, present=1)
+    with engine.begin() as conn:
+        conn.execute(t.raw_pending.delete())  # row-1 settled meanwhile
+    got = land([rec(1), rec(2), rec(3), rec(2, "y")], "run_b")
+    assert got == landing.Landed(distinct=3, new=2, present=3)
+    with engine.connect() as conn:
+        assert _queued(conn) == {raw_id_for("fair", f"row-{i}") for i in (1, 2, 3)}
+        payloads = dict(
+            conn.execute(select(t.raw_contacts.c.source_record_id, t.raw_contacts.c.payload)).all()
+        )
+        runs = dict(
+            conn.execute(select(t.raw_contacts.c.source_record_id, t.raw_contacts.c.run_id)).all()
+        )
+    # the last of a record's copies in a batch is the one landed; one landed before stays
+    assert '"y"' in payloads["row-2"] and runs == {
+        "row-1": "run_a",
+        "row-2": "run_b",
+        "row-3": "run_b",
+    }
+    assert land([], "run_c") == landing.Landed(distinct=0, new=0, present=0)
     engine.dispose()

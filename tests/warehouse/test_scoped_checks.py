@@ -135,7 +135,7 @@ def test_an_incremental_run_that_breaks_a_reference_is_rolled_back(
     real = stages.process_chunk
     expected: set[str] = set()
 
-    def bad_chunk(conn: Connection, *args: Any) -> tuple[publish.PublishSet, dict[str, float]]:
+    def bad_chunk(conn: Connection, *args: Any) -> tuple[publish.PublishSet, stages.StageSeconds]:
         ps, timings = real(conn, *args)
         bad = corrupt(conn, ps)
         expected.update(_expected_samples(conn, kind, bad))
