@@ -194,10 +194,11 @@ def generate(root: Path, n: int, seed: int = 42) -> dict[str, int]:
     return counts
 
 
-def _config(root: Path, url: str) -> Path:
+def _config(root: Path, url: str, chunk_size: int | None = None) -> Path:
     cfg = root / "leadflow.yaml"
+    resolution = f"resolution:\n  chunk_size: {chunk_size}\n" if chunk_size else ""
     cfg.write_text(
-        f"warehouse:\n  url: {url}\ndefault_region: TR\nsources:\n"
+        f"warehouse:\n  url: {url}\ndefault_region: TR\n{resolution}sources:\n"
         f"  - {{name: sheets, kind: spreadsheet, path: {root / 'sheets'}}}\n"
         f"  - {{name: inbox, kind: email, path: {root / 'inbox.mbox'}}}\n"
         f"  - {{name: forms, kind: webform, path: {root / 'forms.json'}}}\n",
@@ -206,32 +207,65 @@ def _config(root: Path, url: str) -> Path:
     return cfg
 
 
-def bare_copy_seconds(pg_url: str) -> float:
-    """COPY the landed raw rows (same columns) into a fresh table: the floor a loader can reach."""
+def bare_copy_seconds(pg_url: str, folder: Path) -> float:
+    """COPY the landed raw rows (same columns) into a fresh table: the floor a loader can reach.
+
+    The rows are first copied out to a file in PostgreSQL's binary format (not timed); the timed
+    part is that file streamed into `COPY … FROM STDIN`, so neither the driver's per-row
+    encoding nor a list of a million rows held in this process (which would count in the peak
+    RSS) is part of the floor."""
     import psycopg
 
     dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    dump = folder / "raw_contacts.copy"
+    cols = (
+        "raw_id, source, source_kind, source_record_id, received_at, payload, content_hash, run_id"
+    )
     with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT raw_id, source, source_kind, source_record_id, received_at, payload, "
-            "content_hash, run_id FROM raw_contacts"
-        ).fetchall()
+        with conn.cursor() as cur, open(dump, "wb") as fh:
+            query = f"COPY (SELECT {cols} FROM raw_contacts) TO STDOUT (FORMAT binary)"  # noqa: S608
+            with cur.copy(query) as cp:
+                for block in cp:
+                    fh.write(block)
         conn.execute("DROP TABLE IF EXISTS bench_bare_copy")
         conn.execute("CREATE TABLE bench_bare_copy (LIKE raw_contacts INCLUDING ALL)")
         t0 = time.perf_counter()
-        with conn.cursor() as cur, cur.copy("COPY bench_bare_copy FROM STDIN") as cp:
-            for r in rows:
-                cp.write_row(r)
+        with conn.cursor() as cur, open(dump, "rb") as fh:
+            with cur.copy(f"COPY bench_bare_copy ({cols}) FROM STDIN (FORMAT binary)") as cp:
+                while block := fh.read(1 << 20):
+                    cp.write(block)
         secs = time.perf_counter() - t0
         conn.execute("DROP TABLE bench_bare_copy")
+    dump.unlink()
     return secs
 
 
 def splink_peer(url: str, folder: Path) -> dict[str, Any]:
     """Splink's own dedupe of the same contacts, in a process of its own: the matching columns
-    the run stored (`contact_features`) exported to Parquet (not timed), then Splink trains its
-    usual model and predicts and clusters (`resolution_bench.run_splink`). Its seconds, peak RSS
-    and how many clusters it found."""
+    the run stored (`contact_features`) exported to Parquet (not timed, in a child process too,
+    so that the export does not count in the run's peak RSS), then Splink trains its usual
+    model and predicts and clusters (`resolution_bench.run_splink`). Its seconds, peak RSS and
+    how many clusters it found."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork")) as pool:
+        contacts, leads = pool.submit(_export_features, url, folder / "features.parquet").result()
+    bench = Path(__file__).with_name("resolution_bench.py")
+    env = {**os.environ, "PYTHONPATH": str(bench.parents[1])}
+    cmd = [sys.executable, str(bench), "--child", "splink", "--folder", str(folder)]
+    out = subprocess.run(
+        [*cmd, "--rows", str(contacts)], env=env, capture_output=True, text=True, check=False
+    )
+    if out.returncode:
+        raise RuntimeError(f"Splink failed:\n{out.stderr[-4000:]}")
+    res = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    clusters = json.loads((folder / "splink_leads.json").read_text())
+    res["contacts"] = contacts
+    res["clusters"] = len(set(clusters.values()))
+    res["leadflow_leads"] = leads
+    return res
+
+
+def _export_features(url: str, path: Path) -> tuple[int, int]:
+    """The stored matching columns, ordered by contact id, to Parquet; (contacts, leads)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from sqlalchemy import create_engine, func, select
@@ -246,21 +280,8 @@ def splink_peer(url: str, folder: Path) -> dict[str, Any]:
         table = pa.Table.from_pylist([r._asdict() for r in rows], schema=MATCH_SCHEMA)
         leads = conn.execute(select(func.count()).select_from(t.leads)).scalar_one()
     eng.dispose()
-    pq.write_table(table, folder / "features.parquet")
-    bench = Path(__file__).with_name("resolution_bench.py")
-    env = {**os.environ, "PYTHONPATH": str(bench.parents[1])}
-    cmd = [sys.executable, str(bench), "--child", "splink", "--folder", str(folder)]
-    out = subprocess.run(
-        [*cmd, "--rows", str(table.num_rows)], env=env, capture_output=True, text=True, check=False
-    )
-    if out.returncode:
-        raise RuntimeError(f"Splink failed:\n{out.stderr[-4000:]}")
-    res = dict(json.loads(out.stdout.strip().splitlines()[-1]))
-    clusters = json.loads((folder / "splink_leads.json").read_text())
-    res["contacts"] = table.num_rows
-    res["clusters"] = len(set(clusters.values()))
-    res["leadflow_leads"] = leads
-    return res
+    pq.write_table(table, path)
+    return table.num_rows, leads
 
 
 def _fresh_pg(admin_url: str) -> tuple[str, str]:
@@ -301,6 +322,12 @@ def main() -> None:
     ap.add_argument("--incremental", type=int, default=0, help="then add this many new contacts")
     ap.add_argument("--keep", action="store_true", help="keep the generated files and database")
     ap.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="resolution.chunk_size (default: the setting's)",
+    )
+    ap.add_argument(
         "--no-splink", action="store_true", help="skip Splink's dedupe of the same rows"
     )
     args = ap.parse_args()
@@ -321,7 +348,7 @@ def main() -> None:
             counts = pool.submit(generate, root, args.rows).result()
         gen_secs = time.perf_counter() - t0
         before = resource.getrusage(resource.RUSAGE_SELF)
-        result = run_pipeline(_config(root, url))
+        result = run_pipeline(_config(root, url, args.chunk_size))
         after = resource.getrusage(resource.RUSAGE_SELF)
         proc = result.get("process", {})
         stages = dict(proc.get("timings", {}))
@@ -343,12 +370,14 @@ def main() -> None:
             "stages_s": stages,
             "extract_s": extract,
             "contacts": proc.get("contacts"),
+            "chunks": proc.get("chunks"),
+            "context_contacts": proc.get("context_contacts"),
             "rejects": proc.get("rejects"),
             "leads_touched": proc.get("leads_touched"),
             "opportunities": proc.get("opportunities_new"),
         }
         if url.startswith("postgresql"):
-            copy_s = bare_copy_seconds(url)
+            copy_s = bare_copy_seconds(url, root)
             # Landing is timed together with reading the sources (extract_ms per source).
             land_publish = sum(extract.values()) + stages.get("publish", 0.0)
             out["bare_copy_s"] = round(copy_s, 2)
@@ -380,7 +409,11 @@ def main() -> None:
             out["incremental_over_full"] = round(
                 inc_res["wall_seconds"] / result["wall_seconds"], 3
             )
-        out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        # The run's own peak, read when it ended: what this process does afterwards (the peers'
+        # measurements, the incremental run) is reported beside it, not in it.
+        out["peak_rss_mb"] = round(after.ru_maxrss / 1024)
+        final = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out["peak_rss_with_peers_mb"] = round(final / 1024)
         # CPU seconds of the full run in this process (PostgreSQL's own work not included): on a
         # shared machine the wall clock also counts the time spent waiting for a core.
         out["cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
