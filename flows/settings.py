@@ -70,9 +70,13 @@ class ResolutionSettings(_Strict):
     memory_limit: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?\s*[KMGT]i?B$")] = "1GB"
     threads: Annotated[int, Field(ge=1)] = 2
     temp_directory: str | None = None  # where DuckDB spills past memory_limit (its default: .tmp)
-    # Pending raw records resolved at once. A run's memory follows it and the context it reads
-    # (at 1M contacts ~8 existing contacts per new one); smaller is leaner and slower.
+    # Pending raw records resolved at once, at most. A run's memory follows a chunk and the
+    # context it reads (the existing contacts of every lead sharing a blocking key with it: ~2
+    # per new contact at 300k contacts, ~8 at 1M). Once a chunk and its context together pass
+    # `context_budget` contacts, the next chunks are smaller in proportion (never below a tenth
+    # of `chunk_size`): the memory stays bounded as the warehouse grows, for more chunks.
     chunk_size: Annotated[int, Field(ge=100)] = 50_000
+    context_budget: Annotated[int, Field(ge=100)] = 150_000
 
     @field_validator("review_probability")
     @classmethod

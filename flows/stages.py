@@ -75,6 +75,7 @@ from warehouse import (
     runs,
 )
 from warehouse import outcomes as outcomes_store
+from warehouse.landing import BatchSize
 from warehouse.quality import CheckResult, QualityGate, Thresholds
 from warehouse.schema import dq_results
 
@@ -185,6 +186,8 @@ class ProcessStats:
     log (`pipeline_runs.stats`), the command line and the flows' results hold."""
 
     raw_processed: int = 0
+    chunks: int = 0
+    context_contacts: int = 0  # existing contacts read as the chunks' contexts, summed
     contacts: int = 0
     rejects: int = 0
     leads_touched: int = 0
@@ -435,6 +438,40 @@ class Resolving:
     engine: scoring.Engine = field(default_factory=scoring.Engine)
 
 
+@dataclass
+class ChunkSizer:
+    """How many pending records the next chunk takes: `most` (the `chunk_size` setting), or
+    fewer once a chunk and its context together passed `budget` contacts, in proportion to the
+    contacts each new one brought along: the chunks shrink as the warehouse grows, so a chunk's
+    resolution (which holds its context's matching columns, the candidate pairs and their
+    scores at once) stays within about the same memory. Never below a tenth of `most`: a
+    chunk's fixed costs (statements, checks) then count at most ten times as often.
+
+    A chunk smaller than the last one brings fewer contexts' overlaps along, so the next context
+    is estimated from the last one's ratio: the budget is a target, not a hard cap."""
+
+    most: int
+    budget: int
+    current: int = 0
+
+    def __post_init__(self) -> None:
+        self.current = self.most
+
+    @property
+    def least(self) -> int:
+        return max(1, self.most // 10)
+
+    def size(self) -> int:
+        return self.current
+
+    def observe(self, new: int, context: int) -> None:
+        """A chunk of `new` records was resolved against `context` existing contacts."""
+        if new <= 0:
+            return
+        fits = self.budget * new // (new + context)
+        self.current = max(self.least, min(self.most, fits))
+
+
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off for a block that builds many records, on again after.
@@ -535,8 +572,9 @@ def process_chunk(
     rules: Rules,
     resolving: Resolving | None = None,
     normalized: Normalized | None = None,
-) -> tuple[publish.PublishSet, StageSeconds]:
-    """normalize → resolve → qualify for one chunk of pending raw rows.
+) -> tuple[publish.PublishSet, StageSeconds, int]:
+    """normalize → resolve → qualify for one chunk of pending raw rows; with the publish set,
+    the seconds each stage took and how many existing contacts the chunk's context held.
 
     `rows` must be raw rows that have no contact yet (pending, or a replay's quarantined ones):
     the PublishSet then says its contacts are new, and they are published by plain COPY.
@@ -618,7 +656,7 @@ def process_chunk(
             if ld.lead_id not in prior or prior[ld.lead_id].status is None
         ),
     )
-    return ps, timings
+    return ps, timings, context.members.num_rows
 
 
 def suppress_erased(
@@ -648,9 +686,8 @@ def process_pending(
     are processed again from scratch. A critical data-quality failure rolls the whole transaction
     back and raises QualityGateError. Runs that publish wait for each other (a warehouse lock).
     """
-    size = settings.resolution.chunk_size
 
-    def pending(conn: Connection) -> Iterator[list[RawRow]]:
+    def pending(conn: Connection, size: BatchSize) -> Iterator[list[RawRow]]:
         some = False
         for batch in landing.iter_pending_raw(conn, size):
             some = True
@@ -662,9 +699,9 @@ def process_pending(
         if not some and resolution.pending_decisions(conn):
             yield []
 
-    def chunks(conn: Connection) -> Iterable[list[RawRow]]:
+    def chunks(conn: Connection, size: BatchSize) -> Iterable[list[RawRow]]:
         if not rebuild:
-            return pending(conn)
+            return pending(conn, size)
         runs.clear_derived(conn)
         resolution.mark_revocations_applied(
             conn
@@ -703,8 +740,7 @@ def replay_rejects(
     with engine.connect() as conn:
         raw_ids, not_replayable = quarantine.quarantined_raw_ids(conn, reason)
 
-    def rows(conn: Connection) -> Iterator[list[RawRow]]:
-        size = settings.resolution.chunk_size
+    def rows(conn: Connection, size: BatchSize) -> Iterator[list[RawRow]]:
         yield from landing.iter_raw(conn, raw_ids, size)
         if reread:  # the rows the re-read landed
             yield from landing.iter_pending_raw(conn, size)
@@ -759,6 +795,7 @@ def remodel(
         run_id, Thresholds(q.volume_max_change, q.freshness_hours, q.full_checks_every)
     )
     stats = ProcessStats()
+    sizer = chunk_sizer(settings)
     with locking.hold(engine, locking.PUBLISH_LOCK, run_id, ttl=locking.PUBLISH_TTL):
         with engine.connect() as conn, bounded_heap():
             txn = conn.begin()
@@ -768,12 +805,12 @@ def remodel(
                 chunks = (
                     chunk
                     for landed_by in runs.landing_runs(conn)
-                    for chunk in landing.iter_pending_raw(
-                        conn, settings.resolution.chunk_size, landed_by=landed_by
-                    )
+                    for chunk in landing.iter_pending_raw(conn, sizer.size, landed_by=landed_by)
                 )
                 touched = publish.Touched(everything=True)
-                _process_all(conn, chunks, opts, rules, resolving, run_id, gate, stats, touched)
+                _process_all(
+                    conn, chunks, opts, rules, resolving, run_id, gate, stats, touched, sizer
+                )
                 after = _partition(conn)
                 merged, split, moved = compare_partitions(before, after)
                 plan = ModelPlan(
@@ -800,7 +837,14 @@ def remodel(
                 raise
 
 
-RowSource = Callable[[Connection], Iterable[list[RawRow]]]
+# The chunks of raw rows a publish processes, read through its connection, each of the size
+# the function it is given answers when the chunk starts.
+RowSource = Callable[[Connection, BatchSize], Iterable[list[RawRow]]]
+
+
+def chunk_sizer(settings: Settings) -> ChunkSizer:
+    r = settings.resolution
+    return ChunkSizer(r.chunk_size, r.context_budget)
 
 
 def _gated_publish(
@@ -810,6 +854,7 @@ def _gated_publish(
     resolving = Resolving(match_settings(settings), engine=match_engine(settings))
     stats = ProcessStats()
     timings = stats.timings
+    sizer = chunk_sizer(settings)
     q = settings.quality
     gate = QualityGate(
         run_id, Thresholds(q.volume_max_change, q.freshness_hours, q.full_checks_every)
@@ -829,7 +874,7 @@ def _gated_publish(
                 touched = publish.Touched(everything=rebuild)
                 _process_all(
                     conn,
-                    rows_of(conn),
+                    rows_of(conn, sizer.size),
                     opts,
                     rules,
                     resolving,
@@ -837,6 +882,7 @@ def _gated_publish(
                     gate,
                     stats,
                     touched,
+                    sizer,
                 )
                 t0 = time.perf_counter()
                 stats.opportunity_updates = apply_opportunity_updates(
@@ -1033,10 +1079,12 @@ def _process_all(
     gate: QualityGate,
     stats: ProcessStats,
     touched: publish.Touched,
+    sizer: ChunkSizer,
 ) -> None:
     """stage → validate → merge per chunk, then validate the merged state; one transaction.
 
-    `touched` collects the keys every chunk wrote or deleted."""
+    `touched` collects the keys every chunk wrote or deleted; `sizer` hears of each chunk's
+    context before the next chunk is read (`chunks` asks it for their sizes)."""
     now = datetime.now(UTC)
     timings = stats.timings
     baseline = quality.previous_counts(conn)
@@ -1063,9 +1111,13 @@ def _process_all(
             # The whole chunk, checks and writes included: they build a tuple or more per row
             # while the chunk's records are alive, and each cyclic collection would walk them all.
             with collector_paused():
-                ps, t = process_chunk(conn, rows, opts, rules, resolving, normalizing.result())
+                ps, t, context = process_chunk(
+                    conn, rows, opts, rules, resolving, normalizing.result()
+                )
                 del normalizing
                 timings.add(t)
+                stats.context_contacts += context
+                sizer.observe(len(rows), context)  # before the next chunk is read
                 t0 = time.perf_counter()
                 report = gate.check(quality.staged_frames(ps, rows), quality.STAGED)
                 timings.validate += time.perf_counter() - t0
@@ -1083,6 +1135,7 @@ def _process_all(
                 stale = chunk_no & (chunk_no - 1) == 0
                 timings.publish += time.perf_counter() - t0
                 stats.count_chunk(len(rows), ps)
+                stats.chunks += 1
                 progress.info(
                     "processed %d raw records",
                     stats.raw_processed,

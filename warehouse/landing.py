@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,14 +99,18 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+BatchSize = int | Callable[[], int]
+
+
 def iter_pending_raw(
-    conn: Connection, batch_size: int = 50_000, landed_by: str | None = None
+    conn: Connection, batch_size: BatchSize = 50_000, landed_by: str | None = None
 ) -> Iterator[list[RawRow]]:
     """Raw records that have neither become a contact nor been rejected at normalize.
 
     Only those on the `raw_pending` queue are looked at: the cost follows the work waiting, not
     the size of `raw_contacts`. `landed_by` keeps only those first landed by that run (a rebuild
-    replays runs in order).
+    replays runs in order). `batch_size`: a number, or a function asked for the size of each
+    batch as it starts (when the one before has been taken).
     """
     r = t.raw_contacts
     where = and_(r.c.raw_id.in_(select(t.raw_pending.c.raw_id)), not_(_settled(r.c.raw_id)))
@@ -136,26 +140,39 @@ def queue_all(conn: Connection) -> None:
 
 
 def iter_raw(
-    conn: Connection, raw_ids: Sequence[str], batch_size: int = 50_000
+    conn: Connection, raw_ids: Sequence[str], batch_size: BatchSize = 50_000
 ) -> Iterator[list[RawRow]]:
     """The named raw records that have not become a contact yet (a replay's input)."""
     r = t.raw_contacts
     done_contact = exists().where(t.contacts.c.raw_id == r.c.raw_id)
+    size = _sizer(batch_size)
     batch: list[RawRow] = []
+    limit = size()
     for chunk in in_chunks(sorted(set(raw_ids))):
         for rows in _iter_raw_where(conn, and_(r.c.raw_id.in_(chunk), not_(done_contact))):
-            batch += rows
-            if len(batch) >= batch_size:
-                yield batch
-                batch = []
+            for row in rows:
+                batch.append(row)
+                if len(batch) >= limit:
+                    yield batch
+                    batch = []
+                    limit = size()
     if batch:
         yield batch
 
 
+def _sizer(batch_size: BatchSize) -> Callable[[], int]:
+    if callable(batch_size):
+        return lambda: max(1, batch_size())
+    fixed = max(1, batch_size)
+    return lambda: fixed
+
+
 def _iter_raw_where(
-    conn: Connection, where: Any, batch_size: int = 50_000
+    conn: Connection, where: Any, batch_size: BatchSize = 50_000
 ) -> Iterator[list[RawRow]]:
     r = t.raw_contacts
+    size = _sizer(batch_size)
+    limit = size()
     q = (
         select(
             r.c.raw_id,
@@ -168,7 +185,7 @@ def _iter_raw_where(
         .where(where)
         .order_by(r.c.received_at, r.c.raw_id)
         # a server-side cursor on PostgreSQL: memory holds a batch, not every pending record
-        .execution_options(stream_results=True, max_row_buffer=batch_size)
+        .execution_options(stream_results=True, max_row_buffer=limit)
     )
     batch: list[RawRow] = []
     for row in conn.execute(q):
@@ -182,9 +199,10 @@ def _iter_raw_where(
                 json.loads(row.payload),
             )
         )
-        if len(batch) >= batch_size:
+        if len(batch) >= limit:
             yield batch
             batch = []
+            limit = size()
     if batch:
         yield batch
 

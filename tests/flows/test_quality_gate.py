@@ -64,9 +64,9 @@ def test_bad_batch_fails_and_publishes_nothing(
     before = snapshot(warehouse_url)
     real = stages.process_chunk
 
-    def bad_chunk(*args: Any) -> tuple[publish.PublishSet, stages.StageSeconds]:
-        ps, timings = real(*args)
-        return _bad_batch(ps), timings
+    def bad_chunk(*args: Any) -> tuple[publish.PublishSet, stages.StageSeconds, int]:
+        ps, timings, context = real(*args)
+        return _bad_batch(ps), timings, context
 
     monkeypatch.setattr(stages, "process_chunk", bad_chunk)
     csv.write_text(original)

@@ -58,9 +58,9 @@ def test_bad_batches_are_stopped_then_the_fixed_run_publishes(
 
         def bad_chunk(
             *args: Any, corrupt: Corruption = corrupt
-        ) -> tuple[publish.PublishSet, stages.StageSeconds]:
-            ps, timings = real(*args)
-            return corrupt(ps), timings
+        ) -> tuple[publish.PublishSet, stages.StageSeconds, int]:
+            ps, timings, context = real(*args)
+            return corrupt(ps), timings, context
 
         monkeypatch.setattr(stages, "process_chunk", bad_chunk)
         run_id = f"run_bad_{kind}"

@@ -29,7 +29,9 @@ def raw(n: int, **payload: Any) -> RawRow:
 def run(engine: Engine, rows: list[RawRow]) -> None:
     with engine.begin() as conn:
         matching.ensure_index(conn)  # as every run does before it resolves
-        ps, _ = process_chunk(conn, rows, normalize_options(SETTINGS), load_rules(SETTINGS.rules))
+        ps, _, _ = process_chunk(
+            conn, rows, normalize_options(SETTINGS), load_rules(SETTINGS.rules)
+        )
         publish.publish(conn, ps, "run_test")
 
 
@@ -147,7 +149,7 @@ def test_common_blocking_keys_are_neither_fetched_nor_compared(warehouse_url: st
         raw(i, name="Hans Weber", postal_code="30159", email=f"hans{i}@gmx.de") for i in (1, 2, 3)
     ]
     with engine.begin() as conn:
-        ps, _ = process_chunk(conn, webers, normalize_options(SETTINGS), load_rules(None), small)
+        ps, _, _ = process_chunk(conn, webers, normalize_options(SETTINGS), load_rules(None), small)
         publish.publish(conn, ps, "run_test")
     paper = raw(4, name="WEBER Hans", postal_code="30159", street="Gartenweg 3")
     with engine.begin() as conn:
@@ -167,6 +169,8 @@ def test_common_blocking_keys_are_neither_fetched_nor_compared(warehouse_url: st
         )
         both = matching.read_context(conn, new, 100, extra_leads=webers_leads).members
         assert both.num_rows == 3
-        ps, _ = process_chunk(conn, [paper], normalize_options(SETTINGS), load_rules(None), small)
+        ps, _, _ = process_chunk(
+            conn, [paper], normalize_options(SETTINGS), load_rules(None), small
+        )
     assert [lk.rule for lk in ps.links] == ["new_lead"]
     engine.dispose()

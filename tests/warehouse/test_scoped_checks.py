@@ -135,11 +135,13 @@ def test_an_incremental_run_that_breaks_a_reference_is_rolled_back(
     real = stages.process_chunk
     expected: set[str] = set()
 
-    def bad_chunk(conn: Connection, *args: Any) -> tuple[publish.PublishSet, stages.StageSeconds]:
-        ps, timings = real(conn, *args)
+    def bad_chunk(
+        conn: Connection, *args: Any
+    ) -> tuple[publish.PublishSet, stages.StageSeconds, int]:
+        ps, timings, context = real(conn, *args)
         bad = corrupt(conn, ps)
         expected.update(_expected_samples(conn, kind, bad))
-        return bad, timings
+        return bad, timings, context
 
     monkeypatch.setattr(stages, "process_chunk", bad_chunk)
     before = snapshot(warehouse_url)
