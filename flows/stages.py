@@ -208,6 +208,7 @@ class ProcessStats:
     timings: StageSeconds = field(default_factory=StageSeconds)
 
     def count_chunk(self, raw: int, ps: publish.PublishSet) -> None:
+        self.chunks += 1
         self.raw_processed += raw
         self.contacts += len(ps.contacts)
         self.rejects += len(ps.rejects)
@@ -1135,7 +1136,6 @@ def _process_all(
                 stale = chunk_no & (chunk_no - 1) == 0
                 timings.publish += time.perf_counter() - t0
                 stats.count_chunk(len(rows), ps)
-                stats.chunks += 1
                 progress.info(
                     "processed %d raw records",
                     stats.raw_processed,
