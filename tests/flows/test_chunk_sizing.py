@@ -1,5 +1,6 @@
-"""Chunks shrink as their contexts grow: a chunk and the existing contacts it is resolved against
-stay within `resolution.context_budget`, so a run's memory does not follow the warehouse."""
+"""Chunks shrink as their contexts grow: past `resolution.context_budget` (a chunk and the existing
+contacts it is resolved against, together; a target estimated from the chunk before, not a cap),
+the next chunk takes fewer records, so a run's memory does not follow the warehouse."""
 
 from __future__ import annotations
 
