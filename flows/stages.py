@@ -808,10 +808,7 @@ def remodel(
                     for landed_by in runs.landing_runs(conn)
                     for chunk in landing.iter_pending_raw(conn, sizer.size, landed_by=landed_by)
                 )
-                touched = publish.Touched(everything=True)
-                _process_all(
-                    conn, chunks, opts, rules, resolving, run_id, gate, stats, touched, sizer
-                )
+                _process_all(conn, chunks, opts, rules, resolving, run_id, gate, stats, sizer, True)
                 after = _partition(conn)
                 merged, split, moved = compare_partitions(before, after)
                 plan = ModelPlan(
@@ -872,8 +869,7 @@ def _gated_publish(
                 stats.contacts_indexed += matching.ensure_index(conn)
                 resolving = replace(resolving, model=matching.active_model(conn))
                 timings.resolve += time.perf_counter() - t0
-                touched = publish.Touched(everything=rebuild)
-                _process_all(
+                touched = _process_all(
                     conn,
                     rows_of(conn, sizer.size),
                     opts,
@@ -882,8 +878,8 @@ def _gated_publish(
                     run_id,
                     gate,
                     stats,
-                    touched,
                     sizer,
+                    everything=rebuild,
                 )
                 t0 = time.perf_counter()
                 stats.opportunity_updates = apply_opportunity_updates(
@@ -1079,16 +1075,19 @@ def _process_all(
     run_id: str,
     gate: QualityGate,
     stats: ProcessStats,
-    touched: publish.Touched,
     sizer: ChunkSizer,
-) -> None:
+    everything: bool = False,
+) -> publish.Touched:
     """stage → validate → merge per chunk, then validate the merged state; one transaction.
 
-    `touched` collects the keys every chunk wrote or deleted; `sizer` hears of each chunk's
-    context before the next chunk is read (`chunks` asks it for their sizes)."""
+    Returns the keys every chunk wrote or deleted, or `everything` (as given, for a rebuild, or
+    once they are more than the checks would read by key: `quality.scope_limits`); `sizer`
+    hears of each chunk's context before the next chunk is read (`chunks` asks it for their
+    sizes)."""
     now = datetime.now(UTC)
     timings = stats.timings
     baseline = quality.previous_counts(conn)
+    touched = publish.Touched(everything=everything, limits=quality.scope_limits(baseline))
     chunk_no = 0
     stale = False
     # The next chunk is read before this one is written and normalized on a thread of its own
@@ -1151,11 +1150,12 @@ def _process_all(
     due = quality.full_check_due(conn, gate.thresholds.full_checks_every)
     scope = publish.Touched(everything=True) if due else touched
     frames, counts = quality.published_frames(conn, now, baseline, gate.thresholds, scope)
-    report = gate.check(frames, quality.PUBLISHED)
+    report = gate.check_parts(frames, quality.PUBLISHED)
     gate.record_counts(counts)
     timings.validate += time.perf_counter() - t0
     if not report.passed:
         raise QualityGateError(report.summary())
+    return touched
 
 
 def check_published(
@@ -1170,7 +1170,7 @@ def check_published(
         frames, _ = quality.published_frames(
             conn, datetime.now(UTC), baseline, gate.thresholds, publish.Touched(everything=True)
         )
-        report = gate.check(frames, quality.PUBLISHED)
+        report = gate.check_parts(frames, quality.PUBLISHED)
     docs = _build_docs(gate, Path(q.docs_dir) / run_id, q.docs_keep)
     with engine.begin() as conn:
         record_quality(conn, run_id, gate.results)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from itertools import chain
 from operator import attrgetter
@@ -149,7 +149,12 @@ class Touched:
     A run touches a few ids per contact, a million contacts touch millions. What `add` is given
     waits in Arrow arrays, one per chunk, and becomes the sets of Python strings only when they
     are read, after the chunks: held as strings from chunk to chunk, they were small objects
-    scattered among each chunk's freed ones, where the allocator cannot give memory back."""
+    scattered among each chunk's freed ones, where the allocator cannot give memory back.
+
+    `limits` bounds them: once the keys of one kind pass its limit (what the checks would read
+    as the whole table anyway, `quality.scope_limits`), the run counts as having touched
+    `everything` and the keys are dropped. A large run into a small warehouse, or any run into
+    an empty one, holds no keys at all, however many it writes."""
 
     _NAMES = ("leads", "contacts", "opportunities")
 
@@ -159,6 +164,7 @@ class Touched:
         contacts: Iterable[str] = (),
         opportunities: Iterable[str] = (),
         everything: bool = False,  # a rebuild: every derived row was written again
+        limits: Mapping[str, int] | None = None,  # most keys of a kind before `everything`
     ) -> None:
         self.everything = everything
         self._sets: dict[str, set[str]] = {
@@ -167,6 +173,9 @@ class Touched:
             "opportunities": set(opportunities),
         }
         self._waiting: dict[str, list[pa.Array]] = {name: [] for name in self._NAMES}
+        self._limits = dict(limits or {})
+        # Keys held per kind, at most: a key added by two chunks counts twice until compacted.
+        self._held = {name: len(keys) for name, keys in self._sets.items()}
 
     @property
     def leads(self) -> set[str]:
@@ -188,9 +197,31 @@ class Touched:
         return keys
 
     def _wait(self, name: str, ids: Iterable[str]) -> None:
-        arr = pa.array(ids, pa.string())
-        if len(arr):
-            self._waiting[name].append(arr.unique())
+        if self.everything:
+            return
+        arr = pa.array(ids, pa.string()).unique()
+        if not len(arr):
+            return
+        waiting = self._waiting[name]
+        waiting.append(arr)
+        self._held[name] += len(arr)
+        limit = self._limits.get(name)
+        if limit is None or self._held[name] <= limit:
+            return
+        # Over the limit counting repeats: count the distinct keys, and keep them compacted.
+        distinct = pa.chunked_array(waiting, pa.string()).unique()
+        waiting[:] = [distinct]
+        self._held[name] = len(distinct) + len(self._sets[name])
+        if self._held[name] > limit:
+            self._give_up_keys()
+
+    def _give_up_keys(self) -> None:
+        """Every row counts as touched: the keys are not needed any more."""
+        self.everything = True
+        for name in self._NAMES:
+            self._sets[name] = set()
+            self._waiting[name] = []
+            self._held[name] = 0
 
     def add(self, ps: PublishSet) -> None:
         self._wait(

@@ -14,7 +14,8 @@ Two scopes, both checked before the run's transaction commits:
   (`publish.Touched`, joined through temporary key tables: its contacts' links and every link to
   one of its leads, its opportunities and those of its leads, the converted leads among its leads
   or pointing at its opportunities), so their unexpected counts and sample ids describe the run's
-  scope. A rebuild, or a scope that is most of a table, reads whole tables; so do every
+  scope. A rebuild, or a scope that is most of a table, reads whole tables, in parts of
+  `PART_ROWS` rows (memory bounded by a part, not by the warehouse); so do every
   `full_checks_every`-th run and `leadflow check`, which find rows broken outside any run. Volume
   (exact counts) and freshness (from an index) always describe the whole warehouse.
 
@@ -26,8 +27,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ import pandas as pd
 from sqlalchemy import (
     Connection,
     FromClause,
+    Select,
     TableClause,
     and_,
     case,
@@ -396,19 +398,39 @@ def staged_frames(ps: PublishSet, raw_rows: Sequence[Any]) -> dict[str, pd.DataF
 WHOLE_TABLE_SHARE = 0.5
 
 
+# The table a kind of touched key scopes (`Touched`'s names).
+_SCOPED_TABLES = {"leads": "leads", "contacts": "lead_links", "opportunities": "opportunities"}
+
+
+def scope_limits(previous_counts: Mapping[str, int]) -> dict[str, int]:
+    """The most keys of each kind a run's scope holds before its checks read the whole table
+    (`is_whole`): the bounds `Touched` drops its keys at."""
+    return {
+        kind: int(WHOLE_TABLE_SHARE * previous_counts.get(table, 0))
+        for kind, table in _SCOPED_TABLES.items()
+    }
+
+
 def is_whole(touched: Touched, previous_counts: Mapping[str, int]) -> bool:
     """Whether the published checks read whole tables: a rebuild, or a scope that is most of one."""
     if touched.everything:
         return True
+    limits = scope_limits(previous_counts)
     scopes = (
         ("leads", touched.leads),
-        ("lead_links", touched.contacts),
+        ("contacts", touched.contacts),
         ("opportunities", touched.opportunities),
     )
-    return any(
-        keys and len(keys) > WHOLE_TABLE_SHARE * previous_counts.get(name, 0)
-        for name, keys in scopes
-    )
+    return any(keys and len(keys) > limits[kind] for kind, keys in scopes)
+
+
+# A whole table is read and checked in parts of at most this many rows (through a server-side
+# cursor on PostgreSQL), so the published checks' memory is bounded by a part, not by the
+# warehouse: the links of 10M contacts as one frame took ~2 GB.
+PART_ROWS = 200_000
+
+# Frames per suite: the scoped checks' one frame each, or a whole table's parts (read lazily).
+Frames = dict[str, Iterable[pd.DataFrame]]
 
 
 def published_frames(
@@ -417,49 +439,58 @@ def published_frames(
     previous_counts: Mapping[str, int],
     thresholds: Thresholds,
     touched: Touched,
-) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    part_rows: int | None = None,  # PART_ROWS
+) -> tuple[Frames, dict[str, int]]:
     """The merged state as the transaction sees it, reduced to the columns the checks need.
 
     Only the rows the run could have changed are read (`touched`: the links of its contacts and
     leads, wherever else in the warehouse a link or opportunity points at one of its leads, its
-    opportunities, the leads pointing at them); whole tables when `is_whole`. Returns the frames
-    and the row counts per table (recorded, so the next run can compare).
+    opportunities, the leads pointing at them), one frame per suite; whole tables when
+    `is_whole`, in parts of `part_rows` that are read as the gate checks them
+    (`QualityGate.check_parts`). Returns the frames and the row counts per table (recorded, so
+    the next run can compare).
     """
+    frames: Frames
     if is_whole(touched, previous_counts):
+        part_rows = part_rows or PART_ROWS
         frames = {
-            "lead_links": _links(conn, None),
-            "opportunities": _opportunities(conn, None),
-            "leads": _converted(conn, None),
+            "lead_links": _links(conn, None, part_rows),
+            "opportunities": _opportunities(conn, None, part_rows),
+            "leads": _converted(conn, None, part_rows),
         }
     else:
         with index_lookups(conn):
             scope = _scope(conn, touched)
             frames = {
-                "lead_links": _links(conn, scope),
-                "opportunities": _opportunities(conn, scope),
-                "leads": _converted(conn, scope),
+                "lead_links": list(_links(conn, scope)),
+                "opportunities": list(_opportunities(conn, scope)),
+                "leads": list(_converted(conn, scope)),
             }
     counts = table_counts(conn)
-    frames["volume"] = pd.DataFrame(
-        [
-            {
-                "table": name,
-                "rows": n,
-                "change": (n - previous_counts[name]) / previous_counts[name]
-                if previous_counts.get(name)
-                else math.nan,  # nothing to compare with: GX skips missing values
-            }
-            for name, n in counts.items()
-        ],
-        columns=["table", "rows", "change"],
-    )
-    frames["freshness"] = pd.DataFrame(
-        [
-            {"source": s, "age_hours": (now - utc(ts)).total_seconds() / 3600.0}
-            for s, ts in newest_per_source(conn)
-        ],
-        columns=["source", "age_hours"],
-    )
+    frames["volume"] = [
+        pd.DataFrame(
+            [
+                {
+                    "table": name,
+                    "rows": n,
+                    "change": (n - previous_counts[name]) / previous_counts[name]
+                    if previous_counts.get(name)
+                    else math.nan,  # nothing to compare with: GX skips missing values
+                }
+                for name, n in counts.items()
+            ],
+            columns=["table", "rows", "change"],
+        )
+    ]
+    frames["freshness"] = [
+        pd.DataFrame(
+            [
+                {"source": s, "age_hours": (now - utc(ts)).total_seconds() / 3600.0}
+                for s, ts in newest_per_source(conn)
+            ],
+            columns=["source", "age_hours"],
+        )
+    ]
     return frames, counts
 
 
@@ -490,7 +521,39 @@ def _scope(conn: Connection, touched: Touched) -> _Scope:
     )
 
 
-def _links(conn: Connection, scope: _Scope | None) -> pd.DataFrame:
+def _row_parts(
+    conn: Connection, q: Select[Any], part_rows: int | None, key_at: int | None = None
+) -> Iterator[Sequence[Any]]:
+    """The rows of `q`: all at once (`part_rows` None), or in parts of about `part_rows`.
+
+    With `key_at`, `q` must be ordered by that column, and rows with the same value there stay
+    in one part (a uniqueness check must see them together). At least one part, maybe empty."""
+    if part_rows is None:
+        yield conn.execute(q).all()
+        return
+    # options of this statement only: on the connection they would stay for its later ones
+    result = conn.execute(q.execution_options(stream_results=True, yield_per=part_rows))
+    carry: list[Any] = []
+    sent = False
+    for got in result.partitions(part_rows):
+        rows = carry + list(got)
+        carry = []
+        if key_at is not None:
+            last = rows[-1][key_at]
+            cut = len(rows)
+            while cut and rows[cut - 1][key_at] == last:
+                cut -= 1
+            rows, carry = rows[:cut], rows[cut:]
+        if rows:
+            sent = True
+            yield rows
+    if carry or not sent:
+        yield carry
+
+
+def _links(
+    conn: Connection, scope: _Scope | None, part_rows: int | None = None
+) -> Iterator[pd.DataFrame]:
     """Each link in scope and whether its lead exists: the run's contacts' links, and every link
     to one of the run's leads (a lead it merged away or deleted included)."""
     ld, lk = t.leads, t.lead_links
@@ -504,12 +567,17 @@ def _links(conn: Connection, scope: _Scope | None) -> pd.DataFrame:
     q = select(src.c.contact_id, ld.c.lead_id.is_not(None)).select_from(
         src.outerjoin(ld, ld.c.lead_id == src.c.lead_id)
     )
-    return _bools(conn.execute(q).all(), ["contact_id", "lead_exists"])
+    for rows in _row_parts(conn, q, part_rows):
+        yield _bools(rows, ["contact_id", "lead_exists"])
 
 
-def _opportunities(conn: Connection, scope: _Scope | None) -> pd.DataFrame:
+def _opportunities(
+    conn: Connection, scope: _Scope | None, part_rows: int | None = None
+) -> Iterator[pd.DataFrame]:
     """Each opportunity in scope, whether its lead exists, and the lead whose open opportunity it
-    is: its own lead, or, for a lead merged away, the lead `lead_merges` says it went into."""
+    is: its own lead, or, for a lead merged away, the lead `lead_merges` says it went into.
+
+    In parts, the rows come ordered by that lead, so one lead's opportunities share a part."""
     ld, o, m = t.leads, t.opportunities, t.lead_merges
     src: FromClause = o
     if scope is not None:
@@ -522,6 +590,10 @@ def _opportunities(conn: Connection, scope: _Scope | None) -> pd.DataFrame:
             .select_from(o.join(m, m.c.merged_lead_id == o.c.lead_id))
             .join(scope.leads, scope.leads.c.k == m.c.into_lead_id),
         ).subquery()
+    person = case(
+        (ld.c.lead_id.is_not(None), src.c.lead_id),
+        else_=func.coalesce(m.c.into_lead_id, src.c.lead_id),
+    )
     q = select(
         src.c.opportunity_id,
         src.c.lead_id,
@@ -533,23 +605,23 @@ def _opportunities(conn: Connection, scope: _Scope | None) -> pd.DataFrame:
             src.c.primary_contact_id == ERASED,
             m.c.merged_lead_id.is_not(None),
         ),
-        case(
-            (ld.c.lead_id.is_not(None), src.c.lead_id),
-            else_=func.coalesce(m.c.into_lead_id, src.c.lead_id),
-        ),
+        person,
     ).select_from(
         src.outerjoin(ld, ld.c.lead_id == src.c.lead_id).outerjoin(
             m, m.c.merged_lead_id == src.c.lead_id
         )
     )
-    opps = _bools(
-        conn.execute(q).all(), ["opportunity_id", "lead_id", "stage", "lead_exists", "person"]
-    )
-    opps["open_lead_id"] = opps["person"].where(~opps["stage"].isin(CLOSED_STAGES))
-    return opps.drop(columns="person")
+    if part_rows is not None:
+        q = q.order_by(person)
+    for rows in _row_parts(conn, q, part_rows, key_at=4):
+        opps = _bools(rows, ["opportunity_id", "lead_id", "stage", "lead_exists", "person"])
+        opps["open_lead_id"] = opps["person"].where(~opps["stage"].isin(CLOSED_STAGES))
+        yield opps.drop(columns="person")
 
 
-def _converted(conn: Connection, scope: _Scope | None) -> pd.DataFrame:
+def _converted(
+    conn: Connection, scope: _Scope | None, part_rows: int | None = None
+) -> Iterator[pd.DataFrame]:
     """Each converted lead in scope and whether its opportunity exists: the run's leads, and
     every lead pointing at one of the run's opportunities."""
     ld, o = t.leads, t.opportunities
@@ -567,8 +639,9 @@ def _converted(conn: Connection, scope: _Scope | None) -> pd.DataFrame:
     )
     if scope is None:
         q = q.where(src.c.opportunity_id.is_not(None))
-    rows = [(lead, found) for lead, opp, found in conn.execute(q) if opp is not None]
-    return _bools(rows, ["lead_id", "opportunity_exists"])
+    for part in _row_parts(conn, q, part_rows):
+        rows = [(lead, found) for lead, opp, found in part if opp is not None]
+        yield _bools(rows, ["lead_id", "opportunity_exists"])
 
 
 def _bools(rows: Sequence[Any], columns: list[str]) -> pd.DataFrame:
@@ -689,76 +762,93 @@ class QualityGate:
 
     def check(self, frames: Mapping[str, pd.DataFrame], scope: str) -> QualityReport:
         """Run every suite of `scope` whose frame is given; results are kept for dq_results and docs."""
+        return self.check_parts({name: (frame,) for name, frame in frames.items()}, scope)
+
+    def check_parts(self, parts: Mapping[str, Iterable[pd.DataFrame]], scope: str) -> QualityReport:
+        """`check` over frames given in parts (a whole table, read a part at a time): each part
+        is validated on its own and each check's results are summed into one (passed if every
+        part passed, the unexpected rows counted over all parts, the first sample ids)."""
+        out: list[CheckResult] = []
+        for name, frames in parts.items():
+            checks = [c for c in SUITES if c.suite == name and c.scope == scope]
+            if not checks:
+                continue
+            merged: dict[str, CheckResult] = {}
+            for frame in frames:
+                for r in self._validate(name, checks, frame, scope):
+                    merged[r.description] = _summed(merged.get(r.description), r)
+            out += merged.values()
+        self.results += out
+        return QualityReport(out)
+
+    def _validate(
+        self, name: str, checks: Sequence[Check], frame: pd.DataFrame, scope: str
+    ) -> list[CheckResult]:
+        """`checks` (the suite `name` of `scope`) on one frame, through GX."""
         import great_expectations as gx
         import great_expectations.expectations as gxe
         from great_expectations.core.run_identifier import RunIdentifier
 
         ctx = self._context()
-        source = self._source
-        out: list[CheckResult] = []
-        for name, frame in frames.items():
-            checks = [c for c in SUITES if c.suite == name and c.scope == scope]
-            if not checks:
-                continue
-            vd = self._definitions.get((scope, name))
-            if vd is None:
-                key = f"{scope}.{name}"
-                suite = ctx.suites.add(gx.ExpectationSuite(name=key))
-                for c in checks:
-                    suite.add_expectation(
-                        getattr(gxe, c.expectation)(
-                            **_bounded(c, self.thresholds),
-                            description=c.description,
-                            meta={"severity": c.severity},
-                        )
+        vd = self._definitions.get((scope, name))
+        if vd is None:
+            key = f"{scope}.{name}"
+            suite = ctx.suites.add(gx.ExpectationSuite(name=key))
+            for c in checks:
+                suite.add_expectation(
+                    getattr(gxe, c.expectation)(
+                        **_bounded(c, self.thresholds),
+                        description=c.description,
+                        meta={"severity": c.severity},
                     )
-                asset = source.add_dataframe_asset(key)
-                batch_def = asset.add_batch_definition_whole_dataframe(key)
-                vd = ctx.validation_definitions.add(
-                    gx.ValidationDefinition(name=key, data=batch_def, suite=suite)
                 )
-                self._definitions[(scope, name)] = vd
-            id_col = ID_COLUMNS[name]
-            batch = {"dataframe": frame.reset_index(drop=True)}
-            run_id = RunIdentifier(run_name=self.run_id)
-            # Pass or fail first, the cheapest result GX gives: about half the time of a full one,
-            # most of it GX's own work per expectation, whatever the rows. Only a suite that
-            # failed is run again in full, for its counts and sample ids; under the same run
-            # identifier its full result takes the pass-or-fail one's place in the store, so
-            # Data Docs show each suite once per chunk.
+            asset = self._source.add_dataframe_asset(key)
+            batch_def = asset.add_batch_definition_whole_dataframe(key)
+            vd = ctx.validation_definitions.add(
+                gx.ValidationDefinition(name=key, data=batch_def, suite=suite)
+            )
+            self._definitions[(scope, name)] = vd
+        id_col = ID_COLUMNS[name]
+        batch = {"dataframe": frame.reset_index(drop=True)}
+        run_id = RunIdentifier(run_name=self.run_id)
+        # Pass or fail first, the cheapest result GX gives: about half the time of a full one,
+        # most of it GX's own work per expectation, whatever the rows. Only a suite that
+        # failed is run again in full, for its counts and sample ids; under the same run
+        # identifier its full result takes the pass-or-fail one's place in the store, so
+        # Data Docs show each suite once per chunk.
+        res = vd.run(
+            batch_parameters=batch,
+            result_format={"result_format": "BOOLEAN_ONLY"},
+            run_id=run_id,
+        )
+        if not res.success:
             res = vd.run(
                 batch_parameters=batch,
-                result_format={"result_format": "BOOLEAN_ONLY"},
+                result_format={
+                    "result_format": "COMPLETE",
+                    "unexpected_index_column_names": [id_col],
+                },
                 run_id=run_id,
             )
-            if not res.success:
-                res = vd.run(
-                    batch_parameters=batch,
-                    result_format={
-                        "result_format": "COMPLETE",
-                        "unexpected_index_column_names": [id_col],
-                    },
-                    run_id=run_id,
+        by_description = {c.description: c for c in checks}
+        out = []
+        for r in res.results:
+            c = by_description[getattr(r.expectation_config, "description", "") or ""]
+            result = r.result or {}
+            out.append(
+                CheckResult(
+                    suite=name,
+                    expectation=c.expectation,
+                    column=c.column,
+                    severity=c.severity,
+                    success=bool(r.success),
+                    unexpected_count=int(result.get("unexpected_count") or 0),
+                    sample_ids=_samples(result, id_col),
+                    scope=scope,
+                    description=c.description,
                 )
-            by_description = {c.description: c for c in checks}
-            for r in res.results:
-                c = by_description[getattr(r.expectation_config, "description", "") or ""]
-                result = r.result or {}
-                out.append(
-                    CheckResult(
-                        suite=name,
-                        expectation=c.expectation,
-                        column=c.column,
-                        severity=c.severity,
-                        success=bool(r.success),
-                        unexpected_count=int(result.get("unexpected_count") or 0),
-                        sample_ids=_samples(result, id_col),
-                        scope=scope,
-                        description=c.description,
-                    )
-                )
-        self.results += out
-        return QualityReport(out)
+            )
+        return out
 
     def record_counts(self, counts: Mapping[str, int]) -> None:
         """Row counts go to dq_results beside the checks: the next run's volume baseline."""
@@ -795,6 +885,18 @@ class QualityGate:
         )
         self._ctx.build_data_docs(site_names=["leadflow"])
         return folder / "index.html"
+
+
+def _summed(before: CheckResult | None, part: CheckResult) -> CheckResult:
+    """One check's result over the parts so far, given the next part's."""
+    if before is None:
+        return part
+    return replace(
+        before,
+        success=before.success and part.success,
+        unexpected_count=before.unexpected_count + part.unexpected_count,
+        sample_ids=[*before.sample_ids, *part.sample_ids][:SAMPLE_SIZE],
+    )
 
 
 def _samples(result: Mapping[str, Any], id_col: str) -> list[str]:

@@ -16,7 +16,7 @@ from flows.settings import Settings, load_settings
 from tests.conftest import write_config
 from tests.warehouse.conftest import land
 from tests.warehouse.test_marts import _plain
-from warehouse import db, marts
+from warehouse import db, marts, quality, runs
 from warehouse import schema as t
 from warehouse.publish import Touched
 
@@ -90,6 +90,15 @@ def _scalar(engine: Engine, sql: str) -> Any:
         return conn.execute(text(sql)).scalar_one()
 
 
+@pytest.fixture
+def by_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run keeps its keys however many it touched. These warehouses are tiny, and their runs
+    are not recorded (no previous counts): each run would count as touching everything and
+    refresh the marts whole (see the last test). The refresh by key is what is tested here."""
+    monkeypatch.setattr(quality, "scope_limits", lambda counts: {})
+
+
+@pytest.mark.usefixtures("by_key")
 def test_incremental_refreshes_equal_a_full_refresh(warehouse_url: str, tmp_path: Path) -> None:
     sheets, crm = tmp_path / "sheets", tmp_path / "crm"
     sheets.mkdir()
@@ -199,10 +208,8 @@ def fair_warehouse(warehouse_url: str, tmp_path: Path) -> tuple[Path, Settings, 
     return sheets, load_settings(cfg), engine
 
 
-def test_a_run_refreshes_incrementally_and_a_rebuild_in_full(
-    warehouse_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sheets, settings, engine = fair_warehouse(warehouse_url, tmp_path)
+def refreshes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each mart refresh from now on is a full one, in order."""
     seen: list[bool] = []
     original = marts.refresh_marts
 
@@ -212,6 +219,15 @@ def test_a_run_refreshes_incrementally_and_a_rebuild_in_full(
         return r
 
     monkeypatch.setattr(marts, "refresh_marts", spy)
+    return seen
+
+
+@pytest.mark.usefixtures("by_key")
+def test_a_run_refreshes_incrementally_and_a_rebuild_in_full(
+    warehouse_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sheets, settings, engine = fair_warehouse(warehouse_url, tmp_path)
+    seen = refreshes(monkeypatch)
     try:
         (sheets / "1.csv").write_text(FIRST, encoding="utf-8")
         land(engine, settings, "run_1")
@@ -226,6 +242,7 @@ def test_a_run_refreshes_incrementally_and_a_rebuild_in_full(
         engine.dispose()
 
 
+@pytest.mark.usefixtures("by_key")
 def test_a_group_left_empty_goes(warehouse_url: str, tmp_path: Path) -> None:
     """Counts are added to, not recounted: a lead alone in its source, status and day of last
     touch moves on (another status, a touch a day later), and that group's row goes, as a full
@@ -269,5 +286,30 @@ def test_a_group_left_empty_goes(warehouse_url: str, tmp_path: Path) -> None:
         touch_days = {r[:3] for r in after[marts.TOUCH_DAYS.name]}
         assert (source, old, day) not in touch_days
         assert (source, new, day + timedelta(days=1)) in touch_days
+    finally:
+        engine.dispose()
+
+
+def test_a_run_that_touches_most_of_a_table_refreshes_the_marts_whole(
+    warehouse_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past half of a table by the previous run's counts, a run's keys are given up for
+    `everything` (they would cost more than the table): the marts are rebuilt whole."""
+    sheets, settings, engine = fair_warehouse(warehouse_url, tmp_path)
+    seen = refreshes(monkeypatch)
+    try:
+        (sheets / "1.csv").write_text(FIRST, encoding="utf-8")
+        land(engine, settings, "run_1")
+        with engine.begin() as conn:  # a recorded run: its row counts are the next one's baseline
+            runs.start_run(conn, "run_1", "pipeline", {})
+        stages.process_pending(engine, settings, "run_1")
+        with engine.begin() as conn:
+            runs.finish_run(conn, "run_1", "succeeded", {})
+            assert quality.previous_counts(conn)["leads"] == 4
+        (sheets / "2.csv").write_text(SECOND, encoding="utf-8")  # 2 new leads, 1 joined
+        land(engine, settings, "run_2")
+        stages.process_pending(engine, settings, "run_2")
+        assert seen == [True, True]
+        assert_same_as_full(engine, settings)
     finally:
         engine.dispose()

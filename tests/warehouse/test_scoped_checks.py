@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from sqlalchemy import Connection, Engine, delete, select, text
 
@@ -121,16 +122,21 @@ def _expected_samples(conn: Connection, kind: str, ps: publish.PublishSet) -> se
     )
 
 
+@pytest.mark.parametrize("whole", [False, True], ids=["scoped", "whole_in_parts_of_one_row"])
 @pytest.mark.parametrize("kind", list(CORRUPTIONS))
 def test_an_incremental_run_that_breaks_a_reference_is_rolled_back(
     kind: str,
+    whole: bool,
     warehouse: tuple[Settings, Engine],
     warehouse_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Scoped, or over whole tables read a row at a time: the broken rows are counted and named
+    over all parts, and one person's two open opportunities are still seen together."""
     settings, engine = warehouse
-    settings = _every(settings, 0)
+    settings = _every(settings, 1 if whole else 0)
     _scoped_only(engine, monkeypatch)
+    monkeypatch.setattr(quality, "PART_ROWS", 1)
     corrupt, suite, column = CORRUPTIONS[kind]
     real = stages.process_chunk
     expected: set[str] = set()
@@ -183,18 +189,25 @@ def test_a_run_reads_only_its_scope(warehouse: tuple[Settings, Engine]) -> None:
         counts = quality.table_counts(conn)
         now = datetime.now(UTC)
         touched = publish.Touched(leads={lead, "lead_merged_away"}, opportunities={opp})
-        frames, _ = quality.published_frames(conn, now, counts, quality.Thresholds(), touched)
-        whole, _ = quality.published_frames(
-            conn, now, counts, quality.Thresholds(), publish.Touched(everything=True)
+        parts, _ = quality.published_frames(conn, now, counts, quality.Thresholds(), touched)
+        frames = {name: _one(frames) for name, frames in parts.items()}
+        whole_parts, _ = quality.published_frames(
+            conn, now, counts, quality.Thresholds(), publish.Touched(everything=True), part_rows=7
         )
+        whole = {name: list(frames) for name, frames in whole_parts.items()}
     assert set(frames["lead_links"].contact_id) == contacts
     assert list(frames["opportunities"].opportunity_id) == [opp]
     assert list(frames["leads"].lead_id) == [lead]
-    assert len(whole["lead_links"]) == counts["lead_links"] > len(contacts)
-    assert len(whole["opportunities"]) == counts["opportunities"]
+    # a whole table comes in parts of at most 7 rows (a lead's opportunities kept together)
+    assert len(whole["lead_links"]) > 1
+    assert all(len(f) <= 7 for f in whole["lead_links"])
+    links = pd.concat(whole["lead_links"])
+    assert len(links) == counts["lead_links"] > len(contacts)
+    assert links.contact_id.is_unique
+    assert len(pd.concat(whole["opportunities"])) == counts["opportunities"]
     # volume and freshness describe the warehouse either way
     for name in ("volume", "freshness"):
-        assert frames[name].equals(whole[name]), name
+        assert frames[name].equals(_one(whole[name])), name
     assert not quality.is_whole(touched, counts)
     assert quality.is_whole(publish.Touched(leads=every_lead), counts)
 
@@ -257,6 +270,11 @@ def test_every_nth_run_checks_the_whole_state(warehouse: tuple[Settings, Engine]
         # three succeeded: due with every 3 and every 1, not with every 2 (a failed run never counts)
         assert quality.full_check_due(conn, 3) and quality.full_check_due(conn, 1)
         assert not quality.full_check_due(conn, 2)
+
+
+def _one(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    (frame,) = frames
+    return frame
 
 
 def _ids(value: Any) -> list[str]:
