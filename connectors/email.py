@@ -16,7 +16,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email import policy
 from email.errors import MessageDefect
@@ -24,6 +24,7 @@ from email.message import EmailMessage, Message
 from email.policy import EmailPolicy
 from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
+from itertools import islice
 from typing import Any
 
 from connectors.base import (
@@ -366,6 +367,10 @@ def batch_of(outcomes: Iterable[MessageOutcome], cursor: dict[str, Any]) -> RawB
     return RawBatch(total.records, cursor, total.rejects, dict(total.skipped))
 
 
+# Messages per batch of a mail file or folder: a big mbox is landed in parts, memory stays flat.
+MESSAGES_PER_BATCH = 20_000
+
+
 def iter_email_files(
     source: str,
     path: str,
@@ -373,9 +378,13 @@ def iter_email_files(
     opts: MailOptions | None = None,
     now: datetime | None = None,
     landed: Mapping[str, str] | None = None,
+    batch_messages: int = MESSAGES_PER_BATCH,
 ) -> Iterator[RawBatch]:
-    """One batch per changed mail file or folder; each message keyed by its Message-ID.
+    """Batches of up to `batch_messages` messages per changed mail file or folder; each message
+    keyed by its Message-ID.
 
+    Only a file's last batch carries its new fingerprint (as for sheets): a run stopped halfway
+    reads the file again next time, and what was landed already is not landed twice.
     A message is dated by its Date header; one without a usable Date by when the content it came
     in was first landed (`landed`: content fingerprint → ISO time; default: the cursor's), else
     `now`, which the cursor then keeps. Never the file's modification time, so a copy, clone or
@@ -386,9 +395,15 @@ def iter_email_files(
     if landed is not None:
         firsts = dict(landed)
     stamp = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    before: dict[str, Any] = {"files": dict((cursor or {}).get("files", {}))}
     for mpath, fp, after in iter_changed_files([path], cursor):
         fallback = datetime.fromisoformat(firsts.get(fp, stamp.isoformat()))
-        batch = batch_of(
-            (read_message(source, raw, fallback, opts) for _k, raw in _messages(mpath)), after
-        )
-        yield with_first_landing(batch, firsts, fp, fallback)
+        outcomes = (read_message(source, raw, fallback, opts) for _k, raw in _messages(mpath))
+        held: RawBatch | None = None
+        while part := list(islice(outcomes, batch_messages)):
+            if held is not None:
+                yield with_first_landing(held, firsts, fp, fallback)
+            held = batch_of(part, before)
+        last = batch_of([], after) if held is None else replace(held, cursor=after)
+        yield with_first_landing(last, firsts, fp, fallback)
+        before = after

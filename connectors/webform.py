@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from connectors.base import (
@@ -94,15 +96,25 @@ def _split(
     return records, [r for r in items if isinstance(r, ExtractReject)]
 
 
+# Submissions per batch of an export file: a big export is landed in parts.
+SUBMISSIONS_PER_BATCH = 20_000
+
+
 def iter_webform_export(
     source: str,
     path: str,
     cursor: dict[str, Any] | None,
     now: datetime | None = None,
     landed: Mapping[str, str] | None = None,
+    batch_submissions: int = SUBMISSIONS_PER_BATCH,
 ) -> Iterator[RawBatch]:
-    """A JSON export file (one batch per changed file), or a webhook spool folder.
+    """A JSON export file, in batches of up to `batch_submissions` submissions, or a webhook
+    spool folder.
 
+    The export's list of submissions is parsed one submission at a time (`_export_items`), so
+    a big export holds its text and one batch of parsed submissions, never all of them. Only
+    the file's last batch carries its new fingerprint (as for sheets): a run stopped halfway
+    reads it again next time, and what was landed already is not landed twice.
     A submission without a submitted/created time is dated by when the export's content was
     first landed (`landed`: content fingerprint → ISO time; default: the cursor's), else `now`,
     which the cursor then keeps; never by the file's modification time (as for sheets)."""
@@ -113,6 +125,7 @@ def iter_webform_export(
     if landed is not None:
         firsts = dict(landed)
     stamp = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    before: dict[str, Any] = {"files": dict((cursor or {}).get("files", {}))}
     for fpath, fp, after in iter_changed_files([path], cursor):
         fallback = datetime.fromisoformat(firsts.get(fp, stamp.isoformat()))
         with open(fpath, "rb") as fh:
@@ -121,28 +134,91 @@ def iter_webform_export(
         if not raw.strip():
             warning = SourceWarning(source, fname, "empty_file", "the file is empty")
             yield with_first_landing(RawBatch([], after, warnings=[warning]), firsts, fp, fallback)
+            before = after
             continue
-        try:
-            items = [
-                submission_record(source, s, fallback, f"{fpath}#{i}")
-                for i, s in enumerate(_submissions(json.loads(raw)))
-            ]
-        except RecursionError:
-            # one submission nested too deeply for the parser must not cost the others theirs
-            items = _one_by_one(source, raw, fallback, fpath)
-        except (ValueError, UnicodeDecodeError) as exc:
-            # cut short or broken part-way: what parses before the break still lands
-            items = _salvaged(source, raw, fallback, fpath, exc)
-        records, rejects = _split(items)
+        items = _export_items(source, raw, fallback, fpath)
+        del raw  # the text the items are read from is all they need
+        held: RawBatch | None = None
+        landed_any = False
+        why: set[str] = set()  # the rejects' reasons, for a file of which nothing was read
+        while part := list(islice(items, batch_submissions)):
+            if held is not None:
+                yield with_first_landing(held, firsts, fp, fallback)
+            records, rejects = _split(part)
+            landed_any = landed_any or bool(records)
+            if not landed_any and len(why) < 20:
+                why.update(f"{j.code}: {j.message}" for j in rejects)
+            held = RawBatch(records=records, cursor=before, rejects=rejects)
+        last = held or RawBatch([], before)
         warnings = []
-        if not records:
-            why = "; ".join(sorted({f"{j.code}: {j.message}" for j in rejects}))[:300]
-            msg = f"no submission could be read ({why or 'the list of submissions is empty'})"
-            warnings.append(
-                SourceWarning(source, fname, "nothing_read", msg, loses_data=bool(rejects))
+        if not landed_any:
+            reasons = "; ".join(sorted(why))[:300]
+            msg = f"no submission could be read ({reasons or 'the list of submissions is empty'})"
+            warnings.append(SourceWarning(source, fname, "nothing_read", msg, loses_data=bool(why)))
+        last = replace(last, cursor=after, warnings=warnings)
+        yield with_first_landing(last, firsts, fp, fallback)
+        before = after
+
+
+def _export_items(
+    source: str, raw: bytes, fallback: datetime, fpath: str
+) -> Iterator[RawRecord | ExtractReject]:
+    """The records and rejects of an export, in the file's order, a submission at a time.
+
+    The list of submissions (the document itself, or the first of the export keys whose value
+    is a list) is walked element by element with the standard decoder: each element parses
+    exactly as `json.loads` would parse it. One nested too deeply to parse is a reject and the
+    walk goes on after it; a break in the list ends it with a reject naming the byte it broke
+    at, after every submission before it. A document without such a list, or whose bytes are
+    not text, is read whole as before (`_whole_export`)."""
+    try:
+        encoding = json.detect_encoding(raw)
+        text = raw.decode(encoding, "surrogatepass")
+    except UnicodeDecodeError:
+        yield from _whole_export(source, raw, fallback, fpath)
+        return
+    at = _list_start(text)
+    if at is None:
+        yield from _whole_export(source, raw, fallback, fpath)
+        return
+    del raw
+    n = 0
+    for kind, start, value in _walk_list(text, at):
+        where = f"{fpath}#{n}"
+        if kind == "item":
+            yield submission_record(source, value, fallback, where)
+        elif kind == "deep":
+            msg = "nested too deeply to parse"
+            yield _reject(source, where, "malformed_json", msg, text[start:value][:4000])
+        else:  # broken: the rest from here is one reject
+            offset = len(text[:start].encode(encoding, "surrogatepass"))
+            msg = (
+                f"the export breaks at byte {offset} ({value}): the {n} submission(s) "
+                "before it were read, the rest from there is kept here"
             )
-        batch = RawBatch(records=records, cursor=after, rejects=rejects, warnings=warnings)
-        yield with_first_landing(batch, firsts, fp, fallback)
+            tail = text[start : start + 4000].encode(encoding, "surrogatepass")
+            yield _reject(
+                source, f"{fpath}@{offset}", "malformed_json", msg, tail.decode(encoding, "replace")
+            )
+            return
+        n += 1
+
+
+def _whole_export(
+    source: str, raw: bytes, fallback: datetime, fpath: str
+) -> list[RawRecord | ExtractReject]:
+    """An export parsed whole: its submissions, what a broken one salvages, or one reject."""
+    try:
+        return [
+            submission_record(source, s, fallback, f"{fpath}#{i}")
+            for i, s in enumerate(_submissions(json.loads(raw)))
+        ]
+    except RecursionError:
+        # one submission nested too deeply for the parser must not cost the others theirs
+        return _one_by_one(source, raw, fallback, fpath)
+    except (ValueError, UnicodeDecodeError) as exc:
+        # cut short or broken part-way: what parses before the break still lands
+        return _salvaged(source, raw, fallback, fpath, exc)
 
 
 def _salvaged(
@@ -167,62 +243,114 @@ def _salvaged(
     return out
 
 
-def complete_items(text: str) -> tuple[list[Any], int | None, str] | None:
-    """(the complete elements of the submissions list, where the first broken one starts or None,
-    why it is broken); None when the text does not open with such a list (a list, or an object
-    with one of the export keys)."""
-    dec = json.JSONDecoder()
-    ws = " \t\n\r"
+_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
 
-    def skip(i: int) -> int:
-        while i < len(text) and text[i] in ws:
-            i += 1
-        return i
 
-    i = skip(1 if text.startswith("\ufeff") else 0)
+def _skip(text: str, i: int) -> int:
+    return _WS.match(text, i).end()  # type: ignore[union-attr]  # `*` always matches
+
+
+def _list_start(text: str) -> int | None:
+    """Where the first element of the submissions list starts (just past its `[`): the document
+    itself a list, or the first top-level export key holding one; None when there is none."""
+    dec = _DECODER
+    i = _skip(text, 1 if text.startswith("\ufeff") else 0)
     if text[i : i + 1] == "{":
-        i = skip(i + 1)
+        i = _skip(text, i + 1)
         while True:  # the top-level keys, until the one holding the list
             try:
                 key, i = dec.raw_decode(text, i)
             except ValueError:
                 return None
-            i = skip(i)
+            i = _skip(text, i)
             if not isinstance(key, str) or text[i : i + 1] != ":":
                 return None
-            i = skip(i + 1)
+            i = _skip(text, i + 1)
             if key in _LIST_KEYS and text[i : i + 1] == "[":
                 break
             try:
                 _value, i = dec.raw_decode(text, i)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return None
-            i = skip(i)
+            i = _skip(text, i)
             if text[i : i + 1] != ",":
                 return None
-            i = skip(i + 1)
+            i = _skip(text, i + 1)
     if text[i : i + 1] != "[":
         return None
-    items: list[Any] = []
-    i = skip(i + 1)
+    return i + 1
+
+
+def _walk_list(text: str, i: int) -> Iterator[tuple[str, int, Any]]:
+    """The list's elements from `i` on, as (kind, where it starts, value): ("item", start, the
+    parsed element), ("deep", start, where it ends) for one nested too deeply to parse, and a
+    last ("broken", start, why) where the list breaks off."""
+    dec = _DECODER
+    i = _skip(text, i)
     if text[i : i + 1] == "]":
-        return items, None, ""
+        return
     while True:
         start = i
         try:
             item, i = dec.raw_decode(text, i)
+            yield "item", start, item
         except json.JSONDecodeError as err:
-            return items, start, err.msg if err.pos < len(text) else "the file ends here"
+            why = err.msg if err.pos < len(text) else "the file ends here"
+            yield "broken", start, why
+            return
         except RecursionError:
-            return items, start, "nested too deeply to parse"
-        items.append(item)
-        i = skip(i)
+            end = _value_end(text, start)
+            if end is None:
+                yield "broken", start, "nested too deeply to parse"
+                return
+            yield "deep", start, end
+            i = end
+        i = _skip(text, i)
         if text[i : i + 1] == ",":
-            i = skip(i + 1)
+            i = _skip(text, i + 1)
             continue
         if text[i : i + 1] == "]":
-            return items, None, ""
-        return items, i, "expected , or ]" if i < len(text) else "the file ends inside the list"
+            return
+        yield "broken", i, "expected , or ]" if i < len(text) else "the file ends inside the list"
+        return
+
+
+# A JSON string (escapes included) or a bracket: what `_value_end` counts brackets over.
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.S)
+
+
+def _value_end(text: str, start: int) -> int | None:
+    """Where the array or object starting at `start` ends, found without parsing it (strings
+    skipped, brackets counted); None when it never closes."""
+    depth = 0
+    for m in _STRING_OR_BRACKET.finditer(text, start):
+        token = m.group()
+        if token in "[{":
+            depth += 1
+        elif token in "]}":
+            depth -= 1
+            if depth == 0:
+                return m.end()
+    return None
+
+
+def complete_items(text: str) -> tuple[list[Any], int | None, str] | None:
+    """(the complete elements of the submissions list, where the first broken one starts or None,
+    why it is broken); None when the text does not open with such a list (a list, or an object
+    with one of the export keys)."""
+    at = _list_start(text)
+    if at is None:
+        return None
+    items: list[Any] = []
+    for kind, start, value in _walk_list(text, at):
+        if kind == "item":
+            items.append(value)
+        elif kind == "deep":
+            return items, start, "nested too deeply to parse"
+        else:
+            return items, start, value
+    return items, None, ""
 
 
 def _top_level_items(text: str) -> list[str] | None:

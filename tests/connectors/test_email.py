@@ -278,6 +278,26 @@ def test_mbox_maildir_and_eml_folder_give_the_same_records(make: Any, tmp_path: 
     assert list(iter_email_files("inbox", str(path), batch.cursor, OPTS)) == []
 
 
+@pytest.mark.parametrize("make", [_as_mbox, _as_maildir, _as_eml_folder])
+def test_a_mail_file_is_read_in_batches_and_its_cursor_moves_at_the_last(
+    make: Any, tmp_path: Path
+) -> None:
+    """A big mbox is not one batch: memory stays bounded by `batch_messages`. A run stopped
+    after any batch but the last keeps the old cursor, so the next run reads the file again."""
+    path = make(tmp_path)
+    [whole] = list(iter_email_files("inbox", str(path), None, OPTS))
+    parts = list(iter_email_files("inbox", str(path), None, OPTS, batch_messages=2))
+    messages = len(list(MAIL.glob("*.eml")))
+    assert messages > 4 and len(parts) == (messages + 1) // 2  # two messages a batch
+    assert [r for b in parts for r in b.records] == whole.records
+    assert [j for b in parts for j in b.rejects] == whole.rejects
+    assert all(str(path) not in b.cursor["files"] for b in parts[:-1])
+    assert parts[-1].cursor == whole.cursor
+    # stopped after the first batch: the file is read again, whole
+    again = list(iter_email_files("inbox", str(path), parts[0].cursor, OPTS))
+    assert [r for b in again for r in b.records] == whole.records
+
+
 def test_an_mbox_that_grows_lands_only_the_new_message(tmp_path: Path) -> None:
     path = _as_mbox(tmp_path)
     cfg = tmp_path / "leadflow.yaml"

@@ -61,3 +61,36 @@ def test_a_json_file_of_which_nothing_parses_loses_the_file(tmp_path: Path) -> N
     [batch] = iter_webform_export("forms", str(path), None)
     assert [(w.code, w.loses_data) for w in batch.warnings] == [("empty_file", False)]
     assert batch.rejects == []
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["list", "object"])
+def test_a_big_export_is_read_in_batches_and_its_cursor_moves_at_the_last(
+    tmp_path: Path, wrapped: bool
+) -> None:
+    """Submissions are parsed a batch at a time, never all of them at once; a run stopped after
+    any batch but the last keeps the old cursor, so the next run reads the file again."""
+    doc: Any = {"form": "fair", "items": submissions(7)} if wrapped else submissions(7)
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    [whole] = iter_webform_export("forms", str(path), None)
+    parts = list(iter_webform_export("forms", str(path), None, batch_submissions=3))
+    assert [len(b.records) for b in parts] == [3, 3, 1]
+    assert [r for b in parts for r in b.records] == whole.records
+    assert [r.source_record_id for r in whole.records] == [f"s{i}" for i in range(7)]
+    assert all(str(path) not in b.cursor["files"] for b in parts[:-1])
+    assert parts[-1].cursor == whole.cursor and str(path) in whole.cursor["files"]
+    again = list(iter_webform_export("forms", str(path), parts[0].cursor, batch_submissions=3))
+    assert [r for b in again for r in b.records] == whole.records
+
+
+def test_a_submission_nested_too_deeply_costs_only_itself(tmp_path: Path) -> None:
+    subs: list[Any] = submissions(3)
+    bomb = '{"id": "bomb", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    text = "[" + ", ".join([json.dumps(subs[0]), bomb, json.dumps(subs[1])]) + "]"
+    path = tmp_path / "export.json"
+    path.write_text(text, encoding="utf-8")
+    parts = list(iter_webform_export("forms", str(path), None, batch_submissions=1))
+    assert [r.source_record_id for b in parts for r in b.records] == ["s0", "s1"]
+    [reject] = [j for b in parts for j in b.rejects]
+    assert (reject.source_record_id, reject.code) == (f"{path}#1", "malformed_json")
+    assert reject.message == "nested too deeply to parse" and reject.raw.startswith('{"id": "bomb"')
