@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -182,6 +183,7 @@ def _lines(text: str) -> Iterator[str]:
 
 
 def _merged_filled(ws: Any) -> list[list[Any]]:
+    """A fully loaded sheet's rows, merged ranges carrying their top-left value."""
     rows = [[_cell(v) for v in row] for row in ws.iter_rows(values_only=True)]
     for rng in ws.merged_cells.ranges:
         top = rows[rng.min_row - 1][rng.min_col - 1] if rng.min_row <= len(rows) else None
@@ -192,23 +194,80 @@ def _merged_filled(ws: Any) -> list[list[Any]]:
     return rows
 
 
+# A merged range in a sheet's XML (`<mergeCell ref="A1:C2"/>`, maybe with a namespace prefix).
+_MERGE_CELL = re.compile(rb'<(?:[A-Za-z_][\w.-]*:)?mergeCell\b[^>]*?\bref="([^"]+)"')
+
+
+def _merged_ranges(archive: Any, member: str) -> list[Any]:
+    """The merged ranges of a sheet, read from its XML part in pieces (they follow the rows, in
+    `<mergeCells>`): what only a fully loaded sheet would know otherwise."""
+    from openpyxl.worksheet.cell_range import CellRange
+
+    found = b""
+    tail = b""
+    with archive.open(member) as fh:
+        while piece := fh.read(1 << 20):
+            if found:
+                found += piece
+                continue
+            window = tail + piece
+            at = window.find(b"mergeCells")
+            if at >= 0:
+                found = window[max(0, at - 64) :]
+            tail = window[-64:]
+    return [CellRange(m.decode("ascii", "replace")) for m in _MERGE_CELL.findall(found)]
+
+
+def _streamed_rows(ws: Any, merged: list[Any]) -> Iterator[list[Any]]:
+    """A read-only sheet's rows one at a time, as `_merged_filled` gives them: merged ranges
+    carry their top-left value, and every row is padded with None to the widest row or range
+    seen so far (a fully loaded sheet pads them all to its widest row; what matters here is
+    that no row comes shorter than the header before it)."""
+    ws.reset_dimensions()  # never trust the file's stated size: it may cut rows short
+    starts: dict[int, list[Any]] = {}
+    for rng in merged:
+        starts.setdefault(rng.min_row, []).append(rng)
+    open_ranges: list[tuple[Any, Any]] = []  # (range, its top-left value)
+    width = 0
+    for r, values in enumerate(ws.iter_rows(values_only=True), start=1):
+        row = [_cell(v) for v in values]
+        for rng in starts.pop(r, ()):
+            top = row[rng.min_col - 1] if rng.min_col - 1 < len(row) else None
+            open_ranges.append((rng, top))
+        if open_ranges:
+            open_ranges = [(rng, top) for rng, top in open_ranges if rng.max_row >= r]
+            width = max([width, *(rng.max_col for rng, _ in open_ranges)])
+        width = max(width, len(row))
+        if len(row) < width:
+            row.extend([None] * (width - len(row)))
+        for rng, top in open_ranges:
+            for c in range(rng.min_col, rng.max_col + 1):
+                row[c - 1] = top
+        yield row
+
+
 def xlsx_sheets(path: str | io.BytesIO, sheets: list[str] | None) -> Iterator[tuple[str, Any]]:
     """(sheet title, rows) for every sheet or the named ones; merged ranges carry their value.
 
-    `data_only=True` gives formulas' cached values; a text cell that starts with = + - @ is
-    text in the file and stays the same text here: nothing is ever evaluated.
+    The workbook is read in read-only mode, a row at a time: a sheet of 500k rows loaded whole
+    took gigabytes. Merged ranges, which only a fully loaded sheet knows, are read from the
+    sheet's XML first (`_merged_ranges`). `data_only=True` gives formulas' cached values; a text
+    cell that starts with = + - @ is text in the file and stays the same text here: nothing is
+    ever evaluated.
     """
     from openpyxl import load_workbook
 
-    # not read-only: merged ranges are only known to a fully loaded sheet
-    wb = load_workbook(path, read_only=False, data_only=True)
+    wb = load_workbook(path, read_only=True, data_only=True)
     try:
         titles = [ws.title for ws in wb.worksheets]
         for name in sheets or titles:
             if name not in titles:
                 yield name, None
                 continue
-            yield name, _merged_filled(wb[name])
+            ws = wb[name]
+            # openpyxl's own names for the open archive and the sheet's part in it
+            merged = _merged_ranges(wb._archive, ws._worksheet_path)
+            yield name, _streamed_rows(ws, merged)
     finally:
         wb.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,7 +193,11 @@ EXPORTS: dict[str, dict[str, str]] = {
 
 
 def read(name: str, **kw: Any) -> tuple[list[Any], list[Any]]:
-    batches = list(iter_spreadsheet("sheets", str(SHEETS / name), None, score=SCORE, **kw))
+    return read_path(SHEETS / name, **kw)
+
+
+def read_path(path: Path, **kw: Any) -> tuple[list[Any], list[Any]]:
+    batches = list(iter_spreadsheet("sheets", str(path), None, score=SCORE, **kw))
     return [r for b in batches for r in b.records], [j for b in batches for j in b.rejects]
 
 
@@ -495,3 +500,57 @@ def test_a_file_emptied_after_it_was_read_keeps_its_cursor(
     batches = list(iter_spreadsheet("fair", str(blank), None, score=SCORE))
     assert [w.code for b in batches for w in b.warnings] == ["empty_file"]
     assert first.cursor["files"][str(path)] == kept
+
+
+def _trimmed(rows: Any) -> list[list[Any]]:
+    out = [list(r) for r in rows]
+    for r in out:
+        while r and r[-1] is None:
+            r.pop()
+    while out and not out[-1]:
+        out.pop()
+    return out
+
+
+def test_a_workbook_read_a_row_at_a_time_gives_what_a_whole_load_gives(tmp_path: Path) -> None:
+    """Read-only and streamed (a sheet of 500k rows loaded whole took gigabytes), yet merged
+    ranges carry their value as before, and a file that states too small a size loses no cell."""
+    import zipfile
+
+    from openpyxl import Workbook, load_workbook
+
+    from connectors.spreadsheet import _merged_filled, xlsx_sheets
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Fair"
+    ws.append(["Visitors of the fair"])
+    ws.merge_cells("A1:E1")  # a title over the table, wider than some rows
+    ws.append(["Name", "E-Mail", "Firma", "Stadt", "Notiz"])
+    ws.append(["Uwe Haas", "uwe@haas.example.de", "Haas GmbH", "Köln"])  # no note: shorter
+    ws.append(["Vera Imhof", "vera@imhof.example.de", "Imhof KG", "Bonn", "x"])
+    ws.append(["Willi Jung", "willi@jung.example.de", None, "Bonn"])
+    ws.merge_cells("C4:C5")  # Willi's company is Vera's
+    ws.append([])
+    ws.append(["Ada Kurz", "ada@kurz.example.de", "Kurz AG", "Essen", "G"])
+    path = tmp_path / "fair.xlsx"
+    wb.save(path)
+    expected = _trimmed(_merged_filled(load_workbook(path, data_only=True)["Fair"]))
+    # each sheet's rows are read before the next sheet (the workbook closes after the last)
+    [(name, rows)] = [(n, list(r)) for n, r in xlsx_sheets(str(path), None)]
+    assert name == "Fair" and _trimmed(rows) == expected
+    assert expected[0] == ["Visitors of the fair"] * 5 and expected[4][2] == "Imhof KG"
+    # A writer that states the size as A1 only: read-only openpyxl would trust it and cut rows.
+    cut = tmp_path / "cut.xlsx"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(cut, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.startswith("xl/worksheets/sheet"):
+                data = re.sub(rb'<dimension ref="[^"]*" ?/>', b'<dimension ref="A1"/>', data)
+                assert b'<dimension ref="A1"/>' in data
+            dst.writestr(item, data)
+    [(_, rows)] = [(n, list(r)) for n, r in xlsx_sheets(str(cut), None)]
+    assert _trimmed(rows) == expected
+    records, found = read_path(cut)
+    assert [r.payload["Firma"] for r in records] == ["Haas GmbH", "Imhof KG", "Imhof KG", "Kurz AG"]
+    assert found == []  # no row came short of the header
