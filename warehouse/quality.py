@@ -50,7 +50,7 @@ from sqlalchemy import (
 from transforms.erasure import ERASED
 from transforms.qualify import STAGE_PROBABILITY, STATUSES
 from warehouse import schema as t
-from warehouse.load import Rows, index_lookups, key_table, utc
+from warehouse.load import Rows, index_lookups, key_table, planner, utc
 from warehouse.publish import PublishSet, Touched
 
 if TYPE_CHECKING:
@@ -531,8 +531,11 @@ def _row_parts(
     if part_rows is None:
         yield conn.execute(q).all()
         return
-    # options of this statement only: on the connection they would stay for its later ones
-    result = conn.execute(q.execution_options(stream_results=True, yield_per=part_rows))
+    # Options of this statement only: on the connection they would stay for its later ones. A
+    # server-side cursor is planned for its first rows (`cursor_tuple_fraction` 0.1); every row
+    # is read here, so it is planned for all of them (at 200k links: 0.3 s less).
+    with planner(conn, {"cursor_tuple_fraction": "1"}):
+        result = conn.execute(q.execution_options(stream_results=True, yield_per=part_rows))
     carry: list[Any] = []
     sent = False
     for got in result.partitions(part_rows):
