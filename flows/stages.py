@@ -808,7 +808,18 @@ def remodel(
                     for landed_by in runs.landing_runs(conn)
                     for chunk in landing.iter_pending_raw(conn, sizer.size, landed_by=landed_by)
                 )
-                _process_all(conn, chunks, opts, rules, resolving, run_id, gate, stats, sizer, True)
+                _process_all(
+                    conn,
+                    chunks,
+                    opts,
+                    rules,
+                    resolving,
+                    run_id,
+                    gate,
+                    stats,
+                    sizer,
+                    everything=True,
+                )
                 after = _partition(conn)
                 merged, split, moved = compare_partitions(before, after)
                 plan = ModelPlan(
