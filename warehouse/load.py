@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pyarrow as pa
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Connection,
@@ -77,6 +78,8 @@ def _dedupe(table: Table, rows: Rows) -> Rows:
     page is visited once per batch instead of at random. Measured on PostgreSQL, 300k blocking
     keys into a table of 3.6M: 4.0–5.7 s in random order, 2.1–3.3 s sorted."""
     at = [rows.columns.index(c.name) for c in table.primary_key.columns]
+    if not at:  # no primary key (the blocking keys): every row is its own
+        return Rows(rows.columns, sorted(rows.values))
     key = itemgetter(*at)
     by_key: dict[Any, tuple[Any, ...]] = {key(v): v for v in rows.values}
     return Rows(rows.columns, [by_key[k] for k in sorted(by_key)])
@@ -94,6 +97,8 @@ def _binary_type(col: Column[Any]) -> tuple[str, Callable[[Any], Any] | None]:
         return "date", None
     if isinstance(kind, Boolean):
         return "bool", None
+    if isinstance(kind, BigInteger):
+        return "int8", None
     if isinstance(kind, Integer):
         return "int4", None
     if isinstance(kind, Float):
@@ -296,9 +301,10 @@ def arrow_rows(data: pa.Table) -> Rows:
 
 
 def insert_new_arrow(conn: Connection, table: Table, data: pa.Table) -> int:
-    """`insert_new` for rows that are already an Arrow table of text columns (the matching
-    columns, the blocking keys): on PostgreSQL sorted by the primary key and handed to COPY as
-    CSV written by Arrow's C writer, with no Python object per cell; elsewhere as `insert_new`.
+    """`insert_new` for rows that are already an Arrow table of text and integer columns (the
+    matching columns, the blocking keys): on PostgreSQL sorted by the primary key (a table
+    without one: by its first index) and handed to COPY as CSV written by Arrow's C writer, with
+    no Python object per cell; elsewhere as `insert_new`.
 
     Every valid cell is quoted and a NULL is not, so PostgreSQL's CSV reader keeps an empty
     string and a NULL apart. A row already in the table fails the COPY, as in `insert_new`.
@@ -308,15 +314,24 @@ def insert_new_arrow(conn: Connection, table: Table, data: pa.Table) -> int:
     names = list(data.column_names)
     if conn.dialect.name != "postgresql":
         return insert_new(conn, table, arrow_rows(data))
-    not_text = [n for n in names if not pa.types.is_string(data.schema.field(n).type)]
-    if not_text:
-        raise TypeError(f"insert_new_arrow takes text columns only, not {not_text}")
+    other = [
+        n
+        for n in names
+        if not (
+            pa.types.is_string(data.schema.field(n).type)
+            or pa.types.is_integer(data.schema.field(n).type)
+        )
+    ]
+    if other:
+        raise TypeError(f"insert_new_arrow takes text and integer columns only, not {other}")
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
     from psycopg import sql
 
-    pk = [(c.name, "ascending") for c in table.primary_key.columns]
-    ordered = data.take(pc.sort_indices(data, pk))  # key order: see `_dedupe`
+    key = table.primary_key.columns or next(iter(table.indexes)).columns
+    ordered = data.take(
+        pc.sort_indices(data, [(c.name, "ascending") for c in key])
+    )  # see `_dedupe`
     out = pa.BufferOutputStream()
     pacsv.write_csv(
         ordered,
@@ -396,19 +411,26 @@ def index_joins(conn: Connection) -> AbstractContextManager[None]:
     return planner(conn, {**INDEX_LOOKUPS, **INDEX_JOINS})
 
 
-def key_table(conn: Connection, keys: Iterable[Any], name: str = "lookup_keys") -> TableClause:
-    """The distinct `keys` in a temporary one-column table (`k`), to join against.
+def key_table(
+    conn: Connection,
+    keys: Iterable[Any],
+    name: str = "lookup_keys",
+    type_: type[Text] | type[BigInteger] = Text,
+) -> TableClause:
+    """The distinct `keys` (text, or 64-bit integers with `type_=BigInteger`) in a temporary
+    one-column table (`k`), to join against.
 
     One bulk load and one join replace a query per list of bound keys: on a table filled by this
     run and not analyzed yet, PostgreSQL scans the whole table once per list. The table lives
     until the transaction ends (PostgreSQL) or the next call with the same name.
     """
     unique = sorted(set(keys))
-    tmp = table(name, column("k", Text))
+    tmp = table(name, column("k", type_))
+    sql_type = "bigint" if type_ is BigInteger else "text"
     if conn.dialect.name == "postgresql":
-        _pg_temp_copy(conn, name, "k text", "k", "", _copy_lines(unique))
+        _pg_temp_copy(conn, name, f"k {sql_type}", "k", "", _copy_lines(unique))
         return tmp
-    _empty_temp(conn, name, "k TEXT")
+    _empty_temp(conn, name, f"k {sql_type.upper()}")
     if unique:
         conn.execute(tmp.insert(), [{"k": k} for k in unique])
     return tmp
@@ -427,24 +449,27 @@ def selected_keys(conn: Connection, query: Any, name: str) -> TableClause:
 
 
 def counted_keys(conn: Connection, keys: pa.Array | pa.ChunkedArray, name: str) -> TableClause:
-    """The distinct text `keys` with how often each occurs (`k`, `n`) in a temporary table, as
-    `key_table`, counted by Arrow and on PostgreSQL handed to COPY as CSV written by Arrow's C
-    writer: a chunk's blocking keys (182k distinct for 50k contacts at 1M) make no Python
-    object each."""
+    """The distinct `keys` (text or 64-bit integers) with how often each occurs (`k`, `n`) in a
+    temporary table, as `key_table`, counted by Arrow and on PostgreSQL handed to COPY as CSV
+    written by Arrow's C writer: a chunk's blocking keys (182k distinct for 50k contacts at 1M)
+    make no Python object each."""
     import pyarrow.compute as pc
 
     counted = pc.value_counts(keys.drop_null())
     data = pa.table({"k": counted.field("values"), "n": counted.field("counts")})
-    tmp = table(name, column("k", Text), column("n", Integer))
+    integers = pa.types.is_integer(data.schema.field("k").type)
+    sql_type = "bigint" if integers else "text"
+    tmp = table(name, column("k", BigInteger if integers else Text), column("n", Integer))
     if conn.dialect.name == "postgresql":
         import pyarrow.csv as pacsv
 
         out = pa.BufferOutputStream()
         options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
         pacsv.write_csv(data, out, options)
-        _pg_temp_copy(conn, name, "k text, n bigint", "k, n", "(FORMAT csv)", out.getvalue())
+        columns = f"k {sql_type}, n bigint"
+        _pg_temp_copy(conn, name, columns, "k, n", "(FORMAT csv)", out.getvalue())
         return tmp
-    _empty_temp(conn, name, "k TEXT, n INTEGER")
+    _empty_temp(conn, name, f"k {sql_type.upper()}, n INTEGER")
     if data.num_rows:
         conn.execute(tmp.insert(), data.to_pylist())
     return tmp

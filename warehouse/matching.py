@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import BigInteger, Connection, delete, func, select
 from sqlalchemy.sql.expression import TableClause
 
 from transforms.match import (
@@ -22,8 +22,8 @@ from transforms.match import (
     MATCH_COLUMNS,
     MATCH_SCHEMA,
     block_table,
+    hash_rule,
     match_table,
-    rule_of,
 )
 from transforms.records import Contact
 from transforms.resolve import CONTEXT_SCHEMA, Context
@@ -52,6 +52,7 @@ INDEX_VERSION = hashlib.sha256(
         {
             "columns": MATCH_COLUMNS,
             "rules": [(r.code, r.columns, r.exact) for r in BLOCKING_RULES],
+            "stored_keys": "rule byte + md5 56",  # how `block_hash` stores a key
             "features": 1,  # bump when the way a column is computed changes
         }
     ).encode()
@@ -73,14 +74,17 @@ def write_features(
     if table.num_rows == 0:
         return
     features = table.select(MATCH_SCHEMA.names)
-    # distinct: one statement never writes a key twice (the merge collapsed repeats too)
-    blocks = block_table(table) if blocks is None else blocks
+    # distinct: a contact's key is stored once
+    blocks = (block_table(table) if blocks is None else blocks).select(["block_hash", "contact_id"])
     if new:
         insert_new_arrow(conn, t.contact_features, features)
-        insert_new_arrow(conn, t.contact_blocks, blocks)
     else:
         merge(conn, t.contact_features, arrow_rows(features))
-        merge(conn, t.contact_blocks, arrow_rows(blocks), update=False)
+        # a contact's keys follow its matching columns: the ones they no longer give go
+        b = t.contact_blocks
+        ids = key_table(conn, features.column("contact_id").to_pylist(), "feature_keys")
+        conn.execute(delete(b).where(b.c.contact_id.in_(select(ids.c.k))))
+    insert_new_arrow(conn, t.contact_blocks, blocks)
     _add_counts(conn, _counts_of(table), +1)
 
 
@@ -158,7 +162,7 @@ def ensure_index(conn: Connection, batch_size: int = 50_000) -> int:
         conn.execute(delete(table))
     n = 0
     for batch in _iter_contacts(conn, batch_size):
-        write_features(conn, match_table(batch))
+        write_features(conn, match_table(batch), new=True)  # emptied above; each contact once
         n += len(batch)
     upsert(conn, ws, [{"key": _INDEX_KEY, "value": INDEX_VERSION}])
     return n
@@ -217,17 +221,17 @@ def read_context(
     `extra_leads` (leads a pending decision touches); the term counts of the values involved;
     and the keys too common over the warehouse to compare. `blocks`: their `block_table`, when
     the caller has it already."""
-    keys = (block_table(new) if blocks is None else blocks).column("block_key")
+    blocks = block_table(new) if blocks is None else blocks
     b, lk = t.contact_blocks, t.lead_links
-    # each key of the chunk with how many of the chunk's contacts hold it
-    key_rows = counted_keys(conn, keys, "block_keys")
+    # each key of the chunk (as it is stored) with how many of the chunk's contacts hold it
+    key_rows = counted_keys(conn, blocks.column("block_hash"), "block_keys")
     # How many published contacts hold each key, counted only as far as the limit: a common
     # key (a first name in a big city) is never counted whole, each count is an index probe.
     held = (
         select(func.count())
         .select_from(
             select(b.c.contact_id)
-            .where(b.c.block_key == key_rows.c.k)
+            .where(b.c.block_hash == key_rows.c.k)
             .limit(max_block_size + 1)
             .correlate(key_rows)
             .subquery()
@@ -237,15 +241,18 @@ def read_context(
     with index_joins(conn):
         # only the keys over the limit come back, not a row per key of the chunk
         over = conn.execute(select(key_rows.c.k).where(key_rows.c.n + held > max_block_size))
-        common = frozenset(k for k in over.scalars() if rule_of(k) not in EXACT_RULES)
-    if common:  # the usable keys are those left (a hash join: neither table has an index)
-        gone = key_table(conn, common, "common_keys")
+        too_common = [h for h in over.scalars() if hash_rule(h) not in EXACT_RULES]
+    # the chunk's own keys of those hashes, as text: how the chunk's pairs are blocked
+    at = pc.is_in(blocks.column("block_hash"), pa.array(too_common, pa.int64()))
+    common = frozenset(pc.unique(blocks.column("block_key").filter(at)).to_pylist())
+    if too_common:  # the usable keys are those left (a hash join: neither table has an index)
+        gone = key_table(conn, too_common, "common_keys", BigInteger)
         conn.execute(delete(key_rows).where(key_rows.c.k.in_(select(gone.c.k))))
     with index_joins(conn):
         # IN, not a three-way join: SQLite's planner joined lead_links first and built an
         # automatic index over the whole of contact_blocks for each chunk (4.0 s for 10k new
         # contacts into 200k; under 0.2 s this way); PostgreSQL plans both as the same probes.
-        holding = select(b.c.contact_id).where(b.c.block_key.in_(select(key_rows.c.k)))
+        holding = select(b.c.contact_id).where(b.c.block_hash.in_(select(key_rows.c.k)))
         sharing = select(lk.c.lead_id).where(lk.c.contact_id.in_(holding))
         extra = sorted(set(extra_leads))
         leads = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Date,
@@ -99,12 +100,17 @@ contacts = Table(
 )
 
 # Blocking keys of each contact (email key, phone, phonetic name, postal code + name …): new
-# contacts find their candidate leads through this index, set-based, without a full scan.
+# contacts find their candidate leads through this index, set-based, without a full scan. A key
+# is stored as its 64-bit hash (`transforms.match.block_hash`: the rule in the top byte), and
+# only the hash is indexed: no primary key, since a contact's keys are written once, when it is
+# published (or deleted and written again), and an index over (key, contact) would be three
+# times the size and take a chunk's keys half as fast.
 contact_blocks = Table(
     "contact_blocks",
     metadata,
-    Column("block_key", Text, primary_key=True),
-    Column("contact_id", ID, primary_key=True),
+    Column("block_hash", BigInteger, nullable=False),
+    Column("contact_id", ID, nullable=False),
+    Index("ix_contact_blocks_block_hash", "block_hash"),
 )
 
 # Grey-zone pairs for a person to decide; a decision (must_link / cannot_link) binds every run.

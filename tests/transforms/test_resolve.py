@@ -373,7 +373,14 @@ def test_block_table_holds_each_rows_keys_once_in_key_order() -> None:
 
     import pyarrow as pa
 
-    from transforms.match import MATCH_SCHEMA, block_keys, block_table
+    from transforms.match import (
+        MATCH_SCHEMA,
+        block_hash,
+        block_keys,
+        block_table,
+        hash_rule,
+        rule_of,
+    )
 
     rnd = random.Random(3)
     rows = []
@@ -389,7 +396,13 @@ def test_block_table_holds_each_rows_keys_once_in_key_order() -> None:
         rows.append(row)
     want = sorted({(k, r["contact_id"]) for r in rows for k in block_keys(r)})
     got = block_table(pa.Table.from_pylist(rows, schema=MATCH_SCHEMA))
-    assert got.column_names == ["block_key", "contact_id"]
-    pairs = list(zip(*(got.column(n).to_pylist() for n in got.column_names), strict=True))
+    assert got.column_names == ["block_key", "block_hash", "contact_id"]
+    keys = got.column("block_key").to_pylist()
+    pairs = list(zip(keys, got.column("contact_id").to_pylist(), strict=True))
     assert pairs == want
     assert any(k.startswith("n") and "ali|kaya" in k for k, _ in want)  # both orders met
+    # the stored form DuckDB computed is the one Python computes, and it keeps the rule
+    hashes = got.column("block_hash").to_pylist()
+    assert hashes == [block_hash(k) for k in keys]
+    assert [hash_rule(h) for h in hashes] == [rule_of(k) for k in keys]
+    assert len(set(hashes)) == len(set(keys))

@@ -112,7 +112,7 @@ def test_arrow_rows_go_in_as_they_are_and_a_present_one_fails_the_insert(
     """Empty strings stay apart from NULLs; quotes, separators, line breaks and non-ASCII text
     reach the table as written; the rows land whatever their order; a row already there fails."""
     from warehouse.load import insert_new_arrow
-    from warehouse.schema import contact_blocks, contact_features
+    from warehouse.schema import contact_features, match_term_counts
 
     engine = db.make_engine(warehouse_url)
     db.upgrade(engine)
@@ -124,17 +124,20 @@ def test_arrow_rows_go_in_as_they_are_and_a_present_one_fails_the_insert(
             "city": list(reversed(odd)),
         }
     )
-    blocks = pa.table({"block_key": ["last:x", "email:y"], "contact_id": ["con_1", "con_0"]})
+    # integers too, beside text
+    counts = pa.table(
+        {"column_name": ["last", "email"], "value": ["x", "y"], "n": [2_000_000_000, 1]}
+    )
     with engine.begin() as conn:
         assert insert_new_arrow(conn, contact_features, features) == len(odd)
-        assert insert_new_arrow(conn, contact_blocks, blocks) == 2
-        assert insert_new_arrow(conn, contact_blocks, blocks.slice(0, 0)) == 0
+        assert insert_new_arrow(conn, match_term_counts, counts) == 2
+        assert insert_new_arrow(conn, match_term_counts, counts.slice(0, 0)) == 0
     with engine.connect() as conn:
         got = {
             r.contact_id: (r.first, r.city, r.email_key)
             for r in conn.execute(select(contact_features))
         }
-        stored_blocks = sorted(conn.execute(select(contact_blocks)).tuples())
+        stored_counts = sorted(conn.execute(select(match_term_counts)).tuples())
     want = dict(
         zip(
             features.column("contact_id").to_pylist(),
@@ -143,10 +146,10 @@ def test_arrow_rows_go_in_as_they_are_and_a_present_one_fails_the_insert(
         )
     )
     assert got == want
-    assert stored_blocks == [("email:y", "con_0"), ("last:x", "con_1")]
+    assert stored_counts == [("email", "y", 1), ("last", "x", 2_000_000_000)]
     # the driver's own error on PostgreSQL (the COPY runs on its cursor), SQLAlchemy's on SQLite
     with pytest.raises(Exception, match="(?i)unique"), engine.begin() as conn:
-        insert_new_arrow(conn, contact_blocks, blocks.slice(1))
+        insert_new_arrow(conn, match_term_counts, counts.slice(1))
     with engine.connect() as conn:
-        assert len(conn.execute(select(contact_blocks)).all()) == 2
+        assert len(conn.execute(select(match_term_counts)).all()) == 2
     engine.dispose()

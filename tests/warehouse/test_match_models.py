@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 from sqlalchemy import func, select, text
 
 from flows.cli import main
 from tests.flows.test_pipeline import _use
 from transforms import scoring
-from transforms.match import MATCH_COLUMNS
+from transforms.match import MATCH_COLUMNS, MATCH_SCHEMA, block_table
 from warehouse import db, matching
 from warehouse import schema as t
 
@@ -85,18 +86,38 @@ def test_erasure_takes_a_persons_values_out_of_the_index(
 ) -> None:
     _use(sample_config, warehouse_url)
     assert main(["run", "--config", str(sample_config)]) == 0
+    engine = db.make_engine(warehouse_url)
+    f = t.contact_features.c
+    with engine.connect() as conn:
+        person = pa.Table.from_pylist(
+            [
+                dict(r._mapping)
+                for r in conn.execute(select(t.contact_features).where(f.last == "isik"))
+            ],
+            schema=MATCH_SCHEMA,
+        )
+    # the person's stored keys (their hashes) are in the index before
+    theirs = set(block_table(person).column("block_hash").to_pylist())
+    assert person.num_rows and theirs
     assert (
         main(["forget", "ismail.isik@isiktekstil.com.tr", "--yes", "--config", str(sample_config)])
         == 0
     )
-    engine = db.make_engine(warehouse_url)
     with engine.connect() as conn:
-        values = {
-            v for r in conn.execute(select(t.contact_features)) for v in r[1:] if v is not None
-        }
-        keys = [k for (k,) in conn.execute(select(t.contact_blocks.c.block_key))]
+        rest = [dict(r._mapping) for r in conn.execute(select(t.contact_features))]
+        stored = sorted(conn.execute(select(t.contact_blocks)).tuples())
         counted = {r.value for r in conn.execute(select(t.match_term_counts))}
     engine.dispose()
+    values = {v for r in rest for k, v in r.items() if k != "contact_id" and v is not None}
     assert "isik" not in values and "isik" not in counted
-    assert not [k for k in keys if "isik" in k]
+    # the index holds exactly the keys of the contacts left: none of the person's own
+    left = block_table(pa.Table.from_pylist(rest, schema=MATCH_SCHEMA))
+    assert stored == sorted(
+        zip(
+            left.column("block_hash").to_pylist(),
+            left.column("contact_id").to_pylist(),
+            strict=True,
+        )
+    )
+    assert theirs - {h for h, _ in stored}
     assert set(MATCH_COLUMNS) >= set(scoring.TF_COLUMNS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
@@ -94,4 +95,38 @@ def test_an_upgrade_cut_short_leaves_nothing_and_the_next_one_completes(
     assert inspect(engine).get_table_names() == []
     db.upgrade(engine)
     assert db.current_revisions(engine) == db.head_revisions()
+    engine.dispose()
+
+
+def test_blocking_keys_stored_as_text_are_dropped_for_the_next_run_to_build_as_hashes(
+    warehouse_url: str,
+) -> None:
+    """0016 empties the derived `contact_blocks` into its hashed form and forgets the index's
+    version, so the next run builds the whole index again (`matching.ensure_index`); a
+    downgrade gives the text form back, empty too."""
+    engine = db.make_engine(warehouse_url)
+    db.upgrade(engine, "0015")
+    with engine.begin() as conn:
+        conn.execute(text("insert into contact_blocks values ('fl:ali\x1fkaya', 'con_1')"))
+        conn.execute(text("insert into warehouse_state values ('matching_index', 'old')"))
+    db.upgrade(engine, "0016")
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from contact_blocks")).scalar() == 0
+        assert conn.execute(text("select count(*) from warehouse_state")).scalar() == 0
+    columns = {c["name"]: c for c in inspect(engine).get_columns("contact_blocks")}
+    assert set(columns) == {"block_hash", "contact_id"}
+    assert inspect(engine).get_pk_constraint("contact_blocks")["constrained_columns"] == []
+    indexed = [i["column_names"] for i in inspect(engine).get_indexes("contact_blocks")]
+    assert indexed == [["block_hash"]]
+    with engine.begin() as conn:  # a hash above 2^32 goes in whole
+        conn.execute(text("insert into contact_blocks values (:h, 'con_1')"), {"h": 2**60 + 7})
+        assert conn.execute(text("select block_hash from contact_blocks")).scalar() == 2**60 + 7
+    cfg = db._alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0015")
+    columns = {c["name"]: c for c in inspect(engine).get_columns("contact_blocks")}
+    assert set(columns) == {"block_key", "contact_id"}
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from contact_blocks")).scalar() == 0
     engine.dispose()
