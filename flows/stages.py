@@ -1158,6 +1158,7 @@ def _process_all(
     stats.raw_settled += landing.settle_pending(conn)
     stats.rejects_released += quarantine.release_landed_rejects(conn, run_id, now)
     t0 = time.perf_counter()
+    quality.fold_row_counts(conn)
     due = quality.full_check_due(conn, gate.thresholds.full_checks_every)
     scope = publish.Touched(everything=True) if due else touched
     frames, counts = quality.published_frames(conn, now, baseline, gate.thresholds, scope)
