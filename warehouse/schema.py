@@ -451,13 +451,11 @@ match_models = Table(
     Column("active", Boolean, nullable=False),
 )
 
-# Small facts about the warehouse itself, by key: which definition of the matching columns and
-# blocking keys its `contact_features` and `contact_blocks` were built with.
 # Row counts of the tables the volume check counts, kept by the database itself on PostgreSQL:
 # a statement-level trigger on each of them adds a row per INSERT, DELETE or TRUNCATE here with
 # how many rows it changed (migration 0017), and the publish folds the rows into one per table
-# (`quality.fold_row_counts`). A table's count is then the sum of its rows, read in a few index
-# probes instead of a pass over the table, and the same as `count(*)` under the same snapshot:
+# (`quality.fold_row_counts`). A table's count is then the sum of its rows, a read of a few rows
+# instead of a pass over the table, and the same as `count(*)` under the same snapshot:
 # the rows of a transaction not yet committed count for neither. Unused on SQLite, where the
 # counts stay `count(*)`.
 table_row_deltas = Table(
@@ -468,6 +466,8 @@ table_row_deltas = Table(
     Column("delta", BigInteger, nullable=False),
 )
 
+# Small facts about the warehouse itself, by key: which definition of the matching columns and
+# blocking keys its `contact_features` and `contact_blocks` were built with.
 warehouse_state = Table(
     "warehouse_state",
     metadata,
