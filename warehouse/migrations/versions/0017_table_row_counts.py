@@ -53,11 +53,9 @@ def upgrade() -> None:
         return
     op.execute(_FUNCTION)
     for name in _COUNTED:
-        # the rows already there, counted once; the triggers count every change after
-        op.execute(
-            f"INSERT INTO table_row_deltas (table_name, delta) "  # noqa: S608
-            f"SELECT '{name}', count(*) FROM {name}"
-        )
+        # The triggers first, then the rows already there, counted once: creating a trigger waits
+        # for the table's writers to commit and holds off new ones until this commits, so a row
+        # is either counted here or by a trigger, never both nor neither.
         op.execute(
             f"CREATE TRIGGER leadflow_count_inserts AFTER INSERT ON {name} "
             "REFERENCING NEW TABLE AS leadflow_new_rows "
@@ -71,6 +69,10 @@ def upgrade() -> None:
         op.execute(
             f"CREATE TRIGGER leadflow_count_truncates AFTER TRUNCATE ON {name} "
             "FOR EACH STATEMENT EXECUTE FUNCTION leadflow_count_rows()"
+        )
+        op.execute(
+            f"INSERT INTO table_row_deltas (table_name, delta) "  # noqa: S608
+            f"SELECT '{name}', count(*) FROM {name}"
         )
 
 
