@@ -252,7 +252,14 @@ def _import_quality_gate_early() -> None:
     path (an incremental run of 10k contacts into 1M takes ~20 s); reading the sources mostly
     waits on files, the warehouse and Prefect's API, so the import overlaps them. A failed
     import here is left for the gate's own import to report.
+
+    SQLAlchemy's ORM is imported here first, on the caller's thread (~0.05 s). Great Expectations
+    imports it, and the ORM's import registers an inspector for every object before the module
+    that inspector needs has finished loading. The run's own SQLAlchemy calls consult that
+    registry for each bound value, so on another thread they met the half-loaded module
+    ("partially initialized module 'sqlalchemy.orm.exc'") and the run failed in its migrations.
     """
+    importlib.import_module("sqlalchemy.orm")
 
     def load() -> None:
         try:
