@@ -9,7 +9,7 @@ from alembic import command
 from sqlalchemy import Connection, func, inspect, select, text
 
 from flows.settings import load_settings
-from flows.stages import process_pending
+from flows.stages import check_published, process_pending
 from tests import crashkit
 from warehouse import db, quality
 from warehouse import schema as t
@@ -71,6 +71,61 @@ def test_the_counts_follow_every_write_and_equal_count_star(pg_url: str, tmp_pat
                 quality.fold_row_counts(publishing)
         assert quality.table_counts(publishing) == _counted(publishing)
         assert quality.table_counts(publishing)["raw_contacts"] == before["raw_contacts"] + 1
+    engine.dispose()
+
+
+def test_counts_written_past_the_triggers_are_found_by_a_whole_check_and_corrected(
+    pg_url: str, tmp_path: Path
+) -> None:
+    config = crashkit.write_sample(tmp_path, rows=120)
+    crashkit.run_pipeline(str(config), pg_url)
+    engine = db.make_engine(pg_url)
+    with engine.begin() as conn:  # a data-only restore with --disable-triggers writes like this
+        conn.execute(text("SET LOCAL session_replication_role = replica"))
+        conn.execute(
+            text(
+                "insert into raw_contacts (raw_id, source, source_kind, source_record_id, "
+                "received_at, payload, content_hash, run_id) values ('raw_restored', 'fair', "
+                "'csv', 'restored-1', now(), '{}', 'h', 'run_restore')"
+            )
+        )
+    with engine.connect() as conn:
+        kept, counted = quality.table_counts(conn), _counted(conn)
+        assert kept["raw_contacts"] == counted["raw_contacts"] - 1
+    settings = load_settings(str(config))
+    # `leadflow check` reads only: it warns, names the table, and corrects nothing
+    report, _ = check_published(engine, settings, "run_check")
+    (drift,) = [r for r in report.results if r.column == "count_drift"]
+    assert not drift.success and drift.severity == quality.WARNING and report.passed
+    assert drift.sample_ids == ["raw_contacts"]
+    with engine.connect() as conn:
+        assert quality.table_counts(conn)["raw_contacts"] == counted["raw_contacts"] - 1
+    # A run that checks the whole state warns the same way and puts the count right.
+    every_run = settings.model_copy(
+        update={"quality": settings.quality.model_copy(update={"full_checks_every": 1})}
+    )
+    stats = process_pending(engine, every_run, "run_whole")
+    with engine.connect() as conn:
+        assert quality.table_counts(conn) == _counted(conn)
+        rows = conn.execute(
+            text(
+                "select observed_value, success from dq_results where run_id = 'run_whole' "
+                "and expectation = 'row_count' and column_name = 'raw_contacts'"
+            )
+        ).one()
+        assert rows == (counted["raw_contacts"], True)  # the baseline is count(*)
+        warned = conn.execute(
+            text(
+                "select success, sample_ids from dq_results where run_id = 'run_whole' "
+                "and column_name = 'count_drift'"
+            )
+        ).one()
+        assert warned[0] is False and "raw_contacts" in str(warned[1])
+    assert stats.raw_processed == 0  # the restored row was not queued: nothing else moved
+    # the next whole check finds nothing to correct
+    report, _ = check_published(engine, settings, "run_check_again")
+    (drift,) = [r for r in report.results if r.column == "count_drift"]
+    assert drift.success
     engine.dispose()
 
 
