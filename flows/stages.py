@@ -1166,7 +1166,7 @@ def _process_all(
     if any(r.column == "count_drift" and not r.success for r in report.results):
         # rows written with the triggers off: the kept counts are put right, the warning stays
         drift = quality.repair_row_counts(conn)
-        logger.warning("row counts kept by the triggers corrected (kept - counted): %s", drift)
+        logger.warning("row counts kept by the triggers corrected (rows off): %s", drift)
     gate.record_counts(counts)
     timings.validate += time.perf_counter() - t0
     if not report.passed:

@@ -713,10 +713,18 @@ OUTCOMES_BY_MONTH = Mart(
 
 def _source_quality_sql(d: Dialect, f: Scope) -> str:
     # Contacts and duplicates from mart_contacts, leads and conversions from mart_lead_dates: a
-    # refresh adds what its changed rows add to the stored counts. Landed records and rejects
-    # are counted again.
+    # refresh adds what its changed rows add to the stored counts. Rejects are counted again;
+    # landed records too on SQLite, while PostgreSQL keeps them per source (`table_row_deltas`,
+    # migration 0018: a read of a few rows, not a pass over raw_contacts).
+    raw = (
+        "SELECT source, SUM(delta) AS landed FROM table_row_deltas "
+        "WHERE table_name = 'raw_contacts' AND source IS NOT NULL "
+        "GROUP BY source HAVING SUM(delta) <> 0"
+        if d.pg
+        else "SELECT source, COUNT(*) AS landed FROM raw_contacts GROUP BY source"
+    )
     return f"""
-WITH raw AS (SELECT source, COUNT(*) AS landed FROM raw_contacts GROUP BY source),
+WITH raw AS ({raw}),
 rej AS (
     SELECT source, COUNT(*) AS rejects,
            SUM(CASE WHEN stage = 'extract' THEN 1 ELSE 0 END) AS extract_rejects

@@ -269,7 +269,7 @@ SUITES: tuple[Check, ...] = (
         "volume",
         "ExpectColumnValuesToBeBetween",
         WARNING,
-        "the kept row count equals count(*) (whole checks, PostgreSQL)",
+        "the kept row counts equal count(*) (whole checks, PostgreSQL)",
         column="count_drift",
         min_value=0,
         max_value=0,
@@ -490,7 +490,7 @@ def published_frames(
                     "change": (n - previous_counts[name]) / previous_counts[name]
                     if previous_counts.get(name)
                     else math.nan,  # nothing to compare with: GX skips missing values
-                    "count_drift": counted[name][1] - n if name in counted else math.nan,
+                    "count_drift": counted[name][1] if name in counted else math.nan,
                 }
                 for name, n in counts.items()
             ],
@@ -696,47 +696,60 @@ def table_counts(conn: Connection) -> dict[str, int]:
     }
 
 
-def _drift_sql(name: str) -> str:
-    """One table's `count(*)` and its kept count, in one statement: under one snapshot, so a
-    landing committing meanwhile is on both sides or on neither."""
+def _groups_sql(name: str) -> str:
+    """One table's rows counted and kept, per group (raw_contacts: per source; another table is
+    one group, ''), in one statement: under one snapshot, so a landing committing meanwhile is
+    on both sides or on neither. Columns: the group, `count(*)`, the kept count (NULL where
+    nothing is kept for the group)."""
+    group = "source" if name == "raw_contacts" else "''"
     return (
-        f"SELECT (SELECT count(*) FROM {name}), "  # noqa: S608 (names from VOLUME_TABLES)
-        f"(SELECT sum(delta) FROM table_row_deltas WHERE table_name = '{name}')"
+        f"WITH c AS (SELECT {group} AS grp, count(*) AS n FROM {name} GROUP BY 1), "  # noqa: S608
+        "k AS (SELECT COALESCE(source, '') AS grp, sum(delta) AS kept FROM table_row_deltas "
+        f"WHERE table_name = '{name}' GROUP BY 1) "
+        "SELECT grp, COALESCE(c.n, 0) AS n, k.kept FROM c FULL JOIN k USING (grp)"
     )
 
 
 def counted_and_kept(conn: Connection) -> dict[str, tuple[int, int]]:
-    """PostgreSQL: each VOLUME_TABLE's `count(*)` and the count `table_row_deltas` keeps for it
-    (a pass over every table: the whole checks'). Nothing elsewhere, where nothing is kept."""
+    """PostgreSQL: each VOLUME_TABLE's `count(*)` and how many rows its kept counts are off by
+    (per source for raw_contacts, summed; 0 when they agree or when nothing is kept for the
+    table). A pass over every table: the whole checks'. Nothing elsewhere, where nothing is
+    kept."""
     if conn.dialect.name != "postgresql":
         return {}
     out: dict[str, tuple[int, int]] = {}
     for name in VOLUME_TABLES:
-        n, kept = conn.exec_driver_sql(_drift_sql(name)).one()
-        out[name] = (int(n), int(kept) if kept is not None else int(n))
+        groups = conn.exec_driver_sql(_groups_sql(name)).all()
+        kept = any(k is not None for _, _, k in groups)
+        off = sum(abs(int(n) - int(k or 0)) for _, n, k in groups) if kept else 0
+        out[name] = (sum(int(n) for _, n, _ in groups), off)
     return out
 
 
 def repair_row_counts(conn: Connection) -> dict[str, int]:
-    """PostgreSQL: where a kept count differs from `count(*)`, one row in `table_row_deltas`
-    that makes them equal; returns the tables corrected and by how much (kept − counted).
+    """PostgreSQL: where a kept count differs from `count(*)` (a source's, for raw_contacts), one
+    row in `table_row_deltas` that makes them equal; returns the tables corrected and by how
+    many rows the kept counts were off.
 
     The counts drift only when rows were written with the triggers off: under
     `session_replication_role = replica`, `ALTER TABLE … DISABLE TRIGGER`, or a data-only
     `pg_restore --disable-triggers`. Each table is compared and corrected in one statement,
-    under one snapshot: a landing committing meanwhile adds its own row and stays counted once.
+    under one snapshot: a landing committing meanwhile adds its own rows and stays counted once.
     """
     if conn.dialect.name != "postgresql":
         return {}
     drift: dict[str, int] = {}
     for name in VOLUME_TABLES:
-        both = f"SELECT '{name}', n - kept FROM ({_drift_sql(name)}) AS c (n, kept)"  # noqa: S608
+        groups = _groups_sql(name)
         fixed = conn.exec_driver_sql(
-            f"INSERT INTO table_row_deltas (table_name, delta) {both} "
-            "WHERE kept IS NOT NULL AND n <> kept RETURNING delta"
-        ).scalar()
-        if fixed is not None:
-            drift[name] = -int(fixed)
+            "INSERT INTO table_row_deltas (table_name, source, delta) "  # noqa: S608
+            f"SELECT '{name}', NULLIF(grp, ''), n - COALESCE(kept, 0) FROM ({groups}) AS g "
+            f"WHERE n <> COALESCE(kept, 0) AND EXISTS (SELECT 1 FROM table_row_deltas "
+            f"WHERE table_name = '{name}') RETURNING delta"
+        ).scalars()
+        off = sum(abs(int(d)) for d in fixed)
+        if off:
+            drift[name] = off
     return drift
 
 
@@ -749,9 +762,9 @@ def fold_row_counts(conn: Connection) -> None:
     if conn.dialect.name != "postgresql":
         return
     conn.exec_driver_sql(
-        "WITH folded AS (DELETE FROM table_row_deltas RETURNING table_name, delta) "
-        "INSERT INTO table_row_deltas (table_name, delta) "
-        "SELECT table_name, sum(delta) FROM folded GROUP BY table_name"
+        "WITH folded AS (DELETE FROM table_row_deltas RETURNING table_name, source, delta) "
+        "INSERT INTO table_row_deltas (table_name, source, delta) "
+        "SELECT table_name, source, sum(delta) FROM folded GROUP BY table_name, source"
     )
 
 

@@ -456,7 +456,8 @@ match_models = Table(
 # how many rows it changed (migration 0017), and the publish folds the rows into one per table
 # (`quality.fold_row_counts`). A table's count is then the sum of its rows, a read of a few rows
 # instead of a pass over the table, and the same as `count(*)` under the same snapshot:
-# the rows of a transaction not yet committed count for neither. Unused on SQLite, where the
+# the rows of a transaction not yet committed count for neither. raw_contacts' rows are kept per
+# source (migration 0018), which the source-quality mart reads. Unused on SQLite, where the
 # counts stay `count(*)`.
 table_row_deltas = Table(
     "table_row_deltas",
@@ -464,6 +465,7 @@ table_row_deltas = Table(
     Column("delta_id", BigInteger, primary_key=True, autoincrement=True),
     Column("table_name", String(64), nullable=False),
     Column("delta", BigInteger, nullable=False),
+    Column("source", String(64)),  # raw_contacts' rows only: the source they count
 )
 
 # Small facts about the warehouse itself, by key: which definition of the matching columns and

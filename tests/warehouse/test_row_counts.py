@@ -24,6 +24,18 @@ def _counted(conn: Connection) -> dict[str, int]:
     }
 
 
+def _per_source(conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
+    """raw_contacts by source: kept (PostgreSQL's `table_row_deltas`) and counted."""
+    kept = conn.execute(
+        text(
+            "select source, sum(delta) from table_row_deltas where table_name = 'raw_contacts' "
+            "and source is not null group by source having sum(delta) <> 0"
+        )
+    ).all()
+    counted = conn.execute(text("select source, count(*) from raw_contacts group by source")).all()
+    return {s: int(n) for s, n in kept}, {s: int(n) for s, n in counted}
+
+
 def test_the_counts_follow_every_write_and_equal_count_star(pg_url: str, tmp_path: Path) -> None:
     config = crashkit.write_sample(tmp_path, rows=300)
     crashkit.run_pipeline(str(config), pg_url)
@@ -35,7 +47,22 @@ def test_the_counts_follow_every_write_and_equal_count_star(pg_url: str, tmp_pat
         per_table = conn.execute(
             text("select table_name, count(*) from table_row_deltas group by table_name")
         ).all()
-        assert sorted(n for _, n in per_table) == [1] * len(quality.VOLUME_TABLES)
+        sources = conn.execute(text("select count(distinct source) from raw_contacts")).scalar()
+        assert sorted(n for _, n in per_table) == sorted(
+            [1] * (len(quality.VOLUME_TABLES) - 1) + [sources]
+        )
+        # raw records are kept per source, and the source-quality mart's records are those
+        kept, counted = _per_source(conn)
+        assert kept == counted and len(counted) > 1
+        extract_rejects = dict(
+            conn.execute(
+                text("select source, count(*) from rejects where stage = 'extract' group by source")
+            ).all()
+        )
+        mart = dict(
+            conn.execute(text("select source, records from marts.mart_source_quality")).all()
+        )
+        assert mart == {s: n + extract_rejects.get(s, 0) for s, n in counted.items()}
     # a rebuild deletes every derived row and publishes them again
     process_pending(engine, load_settings(str(config)), "run_rebuild", rebuild=True)
     with engine.connect() as conn:
@@ -71,6 +98,7 @@ def test_the_counts_follow_every_write_and_equal_count_star(pg_url: str, tmp_pat
                 quality.fold_row_counts(publishing)
         assert quality.table_counts(publishing) == _counted(publishing)
         assert quality.table_counts(publishing)["raw_contacts"] == before["raw_contacts"] + 1
+        assert _per_source(publishing)[0] == _per_source(publishing)[1]
     engine.dispose()
 
 
@@ -89,9 +117,17 @@ def test_counts_written_past_the_triggers_are_found_by_a_whole_check_and_correct
                 "'csv', 'restored-1', now(), '{}', 'h', 'run_restore')"
             )
         )
+    with engine.begin() as conn:  # moved between sources: the totals agree, the sources do not
+        conn.execute(
+            text(
+                "update raw_contacts set source = 'moved' where raw_id = "
+                "(select min(raw_id) from raw_contacts where raw_id <> 'raw_restored')"
+            )
+        )
     with engine.connect() as conn:
         kept, counted = quality.table_counts(conn), _counted(conn)
         assert kept["raw_contacts"] == counted["raw_contacts"] - 1
+        assert _per_source(conn)[0] != _per_source(conn)[1]
     settings = load_settings(str(config))
     # `leadflow check` reads only: it warns, names the table, and corrects nothing
     report, _ = check_published(engine, settings, "run_check")
@@ -107,6 +143,7 @@ def test_counts_written_past_the_triggers_are_found_by_a_whole_check_and_correct
     stats = process_pending(engine, every_run, "run_whole")
     with engine.connect() as conn:
         assert quality.table_counts(conn) == _counted(conn)
+        assert _per_source(conn)[0] == _per_source(conn)[1]
         rows = conn.execute(
             text(
                 "select observed_value, success from dq_results where run_id = 'run_whole' "
@@ -150,7 +187,35 @@ def test_the_migration_counts_what_is_there_and_goes_back(warehouse_url: str) ->
         )
         conn.execute(text("delete from accounts where account_id = 'acc_1'"))
         assert quality.table_counts(conn)["accounts"] == 1
+        for i, source in enumerate(("fair", "fair", "web")):
+            conn.execute(
+                text(
+                    "insert into raw_contacts (raw_id, source, source_kind, source_record_id, "
+                    "received_at, payload, content_hash, run_id) values "
+                    f"('raw_{i}', '{source}', 'csv', 'r{i}', '2026-01-01', '{{}}', 'h', 'run_1')"
+                )
+            )
+    db.upgrade(engine, "0018")  # raw records counted per source from here on
+    with engine.begin() as conn:
+        if pg:
+            assert _per_source(conn) == ({"fair": 2, "web": 1}, {"fair": 2, "web": 1})
+        conn.execute(text("delete from raw_contacts where raw_id = 'raw_0'"))
+        assert quality.table_counts(conn)["raw_contacts"] == 2
+        if pg:
+            assert _per_source(conn)[0] == {"fair": 1, "web": 1}
     cfg = db._alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0017")
+    with engine.begin() as conn:  # one row again, and 0017's function counts the table whole
+        assert quality.table_counts(conn)["raw_contacts"] == 2
+        conn.execute(text("delete from raw_contacts where raw_id = 'raw_1'"))
+        assert quality.table_counts(conn)["raw_contacts"] == 1
+        if pg:
+            rows = conn.execute(
+                text("select count(*) from table_row_deltas where table_name = 'raw_contacts'")
+            ).scalar()
+            assert rows == 2  # the folded row and the delete's
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0016")
