@@ -1360,6 +1360,7 @@ class MartRefresh:
     missing_rates: tuple[MissingRate, ...] = ()
     bad_rate_rows: tuple[str, ...] = ()  # "file:line: why" of rates-file rows that were not read
     full: bool = True  # every mart rebuilt, or only what the touched keys reach
+    rebuilt: frozenset[str] = frozenset()  # the marts rebuilt whole (every one when `full`)
 
     def checks(self) -> list[CheckResult]:
         """One warning per currency lacking a rate: named, dated, with how many amounts it left out."""
@@ -1421,11 +1422,12 @@ class TouchedKeys(Protocol):
 
 def _ensure_tables(
     conn: Connection, schema: str | None, d: Dialect
-) -> tuple[dict[str, Table], bool]:
+) -> tuple[dict[str, Table], frozenset[str]]:
     """Create the schema and any missing mart; a mart whose definition changed is recreated.
 
-    Returns the tables and whether any mart was (re)created: then only a full refresh fills it.
-    Views read stored marts, so when anything changes they are dropped first and made again.
+    Returns the tables and the marts (re)created: only a whole refresh fills those, and the
+    marts that read them. Views read stored marts, so when anything changes they are dropped
+    first and made again.
     """
     tables = mart_tables(schema)
     if schema is not None:
@@ -1443,7 +1445,7 @@ def _ensure_tables(
         if m.name not in existing or (m is not CATALOG and known.get(m.name) != m.digest(d))
     ]
     if not changed:
-        return tables, False
+        return tables, frozenset()
     ddl_in_transaction(conn)  # readers see the old marts or the new ones, never a dropped one
     prefix = f"{_q(conn, schema)}." if schema is not None else ""
     for m in MARTS:
@@ -1460,7 +1462,7 @@ def _ensure_tables(
     for m in MARTS:
         if m.refresh == VIEW:
             _create_view(conn, prefix, m, d)
-    return tables, True
+    return tables, frozenset(m.name for m in changed)
 
 
 def _create_view(conn: Connection, prefix: str, m: Mart, d: Dialect) -> None:
@@ -1506,16 +1508,20 @@ def _run(
     return max(conn.execute(stmt, params).rowcount, 0)
 
 
-# mart_opportunities and the marts over it: what a change of exchange factors recomputes whole
-_FX_DEPENDENT = frozenset(
-    {
-        "mart_opportunities",
-        "mart_pipeline",
-        "mart_forecast",
-        "mart_outcomes_by_source",
-        "mart_outcomes_by_month",
-    }
-)
+def _marts_read(m: Mart) -> frozenset[str]:
+    """The other marts `m`'s SQL reads (as a whole refresh spells it)."""
+    if m is CATALOG:
+        return frozenset()
+    sql = m.sql(Dialect("postgresql"), Scope(Dialect("postgresql")))
+    return frozenset(
+        o.name for o in MARTS if o is not m and re.search(rf"\b{o.name}\b", sql) is not None
+    )
+
+
+# What each mart reads of the others. A mart rebuilt whole (recreated, or new exchange factors)
+# has every mart that reads it, directly or not, rebuilt whole after it: their stored rows were
+# computed from rows that may all have changed.
+_READS: dict[str, frozenset[str]] = {m.name: _marts_read(m) for m in MARTS}
 
 
 def refresh_marts(
@@ -1536,9 +1542,11 @@ def refresh_marts(
     Without `touched` (or with `touched.everything`) every mart is rebuilt. With it, only the
     rows of the touched leads, contacts and opportunities (and the rows those reach) are
     selected again, only those that differ from the stored ones are written, and only the
-    aggregate groups those fall in are recomputed or added to; a mart created or changed by
-    this refresh, or a change of exchange factors for the opportunity marts, still gets a full
-    rebuild. Either way the rows are the same.
+    aggregate groups those fall in are recomputed or added to. A mart created or changed by
+    this refresh is rebuilt whole, and so is every mart that reads it (`_READS`), as a change of
+    exchange factors rebuilds the opportunity marts and those over them; the others stay
+    incremental (a new definition of mart_contacts, which the keys are widened through, makes
+    the refresh full). Either way the rows are the same.
     """
     d = Dialect(conn.dialect.name)
     schema = schema_of(conn, schema)
@@ -1549,7 +1557,8 @@ def refresh_marts(
         current = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
         conn.exec_driver_sql(f"SET LOCAL search_path TO {_q(conn, schema)}, {_q(conn, current)}")
     tables, created = _ensure_tables(conn, schema, d)
-    full = touched is None or touched.everything or created
+    # mart_contacts, as last stored, widens the keys (`_widen`): without it, every mart whole
+    full = touched is None or touched.everything or CONTACTS.name in created
     clock_day = as_of.date() if as_of else date(1970, 1, 1)
     values: dict[str, Any] = {
         "as_of": as_of,
@@ -1565,9 +1574,14 @@ def refresh_marts(
     rows: dict[str, int] = {}
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    fx_changed = _refresh_fx(conn, tables, d, values, full)
+    fx_changed = _refresh_fx(conn, tables, d, values, full or FX_FACTORS.name in created)
     if full or fx_changed:
         _analyze(conn, _q(conn, FX_FACTORS.name))
+    # the marts rebuilt whole: every one in a full refresh; else the recreated ones, the exchange
+    # factors when they changed, and (below) every mart reading one of those
+    rebuilt = {m.name for m in MARTS if m.refresh != VIEW} if full else set(created)
+    if fx_changed:
+        rebuilt.add(FX_FACTORS.name)
     rows[FX_FACTORS.name] = conn.execute(
         select(func.count()).select_from(tables[FX_FACTORS.name])
     ).scalar_one()
@@ -1588,7 +1602,9 @@ def refresh_marts(
             continue
         t0 = time.perf_counter()
         target = _q(conn, m.name)
-        whole = full or m.refresh == FULL or (fx_changed and m.name in _FX_DEPENDENT)
+        whole = m.name in rebuilt or m.refresh == FULL or bool(_READS[m.name] & rebuilt)
+        if whole and m.refresh != VIEW:  # a view reads the marts as they are
+            rebuilt.add(m.name)
         if m.refresh == VIEW:
             rows[m.name] = -1  # counted below, from the mart it reads
         elif whole:
@@ -1635,7 +1651,7 @@ def refresh_marts(
     missing = _missing_rates(conn, tables, clock_day, reporting_currency, base_currency)
     if saved_path is not None:
         conn.execute(text("SELECT set_config('search_path', :p, true)"), {"p": saved_path})
-    return MartRefresh(schema, as_of, rows, seconds, missing, full=full)
+    return MartRefresh(schema, as_of, rows, seconds, missing, full=full, rebuilt=frozenset(rebuilt))
 
 
 # The share of a mart's rows a refresh may rewrite before its statistics are taken again (the

@@ -313,3 +313,69 @@ def test_a_run_that_touches_most_of_a_table_refreshes_the_marts_whole(
         assert_same_as_full(engine, settings)
     finally:
         engine.dispose()
+
+
+@pytest.mark.usefixtures("by_key")
+def test_a_changed_definition_rebuilds_that_mart_and_the_marts_reading_it(
+    warehouse_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release that changes one mart's SQL rebuilds that mart and those over it, not every
+    mart; the others stay incremental, and the rows are those of a full refresh."""
+    sheets, settings, engine = fair_warehouse(warehouse_url, tmp_path)
+    seen: list[marts.MartRefresh] = []
+    original = marts.refresh_marts
+
+    def spy(conn: Connection, **kw: Any) -> marts.MartRefresh:
+        seen.append(original(conn, **kw))
+        return seen[-1]
+
+    monkeypatch.setattr(marts, "refresh_marts", spy)
+
+    def changed(mart: str, sheet: str, text_: str) -> marts.MartRefresh:
+        with engine.begin() as conn:  # as a release with another definition finds the catalog
+            catalog = marts.mart_tables(marts.schema_of(conn, None))[marts.CATALOG.name]
+            conn.execute(update(catalog).where(catalog.c.mart == mart).values(definition="old"))
+        (sheets / sheet).write_text(text_, encoding="utf-8")
+        land(engine, settings, sheet)
+        stages.process_pending(engine, settings, sheet)
+        run = seen[-1]
+        assert_same_as_full(engine, settings)  # a full refresh of its own, rolled back
+        return run
+
+    try:
+        (sheets / "1.csv").write_text(FIRST, encoding="utf-8")
+        land(engine, settings, "run_1")
+        stages.process_pending(engine, settings, "run_1")
+        assert seen[-1].full
+
+        quality_only = changed(marts.SOURCE_QUALITY.name, "2.csv", SECOND)
+        assert not quality_only.full
+        # mart_lead_aging_summary is always rebuilt whole (FULL); nothing reads source quality
+        assert quality_only.rebuilt == {marts.SOURCE_QUALITY.name, "mart_lead_aging_summary"}
+
+        stages_changed = changed("mart_stage_transitions", "3.csv", BRIDGE)
+        assert not stages_changed.full
+        assert stages_changed.rebuilt == {
+            "mart_stage_transitions",
+            "mart_lead_dates",  # reads the stage transitions
+            "mart_funnel_daily",  # and these read the lead dates, or the daily funnel
+            "mart_funnel_weekly",
+            "mart_funnel_monthly",
+            "mart_source_quality",
+            "mart_lead_touch_days",
+            "mart_lead_aging_summary",
+        }
+        # the keys are widened through mart_contacts: a new definition of it rebuilds all
+        assert changed(marts.CONTACTS.name, "4.csv", MORE).full
+    finally:
+        engine.dispose()
+
+
+def test_every_mart_comes_after_the_marts_it_reads() -> None:
+    """A mart rebuilt whole rebuilds the marts reading it, in one pass in this order."""
+    order = [m.name for m in marts.MARTS]
+    for m in marts.MARTS:
+        assert all(
+            order.index(r) < order.index(m.name) or r == marts.CATALOG.name
+            for r in marts._READS[m.name]
+        ), m.name

@@ -47,19 +47,21 @@ def test_the_counts_follow_every_write_and_equal_count_star(pg_url: str, tmp_pat
         per_table = conn.execute(
             text("select table_name, count(*) from table_row_deltas group by table_name")
         ).all()
-        sources = conn.execute(text("select count(distinct source) from raw_contacts")).scalar()
-        assert sorted(n for _, n in per_table) == sorted(
+        sources = int(
+            conn.execute(text("select count(distinct source) from raw_contacts")).scalar_one()
+        )
+        assert sorted(int(n) for _, n in per_table) == sorted(
             [1] * (len(quality.VOLUME_TABLES) - 1) + [sources]
         )
         # raw records are kept per source, and the source-quality mart's records are those
         kept, counted = _per_source(conn)
         assert kept == counted and len(counted) > 1
-        extract_rejects = dict(
+        extract_rejects: dict[str, int] = dict(
             conn.execute(
                 text("select source, count(*) from rejects where stage = 'extract' group by source")
             ).all()
         )
-        mart = dict(
+        mart: dict[str, int] = dict(
             conn.execute(text("select source, records from marts.mart_source_quality")).all()
         )
         assert mart == {s: n + extract_rejects.get(s, 0) for s, n in counted.items()}
@@ -192,8 +194,9 @@ def test_the_migration_counts_what_is_there_and_goes_back(warehouse_url: str) ->
                 text(
                     "insert into raw_contacts (raw_id, source, source_kind, source_record_id, "
                     "received_at, payload, content_hash, run_id) values "
-                    f"('raw_{i}', '{source}', 'csv', 'r{i}', '2026-01-01', '{{}}', 'h', 'run_1')"
-                )
+                    "(:raw, :source, 'csv', :raw, '2026-01-01', '{}', 'h', 'run_1')"
+                ),
+                {"raw": f"raw_{i}", "source": source},
             )
     db.upgrade(engine, "0018")  # raw records counted per source from here on
     with engine.begin() as conn:
@@ -212,10 +215,10 @@ def test_the_migration_counts_what_is_there_and_goes_back(warehouse_url: str) ->
         conn.execute(text("delete from raw_contacts where raw_id = 'raw_1'"))
         assert quality.table_counts(conn)["raw_contacts"] == 1
         if pg:
-            rows = conn.execute(
+            held = conn.execute(
                 text("select count(*) from table_row_deltas where table_name = 'raw_contacts'")
-            ).scalar()
-            assert rows == 2  # the folded row and the delete's
+            ).scalar_one()
+            assert held == 2  # the folded row and the delete's
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0016")
