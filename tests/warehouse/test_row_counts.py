@@ -194,9 +194,9 @@ def test_the_migration_counts_what_is_there_and_goes_back(warehouse_url: str) ->
                 text(
                     "insert into raw_contacts (raw_id, source, source_kind, source_record_id, "
                     "received_at, payload, content_hash, run_id) values "
-                    "(:raw, :source, 'csv', :raw, '2026-01-01', '{}', 'h', 'run_1')"
+                    "(:raw, :source, 'csv', :record, '2026-01-01', '{}', 'h', 'run_1')"
                 ),
-                {"raw": f"raw_{i}", "source": source},
+                {"raw": f"raw_{i}", "source": source, "record": f"r{i}"},
             )
     db.upgrade(engine, "0018")  # raw records counted per source from here on
     with engine.begin() as conn:
