@@ -203,7 +203,7 @@ def extract_sources(
 
     One source failing (after its retries) does not stop the others: its reason is returned.
     The runner is entered here rather than given to a subflow: a subflow run cost 1.0–2.1 s of
-    an incremental run of 10k into 1M (creating its run through the API, 0.55–0.72 s, and
+    an incremental run of 10k into 100k (creating its run through the API, 0.55–0.72 s, and
     Prefect's wait for its heartbeat thread, which sleeps in one-second steps, 0.14–1.42 s).
     """
     done: dict[str, stages.LandingStats] = {}
