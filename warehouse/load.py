@@ -3,6 +3,7 @@ SQLite), key lists, and the timestamps SQLite hands back naive."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -532,6 +533,59 @@ def pg_arrow(conn: Connection, query: Any, schema: pa.Schema) -> pa.Table:
             column_types=schema, strings_can_be_null=True, quoted_strings_can_be_null=False
         ),
     )
+
+
+class _CopyStream(io.RawIOBase):
+    """The blocks of a `COPY … TO STDOUT` as a readable file, for Arrow's streaming reader."""
+
+    def __init__(self, blocks: Iterator[Any]) -> None:
+        self._blocks = blocks
+        self._rest = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            block = next(self._blocks, None)
+            if block is None:
+                return 0
+            self._rest = memoryview(block)
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
+
+
+def pg_arrow_batches(
+    conn: Connection, query: Any, schema: pa.Schema, block_bytes: int = 4 << 20
+) -> Iterator[pa.RecordBatch]:
+    """`pg_arrow` as a stream: record batches of about `block_bytes` of CSV each, parsed by
+    Arrow's streaming reader while the rest of the COPY is still arriving, so memory holds a
+    batch, not the result. A value with a line break inside stays one value (CSV quotes it)."""
+    import pyarrow.csv as pacsv
+    from psycopg import sql
+
+    stmt = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    dbapi = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
+    with dbapi.cursor() as cur:
+        with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(sql.SQL(stmt))) as copy:
+            stream = io.BufferedReader(_CopyStream(iter(copy)), buffer_size=block_bytes)
+            if not stream.peek(1):
+                return
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(column_names=schema.names, block_size=block_bytes),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=schema,
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                    true_values=["t"],
+                    false_values=["f"],
+                ),
+            )
+            yield from reader
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
