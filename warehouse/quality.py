@@ -434,9 +434,9 @@ def is_whole(touched: Touched, previous_counts: Mapping[str, int]) -> bool:
     return any(keys and len(keys) > limits[kind] for kind, keys in scopes)
 
 
-# A whole table is read and checked in parts of at most this many rows (through a server-side
-# cursor on PostgreSQL), so the published checks' memory is bounded by a part, not by the
-# warehouse: the links of 10M contacts as one frame took ~2 GB.
+# A whole table is read and checked in parts of at most this many rows (streamed by COPY into
+# Arrow on PostgreSQL, through a server-side cursor on SQLite), so the published checks' memory
+# is bounded by a part, not by the warehouse: the links of 10M contacts as one frame took ~2 GB.
 PART_ROWS = 200_000
 
 # Frames per suite: the scoped checks' one frame each, or a whole table's parts (read lazily).
@@ -540,7 +540,8 @@ def _scope(conn: Connection, touched: Touched) -> _Scope:
 def _row_parts(
     conn: Connection, q: Select[Any], part_rows: int | None, key_at: int | None = None
 ) -> Iterator[Sequence[Any]]:
-    """The rows of `q`: all at once (`part_rows` None), or in parts of about `part_rows`.
+    """The rows of `q` as tuples (SQLite's read): all at once (`part_rows` None), or in parts of
+    about `part_rows`.
 
     With `key_at`, `q` must be ordered by that column, and rows with the same value there stay
     in one part (a uniqueness check must see them together). At least one part, maybe empty."""
