@@ -6,7 +6,8 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -536,30 +537,40 @@ def pg_arrow(conn: Connection, query: Any, schema: pa.Schema) -> pa.Table:
 
 
 class _CopyStream(io.RawIOBase):
-    """The blocks of a `COPY … TO STDOUT` as a readable file, for Arrow's streaming reader."""
+    """The blocks of a `COPY … TO STDOUT` as a readable file, for Arrow's streaming reader, which
+    reads ahead on a thread of its own: every read holds a lock, and so does `drain`."""
 
     def __init__(self, blocks: Iterator[Any]) -> None:
         self._blocks = blocks
         self._rest = memoryview(b"")
+        self._lock = threading.Lock()
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        while not self._rest:
-            block = next(self._blocks, None)
-            if block is None:
-                return 0
-            self._rest = memoryview(block)
-        n = min(len(buffer), len(self._rest))
-        buffer[:n] = self._rest[:n]
-        self._rest = self._rest[n:]
-        return n
+        with self._lock:
+            while not self._rest:
+                block = next(self._blocks, None)
+                if block is None:
+                    return 0
+                self._rest = memoryview(block)
+            n = min(len(buffer), len(self._rest))
+            buffer[:n] = self._rest[:n]
+            self._rest = self._rest[n:]
+            return n
+
+    def drain(self) -> None:
+        """Read what is left of the COPY and drop it."""
+        with self._lock:
+            for _ in self._blocks:
+                pass
+            self._rest = memoryview(b"")
 
 
 def pg_arrow_batches(
     conn: Connection, query: Any, schema: pa.Schema, block_bytes: int = 4 << 20
-) -> Iterator[pa.RecordBatch]:
+) -> Generator[pa.RecordBatch]:
     """`pg_arrow` as a stream: record batches of about `block_bytes` of CSV each, parsed by
     Arrow's streaming reader while the rest of the COPY is still arriving, so memory holds a
     batch, not the result. A value with a line break inside stays one value (CSV quotes it)."""
@@ -570,22 +581,32 @@ def pg_arrow_batches(
     dbapi = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
     with dbapi.cursor() as cur:
         with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(sql.SQL(stmt))) as copy:
-            stream = io.BufferedReader(_CopyStream(iter(copy)), buffer_size=block_bytes)
-            if not stream.peek(1):
-                return
-            reader = pacsv.open_csv(
-                stream,
-                read_options=pacsv.ReadOptions(column_names=schema.names, block_size=block_bytes),
-                parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=schema,
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=False,
-                    true_values=["t"],
-                    false_values=["f"],
-                ),
-            )
-            yield from reader
+            raw = _CopyStream(iter(copy))
+            try:
+                stream = io.BufferedReader(raw, buffer_size=block_bytes)
+                if not stream.peek(1):
+                    return
+                reader = pacsv.open_csv(
+                    stream,
+                    read_options=pacsv.ReadOptions(
+                        column_names=schema.names, block_size=block_bytes
+                    ),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types=schema,
+                        strings_can_be_null=True,
+                        quoted_strings_can_be_null=False,
+                        true_values=["t"],
+                        false_values=["f"],
+                    ),
+                )
+                yield from reader
+            finally:
+                # A consumer that stops early (an error while checking a part) leaves the rest
+                # unread: it is read here, so the connection is ready for the transaction's next
+                # statement or its rollback. psycopg's own cancel of an abandoned COPY could leave
+                # it busy ("another command is already in progress"), hiding the first error.
+                raw.drain()
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})

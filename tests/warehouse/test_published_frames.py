@@ -4,14 +4,15 @@ row-by-row read gives, in parts of the same bounds; and GX fingerprints no batch
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, Select, create_engine, literal_column, select, text, update
 
 from flows.settings import Settings
-from warehouse import publish, quality
+from warehouse import load, publish, quality
 from warehouse import schema as t
 
 
@@ -127,3 +128,25 @@ def test_no_batch_is_fingerprinted(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not report.passed  # the check did run on the rows
     assert [r.sample_ids for r in report.results if not r.success] == [["c2"]]
     assert hashed == []
+
+
+@pytest.mark.parametrize("how", ["closed", "dropped"])
+def test_a_read_stopped_early_leaves_the_transaction_usable(pg_url: str, how: str) -> None:
+    """A part's check that fails stops the read mid-COPY; the transaction goes on (or rolls back
+    with the first error, not a busy connection's)."""
+    schema = pa.schema([("a", pa.string())])
+    q: Select[Any] = select(literal_column("md5(g::text)").label("a")).select_from(
+        text("generate_series(1, 200000) g")
+    )
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            batches = load.pg_arrow_batches(conn, q, schema, 1 << 14)
+            assert next(batches).num_rows > 0
+            if how == "closed":
+                batches.close()
+            else:
+                del batches
+            assert conn.execute(text("select 41 + 1")).scalar_one() == 42
+    finally:
+        engine.dispose()
