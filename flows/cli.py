@@ -145,11 +145,16 @@ def _quiet_prefect_defaults() -> None:
 
 class _EngineErrorsOffConsole(logging.Filter):
     """Prefect's own report of a failed task or flow run (with its traceback) stays in the Prefect
-    API and UI; on the console the command line says what failed, in one line."""
+    API and UI; on the console the command line says what failed, in one line. So does a lost
+    warehouse: SQLAlchemy's pool logs, with a traceback, each cursor it then fails to close on
+    the dead connection (a server-side cursor of the pending rows), after the run has said so."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         engine = record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
-        return not (engine and record.levelno >= logging.ERROR)
+        if engine and record.levelno >= logging.ERROR:
+            return False
+        lost = record.exc_info and type(record.exc_info[1]).__name__ == "OperationalError"
+        return not (record.name.startswith("sqlalchemy.pool") and lost)
 
 
 def _quiet_engine_errors() -> None:

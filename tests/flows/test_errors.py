@@ -188,3 +188,22 @@ def test_unreachable_warehouse_in_a_dry_run_is_one_line(project: Path) -> None:
         env(project, LEADFLOW_WAREHOUSE_URL=url),
     )
     assert "does not exist" in _one_line(result)
+
+
+def test_the_pools_report_of_a_lost_warehouse_stays_off_the_console() -> None:
+    import logging
+
+    import psycopg
+
+    from flows.cli import _EngineErrorsOffConsole
+
+    def record(name: str, exc: BaseException | None) -> logging.LogRecord:
+        info = (type(exc), exc, None) if exc else None
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, "Error closing cursor", (), info)
+
+    keep = _EngineErrorsOffConsole().filter
+    lost = psycopg.OperationalError("server closed the connection unexpectedly")
+    assert not keep(record("sqlalchemy.pool.impl.QueuePool", lost))
+    assert keep(record("sqlalchemy.pool.impl.QueuePool", ValueError("a real bug")))
+    assert keep(record("leadflow", lost))
+    assert not keep(record("prefect.flow_runs", None))
