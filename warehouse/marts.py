@@ -49,9 +49,9 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
@@ -1608,12 +1608,11 @@ def refresh_marts(
         if m.refresh == VIEW:
             rows[m.name] = -1  # counted below, from the mart it reads
         elif whole:
-            # DELETE, not TRUNCATE: readers keep reading the old rows until this commits.
-            conn.execute(tables[m.name].delete())
             names = ", ".join(_q(conn, c.name) for c in m.columns)
-            rows[m.name] = _run(
-                conn, f"INSERT INTO {target} ({names}) {m.sql(d, Scope(d))}", values
-            )
+            with _indexed_after(conn, tables[m.name], fresh=m.name in created):
+                rows[m.name] = _run(
+                    conn, f"INSERT INTO {target} ({names}) {m.sql(d, Scope(d))}", values
+                )
             _analyze(conn, target)
         else:
             if m.refresh == KEYS:
@@ -1652,6 +1651,27 @@ def refresh_marts(
     if saved_path is not None:
         conn.execute(text("SELECT set_config('search_path', :p, true)"), {"p": saved_path})
     return MartRefresh(schema, as_of, rows, seconds, missing, full=full, rebuilt=frozenset(rebuilt))
+
+
+@contextmanager
+def _indexed_after(conn: Connection, table: Table, fresh: bool) -> Iterator[None]:
+    """A whole mart written in the block: its old rows deleted first, or, for a mart `fresh`ly
+    made in this transaction (empty, and seen by no other session before the commit), its
+    indexes built after the rows are in, one sort per index, instead of kept up row by row.
+
+    An existing mart keeps its indexes: DROP INDEX would lock the readers out of the old rows until
+    the commit, where DELETE, not TRUNCATE, lets them read those rows meanwhile. Measured on
+    copies of a 1M-contact warehouse (PostgreSQL), every mart made and filled, two alternating
+    pairs: 40.6 / 41.6 s → 23.5 / 24.8 s (mart_contacts 9.0 → 5.5 s)."""
+    if not fresh:
+        conn.execute(table.delete())
+        yield
+        return
+    for index in table.indexes:
+        index.drop(conn)
+    yield
+    for index in table.indexes:
+        index.create(conn)
 
 
 # The share of a mart's rows a refresh may rewrite before its statistics are taken again (the

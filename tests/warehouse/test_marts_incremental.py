@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, insert, select, text, update
+from sqlalchemy import Connection, Engine, event, insert, inspect, select, text, update
 
 from flows import stages
 from flows.settings import Settings, load_settings
@@ -379,3 +379,92 @@ def test_every_mart_comes_after_the_marts_it_reads() -> None:
             order.index(r) < order.index(m.name) or r == marts.CATALOG.name
             for r in marts._READS[m.name]
         ), m.name
+
+
+def _declared_indexes(conn: Connection) -> dict[str, set[tuple[str, tuple[str, ...], bool]]]:
+    tables = marts.mart_tables(marts.schema_of(conn, None))
+    return {
+        m.name: {
+            (str(ix.name), tuple(c.name for c in ix.columns), bool(ix.unique))
+            for ix in tables[m.name].indexes
+        }
+        for m in marts.MARTS
+        if m.refresh != marts.VIEW
+    }
+
+
+def _stored_indexes(conn: Connection) -> dict[str, set[tuple[str, tuple[str, ...], bool]]]:
+    insp, schema = inspect(conn), marts.schema_of(conn, None)
+    return {
+        m.name: {
+            (str(ix["name"]), tuple(str(c) for c in ix["column_names"]), bool(ix["unique"]))
+            for ix in insp.get_indexes(m.name, schema=schema)
+        }
+        for m in marts.MARTS
+        if m.refresh != marts.VIEW
+    }
+
+
+def test_a_mart_made_by_a_refresh_is_indexed_after_its_rows_and_a_stored_one_stays_readable(
+    warehouse_url: str, tmp_path: Path
+) -> None:
+    """A mart the refresh makes (the first run, a new definition) is filled, then indexed: an
+    index built over the rows at once, not kept up row by row. A stored mart rebuilt whole keeps
+    its indexes and deletes its rows: a reader goes on reading the old rows until the commit,
+    where dropping an index would lock it out."""
+    sheets, settings, engine = fair_warehouse(warehouse_url, tmp_path)
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.replace('"', "").split()))
+
+    def at(prefix: str) -> list[int]:
+        return [i for i, s in enumerate(statements) if s.startswith(prefix)]
+
+    def deletes(table: str) -> list[int]:
+        return [i for i, s in enumerate(statements) if s.split()[:3] == ["DELETE", "FROM", table]]
+
+    # the marts the loop fills (the exchange factors and the catalog are written on their own)
+    filled = [
+        m.name
+        for m in marts.MARTS
+        if m.refresh != marts.VIEW and m not in (marts.FX_FACTORS, marts.CATALOG)
+    ]
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        (sheets / "1.csv").write_text(FIRST, encoding="utf-8")
+        land(engine, settings, "run_1")
+        statements.clear()
+        stages.process_pending(engine, settings, "run_1")
+        with engine.connect() as conn:
+            declared = _declared_indexes(conn)
+            assert _stored_indexes(conn) == declared
+        prefix = "marts." if engine.dialect.name == "postgresql" else ""
+        for name in filled:
+            (insert_at,) = at(f"INSERT INTO {name} (")
+            for ix, _, unique in declared[name]:
+                create = f"CREATE {'UNIQUE ' if unique else ''}INDEX {ix} ON {prefix}{name} "
+                assert at(create) and min(at(create)) < insert_at < max(at(create)), ix
+                assert len(at(f"DROP INDEX {prefix}{ix}")) == 1, ix
+            assert not deletes(prefix + name)
+
+        # a whole refresh of the stored marts: no index dropped, the rows deleted
+        statements.clear()
+        with engine.connect() as conn, conn.begin() as txn:
+            assert stages.refresh_marts(conn, settings).full
+            assert not at("DROP INDEX") and not [s for s in statements if " INDEX " in s]
+            for name in filled:
+                (delete_at,) = deletes(prefix + name)
+                (insert_at,) = at(f"INSERT INTO {name} (")
+                assert delete_at < insert_at
+            if engine.dialect.name == "postgresql":
+                with engine.connect() as reader:
+                    reader.execute(text("SET lock_timeout = '2s'"))
+                    held = "select count(*) from marts.mart_contacts"
+                    assert reader.execute(text(held)).scalar_one() == 4
+            txn.rollback()
+        with engine.connect() as conn:
+            assert _stored_indexes(conn) == declared
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+        engine.dispose()
