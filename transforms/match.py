@@ -391,13 +391,15 @@ def _key_sql(rule: BlockingRule) -> str:
     return f"'{rule.code}:' || " + " || chr(31) || ".join(parts)
 
 
-def block_keys_sql(relation: str) -> str:
-    """SQL (DuckDB) giving (contact_id, key, rule, exact) for every blocking key of the contacts
-    in `relation` (a table with contact_id and the matching columns): the same keys as
-    `block_keys`, computed a column at a time."""
-    # Built from the rule table above and a relation name of ours: no value reaches the SQL.
+def block_keys_sql(relation: str, carried: tuple[str, ...] = ("contact_id",)) -> str:
+    """SQL (DuckDB) giving the `carried` columns (contact_id by default), key, rule, exact and
+    rule_at for every blocking key of the contacts in `relation` (a table with the carried and
+    the matching columns): the same keys as `block_keys`, computed a column at a time."""
+    # Built from the rule table above, a relation and column names of ours: no value reaches
+    # the SQL.
+    front = ", ".join(carried)
     selects = [
-        f"select contact_id, {_key_sql(r)} as key, '{r.code}' as rule, {str(r.exact).lower()} "  # noqa: S608
+        f"select {front}, {_key_sql(r)} as key, '{r.code}' as rule, {str(r.exact).lower()} "  # noqa: S608
         f"as exact, {i} as rule_at from {relation}"
         for i, r in enumerate(BLOCKING_RULES)
     ]
@@ -453,17 +455,19 @@ def candidate_pairs(
     con.register("__lf_records", records)
     con.register("__lf_common", pa.table({"key": pa.array(sorted(set(common)), pa.string())}))
     try:
+        # A key is grouped and joined by its 64-bit hash, not its text (1.4× faster on a chunk
+        # of 142k contacts); the common keys are left out by their text first. Two keys of
+        # a chunk meet by chance with odds ~n²/2⁶⁵ (~10⁻⁸ at the ~800k keys of a 142k chunk).
         sql = f"""
         with keys as (
-            select k.key, k.rule, k.exact, r.contact_id, r.is_new, r.ord
-            from ({block_keys_sql("__lf_records")}) k join __lf_records r using (contact_id)
+            select hash(key) as key, rule, exact, is_new, ord
+            from ({block_keys_sql("__lf_records", ("is_new", "ord"))})
+            where exact or key not in (select key from __lf_common)
         ),
         sizes as (select key, count(*) as n, min(ord) as first_ord from keys group by key),
         usable as (
             select keys.*, sizes.first_ord from keys join sizes using (key)
-            where keys.exact
-               or (sizes.n <= {int(max_block_size)}
-                   and keys.key not in (select key from __lf_common))
+            where keys.exact or sizes.n <= {int(max_block_size)}
         ),
         pairs as (
             -- a pair holds a new contact on its right, or only on its left: each join filters
