@@ -285,8 +285,10 @@ def test_a_mail_file_is_read_in_batches_and_its_cursor_moves_at_the_last(
     """A big mbox is not one batch: memory stays bounded by `batch_messages`. A run stopped
     after any batch but the last keeps the old cursor, so the next run reads the file again."""
     path = make(tmp_path)
-    [whole] = list(iter_email_files("inbox", str(path), None, OPTS))
-    parts = list(iter_email_files("inbox", str(path), None, OPTS, batch_messages=2))
+    # one clock for both reads: the message without a Date is dated when it is first landed
+    now = datetime(2026, 10, 1, 9, 30, tzinfo=UTC)
+    [whole] = list(iter_email_files("inbox", str(path), None, OPTS, now=now))
+    parts = list(iter_email_files("inbox", str(path), None, OPTS, now=now, batch_messages=2))
     messages = len(list(MAIL.glob("*.eml")))
     assert messages > 4 and len(parts) == (messages + 1) // 2  # two messages a batch
     assert [r for b in parts for r in b.records] == whole.records
@@ -294,7 +296,7 @@ def test_a_mail_file_is_read_in_batches_and_its_cursor_moves_at_the_last(
     assert all(str(path) not in b.cursor["files"] for b in parts[:-1])
     assert parts[-1].cursor == whole.cursor
     # stopped after the first batch: the file is read again, whole
-    again = list(iter_email_files("inbox", str(path), parts[0].cursor, OPTS))
+    again = list(iter_email_files("inbox", str(path), parts[0].cursor, OPTS, now=now))
     assert [r for b in again for r in b.records] == whole.records
 
 
