@@ -8,12 +8,24 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, not_, or_, select
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    exists,
+    func,
+    not_,
+    or_,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from transforms.records import RawRow, Reject, raw_id_for
 from warehouse import schema as t
-from warehouse.load import Rows, count_present, in_chunks, merge_staged, upsert, utc
+from warehouse.load import Rows, count_present, in_chunks, insert_new, merge, upsert, utc
 from warehouse.quarantine import reject_row
 
 
@@ -47,8 +59,8 @@ def land_batch(
     """Append raw records (idempotent on source + record id), put them on the pending queue and
     advance the cursor with them; then count how many of them are in `raw_contacts`.
 
-    On PostgreSQL the records travel once: the queue and the count are filled from the staging
-    table their COPY went into (`load.merge_staged`), not from the ids sent again. Extraction
+    On PostgreSQL the ids already landed are probed first and only the others are COPYed, straight
+    into `raw_contacts` (`_append_absent`); on SQLite the records go through the merge. Extraction
     rejects land in `rejects` with stage 'extract'.
     """
     rows = [
@@ -66,22 +78,14 @@ def land_batch(
     ]
     raw_ids = {r["raw_id"] for r in rows}
     new, present = 0, 0
-    if rows:
-        staged_rows = Rows.of_dicts(t.raw_contacts, rows)
-        new, stage = merge_staged(conn, t.raw_contacts, staged_rows, update=False, binary=False)
-        # Every id goes on the queue, landed before or not: one already settled leaves it again
-        # at the next processing (`settle_pending`).
-        if stage is None:
-            upsert(conn, t.raw_pending, [{"raw_id": k} for k in raw_ids], update=False)
-            present = count_present(conn, t.raw_contacts, "raw_id", raw_ids)
-        else:
-            staged = select(stage.c.raw_id)
-            conn.execute(
-                pg_insert(t.raw_pending).from_select(["raw_id"], staged).on_conflict_do_nothing()
-            )
-            r = t.raw_contacts
-            on = r.c.raw_id == stage.c.raw_id
-            present = conn.execute(select(func.count()).select_from(stage.join(r, on))).scalar_one()
+    # Every id goes on the queue, landed before or not: one already settled leaves it again at
+    # the next processing (`settle_pending`).
+    if rows and conn.dialect.name == "postgresql":
+        new, present = _append_absent(conn, rows, sorted(raw_ids))
+    elif rows:
+        new = merge(conn, t.raw_contacts, Rows.of_dicts(t.raw_contacts, rows), update=False)
+        upsert(conn, t.raw_pending, [{"raw_id": k} for k in raw_ids], update=False)
+        present = count_present(conn, t.raw_contacts, "raw_id", raw_ids)
     reject_rows = [
         reject_row(
             Reject(j.source, j.source_record_id, "extract", j.code, j.message, j.raw), run_id
@@ -92,6 +96,26 @@ def land_batch(
     if move_cursor and cursor is not None:
         upsert(conn, t.source_cursors, [{"source": source, "cursor": cursor, "run_id": run_id}])
     return Landed(len(raw_ids), new, int(present))
+
+
+def _append_absent(conn: Connection, rows: list[dict[str, Any]], ids: list[str]) -> tuple[int, int]:
+    """PostgreSQL: the batch's records whose ids `raw_contacts` lacks, COPYed straight in (binary),
+    and every id put on the queue; how many were new, and how many the table holds after.
+
+    One probe of the primary key for the whole batch instead of a staging table and an
+    `INSERT … ON CONFLICT DO NOTHING` from it: a first load's rows are written once, not twice,
+    and PostgreSQL parses no text. Its source's lock keeps any other run from landing the same
+    ids meanwhile (a raw id is its source's and the record's); should one slip in after all,
+    the COPY fails on the key and the batch's transaction with it: nothing half-landed, the
+    cursor not moved."""
+    r, q = t.raw_contacts, t.raw_pending
+    keys = bindparam("ids", ids, type_=ARRAY(Text))
+    held = set(conn.execute(select(r.c.raw_id).where(r.c.raw_id == any_(keys))).scalars())
+    absent = [row for row in rows if row["raw_id"] not in held]
+    new = insert_new(conn, r, Rows.of_dicts(r, absent)) if absent else 0
+    listed = select(func.unnest(keys).label("raw_id"))
+    conn.execute(pg_insert(q).from_select(["raw_id"], listed).on_conflict_do_nothing())
+    return new, len(held) + new
 
 
 def content_hash(text: str) -> str:

@@ -38,7 +38,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.expression import TableClause
-from sqlalchemy.sql.expression import table as table_clause
 
 if TYPE_CHECKING:
     import psycopg
@@ -255,19 +254,6 @@ def merge(
     for part in _dict_chunks(unique):
         written += max(conn.execute(stmt, part).rowcount, 0)
     return written
-
-
-def merge_staged(
-    conn: Connection, table: Table, rows: Rows, update: bool = True, binary: bool = True
-) -> tuple[int, TableClause | None]:
-    """`merge`, and on PostgreSQL the staging table the rows went through (their distinct keys,
-    the last row of each, as merged), for statements that follow from the same rows without
-    sending them again; None elsewhere. It holds them until the next merge into `table` or the
-    end of the transaction."""
-    written = merge(conn, table, rows, update, binary)
-    if conn.dialect.name != "postgresql" or not rows.values:
-        return written, None
-    return written, table_clause(f"stage_{table.name}", *(column(c) for c in rows.columns))
 
 
 def insert_new(conn: Connection, table: Table, rows: Rows) -> int:
@@ -668,7 +654,6 @@ __all__ = [
     "insert_new_arrow",
     "arrow_rows",
     "merge",
-    "merge_staged",
     "counted_keys",
     "key_table",
     "upsert",

@@ -4,7 +4,10 @@ what a run processes is exactly what is neither a contact nor rejected at normal
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+import psycopg
+import pytest
 from sqlalchemy import Connection, Engine, and_, exists, func, not_, or_, select, text
 
 from connectors.base import RawRecord
@@ -134,4 +137,72 @@ def test_a_batch_lands_queues_and_reconciles_its_records_once(warehouse_url: str
         "row-3": "run_b",
     }
     assert land([], "run_c") == landing.Landed(distinct=0, new=0, present=0)
+    engine.dispose()
+
+
+def test_a_record_landed_by_another_run_meanwhile_fails_the_batch_whole(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL probes which ids are landed, then COPYs the others straight in. Should another
+    run land one of them in between (its source's lock keeps it out; one whose lock expired),
+    the COPY fails on the key: the batch's transaction lands nothing, queues nothing and moves
+    no cursor, and the next attempt lands the rest beside the other run's record."""
+    engine = db.make_engine(pg_url)
+    db.upgrade(engine)
+    at = datetime(2026, 10, 1, tzinfo=UTC)
+    r = t.raw_contacts
+
+    def rec(i: int, name: str) -> RawRecord:
+        return RawRecord("fair", "spreadsheet", f"row-{i}", at, {"name": name})
+
+    def land(records: list[RawRecord], run_id: str) -> landing.Landed:
+        with engine.begin() as conn:
+            return landing.land_batch(
+                conn,
+                source="fair",
+                records=records,
+                rejects=[],
+                cursor={"files": {"a.csv": "sha"}},
+                run_id=run_id,
+            )
+
+    straight = landing.insert_new
+
+    def other_run_first(conn: Connection, table: Any, rows: Any) -> int:
+        other = rec(2, "other")
+        with engine.begin() as theirs:  # its own connection and transaction, committed
+            theirs.execute(
+                r.insert().values(
+                    raw_id=raw_id_for("fair", "row-2"),
+                    source="fair",
+                    source_kind="spreadsheet",
+                    source_record_id="row-2",
+                    received_at=at,
+                    payload=other.payload_json(),
+                    content_hash=landing.content_hash(other.payload_json()),
+                    run_id="run_other",
+                )
+            )
+        return straight(conn, table, rows)
+
+    monkeypatch.setattr(landing, "insert_new", other_run_first)
+    batch = [rec(1, "a"), rec(2, "b"), rec(3, "c")]
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        land(batch, "run_a")
+    with engine.connect() as conn:
+        assert dict(conn.execute(select(r.c.source_record_id, r.c.run_id)).all()) == {
+            "row-2": "run_other"
+        }
+        assert _queued(conn) == set()
+        assert landing.read_cursor(conn, "fair") is None
+    monkeypatch.setattr(landing, "insert_new", straight)
+    assert land(batch, "run_a") == landing.Landed(distinct=3, new=2, present=3)
+    with engine.connect() as conn:
+        assert dict(conn.execute(select(r.c.source_record_id, r.c.run_id)).all()) == {
+            "row-1": "run_a",
+            "row-2": "run_other",
+            "row-3": "run_a",
+        }
+        assert _queued(conn) == {raw_id_for("fair", f"row-{i}") for i in (1, 2, 3)}
+        assert landing.read_cursor(conn, "fair") == {"files": {"a.csv": "sha"}}
     engine.dispose()
